@@ -1,0 +1,59 @@
+/* config: the configuration file (SPEC 2). Owns parsing, defaults, validation and the
+ * rule of which datasources are selected. A struct config is immutable once loaded; a
+ * reload builds a new one and swaps it in. */
+#ifndef DSYNC_CONFIG_H
+#define DSYNC_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct config {
+    /* Druid (the first five keys are the original connector's) */
+    char *druid_host;
+    int druid_port;
+    char *schema_name;
+    char *incremental_column;
+    bool use_ssl;
+    char *druid_username;      /* NULL when not set */
+    char *druid_password;      /* resolved: from the key, the file, or the credential */
+    char *druid_password_file; /* NULL when not set */
+    char *tls_ca_file;         /* NULL: system CAs */
+    bool tls_verify;
+    /* PostgreSQL */
+    char *postgres; /* libpq conninfo or URI; "" = libpq defaults */
+    char *destination_schema;
+    /* selection */
+    char **datasources; /* NULL-terminated; NULL when the key is absent (= all) */
+    char **exclude_datasources; /* NULL-terminated; never NULL (empty list) */
+    /* pacing */
+    double sync_interval_seconds;
+    long batch_size;
+    int max_concurrent_queries;
+    double request_timeout_seconds;
+    double lookback_seconds;
+    bool soft_deletes;
+    char *metadata_column_prefix;
+    /* additions beyond SPEC 2 (documented in the README) */
+    int max_retries;              /* attempts per slice before the cycle fails; default 5 */
+    double retry_initial_seconds; /* first backoff, doubled each retry; default 1 */
+    double retry_max_seconds;     /* backoff cap; default 60 */
+    char *log_level;              /* NULL or "error"/"warning"/"info"/"debug" */
+};
+
+/* Exit code for configuration errors (EX_CONFIG). */
+#define CONFIG_EXIT 78
+
+/* Loads and validates path. On error returns NULL and writes one message naming the
+ * offending key (or the file/JSON problem) into err. The caller frees with config_free. */
+struct config *config_load(const char *path, char *err, size_t errlen);
+/* Same, from a JSON text already in memory (used by tests). */
+struct config *config_parse(const char *json_text, char *err, size_t errlen);
+void config_free(struct config *c);
+
+/* Does the configuration select this datasource? (datasources / exclude_datasources) */
+bool config_selects(const struct config *c, const char *datasource);
+
+/* Names of the system columns: prefix + "id" / "synced" / "deleted". Writes into out. */
+void config_system_column(const struct config *c, const char *suffix, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,42 @@
+/* druid_error: Druid's error responses. Parses both envelopes (the legacy QueryException
+ * one before Druid 27 and the druidException one from 27), and classifies a failure into
+ * what the scheduler acts on: retry with backoff, stop until reload, or give up. */
+#ifndef DSYNC_DRUID_ERROR_H
+#define DSYNC_DRUID_ERROR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum druid_err_kind {
+    DRUID_OK = 0,
+    DRUID_ERR_TRANSIENT, /* 429, 503, 504, capacity, timeout: retry with backoff */
+    DRUID_ERR_AUTH,      /* 401, 403: stop until the configuration is reloaded */
+    DRUID_ERR_QUERY,     /* 400, 404, 501: the query itself is wrong; retrying won't help */
+    DRUID_ERR_SERVER,    /* 500 and other statuses: retried, within max_retries */
+    DRUID_ERR_TRUNCATED, /* 200 but the body lacked the end marker: retried */
+    DRUID_ERR_TRANSPORT, /* connect failure, reset, curl timeout, non-JSON error body */
+    DRUID_ERR_PROTOCOL,  /* 200 with a body we cannot parse (bad JSON, missing header rows) */
+};
+
+struct druid_error {
+    enum druid_err_kind kind;
+    long http_status;     /* 0 when no response */
+    char code[96];        /* legacy "error" value, else "errorCode"; "" if none */
+    char category[48];    /* 27+ "category"; "" if none */
+    char message[1024];   /* Druid's errorMessage, or our own description */
+    double retry_after;   /* seconds from a Retry-After header; -1 when absent */
+};
+
+/* Fills out from an HTTP error response. body may be NULL/empty or non-JSON (a proxy or
+ * Jetty page): that is a transport-level failure. retry_after is the raw header value or
+ * NULL (delta-seconds or an HTTP date). 401/403 are classified by status alone. */
+void druid_error_from_response(long http_status, const char *body, size_t len,
+                               const char *retry_after, struct druid_error *out);
+/* Fills out for a failure with no HTTP response or with a bad 200 body. */
+void druid_error_set(struct druid_error *out, enum druid_err_kind kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+const char *druid_err_kind_name(enum druid_err_kind k);
+/* TRANSIENT, SERVER, TRUNCATED, TRANSPORT are retryable; QUERY, AUTH, PROTOCOL are not. */
+bool druid_err_retryable(enum druid_err_kind k);
+
+#endif

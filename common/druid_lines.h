@@ -1,0 +1,33 @@
+/* druid_lines: streaming splitter for Druid's arrayLines (and objectLines) bodies. Bytes go
+ * in as they arrive from the network; complete lines come out through a callback; the end
+ * marker (an empty line: the body ends in "\n\n") is what tells a complete response from a
+ * truncated one. Memory is bounded by the longest line, never by the body. */
+#ifndef DSYNC_DRUID_LINES_H
+#define DSYNC_DRUID_LINES_H
+
+#include <stddef.h>
+
+enum {
+    DRUID_LINES_E_TRUNCATED = -2, /* the body ended without the end marker */
+    DRUID_LINES_E_TOOLONG = -3,   /* a line exceeded max_line bytes */
+    DRUID_LINES_E_AFTER_END = -4, /* bytes after the end marker */
+    DRUID_LINES_E_NOMEM = -5,
+};
+
+/* Called once per complete, non-empty line (without its '\n'; line[len] is '\0' so it can
+ * be handed to a parser directly). A non-zero return stops the feed and is returned by
+ * druid_lines_feed. */
+typedef int (*druid_line_cb)(void *ud, char *line, size_t len);
+
+struct druid_lines; /* opaque */
+
+/* NULL on OOM. */
+struct druid_lines *druid_lines_new(size_t max_line, druid_line_cb cb, void *ud);
+void druid_lines_free(struct druid_lines *l);
+/* 0, the callback's non-zero value, or a DRUID_LINES_E_* code. */
+int druid_lines_feed(struct druid_lines *l, const char *data, size_t len);
+/* At end of body: 0 if the body ended exactly with the end marker ("\n\n", or a body that
+ * is exactly "\n\n"), DRUID_LINES_E_TRUNCATED otherwise (including an empty body). */
+int druid_lines_finish(struct druid_lines *l);
+
+#endif
