@@ -1,0 +1,118 @@
+/* druid_lines: streaming arrayLines/objectLines splitter with end-marker detection. */
+#include "druid_lines.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum state {
+    ST_BODY,        /* inside the body, before the end marker */
+    ST_EMPTY_FIRST, /* the body so far is exactly "\n": only a second '\n' may follow */
+    ST_END,         /* the end marker has been seen: nothing may follow */
+};
+
+struct druid_lines {
+    size_t max_line;
+    druid_line_cb cb;
+    void *ud;
+    char *line; /* the current, incomplete line; max_line + 1 bytes once allocated */
+    size_t len;
+    bool seen_any; /* any byte of the body has arrived */
+    enum state st;
+    int err; /* sticky: once a feed failed, every later feed fails the same way */
+};
+
+struct druid_lines *druid_lines_new(size_t max_line, druid_line_cb cb, void *ud)
+{
+    struct druid_lines *l = calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    l->max_line = max_line;
+    l->cb = cb;
+    l->ud = ud;
+    return l;
+}
+
+void druid_lines_free(struct druid_lines *l)
+{
+    if (!l)
+        return;
+    free(l->line);
+    free(l);
+}
+
+static int append(struct druid_lines *l, const char *p, size_t n)
+{
+    if (n > l->max_line - l->len)
+        return DRUID_LINES_E_TOOLONG;
+    if (!l->line) {
+        /* Allocated once at the bound: lines are copied, never reallocated. The caller
+         * picks max_line, so this is the module's whole memory use. */
+        l->line = malloc(l->max_line + 1);
+        if (!l->line)
+            return DRUID_LINES_E_NOMEM;
+    }
+    memcpy(l->line + l->len, p, n);
+    l->len += n;
+    return 0;
+}
+
+static int feed(struct druid_lines *l, const char *data, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        if (l->st == ST_END)
+            return DRUID_LINES_E_AFTER_END;
+        if (l->st == ST_EMPTY_FIRST) {
+            if (data[i] != '\n')
+                return DRUID_LINES_E_AFTER_END; /* an empty line, then more data */
+            l->st = ST_END;
+            i++;
+            continue;
+        }
+        const char *nl = memchr(data + i, '\n', len - i);
+        size_t n = nl ? (size_t)(nl - (data + i)) : len - i;
+        if (n) {
+            int rc = append(l, data + i, n);
+            if (rc)
+                return rc;
+        }
+        i += n;
+        if (!nl)
+            break;
+        i++; /* the '\n' */
+        if (l->len == 0) {
+            /* An empty line is the end marker, except at the very start of the body,
+             * where the complete empty body "\n\n" needs both newlines. */
+            l->st = l->seen_any ? ST_END : ST_EMPTY_FIRST;
+            l->seen_any = true;
+            continue;
+        }
+        l->seen_any = true;
+        l->line[l->len] = '\0';
+        size_t ll = l->len;
+        l->len = 0;
+        int rc = l->cb(l->ud, l->line, ll);
+        if (rc)
+            return rc;
+    }
+    if (len)
+        l->seen_any = true;
+    return 0;
+}
+
+int druid_lines_feed(struct druid_lines *l, const char *data, size_t len)
+{
+    if (l->err)
+        return l->err;
+    int rc = feed(l, data, len);
+    l->err = rc;
+    return rc;
+}
+
+int druid_lines_finish(struct druid_lines *l)
+{
+    if (l->err || l->st != ST_END)
+        return DRUID_LINES_E_TRUNCATED;
+    return 0;
+}
