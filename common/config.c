@@ -763,8 +763,8 @@ static struct config *parse_len(const char *text, size_t len, char *err, size_t 
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
     /* len + 1: the terminating NUL ends a number at the very end of the text */
     json_object *root = json_tokener_parse_ex(tok, text, (int)len + 1);
-    if (!root) {
-        enum json_tokener_error jerr = json_tokener_get_error(tok);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    if (!root && jerr != json_tokener_success) { /* (a JSON null is NULL with success) */
         size_t off = json_tokener_get_parse_end(tok), line = 1, col = 1;
         if (off > len)
             off = len;
@@ -776,7 +776,7 @@ static struct config *parse_len(const char *text, size_t len, char *err, size_t 
                 col++;
             }
         }
-        if (jerr == json_tokener_success || jerr == json_tokener_continue)
+        if (jerr == json_tokener_continue)
             seterr(err, errlen, "line %zu: JSON syntax error: unexpected end of data", line);
         else
             seterr(err, errlen, "line %zu: JSON syntax error: %s (column %zu)", line,
