@@ -201,8 +201,7 @@ static void expected(const struct cf_key *k, char *out, size_t n)
             snprintf(out, n, "an integer between %lld and %lld", k->imin, k->imax);
         break;
     case CF_NUMBER:
-        snprintf(out, n, "a number %s %g (at most %g)", (k->flags & CF_GT) ? ">" : ">=", k->dmin,
-                 k->dmax);
+        snprintf(out, n, "a number %s %g", (k->flags & CF_GT) ? ">" : ">=", k->dmin);
         break;
     case CF_BOOL:
         snprintf(out, n, "%s",
@@ -333,8 +332,15 @@ static int set_number(const struct cf_key *k, struct config *c, const json_objec
     if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double))
         return type_error(k, v, err, errlen);
     double d = json_object_get_double(v);
-    if (!isfinite(d) || d > k->dmax || ((k->flags & CF_GT) ? d <= k->dmin : d < k->dmin))
+    if (!isfinite(d) || ((k->flags & CF_GT) ? d <= k->dmin : d < k->dmin))
         return type_error(k, v, err, errlen);
+    if (d > k->dmax) {
+        char got[GOT_MAX + 16];
+        describe(v, false, got, sizeof got);
+        seterr(err, errlen, "%s: expected a number of seconds no larger than %.0f, got %s", k->name,
+               k->dmax, got);
+        return -1;
+    }
     *(double *)((char *)c + k->off) = d;
     return 0;
 }

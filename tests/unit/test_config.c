@@ -508,6 +508,9 @@ static void test_numbers(void **state)
     reject("\"lookback_seconds\":\"0\"", "lookback_seconds", NULL);
     reject("\"lookback_seconds\":null", "lookback_seconds", "got null");
     reject("\"sync_interval_seconds\":NaN", "sync_interval_seconds", NULL);
+    reject("\"sync_interval_seconds\":1e12", "sync_interval_seconds", "no larger than 1000000000");
+    c = accept("\"lookback_seconds\":1000000000");
+    config_free(c);
 }
 
 static void test_retry_bounds(void **state)
