@@ -67,33 +67,15 @@ struct cf_key {
 static int check_host(const struct cf_key *k, struct config *c, char *err, size_t errlen);
 static int check_log_level(const struct cf_key *k, struct config *c, char *err, size_t errlen);
 
-#define F(field) offsetof(struct config, field)
-#define STR(name, field, def, flags, check)                                                        \
-    {                                                                                              \
-        name, CF_STRING, F(field), def, flags, 0, 0, 0, 0, 0, check                                \
-    }
-#define INT(name, field, def, flags, lo, hi)                                                       \
-    {                                                                                              \
-        name, CF_INT, F(field), def, flags, lo, hi, 0, 0, 0, NULL                                  \
-    }
-#define LONG(name, field, def, lo, hi)                                                             \
-    {                                                                                              \
-        name, CF_LONG, F(field), def, 0, lo, hi, 0, 0, 0, NULL                                     \
-    }
-#define NUM(name, field, def, flags, lo)                                                           \
-    {                                                                                              \
-        name, CF_NUMBER, F(field), def, flags, 0, 0, lo, SECONDS_MAX, 0, NULL                      \
-    }
-#define BOOL(name, field, def, flags)                                                              \
-    {                                                                                              \
-        name, CF_BOOL, F(field), def, flags, 0, 0, 0, 0, 0, NULL                                   \
-    }
-#define LIST(name, field, def, flags)                                                              \
-    {                                                                                              \
-        name, CF_STRLIST, F(field), def, flags, 0, 0, 0, 0, 0, NULL                                \
-    }
-
 /* clang-format off */
+#define F(field) offsetof(struct config, field)
+#define STR(name, field, def, flags, check) {name, CF_STRING, F(field), def, flags, 0, 0, 0, 0, 0, check}
+#define INT(name, field, def, flags, lo, hi) {name, CF_INT, F(field), def, flags, lo, hi, 0, 0, 0, NULL}
+#define LONG(name, field, def, lo, hi) {name, CF_LONG, F(field), def, 0, lo, hi, 0, 0, 0, NULL}
+#define NUM(name, field, def, flags, lo) {name, CF_NUMBER, F(field), def, flags, 0, 0, lo, SECONDS_MAX, 0, NULL}
+#define BOOL(name, field, def, flags) {name, CF_BOOL, F(field), def, flags, 0, 0, 0, 0, 0, NULL}
+#define LIST(name, field, def, flags) {name, CF_STRLIST, F(field), def, flags, 0, 0, 0, 0, 0, NULL}
+
 static const struct cf_key cf_keys[] = {
     /* Druid: the first five keys are the original connector's */
     STR ("druid_host",              druid_host,              NULL,        CF_REQUIRED | CF_NONEMPTY, check_host),
