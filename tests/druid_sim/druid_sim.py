@@ -1,0 +1,2731 @@
+#!/usr/bin/python3
+"""Druid SQL HTTP API simulator for the druid-syncd tests.
+
+This module owns everything a test needs from "a Druid cluster":
+
+* ``POST /druid/v2/sql`` with the five result formats, header rows, lazy start,
+  chunked streaming, truncation semantics, both error envelopes (27+ and legacy),
+  Basic auth, query ids and cancellation (``DELETE /druid/v2/sql/{id}``), all
+  byte-for-byte as described in ``shared/reference/druid-sql-api.md`` (section 10
+  is the checklist).
+* A small Druid SQL dialect (the shapes the daemon sends plus what a person
+  types by hand), translated to SQLite over in-memory tables.  Types are tracked
+  by our own typer because the header rows and the value formatting depend on
+  the SQL type of each output expression, which SQLite does not know.
+* ``INFORMATION_SCHEMA`` and ``sys.segments`` views of the datasources.
+* A control API under ``/__sim/`` (never authenticated) to create/alter data,
+  inject faults and inspect the queries the daemon sent.
+
+Standard library only; run with /usr/bin/python3 (3.11).
+"""
+
+import argparse
+import base64
+import gzip
+import json
+import math
+import os
+import re
+import signal
+import socket
+import sqlite3
+import struct
+import sys
+import threading
+import time
+import uuid
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+DAY_MS = 86400000
+
+# ---------------------------------------------------------------------------
+# Value formatting (reference section 3)
+# ---------------------------------------------------------------------------
+
+
+def _java_digits(digits, exp10, neg):
+    """Render shortest decimal digits the way Java's Double/Float.toString does.
+
+    ``digits`` is the significant digit string (no leading/trailing zeros except
+    a single "0"), ``exp10`` the exponent of its first digit (scientific form).
+    Java uses plain notation for 1e-3 <= |x| < 1e7 and computerized scientific
+    notation (``1.0E7``, ``1.0E-5``) otherwise, always with a fractional part.
+    """
+    sign = "-" if neg else ""
+    if -3 <= exp10 < 7:
+        if exp10 >= 0:
+            ip = digits[: exp10 + 1].ljust(exp10 + 1, "0")
+            fp = digits[exp10 + 1:] or "0"
+        else:
+            ip = "0"
+            fp = "0" * (-exp10 - 1) + digits
+        return "%s%s.%s" % (sign, ip, fp)
+    return "%s%s.%sE%d" % (sign, digits[0], digits[1:] or "0", exp10)
+
+
+def _shortest_parts(text):
+    """Split a Python shortest-repr float text into (digits, exp10, neg)."""
+    d = Decimal(text)
+    sign, dig, exp = d.as_tuple()
+    s = "".join(map(str, dig)).rstrip("0")
+    if not s:
+        return "0", 0, bool(sign)
+    lead = len("".join(map(str, dig))) + exp - 1
+    return s, lead, bool(sign)
+
+
+def java_double(x):
+    """Java ``Double.toString`` for finite doubles (shortest round-trip digits)."""
+    x = float(x)
+    if x == 0.0:
+        return "-0.0" if math.copysign(1.0, x) < 0 else "0.0"
+    return _java_digits(*_shortest_parts(repr(x)))
+
+
+def java_float(x):
+    """Java ``Float.toString``: shortest digits that round-trip through float32."""
+    x = struct.unpack("f", struct.pack("f", float(x)))[0]
+    if x == 0.0:
+        return "-0.0" if math.copysign(1.0, x) < 0 else "0.0"
+    for p in range(1, 10):
+        t = "%.*e" % (p - 1, x)
+        if struct.unpack("f", struct.pack("f", float(t)))[0] == x:
+            return _java_digits(*_shortest_parts(t))
+    return java_double(x)
+
+
+def to_float32(x):
+    return struct.unpack("f", struct.pack("f", float(x)))[0]
+
+
+_CTRL_RE = re.compile(r"[\x00-\x1f]")
+
+
+def jstr(s):
+    """JSON string the way Jackson writes it: raw UTF-8, control chars escaped
+    (short forms for \\b\\f\\n\\r\\t, otherwise \\u00XX in upper case hex)."""
+    out = json.dumps(s, ensure_ascii=False)
+    if _CTRL_RE.search(s) and re.search(r"\\u00[0-9a-f]{2}", out):
+        parts = ['"']
+        for ch in s:
+            o = ord(ch)
+            if ch == '"':
+                parts.append('\\"')
+            elif ch == "\\":
+                parts.append("\\\\")
+            elif o < 0x20:
+                parts.append({8: "\\b", 9: "\\t", 10: "\\n", 12: "\\f", 13: "\\r"}.get(o, "\\u%04X" % o))
+            else:
+                parts.append(ch)
+        parts.append('"')
+        out = "".join(parts)
+    return out
+
+
+def jdump(v):
+    """Compact JSON with Java-style numbers (what Druid's ObjectMapper emits)."""
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return '"NaN"'
+        if math.isinf(v):
+            return '"Infinity"' if v > 0 else '"-Infinity"'
+        return java_double(v)
+    if isinstance(v, str):
+        return jstr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(jdump(e) for e in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ",".join(jstr(str(k)) + ":" + jdump(e) for k, e in v.items()) + "}"
+    return jstr(str(v))
+
+
+# --- time -------------------------------------------------------------------
+
+
+def days_from_civil(y, m, d):
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def civil_from_days(z):
+    z += 719468
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + (3 if mp < 10 else -9)
+    return y + (m <= 2), m, d
+
+
+def fmt_ts(ms):
+    """Joda ISODateTimeFormat.dateTime() in UTC: 2015-09-12T00:46:58.771Z."""
+    ms = int(ms)
+    days, rem = divmod(ms, DAY_MS)
+    y, mo, d = civil_from_days(days)
+    hh, rem = divmod(rem, 3600000)
+    mi, rem = divmod(rem, 60000)
+    ss, mss = divmod(rem, 1000)
+    ys = "%04d" % y if 0 <= y <= 9999 else str(y)
+    return "%s-%02d-%02dT%02d:%02d:%02d.%03dZ" % (ys, mo, d, hh, mi, ss, mss)
+
+
+def fmt_sql_ts(ms):
+    """CAST(ts AS VARCHAR) form: 2015-09-12 00:46:58.771."""
+    t = fmt_ts(ms)
+    return t[:10] + " " + t[11:23]
+
+
+_ISO_RE = re.compile(
+    r"^\s*([+-]?\d{4,9})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2})(?::(\d{1,2})(?::(\d{1,2})(?:[.,](\d{1,9}))?)?)?)?"
+    r"\s*(Z|[+-]\d{2}(?::?\d{2})?)?\s*$")
+
+
+def parse_time(s):
+    """ISO-8601 (or SQL 'yyyy-MM-dd HH:mm:ss[.SSS]') string -> epoch millis, or None.
+    No offset means UTC (Druid reads it in sqlTimeZone, which we fix to UTC)."""
+    if not isinstance(s, str):
+        return None
+    m = _ISO_RE.match(s)
+    if not m:
+        return None
+    y, mo, d = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    hh, mi, ss = (int(m.group(i) or 0) for i in (4, 5, 6))
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and hh < 24 and mi < 60 and ss < 60):
+        return None
+    frac = m.group(7) or "0"
+    ms = int((frac + "00")[:3])
+    total = days_from_civil(y, mo, d) * DAY_MS + hh * 3600000 + mi * 60000 + ss * 1000 + ms
+    off = m.group(8)
+    if off and off != "Z":
+        sign = -1 if off[0] == "-" else 1
+        digits = off[1:].replace(":", "")
+        oh, om = int(digits[:2]), int(digits[2:4] or 0)
+        total -= sign * (oh * 3600000 + om * 60000)
+    return total
+
+
+def to_millis(v):
+    """A TIMESTAMP value from JSON (millis number or ISO string) -> millis."""
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        raise ValueError("bad timestamp %r" % (v,))
+    if isinstance(v, (int, float)):
+        return int(v)
+    ms = parse_time(str(v))
+    if ms is None:
+        raise ValueError("bad timestamp %r" % (v,))
+    return ms
+
+
+_PERIOD_RE = re.compile(
+    r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+
+
+def parse_period(p):
+    """ISO period -> ('months', n) or ('ms', n, origin_ms).  None if invalid."""
+    m = _PERIOD_RE.match(p or "")
+    if not m or p in ("P", "PT"):
+        return None
+    y, mo, w, d, h, mi, s = m.groups()
+    months = int(y or 0) * 12 + int(mo or 0)
+    dur = (int(w or 0) * 7 * DAY_MS + int(d or 0) * DAY_MS + int(h or 0) * 3600000
+           + int(mi or 0) * 60000 + int(round(float(s or 0) * 1000)))
+    if months and dur:
+        return None
+    if months:
+        return ("months", months)
+    if dur <= 0:
+        return None
+    # Weeks are aligned on ISO Mondays (1970-01-05), everything else on the epoch.
+    return ("ms", dur, 4 * DAY_MS if w else 0)
+
+
+_period_cache = {}
+
+
+def time_floor(ms, period):
+    if ms is None or period is None:
+        return None
+    spec = _period_cache.get(period)
+    if spec is None:
+        spec = parse_period(period)
+        if spec is None:
+            raise ValueError("Unknown period [%s]" % period)
+        _period_cache[period] = spec
+    ms = int(ms)
+    if spec[0] == "ms":
+        dur, origin = spec[1], spec[2]
+        return (ms - origin) // dur * dur + origin
+    y, mo, _d = civil_from_days(ms // DAY_MS)
+    idx = (y * 12 + mo - 1) - (1970 * 12)
+    idx = idx // spec[1] * spec[1] + 1970 * 12
+    return days_from_civil(idx // 12, idx % 12 + 1, 1) * DAY_MS
+
+
+def time_ceil(ms, period):
+    f = time_floor(ms, period)
+    if f is None or f == ms:
+        return f
+    spec = _period_cache[period]
+    if spec[0] == "ms":
+        return f + spec[1]
+    y, mo, _d = civil_from_days(f // DAY_MS)
+    idx = y * 12 + mo - 1 + spec[1]
+    return days_from_civil(idx // 12, idx % 12 + 1, 1) * DAY_MS
+
+
+# ---------------------------------------------------------------------------
+# Types
+# ---------------------------------------------------------------------------
+
+JDBC = {"TIMESTAMP": 93, "VARCHAR": 12, "CHAR": 1, "BIGINT": -5, "INTEGER": 4, "SMALLINT": 5, "TINYINT": -6,
+        "FLOAT": 6, "REAL": 7, "DOUBLE": 8, "DECIMAL": 3, "BOOLEAN": 16, "DATE": 91, "ARRAY": 2003, "OTHER": 1111}
+INT_TYPES = ("BIGINT", "INTEGER", "SMALLINT", "TINYINT")
+FLOAT_TYPES = ("DOUBLE", "FLOAT", "REAL", "DECIMAL")
+
+
+class T:
+    """A column/expression type: SQL type name (sqlTypesHeader), native type
+    (typesHeader) and the INFORMATION_SCHEMA DATA_TYPE spelling."""
+    __slots__ = ("sql", "native", "info")
+
+    def __init__(self, sql, native, info=None):
+        self.sql, self.native, self.info = sql, native, info or sql
+
+    def __repr__(self):
+        return "T(%s,%s)" % (self.sql, self.native)
+
+
+def native_of(sql):
+    if sql in ("TIMESTAMP", "DATE", "BOOLEAN") or sql in INT_TYPES:
+        return "LONG"
+    if sql in ("DOUBLE", "DECIMAL"):
+        return "DOUBLE"
+    if sql in ("FLOAT", "REAL"):
+        return "FLOAT"
+    if sql in ("VARCHAR", "CHAR"):
+        return "STRING"
+    return None
+
+
+def tsimple(sql):
+    return T(sql, native_of(sql))
+
+
+def type_from_name(name):
+    """Control-API / parameter type name -> T.  Raises ValueError if unknown."""
+    n = (name or "").strip()
+    u = n.upper()
+    if u.startswith("COMPLEX<") and n.endswith(">"):
+        return T("OTHER", "COMPLEX<%s>" % n[8:-1], "COMPLEX<%s>" % n[8:-1])
+    if u in ("COMPLEX", "OTHER", "JSON"):
+        return T("OTHER", "COMPLEX<json>", "COMPLEX<json>")
+    if u.startswith("ARRAY"):
+        el = u[6:-1] if u.startswith("ARRAY<") else ""
+        el = {"VARCHAR": "STRING", "BIGINT": "LONG"}.get(el, el)
+        return T("ARRAY", "ARRAY<%s>" % el if el else "ARRAY<STRING>", "ARRAY")
+    if u == "STRING":
+        u = "VARCHAR"
+    if u == "LONG":
+        u = "BIGINT"
+    if native_of(u) is None:
+        raise ValueError("unknown type [%s]" % name)
+    return tsimple(u)
+
+
+# ---------------------------------------------------------------------------
+# Errors (reference section 5)
+# ---------------------------------------------------------------------------
+
+
+class DruidError(Exception):
+    """An error response.  ``kind`` 'native' is a DruidException, 'legacy' a
+    wrapped legacy QueryException; ``raw`` bypasses the envelope entirely."""
+
+    def __init__(self, status, message, code="invalidInput", persona="USER", category="INVALID_INPUT",
+                 context=None, kind="native", legacy_error=None, legacy_class=None, host=None,
+                 raw=None, headers=None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.persona = status, message, code, persona
+        self.category, self.context, self.kind = category, context if context is not None else {}, kind
+        self.legacy_error, self.legacy_class, self.host = legacy_error, legacy_class, host
+        self.raw, self.headers = raw, headers or []
+
+    def body(self, legacy_mode):
+        if self.raw is not None:
+            return self.raw
+        if legacy_mode:
+            return "{" + ",".join([
+                '"error":' + jdump(self.legacy_error or "Unknown exception"),
+                '"errorMessage":' + jdump(self.message),
+                '"errorClass":' + jdump(self.legacy_class),
+                '"host":' + jdump(self.host)]) + "}"
+        if self.kind == "legacy":
+            ctx = {"host": self.host, "errorClass": self.legacy_class, "legacyErrorCode": self.legacy_error}
+            return "{" + ",".join([
+                '"error":' + jdump(self.legacy_error), '"errorClass":' + jdump(self.legacy_class),
+                '"host":' + jdump(self.host), '"errorCode":"legacyQueryException"',
+                '"persona":' + jdump(self.persona), '"category":' + jdump(self.category),
+                '"errorMessage":' + jdump(self.message), '"context":' + jdump(ctx)]) + "}"
+        return "{" + ",".join([
+            '"error":"druidException"', '"errorCode":' + jdump(self.code), '"persona":' + jdump(self.persona),
+            '"category":' + jdump(self.category), '"errorMessage":' + jdump(self.message),
+            '"context":' + jdump({k: str(v) for k, v in self.context.items()})]) + "}"
+
+
+def _sql_ctx(sql, pos, endpos):
+    line, col = line_col(sql, pos)
+    eline, ecol = line_col(sql, max(pos, endpos - 1))
+    return {"sourceType": "sql", "line": line, "column": col, "endLine": eline, "endColumn": ecol}
+
+
+def line_col(sql, pos):
+    pos = max(0, min(pos, len(sql)))
+    line = sql.count("\n", 0, pos) + 1
+    col = pos - (sql.rfind("\n", 0, pos) + 1) + 1
+    return line, col
+
+
+def err_parse(message):
+    return DruidError(400, message, legacy_error="SQL parse failed",
+                      legacy_class="org.apache.calcite.sql.parser.SqlParseException")
+
+
+def err_validation(message, context=None):
+    return DruidError(400, message, context=context, legacy_error="Plan validation failed",
+                      legacy_class="org.apache.calcite.tools.ValidationException")
+
+
+def err_order_by(cols):
+    return DruidError(
+        400, "Query could not be planned. A possible reason is [SQL query requires ordering a table by "
+             "non-time column [[%s]], which is not supported.]" % ", ".join(cols),
+        code="general", persona="ADMIN", legacy_error="SQL query is unsupported",
+        legacy_class="org.apache.calcite.plan.RelOptPlanner$CannotPlanException")
+
+
+def err_unknown_table(name, sql="", pos=0, endpos=0):
+    ctx = _sql_ctx(sql, pos, endpos) if sql else {}
+    if ctx:
+        msg = "Object '%s' not found (line [%s], column [%s])" % (name, ctx["line"], ctx["column"])
+    else:
+        msg = "Object '%s' not found" % name
+    return err_validation(msg, ctx)
+
+
+def err_timeout():
+    return DruidError(504, "Query did not complete within configured timeout period. You can increase query "
+                           "timeout or tune the performance of query.", code="legacyQueryException",
+                      persona="OPERATOR", category="TIMEOUT", kind="legacy", legacy_error="Query timeout",
+                      legacy_class="org.apache.druid.query.QueryTimeoutException")
+
+
+def err_capacity():
+    return DruidError(429, "Too many concurrent queries, total query capacity of 2 exceeded. Please try your "
+                           "query again later.", code="legacyQueryException", persona="OPERATOR",
+                      category="CAPACITY_EXCEEDED", kind="legacy", legacy_error="Query capacity exceeded",
+                      legacy_class="org.apache.druid.query.QueryCapacityExceededException")
+
+
+def err_cancelled(qid):
+    return DruidError(500, "Query [%s] was cancelled." % qid, code="legacyQueryException", persona="OPERATOR",
+                      category="CANCELED", kind="legacy", legacy_error="Query cancelled", legacy_class=None)
+
+
+def err_general(status, message, category="UNCATEGORIZED", legacy_error="Unknown exception",
+                legacy_class="java.lang.RuntimeException"):
+    return DruidError(status, message, code="general", persona="ADMIN", category=category,
+                      legacy_error=legacy_error, legacy_class=legacy_class)
+
+
+UNAUTHORIZED_BODY = '{"error":"Unauthorized request","errorMessage":null,"errorClass":null,"host":"localhost"}'
+
+
+def err_unauthorized():
+    return DruidError(401, "Unauthorized request", raw=UNAUTHORIZED_BODY, headers=[("WWW-Authenticate", "Basic")])
+
+
+def jetty_401_page(uri):
+    return ('<html>\n<head>\n<meta http-equiv="Content-Type" content="text/html;charset=ISO-8859-1"/>\n'
+            '<title>Error 401 Unauthorized</title>\n</head>\n<body><h2>HTTP ERROR 401 Unauthorized</h2>\n'
+            '<table>\n<tr><th>URI:</th><td>%s</td></tr>\n<tr><th>STATUS:</th><td>401</td></tr>\n'
+            '<tr><th>MESSAGE:</th><td>Unauthorized</td></tr>\n<tr><th>SERVLET:</th><td>-</td></tr>\n'
+            '</table>\n\n</body>\n</html>\n' % uri)
+
+
+def fault_error(name, table="nope"):
+    """Error templates for the 'status' fault kind."""
+    if name == "capacity":
+        return err_capacity()
+    if name == "timeout":
+        return err_timeout()
+    if name == "unavailable":
+        return DruidError(503, "Service Unavailable: no broker is available to serve this query",
+                          code="general", persona="OPERATOR", category="SERVICE_UNAVAILABLE",
+                          legacy_error="Query interrupted", legacy_class="java.io.IOException")
+    if name == "server":
+        return err_general(500, "Internal server error")
+    if name == "unauthorized":
+        return err_unauthorized()
+    if name == "forbidden":
+        return DruidError(403, "Unauthorized", raw='{"error":"Unauthorized"}')
+    if name == "unknown_table":
+        return err_unknown_table(table)
+    if name == "order_by":
+        return err_order_by(["channel"])
+    raise ValueError("unknown error template [%s]" % name)
+
+
+# ---------------------------------------------------------------------------
+# SQL tokenizer and parser (a Druid SQL subset)
+# ---------------------------------------------------------------------------
+
+RESERVED = set("""ALL AND ANY ARRAY AS ASYMMETRIC AVG BETWEEN BY CASE CAST COUNT CROSS CURRENT_DATE CURRENT_TIMESTAMP
+DATE DAY DISTINCT ELSE END EXCEPT EXISTS EXTRACT FALSE FETCH FLOOR FROM FULL GROUP HAVING HOUR IN INNER INSERT
+INTERSECT INTERVAL INTO IS JOIN LEFT LIKE LIMIT MAX MIN MINUTE MONTH NATURAL NOT NULL OFFSET ON ONE OR ORDER OUTER
+RIGHT ROWS SECOND SELECT START SUM SYMMETRIC THEN TIME TIMESTAMP TRUE UNION UPDATE USER USING VALUE VALUES WHEN
+WHERE WITH YEAR DELETE REPLACE""".split())
+
+# Words that are reserved but may still start a function call.
+FUNC_KEYWORDS = {"COUNT", "SUM", "MIN", "MAX", "AVG", "FLOOR", "CEIL", "CAST", "EXTRACT", "REPLACE", "LEFT", "RIGHT",
+                 "ARRAY"}
+
+_TOKEN_RE = re.compile(r"""
+    (?P<ws>\s+|--[^\n]*|/\*.*?\*/)
+  | (?P<num>(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
+  | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
+  | (?P<qid>"(?:[^"]|"")*")
+  | (?P<str>'(?:[^']|'')*')
+  | (?P<op><>|!=|>=|<=|\|\||[=<>+\-*/%(),.;?])
+""", re.X | re.S)
+
+
+class Tok:
+    __slots__ = ("kind", "val", "pos", "end", "upper")
+
+    def __init__(self, kind, val, pos, end):
+        self.kind, self.val, self.pos, self.end = kind, val, pos, end
+        self.upper = val.upper() if kind == "word" else None
+
+
+def tokenize(sql):
+    toks, i, n = [], 0, len(sql)
+    while i < n:
+        m = _TOKEN_RE.match(sql, i)
+        if not m:
+            line, col = line_col(sql, i)
+            raise err_parse("Lexical error at line %d, column %d.  Encountered: \"%s\"" % (line, col, sql[i]))
+        kind = m.lastgroup
+        if kind != "ws":
+            text = m.group(kind)
+            if kind == "qid":
+                toks.append(Tok("qid", text[1:-1].replace('""', '"'), i, m.end()))
+            elif kind == "str":
+                toks.append(Tok("str", text[1:-1].replace("''", "'"), i, m.end()))
+            else:
+                toks.append(Tok(kind, text, i, m.end()))
+        i = m.end()
+    toks.append(Tok("eof", "", n, n))
+    return toks
+
+
+class N:
+    """AST node: ``k`` is the kind, other attributes depend on it."""
+
+    def __init__(self, k, pos=0, end=0, **kw):
+        self.k, self.pos, self.end = k, pos, end
+        self.__dict__.update(kw)
+
+    def __repr__(self):
+        return "N(%s)" % ", ".join("%s=%r" % kv for kv in self.__dict__.items())
+
+
+AGGS = {"COUNT", "SUM", "MIN", "MAX", "AVG", "APPROX_COUNT_DISTINCT", "APPROX_COUNT_DISTINCT_BUILTIN",
+        "ANY_VALUE", "EARLIEST", "LATEST"}
+
+
+class Parser:
+    def __init__(self, sql):
+        self.sql = sql
+        self.toks = tokenize(sql)
+        self.i = 0
+        self.nparams = 0
+
+    # -- helpers
+    @property
+    def t(self):
+        return self.toks[self.i]
+
+    def peek(self, k=1):
+        return self.toks[min(self.i + k, len(self.toks) - 1)]
+
+    def next(self):
+        t = self.toks[self.i]
+        self.i += 1
+        return t
+
+    def is_kw(self, *words):
+        return self.t.kind == "word" and self.t.upper in words
+
+    def accept_kw(self, *words):
+        if self.is_kw(*words):
+            return self.next()
+        return None
+
+    def is_op(self, *ops):
+        return self.t.kind == "op" and self.t.val in ops
+
+    def accept_op(self, *ops):
+        if self.is_op(*ops):
+            return self.next()
+        return None
+
+    def error(self, tok=None):
+        tok = tok or self.t
+        line, col = line_col(self.sql, tok.pos)
+        ctx = _sql_ctx(self.sql, tok.pos, tok.end)
+        if tok.kind == "eof":
+            e = err_parse("Incorrect syntax near the keyword '<EOF>' at line %d, column %d" % (line, col))
+        elif tok.kind == "word" and tok.upper in RESERVED:
+            e = err_parse("Incorrect syntax near the keyword '%s' at line %d, column %d" % (tok.upper, line, col))
+        else:
+            text = self.sql[tok.pos:tok.end]
+            e = err_parse("Received an unexpected token [%s] (line [%d], column [%d])" % (text, line, col))
+        e.context = ctx
+        return e
+
+    def expect_kw(self, w):
+        if not self.is_kw(w):
+            raise self.error()
+        return self.next()
+
+    def expect_op(self, o):
+        if not self.is_op(o):
+            raise self.error()
+        return self.next()
+
+    def ident(self):
+        t = self.t
+        if t.kind == "qid":
+            self.next()
+            return t.val, t
+        if t.kind == "word" and t.upper not in RESERVED:
+            self.next()
+            return t.val, t
+        raise self.error()
+
+    # -- statements
+    def parse(self):
+        if self.is_kw("INSERT", "REPLACE") and not self.is_op_at(1, "("):
+            raise DruidError(400, "%s operations are not supported by requested SQL engine [native], consider "
+                                  "using MSQ." % self.t.upper, legacy_error="Plan validation failed",
+                             legacy_class="org.apache.calcite.tools.ValidationException")
+        if self.is_kw("UPDATE", "DELETE", "MERGE"):
+            raise DruidError(400, "Unsupported SQL statement [%s]" % self.t.upper,
+                             legacy_error="SQL query is unsupported",
+                             legacy_class="org.apache.calcite.tools.ValidationException")
+        q = self.select()
+        self.accept_op(";")
+        if self.t.kind != "eof":
+            raise self.error()
+        q.nparams = self.nparams
+        return q
+
+    def is_op_at(self, k, op):
+        t = self.peek(k)
+        return t.kind == "op" and t.val == op
+
+    def select(self):
+        self.expect_kw("SELECT")
+        q = N("select", distinct=False, items=[], table=None, where=None, group=None, having=None,
+              order=[], limit=None, offset=None)
+        if self.accept_kw("DISTINCT"):
+            q.distinct = True
+        else:
+            self.accept_kw("ALL")
+        while True:
+            start = self.t
+            if self.accept_op("*"):
+                q.items.append(N("star", start.pos, start.end))
+            else:
+                e = self.expr()
+                alias = None
+                if self.accept_kw("AS"):
+                    alias, _ = self.ident()
+                elif self.t.kind == "qid" or (self.t.kind == "word" and self.t.upper not in RESERVED):
+                    alias, _ = self.ident()
+                q.items.append(N("item", start.pos, self.toks[self.i - 1].end, e=e, alias=alias))
+            if not self.accept_op(","):
+                break
+        if self.accept_kw("FROM"):
+            q.table = self.table_ref()
+        if self.accept_kw("WHERE"):
+            q.where = self.expr()
+        if self.accept_kw("GROUP"):
+            self.expect_kw("BY")
+            q.group = [self.expr()]
+            while self.accept_op(","):
+                q.group.append(self.expr())
+        if self.accept_kw("HAVING"):
+            q.having = self.expr()
+        if self.accept_kw("ORDER"):
+            self.expect_kw("BY")
+            while True:
+                e = self.expr()
+                desc = False
+                if self.accept_kw("DESC"):
+                    desc = True
+                else:
+                    self.accept_kw("ASC")
+                q.order.append((e, desc))
+                if not self.accept_op(","):
+                    break
+        if self.is_kw("OFFSET"):
+            off_tok = self.next()
+            q.offset = self.count_value()
+            self.accept_kw("ROWS", "ROW")
+            if self.is_kw("LIMIT", "FETCH"):
+                e = err_parse("'OFFSET start LIMIT count' is not allowed under the current SQL conformance level")
+                e.context = _sql_ctx(self.sql, off_tok.pos, self.t.end)
+                raise e
+        elif self.accept_kw("LIMIT"):
+            q.limit = self.count_value()
+            if self.accept_kw("OFFSET"):
+                q.offset = self.count_value()
+        return q
+
+    def count_value(self):
+        t = self.t
+        if t.kind == "num" and t.val.isdigit():
+            self.next()
+            return int(t.val)
+        if self.accept_op("?"):
+            self.nparams += 1
+            return N("param", t.pos, t.end, idx=self.nparams - 1)
+        raise self.error()
+
+    def table_ref(self):
+        if self.is_op("("):
+            raise DruidError(400, "Subqueries are not supported by the Druid simulator",
+                             legacy_error="SQL query is unsupported")
+        name, tok = self.ident()
+        parts, toks = [name], [tok]
+        while self.accept_op("."):
+            n2, t2 = self.ident()
+            parts.append(n2)
+            toks.append(t2)
+        if len(parts) > 2:
+            raise self.error(toks[2])
+        ref = N("table", toks[0].pos, toks[-1].end, parts=parts, toks=toks)
+        # Optional table alias.
+        if self.accept_kw("AS"):
+            ref.alias = self.ident()[0]
+        elif self.t.kind == "qid" or (self.t.kind == "word" and self.t.upper not in RESERVED):
+            ref.alias = self.ident()[0]
+        else:
+            ref.alias = None
+        if self.is_kw("JOIN", "INNER", "LEFT", "RIGHT", "FULL", "CROSS") or self.is_op(","):
+            raise DruidError(400, "JOIN is not supported by the Druid simulator",
+                             legacy_error="SQL query is unsupported")
+        return ref
+
+    # -- expressions (precedence climbing)
+    def expr(self):
+        return self.or_expr()
+
+    def or_expr(self):
+        e = self.and_expr()
+        while self.is_kw("OR"):
+            self.next()
+            r = self.and_expr()
+            e = N("bin", e.pos, r.end, op="OR", l=e, r=r)
+        return e
+
+    def and_expr(self):
+        e = self.not_expr()
+        while self.is_kw("AND"):
+            self.next()
+            r = self.not_expr()
+            e = N("bin", e.pos, r.end, op="AND", l=e, r=r)
+        return e
+
+    def not_expr(self):
+        if self.is_kw("NOT"):
+            t = self.next()
+            e = self.not_expr()
+            return N("not", t.pos, e.end, e=e)
+        return self.comparison()
+
+    def comparison(self):
+        e = self.additive()
+        while True:
+            if self.is_op("=", "<>", "!=", "<", "<=", ">", ">="):
+                op = self.next().val
+                r = self.additive()
+                e = N("bin", e.pos, r.end, op="<>" if op == "!=" else op, l=e, r=r)
+                continue
+            if self.is_kw("IS"):
+                self.next()
+                neg = bool(self.accept_kw("NOT"))
+                if self.accept_kw("NULL"):
+                    e = N("isnull", e.pos, self.toks[self.i - 1].end, e=e, neg=neg)
+                elif self.is_kw("TRUE", "FALSE"):
+                    v = self.next().upper == "TRUE"
+                    e = N("istrue", e.pos, self.toks[self.i - 1].end, e=e, val=v, neg=neg)
+                else:
+                    raise self.error()
+                continue
+            neg = False
+            save = self.i
+            if self.is_kw("NOT"):
+                self.next()
+                neg = True
+            if self.accept_kw("IN"):
+                self.expect_op("(")
+                items = [self.expr()]
+                while self.accept_op(","):
+                    items.append(self.expr())
+                end = self.expect_op(")").end
+                e = N("in", e.pos, end, e=e, items=items, neg=neg)
+                continue
+            if self.accept_kw("LIKE"):
+                p = self.additive()
+                esc = None
+                if self.accept_kw("ESCAPE"):
+                    esc = self.additive()
+                e = N("like", e.pos, p.end, e=e, pat=p, esc=esc, neg=neg)
+                continue
+            if self.accept_kw("BETWEEN"):
+                self.accept_kw("ASYMMETRIC")
+                lo = self.additive()
+                self.expect_kw("AND")
+                hi = self.additive()
+                e = N("between", e.pos, hi.end, e=e, lo=lo, hi=hi, neg=neg)
+                continue
+            self.i = save
+            return e
+
+    def additive(self):
+        e = self.mult()
+        while self.is_op("+", "-", "||"):
+            op = self.next().val
+            r = self.mult()
+            e = N("bin", e.pos, r.end, op=op, l=e, r=r)
+        return e
+
+    def mult(self):
+        e = self.unary()
+        while self.is_op("*", "/", "%"):
+            op = self.next().val
+            r = self.unary()
+            e = N("bin", e.pos, r.end, op=op, l=e, r=r)
+        return e
+
+    def unary(self):
+        if self.is_op("-", "+"):
+            t = self.next()
+            e = self.unary()
+            if t.val == "+":
+                return e
+            if e.k == "num":
+                e.text = "-" + e.text
+                e.pos = t.pos
+                return e
+            return N("neg", t.pos, e.end, e=e)
+        return self.primary()
+
+    def primary(self):
+        t = self.t
+        if t.kind == "num":
+            self.next()
+            return N("num", t.pos, t.end, text=t.val)
+        if t.kind == "str":
+            self.next()
+            return N("str", t.pos, t.end, val=t.val)
+        if t.kind == "op" and t.val == "?":
+            self.next()
+            self.nparams += 1
+            return N("param", t.pos, t.end, idx=self.nparams - 1)
+        if t.kind == "op" and t.val == "(":
+            self.next()
+            e = self.expr()
+            self.expect_op(")")
+            return e
+        if t.kind == "qid":
+            return self.column_ref()
+        if t.kind != "word":
+            raise self.error()
+        u = t.upper
+        if u in ("TRUE", "FALSE"):
+            self.next()
+            return N("bool", t.pos, t.end, val=(u == "TRUE"))
+        if u == "NULL":
+            self.next()
+            return N("null", t.pos, t.end)
+        if u in ("TIMESTAMP", "DATE") and self.peek().kind == "str":
+            self.next()
+            s = self.next()
+            ms = parse_time(s.val) if re.match(r"^\s*\d{4}-\d{2}-\d{2}( \d{2}:\d{2}:\d{2}(\.\d{1,9})?)?\s*$",
+                                                s.val) else None
+            if ms is None or (u == "DATE" and ms % DAY_MS):
+                e = err_parse("Illegal %s literal '%s': not in format '%s'" % (
+                    u, s.val, "yyyy-MM-dd HH:mm:ss" if u == "TIMESTAMP" else "yyyy-MM-dd"))
+                e.context = _sql_ctx(self.sql, t.pos, s.end)
+                raise e
+            return N("ts", t.pos, s.end, ms=ms, typ=u)
+        if u in ("CURRENT_TIMESTAMP", "CURRENT_DATE"):
+            self.next()
+            now = int(time.time() * 1000)
+            return N("ts", t.pos, t.end, ms=now if u == "CURRENT_TIMESTAMP" else now // DAY_MS * DAY_MS,
+                     typ=u[8:])
+        if u == "CASE":
+            return self.case()
+        if u == "CAST" and self.is_op_at(1, "("):
+            self.next()
+            self.next()
+            e = self.expr()
+            self.expect_kw("AS")
+            tn = self.next()
+            if tn.kind != "word":
+                raise self.error(tn)
+            tname = tn.upper
+            if self.accept_op("("):  # VARCHAR(10), DECIMAL(10,2)
+                while not self.accept_op(")"):
+                    if self.t.kind == "eof":
+                        raise self.error()
+                    self.next()
+            end = self.expect_op(")").end
+            return N("cast", t.pos, end, e=e, to=tname)
+        if u in ("FLOOR", "CEIL") and self.is_op_at(1, "("):
+            # FLOOR(x TO DAY) as well as numeric FLOOR(x).
+            save = self.i
+            self.next()
+            self.next()
+            e = self.expr()
+            if self.accept_kw("TO"):
+                unit = self.next().upper
+                end = self.expect_op(")").end
+                per = {"SECOND": "PT1S", "MINUTE": "PT1M", "HOUR": "PT1H", "DAY": "P1D", "WEEK": "P1W",
+                       "MONTH": "P1M", "QUARTER": "P3M", "YEAR": "P1Y"}.get(unit)
+                if per is None:
+                    raise self.error()
+                return N("func", t.pos, end, name="TIME_FLOOR" if u == "FLOOR" else "TIME_CEIL",
+                         args=[e, N("str", val=per)], distinct=False, star=False)
+            self.i = save
+        if self.is_op_at(1, "(") and (u not in RESERVED or u in FUNC_KEYWORDS):
+            self.next()
+            self.next()
+            args, distinct, star = [], False, False
+            if self.accept_op("*"):
+                star = True
+            elif not self.is_op(")"):
+                if self.accept_kw("DISTINCT"):
+                    distinct = True
+                args.append(self.expr())
+                while self.accept_op(","):
+                    args.append(self.expr())
+            end = self.expect_op(")").end
+            return N("func", t.pos, end, name=u, args=args, distinct=distinct, star=star)
+        return self.column_ref()
+
+    def case(self):
+        t = self.next()
+        operand = None
+        if not self.is_kw("WHEN"):
+            operand = self.expr()
+        whens = []
+        while self.accept_kw("WHEN"):
+            c = self.expr()
+            self.expect_kw("THEN")
+            whens.append((c, self.expr()))
+        if not whens:
+            raise self.error()
+        els = self.expr() if self.accept_kw("ELSE") else None
+        end = self.expect_kw("END").end
+        return N("case", t.pos, end, operand=operand, whens=whens, els=els)
+
+    def column_ref(self):
+        name, tok = self.ident()
+        end = tok.end
+        quals = []
+        while self.is_op(".") and self.peek().kind in ("qid", "word"):
+            self.next()
+            quals.append(name)
+            name, t2 = self.ident()
+            end = t2.end
+        return N("col", tok.pos, end, name=name, quals=quals)
+
+
+# ---------------------------------------------------------------------------
+# Catalog and storage
+# ---------------------------------------------------------------------------
+
+
+class Column:
+    __slots__ = ("name", "t", "internal")
+
+    def __init__(self, name, t, internal):
+        self.name, self.t, self.internal = name, t, internal
+
+
+class Table:
+    """A datasource (or a system table) stored in one SQLite table."""
+
+    def __init__(self, name, schema, sqlite_name):
+        self.name, self.schema, self.sqlite_name = name, schema, sqlite_name
+        self.columns = []
+        self.hidden = False
+        self.day_versions = {}  # day start ms -> version string (sys.segments)
+        self.base_version = None
+
+    def col(self, name):
+        for c in self.columns:
+            if c.name == name:
+                return c
+        return None
+
+
+def sqlite_affinity(t):
+    if t.sql in ("TIMESTAMP", "DATE", "BOOLEAN") or t.sql in INT_TYPES:
+        return "INTEGER"
+    if t.sql in FLOAT_TYPES:
+        # No affinity: REAL affinity would be fine, but text 'NaN' must stay text
+        # (SQLite silently turns a bound NaN into NULL).
+        return ""
+    return "TEXT"
+
+
+def convert_value(v, t, name="?"):
+    """JSON value from the control API / loader -> stored SQLite value."""
+    if v is None:
+        return None
+    s = t.sql
+    if s in ("TIMESTAMP", "DATE"):
+        ms = to_millis(v)
+        return ms // DAY_MS * DAY_MS if s == "DATE" else ms
+    if s in ("VARCHAR", "CHAR"):
+        if isinstance(v, list):
+            # Multi-value string: one value is a plain string, none is null, several
+            # are stored as the JSON array text that Druid emits for them.
+            vals = [None if e is None else (e if isinstance(e, str) else jdump(e).strip('"')) for e in v]
+            if not vals:
+                return None
+            if len(vals) == 1:
+                return vals[0]
+            return jdump(vals)
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, float):
+            return java_double(v)
+        if isinstance(v, dict):
+            return jdump(v)
+        return str(v)
+    if s in INT_TYPES:
+        if isinstance(v, bool):
+            return int(v)
+        if isinstance(v, float):
+            return int(v)
+        return int(v)
+    if s == "BOOLEAN":
+        if isinstance(v, str):
+            return 1 if v.lower() == "true" else 0
+        return 1 if v else 0
+    if s in FLOAT_TYPES:
+        if isinstance(v, str):
+            f = {"nan": math.nan, "infinity": math.inf, "-infinity": -math.inf}.get(v.lower())
+            if f is None:
+                f = float(v)
+        else:
+            f = float(v)
+        if s in ("FLOAT", "REAL"):
+            f = to_float32(f)
+        return "NaN" if math.isnan(f) else f
+    if s == "ARRAY":
+        if not isinstance(v, list):
+            v = [v]
+        el = t.native[6:-1]
+        if el == "DOUBLE":
+            v = [None if e is None else float(e) for e in v]
+        elif el == "LONG":
+            v = [None if e is None else int(e) for e in v]
+        elif el == "STRING":
+            v = [None if e is None else (e if isinstance(e, str) else jdump(e).strip('"')) for e in v]
+        return jdump(v)
+    if s == "OTHER":
+        return jdump(v)
+    raise ValueError("cannot store value for column %s" % name)
+
+
+def infer_array_native(values):
+    kinds = set()
+    for v in values:
+        if isinstance(v, list):
+            for e in v:
+                if e is None:
+                    continue
+                kinds.add("b" if isinstance(e, bool) else "i" if isinstance(e, int) else
+                          "f" if isinstance(e, float) else "s")
+    if kinds and kinds <= {"i"}:
+        return "ARRAY<LONG>"
+    if kinds and kinds <= {"i", "f"}:
+        return "ARRAY<DOUBLE>"
+    return "ARRAY<STRING>"
+
+
+def read_ndjson(path, limit=None):
+    opener = gzip.open if path.endswith(".gz") else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            rows.append(json.loads(line))
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
+
+
+def infer_columns(rows):
+    """Loader type inference (see the brief): returns [(name, T)] with __time first."""
+    order, kinds = [], {}
+    for r in rows:
+        for k, v in r.items():
+            if k not in kinds:
+                kinds[k] = set()
+                order.append(k)
+            if v is None:
+                continue
+            kinds[k].add("b" if isinstance(v, bool) else "i" if isinstance(v, int) else
+                          "f" if isinstance(v, float) else "l" if isinstance(v, list) else
+                          "d" if isinstance(v, dict) else "s")
+    time_field = "time" if "time" in kinds else "timestamp" if "timestamp" in kinds else \
+        "__time" if "__time" in kinds else None
+    cols = [("__time", tsimple("TIMESTAMP"), time_field)]
+    for k in order:
+        if k == time_field:
+            continue
+        ks = kinds[k]
+        if ks and ks <= {"i"}:
+            t = tsimple("BIGINT")
+        elif ks and ks <= {"i", "f"}:
+            t = tsimple("DOUBLE")
+        elif ks == {"d"}:
+            t = type_from_name("COMPLEX<json>")
+        else:
+            t = tsimple("VARCHAR")
+        cols.append((k, t, k))
+    return cols
+
+
+class Store:
+    """All datasources in one in-memory SQLite connection.
+
+    Access is serialised by ``lock``; a query holds it only while it executes and
+    while it fetches the next batch of rows, so several queries stream at once.
+    Replaced/dropped tables get fresh SQLite names, and old ones are dropped
+    later, because SQLite refuses DROP TABLE while a statement still reads it.
+    """
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        for name, n, fn in (
+                ("d_time_floor", 2, time_floor), ("d_time_ceil", 2, time_ceil),
+                ("d_time_parse", 1, lambda s: parse_time(s) if isinstance(s, str) else None),
+                ("d_idiv", 2, _idiv), ("d_fdiv", 2, _fdiv), ("d_imod", 2, _imod),
+                ("d_like", 3, _like), ("d_ts_str", 1, lambda v: None if v is None else fmt_sql_ts(v)),
+                ("d_num_str", 2, _num_str), ("d_to_ts", 1, _to_ts)):
+            self.db.create_function(name, n, fn, deterministic=True)
+        self.tables = {}  # datasource name -> Table
+        self.system = {}  # (schema, name) -> Table
+        self.seq = 0
+        self.garbage = []
+        self.last_version = 0
+        self.system_dirty = True
+        self._make_system_tables()
+
+    # -- helpers
+    def _new_sqlite_name(self):
+        self.seq += 1
+        return "t%d" % self.seq
+
+    def new_version(self):
+        now = int(time.time() * 1000)
+        self.last_version = max(now, self.last_version + 1)
+        return fmt_ts(self.last_version)
+
+    def _collect_garbage(self):
+        keep = []
+        for name in self.garbage:
+            try:
+                self.db.execute('DROP TABLE IF EXISTS "%s"' % name)
+            except sqlite3.OperationalError:
+                keep.append(name)
+        self.garbage = keep
+
+    def _create_sqlite_table(self, table):
+        cols = ", ".join('"%s" %s' % (c.internal, sqlite_affinity(c.t)) for c in table.columns)
+        self.db.execute('CREATE TABLE "%s" (%s)' % (table.sqlite_name, cols))
+
+    def _insert(self, table, rows, mapping=None):
+        """Insert JSON rows; ``mapping`` maps column name -> source field."""
+        cols = table.columns
+        fields = [mapping.get(c.name, c.name) if mapping else c.name for c in cols]
+        tuples = []
+        for r in rows:
+            tup = []
+            for c, f in zip(cols, fields):
+                v = r.get(f) if f is not None else None
+                if c.name == "__time" and v is None:
+                    v = 0  # Druid: data without a time is 1970-01-01
+                try:
+                    tup.append(convert_value(v, c.t, c.name))
+                except (ValueError, TypeError) as e:
+                    raise ValueError("column %s: %s" % (c.name, e))
+            tuples.append(tup)
+        ph = ",".join("?" * len(cols))
+        self.db.execute("BEGIN")
+        try:
+            self.db.executemany('INSERT INTO "%s" VALUES (%s)' % (table.sqlite_name, ph), tuples)
+            self.db.execute("COMMIT")
+        except Exception:
+            self.db.execute("ROLLBACK")
+            raise
+        tcol = table.col("__time")
+        days = set()
+        if tcol is not None:
+            for tup in tuples:
+                days.add(tup[cols.index(tcol)] // DAY_MS * DAY_MS)
+        return days
+
+    def _touch(self, table, days):
+        v = self.new_version()
+        for d in days:
+            table.day_versions[d] = v
+        self.system_dirty = True
+
+    # -- mutations (control API)
+    def create(self, name, columns, rows, mapping=None):
+        with self.lock:
+            t = Table(name, "druid", self._new_sqlite_name())
+            specs = list(columns)
+            if not any(c[0] == "__time" for c in specs):
+                specs.insert(0, ("__time", tsimple("TIMESTAMP")))
+            for i, (cname, ctype) in enumerate(specs):
+                if ctype.sql == "ARRAY" and ctype.native == "ARRAY<STRING>" and not mapping:
+                    pass
+                t.columns.append(Column(cname, ctype, "c%d" % i))
+            self._create_sqlite_table(t)
+            try:
+                days = self._insert(t, rows, mapping)
+            except Exception:
+                self.db.execute('DROP TABLE "%s"' % t.sqlite_name)
+                raise
+            old = self.tables.get(name)
+            if old is not None:
+                t.hidden = old.hidden
+                self.garbage.append(old.sqlite_name)
+            t.base_version = self.new_version()
+            for d in days:
+                t.day_versions[d] = t.base_version
+            self.tables[name] = t
+            self.system_dirty = True
+            self._collect_garbage()
+            return t
+
+    def load_file(self, name, path, limit=None):
+        rows = read_ndjson(path, limit)
+        cols = infer_columns(rows)
+        return self.create(name, [(n, t) for n, t, _f in cols], rows, {n: f for n, _t, f in cols})
+
+    def get(self, name):
+        t = self.tables.get(name)
+        if t is None:
+            raise KeyError("no such datasource [%s]" % name)
+        return t
+
+    def append(self, name, rows):
+        with self.lock:
+            t = self.get(name)
+            days = self._insert(t, rows)
+            self._touch(t, days)
+            return len(rows)
+
+    def _days_in(self, t, lo, hi):
+        tc = t.col("__time").internal
+        cur = self.db.execute('SELECT DISTINCT d_time_floor("%s", \'P1D\') FROM "%s" WHERE "%s" >= ? AND "%s" < ?'
+                              % (tc, t.sqlite_name, tc, tc), (lo, hi))
+        return {r[0] for r in cur.fetchall()}
+
+    def delete(self, name, start, end):
+        with self.lock:
+            t = self.get(name)
+            lo, hi = to_millis(start), to_millis(end)
+            days = self._days_in(t, lo, hi)
+            tc = t.col("__time").internal
+            cur = self.db.execute('DELETE FROM "%s" WHERE "%s" >= ? AND "%s" < ?' % (t.sqlite_name, tc, tc),
+                                  (lo, hi))
+            self._touch(t, days)
+            return cur.rowcount
+
+    def replace(self, name, start, end, rows):
+        with self.lock:
+            t = self.get(name)
+            lo, hi = to_millis(start), to_millis(end)
+            tc = t.col("__time")
+            for r in rows:
+                ms = to_millis(r.get("__time", 0))
+                if not lo <= ms < hi:
+                    raise ValueError("row time %s outside the replaced interval" % fmt_ts(ms))
+            days = self._days_in(t, lo, hi)
+            self.db.execute('DELETE FROM "%s" WHERE "%s" >= ? AND "%s" < ?'
+                            % (t.sqlite_name, tc.internal, tc.internal), (lo, hi))
+            days |= self._insert(t, rows)
+            self._touch(t, days)
+            return len(rows)
+
+    def add_column(self, name, cname, ctype):
+        with self.lock:
+            t = self.get(name)
+            if t.col(cname):
+                raise ValueError("column [%s] already exists" % cname)
+            c = Column(cname, ctype, "c%d" % len(t.columns))
+            self.db.execute('ALTER TABLE "%s" ADD COLUMN "%s" %s' % (t.sqlite_name, c.internal, sqlite_affinity(ctype)))
+            t.columns.append(c)
+            self.system_dirty = True
+
+    def hide(self, name, hidden):
+        with self.lock:
+            self.get(name).hidden = bool(hidden)
+            self.system_dirty = True
+
+    def drop(self, name):
+        with self.lock:
+            t = self.tables.pop(name, None)
+            if t is None:
+                raise KeyError("no such datasource [%s]" % name)
+            self.garbage.append(t.sqlite_name)
+            self._collect_garbage()
+            self.system_dirty = True
+
+    # -- system tables
+    SYS_DEFS = {
+        ("INFORMATION_SCHEMA", "SCHEMATA"): [
+            ("CATALOG_NAME", "VARCHAR"), ("SCHEMA_NAME", "VARCHAR"), ("SCHEMA_OWNER", "VARCHAR"),
+            ("DEFAULT_CHARACTER_SET_CATALOG", "VARCHAR"), ("DEFAULT_CHARACTER_SET_SCHEMA", "VARCHAR"),
+            ("DEFAULT_CHARACTER_SET_NAME", "VARCHAR"), ("SQL_PATH", "VARCHAR")],
+        ("INFORMATION_SCHEMA", "TABLES"): [
+            ("TABLE_CATALOG", "VARCHAR"), ("TABLE_SCHEMA", "VARCHAR"), ("TABLE_NAME", "VARCHAR"),
+            ("TABLE_TYPE", "VARCHAR"), ("IS_JOINABLE", "VARCHAR"), ("IS_BROADCAST", "VARCHAR")],
+        ("INFORMATION_SCHEMA", "COLUMNS"): [
+            ("TABLE_CATALOG", "VARCHAR"), ("TABLE_SCHEMA", "VARCHAR"), ("TABLE_NAME", "VARCHAR"),
+            ("COLUMN_NAME", "VARCHAR"), ("ORDINAL_POSITION", "BIGINT"), ("COLUMN_DEFAULT", "VARCHAR"),
+            ("IS_NULLABLE", "VARCHAR"), ("DATA_TYPE", "VARCHAR"), ("CHARACTER_MAXIMUM_LENGTH", "BIGINT"),
+            ("CHARACTER_OCTET_LENGTH", "BIGINT"), ("NUMERIC_PRECISION", "BIGINT"),
+            ("NUMERIC_PRECISION_RADIX", "BIGINT"), ("NUMERIC_SCALE", "BIGINT"), ("DATETIME_PRECISION", "BIGINT"),
+            ("CHARACTER_SET_NAME", "VARCHAR"), ("COLLATION_NAME", "VARCHAR"), ("JDBC_TYPE", "BIGINT")],
+        ("INFORMATION_SCHEMA", "ROUTINES"): [
+            ("ROUTINE_CATALOG", "VARCHAR"), ("ROUTINE_SCHEMA", "VARCHAR"), ("ROUTINE_NAME", "VARCHAR"),
+            ("ROUTINE_TYPE", "VARCHAR"), ("IS_AGGREGATOR", "VARCHAR"), ("SIGNATURES", "VARCHAR")],
+        ("sys", "segments"): [
+            ("segment_id", "VARCHAR"), ("datasource", "VARCHAR"), ("start", "VARCHAR"), ("end", "VARCHAR"),
+            ("size", "BIGINT"), ("version", "VARCHAR"), ("partition_num", "BIGINT"), ("num_replicas", "BIGINT"),
+            ("num_rows", "BIGINT"), ("is_active", "BIGINT"), ("is_published", "BIGINT"),
+            ("is_available", "BIGINT"), ("is_realtime", "BIGINT"), ("is_overshadowed", "BIGINT"),
+            ("shard_spec", "VARCHAR"), ("dimensions", "VARCHAR"), ("metrics", "VARCHAR"),
+            ("last_compaction_state", "VARCHAR"), ("replication_factor", "BIGINT")],
+        ("sys", "server_segments"): [("server", "VARCHAR"), ("segment_id", "VARCHAR")],
+        ("sys", "servers"): [
+            ("server", "VARCHAR"), ("host", "VARCHAR"), ("plaintext_port", "BIGINT"), ("tls_port", "BIGINT"),
+            ("server_type", "VARCHAR"), ("tier", "VARCHAR"), ("curr_size", "BIGINT"), ("max_size", "BIGINT"),
+            ("is_leader", "BIGINT"), ("start_time", "VARCHAR")],
+        ("sys", "supervisors"): [
+            ("supervisor_id", "VARCHAR"), ("state", "VARCHAR"), ("detailed_state", "VARCHAR"),
+            ("healthy", "BIGINT"), ("type", "VARCHAR"), ("source", "VARCHAR"), ("suspended", "BIGINT"),
+            ("spec", "VARCHAR")],
+        ("sys", "tasks"): [
+            ("task_id", "VARCHAR"), ("group_id", "VARCHAR"), ("type", "VARCHAR"), ("datasource", "VARCHAR"),
+            ("created_time", "VARCHAR"), ("queue_insertion_time", "VARCHAR"), ("status", "VARCHAR"),
+            ("runner_status", "VARCHAR"), ("duration", "BIGINT"), ("location", "VARCHAR"), ("host", "VARCHAR"),
+            ("plaintext_port", "BIGINT"), ("tls_port", "BIGINT"), ("error_msg", "VARCHAR")],
+    }
+
+    def _make_system_tables(self):
+        for (schema, name), cols in self.SYS_DEFS.items():
+            t = Table(name, schema, self._new_sqlite_name())
+            t.columns = [Column(n, tsimple(ty), "c%d" % i) for i, (n, ty) in enumerate(cols)]
+            self._create_sqlite_table(t)
+            self.system[(schema, name)] = t
+
+    def visible(self):
+        return [self.tables[n] for n in sorted(self.tables) if not self.tables[n].hidden]
+
+    def refresh_system(self):
+        """Rebuild INFORMATION_SCHEMA/sys rows if the catalog changed (lock held)."""
+        if not self.system_dirty:
+            return
+        self.system_dirty = False
+        rows = {k: [] for k in self.SYS_DEFS}
+        for s in ("druid", "INFORMATION_SCHEMA", "lookup", "sys", "view"):
+            rows[("INFORMATION_SCHEMA", "SCHEMATA")].append(["druid", s, None, None, None, None, None])
+        tables = rows[("INFORMATION_SCHEMA", "TABLES")]
+        columns = rows[("INFORMATION_SCHEMA", "COLUMNS")]
+        all_tables = [(t, "TABLE") for t in self.visible()]
+        all_tables += [(self.system[k], "SYSTEM_TABLE") for k in sorted(self.system)]
+        for t, ttype in all_tables:
+            tables.append(["druid", t.schema, t.name, ttype, "NO", "NO"])
+            for i, c in enumerate(t.columns):
+                columns.append(self._column_row(t, c, i + 1))
+        segs = rows[("sys", "segments")]
+        for t in self.visible():
+            tc = t.col("__time").internal
+            counts = self.db.execute('SELECT d_time_floor("%s", \'P1D\'), COUNT(*) FROM "%s" GROUP BY 1 ORDER BY 1'
+                                     % (tc, t.sqlite_name)).fetchall()
+            dims = [c.name for c in t.columns if c.name != "__time" and c.t.sql in ("VARCHAR", "ARRAY")]
+            mets = [c.name for c in t.columns if c.name != "__time" and c.t.sql not in ("VARCHAR", "ARRAY")]
+            for day, n in counts:
+                ver = t.day_versions.get(day) or t.base_version
+                start, end = fmt_ts(day), fmt_ts(day + DAY_MS)
+                segs.append(["%s_%s_%s_%s" % (t.name, start, end, ver), t.name, start, end,
+                             n * 8 * len(t.columns) + 1024, ver, 0, 1, n, 1, 1, 1, 0, 0,
+                             '{"type":"numbered","partitionNum":0,"partitions":1}', jdump(dims), jdump(mets),
+                             None, 1])
+        for key, rs in rows.items():
+            st = self.system[key]
+            self.db.execute('DELETE FROM "%s"' % st.sqlite_name)
+            if rs:
+                self.db.executemany('INSERT INTO "%s" VALUES (%s)' % (st.sqlite_name, ",".join("?" * len(rs[0]))),
+                                    rs)
+
+    @staticmethod
+    def _column_row(t, c, pos):
+        s = c.t.sql
+        numeric = s in INT_TYPES or s in FLOAT_TYPES
+        prec = {"BIGINT": 19, "INTEGER": 10, "SMALLINT": 5, "TINYINT": 3, "DOUBLE": 15, "FLOAT": 7,
+                "REAL": 7, "DECIMAL": 19}.get(s)
+        scale = 0 if s in INT_TYPES else None
+        char = s in ("VARCHAR", "CHAR")
+        return ["druid", t.schema, t.name, c.name, pos, "",
+                "NO" if c.name == "__time" else "YES", c.t.info,
+                None, None, prec if numeric else None, 10 if numeric else None, scale if numeric else None,
+                3 if s in ("TIMESTAMP", "DATE") else None,
+                "UTF-16LE" if char else None, "UTF-16LE$en_US$primary" if char else None,
+                JDBC.get(s, 1111)]
+
+
+def _idiv(a, b):
+    if a is None or b is None:
+        return None
+    if b == 0:
+        raise ZeroDivisionError("/ by zero")
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+def _imod(a, b):
+    if a is None or b is None:
+        return None
+    if b == 0:
+        raise ZeroDivisionError("/ by zero")
+    return int(math.fmod(a, b))
+
+
+def _fdiv(a, b):
+    if a is None or b is None:
+        return None
+    a, b = _num(a), _num(b)
+    if b == 0:
+        if a == 0 or math.isnan(a):
+            return "NaN"
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
+    r = a / b
+    return "NaN" if math.isnan(r) else r
+
+
+def _num(v):
+    return math.nan if v == "NaN" else float(v)
+
+
+_like_cache = {}
+
+
+def _like(s, pat, esc):
+    if s is None or pat is None:
+        return None
+    key = (pat, esc)
+    rx = _like_cache.get(key)
+    if rx is None:
+        out, i = [], 0
+        while i < len(pat):
+            ch = pat[i]
+            if esc and ch == esc and i + 1 < len(pat):
+                out.append(re.escape(pat[i + 1]))
+                i += 2
+                continue
+            out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
+            i += 1
+        rx = _like_cache[key] = re.compile("".join(out) + r"\Z", re.S)
+    return 1 if rx.match(str(s)) else 0
+
+
+def _num_str(v, kind):
+    if v is None:
+        return None
+    if kind == "f" and isinstance(v, (int, float)):
+        return java_double(v) if math.isfinite(v) else ("Infinity" if v > 0 else "-Infinity")
+    return str(v)
+
+
+def _to_ts(v):
+    if v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return int(v)
+    return parse_time(str(v))
+
+
+# ---------------------------------------------------------------------------
+# Planner: AST -> SQLite SQL + output types
+# ---------------------------------------------------------------------------
+
+
+class Plan:
+    def __init__(self):
+        self.sql = ""
+        self.binds = {}
+        self.names = []
+        self.types = []
+        self.table = None
+
+
+def _is_time(t):
+    return t.sql in ("TIMESTAMP", "DATE")
+
+
+class Planner:
+    """Resolves names against the catalog, types every expression and emits SQLite SQL."""
+
+    def __init__(self, store, sql, params):
+        self.store, self.sql, self.params = store, sql, params or []
+        self.binds = {}
+        self.table = None
+
+    def fail_col(self, node):
+        name = node.name
+        return err_validation("Column '%s' not found in any table" % name, _sql_ctx(self.sql, node.pos, node.end))
+
+    # -- parameters
+    def param(self, node):
+        if node.idx >= len(self.params):
+            raise DruidError(400, "No value bound for parameter (position [%d])" % (node.idx + 1),
+                             context=_sql_ctx(self.sql, node.pos, node.end), legacy_error="Plan validation failed",
+                             legacy_class="org.apache.calcite.tools.ValidationException")
+        p = self.params[node.idx]
+        if not isinstance(p, dict):
+            raise DruidError(400, "Invalid parameter [%s]" % (p,))
+        tname = str(p.get("type", "VARCHAR")).upper()
+        v = p.get("value")
+        try:
+            t = type_from_name(tname) if not tname.startswith("ARRAY") else T("ARRAY", "ARRAY<STRING>", "ARRAY")
+        except ValueError:
+            raise DruidError(400, "Unsupported parameter type [%s]" % tname)
+        if v is not None:
+            if t.sql in INT_TYPES and (isinstance(v, str) or isinstance(v, bool)):
+                raise err_general(500, "Cannot handle query", category="RUNTIME_FAILURE")
+            try:
+                if t.sql == "TIMESTAMP":
+                    v = to_millis(v)
+                elif t.sql == "DATE":
+                    v = int(v) * DAY_MS if isinstance(v, (int, float)) else to_millis(v) // DAY_MS * DAY_MS
+                else:
+                    v = convert_value(v, t)
+            except (ValueError, TypeError):
+                raise DruidError(400, "Cannot parse parameter value [%s] as [%s]" % (v, tname))
+        key = "p%d" % node.idx
+        self.binds[key] = v
+        return ":" + key, t
+
+    # -- expressions
+    def expr(self, n, aliases=None):
+        k = n.k
+        if k == "num":
+            txt = n.text
+            if re.match(r"^-?\d+$", txt):
+                v = int(txt)
+                return str(v), tsimple("INTEGER" if -2 ** 31 <= v < 2 ** 31 else "BIGINT")
+            return repr(float(txt)) if "e" not in txt.lower() else repr(float(txt)), \
+                tsimple("DECIMAL" if "e" not in txt.lower() else "DOUBLE")
+        if k == "str":
+            return "'" + n.val.replace("'", "''") + "'", tsimple("CHAR")
+        if k == "bool":
+            return ("1" if n.val else "0"), tsimple("BOOLEAN")
+        if k == "null":
+            return "NULL", T("NULL", None)
+        if k == "ts":
+            return str(n.ms), tsimple(n.typ)
+        if k == "param":
+            return self.param(n)
+        if k == "col":
+            return self.column(n)
+        if k == "neg":
+            s, t = self.expr(n.e)
+            return "(-%s)" % s, t
+        if k == "not":
+            s, _ = self.expr(n.e)
+            return "(NOT %s)" % s, tsimple("BOOLEAN")
+        if k == "isnull":
+            s, _ = self.expr(n.e)
+            return "(%s IS %sNULL)" % (s, "NOT " if n.neg else ""), tsimple("BOOLEAN")
+        if k == "istrue":
+            s, _ = self.expr(n.e)
+            core = "(%s IS NOT NULL AND %s %s 0)" % (s, s, "<>" if n.val else "=")
+            return ("(NOT %s)" % core if n.neg else core), tsimple("BOOLEAN")
+        if k == "in":
+            s, t = self.expr(n.e)
+            items = [self.coerce_to(t, i) for i in n.items]
+            return "(%s %sIN (%s))" % (s, "NOT " if n.neg else "", ", ".join(items)), tsimple("BOOLEAN")
+        if k == "like":
+            s, _ = self.expr(n.e)
+            p, _ = self.expr(n.pat)
+            e = self.expr(n.esc)[0] if n.esc else "NULL"
+            return "(%sd_like(%s, %s, %s))" % ("NOT " if n.neg else "", s, p, e), tsimple("BOOLEAN")
+        if k == "between":
+            s, t = self.expr(n.e)
+            lo, hi = self.coerce_to(t, n.lo), self.coerce_to(t, n.hi)
+            return "(%s %sBETWEEN %s AND %s)" % (s, "NOT " if n.neg else "", lo, hi), tsimple("BOOLEAN")
+        if k == "bin":
+            return self.binary(n)
+        if k == "cast":
+            return self.cast(n)
+        if k == "case":
+            parts = ["CASE"]
+            if n.operand is not None:
+                parts.append(self.expr(n.operand)[0])
+            rt = None
+            for c, v in n.whens:
+                cs, _ = self.expr(c)
+                vs, vt = self.expr(v)
+                if rt is None and vt.sql != "NULL":
+                    rt = vt
+                parts.append("WHEN %s THEN %s" % (cs, vs))
+            if n.els is not None:
+                es, et = self.expr(n.els)
+                if rt is None and et.sql != "NULL":
+                    rt = et
+                parts.append("ELSE %s" % es)
+            parts.append("END")
+            if rt is not None and rt.sql == "CHAR":
+                rt = tsimple("VARCHAR") if any(self.expr(v)[1].sql == "VARCHAR" for _c, v in n.whens) else rt
+            return "(" + " ".join(parts) + ")", rt or tsimple("VARCHAR")
+        if k == "func":
+            return self.func(n)
+        if k == "star":
+            raise err_parse("Unknown identifier '*'")
+        raise err_parse("Unsupported expression")
+
+    def coerce_to(self, t, node):
+        """Render ``node`` for comparison with a value of type ``t``: a string
+        literal compared with a TIMESTAMP is read as a timestamp, like Calcite does."""
+        if _is_time(t) and node.k == "str":
+            ms = parse_time(node.val)
+            if ms is None:
+                raise err_validation("Illegal TIMESTAMP literal '%s'" % node.val,
+                                     _sql_ctx(self.sql, node.pos, node.end))
+            return str(ms)
+        s, _ = self.expr(node)
+        return s
+
+    def column(self, n):
+        if self.table is None:
+            raise self.fail_col(n)
+        quals = n.quals
+        if quals and quals[-1] not in (self.table.name, getattr(self, "alias", None)):
+            raise err_validation("Table '%s' not found" % ".".join(quals), _sql_ctx(self.sql, n.pos, n.end))
+        c = self.table.col(n.name)
+        if c is None:
+            raise self.fail_col(n)
+        return '"%s"' % c.internal, c.t
+
+    def binary(self, n):
+        op = n.op
+        if op in ("AND", "OR"):
+            l, _ = self.expr(n.l)
+            r, _ = self.expr(n.r)
+            return "(%s %s %s)" % (l, op, r), tsimple("BOOLEAN")
+        if op in ("=", "<>", "<", "<=", ">", ">="):
+            ls, lt = self.expr(n.l)
+            rs, rt = self.expr(n.r)
+            if _is_time(lt) and n.r.k == "str":
+                rs = self.coerce_to(lt, n.r)
+            elif _is_time(rt) and n.l.k == "str":
+                ls = self.coerce_to(rt, n.l)
+            return "(%s %s %s)" % (ls, op, rs), tsimple("BOOLEAN")
+        ls, lt = self.expr(n.l)
+        rs, rt = self.expr(n.r)
+        if op == "||":
+            return "(%s || %s)" % (self.as_text(ls, lt), self.as_text(rs, rt)), tsimple("VARCHAR")
+        floaty = lt.sql in FLOAT_TYPES or rt.sql in FLOAT_TYPES
+        if floaty:
+            rtype = tsimple("DOUBLE")
+        elif _is_time(lt) and op in "+-" and rt.sql in INT_TYPES:
+            rtype = lt
+        elif "BIGINT" in (lt.sql, rt.sql):
+            rtype = tsimple("BIGINT")
+        else:
+            rtype = tsimple("INTEGER")
+        if op == "/":
+            return ("d_fdiv(%s, %s)" if floaty else "d_idiv(%s, %s)") % (ls, rs), rtype
+        if op == "%":
+            return ("d_imod(%s, %s)" % (ls, rs) if not floaty else "(%s %% %s)" % (ls, rs)), rtype
+        return "(%s %s %s)" % (ls, op, rs), rtype
+
+    @staticmethod
+    def as_text(s, t):
+        if _is_time(t):
+            return "d_ts_str(%s)" % s
+        if t.sql in FLOAT_TYPES:
+            return "d_num_str(%s, 'f')" % s
+        return s
+
+    def cast(self, n):
+        s, t = self.expr(n.e)
+        to = n.to
+        if to in ("VARCHAR", "CHAR", "STRING"):
+            return "CAST(%s AS TEXT)" % self.as_text(s, t) if not _is_time(t) and t.sql not in FLOAT_TYPES \
+                else self.as_text(s, t), tsimple("VARCHAR")
+        if to in INT_TYPES or to == "LONG":
+            return "CAST(%s AS INTEGER)" % s, tsimple("BIGINT" if to == "LONG" else to)
+        if to in FLOAT_TYPES:
+            return "CAST(%s AS REAL)" % s, tsimple(to)
+        if to == "TIMESTAMP":
+            return ("d_to_ts(%s)" % s if not _is_time(t) else s), tsimple("TIMESTAMP")
+        if to == "DATE":
+            return "d_time_floor(d_to_ts(%s), 'P1D')" % s, tsimple("DATE")
+        if to == "BOOLEAN":
+            return "(%s <> 0)" % s, tsimple("BOOLEAN")
+        raise err_validation("Unknown type [%s]" % to, _sql_ctx(self.sql, n.pos, n.end))
+
+    def func(self, n):
+        name, args = n.name, n.args
+        argc = len(args)
+
+        def a(i):
+            return self.expr(args[i])
+
+        def need(lo, hi=None):
+            if not (lo <= argc <= (hi if hi is not None else lo)):
+                raise err_validation("Invalid number of arguments to function '%s'. Was expecting %d arguments"
+                                     % (name, lo), _sql_ctx(self.sql, n.pos, n.end))
+
+        if name in AGGS:
+            if self.no_aggs:
+                raise err_validation("Aggregate expression is illegal in %s clause" % self.no_aggs,
+                                     _sql_ctx(self.sql, n.pos, n.end))
+            self.has_aggs = True
+            if name == "COUNT":
+                if n.star or not args:
+                    return "COUNT(*)", tsimple("BIGINT")
+                s, _ = a(0)
+                return "COUNT(%s%s)" % ("DISTINCT " if n.distinct else "", s), tsimple("BIGINT")
+            if name.startswith("APPROX_COUNT_DISTINCT"):
+                s, _ = a(0)
+                return "COUNT(DISTINCT %s)" % s, tsimple("BIGINT")
+            need(1)
+            s, t = a(0)
+            if name == "SUM":
+                if t.sql in FLOAT_TYPES:
+                    return "SUM(%s)" % s, tsimple("DOUBLE")
+                if t.sql in INT_TYPES:
+                    return "SUM(%s)" % s, tsimple("BIGINT")
+                raise err_validation("Cannot apply 'SUM' to arguments of type 'SUM(<%s>)'" % t.sql,
+                                     _sql_ctx(self.sql, n.pos, n.end))
+            if name == "AVG":
+                return "AVG(%s)" % s, tsimple("DOUBLE")
+            if name in ("MIN", "MAX"):
+                return "%s(%s%s)" % (name, "DISTINCT " if n.distinct else "", s), t
+            return "MAX(%s)" % s, t  # ANY_VALUE / EARLIEST / LATEST: any value is fine here
+        if name == "TIME_FLOOR" or name == "TIME_CEIL":
+            need(2, 4)
+            s, _ = a(0)
+            per = args[1]
+            if per.k != "str" or parse_period(per.val) is None:
+                raise DruidError(400, "Invalid period[%s] for TIME_FLOOR" % getattr(per, "val", "?"),
+                                 context=_sql_ctx(self.sql, per.pos, per.end))
+            fn = "d_time_floor" if name == "TIME_FLOOR" else "d_time_ceil"
+            return "%s(%s, '%s')" % (fn, s, per.val), tsimple("TIMESTAMP")
+        if name == "TIME_PARSE":
+            need(1, 3)
+            s, _ = a(0)
+            return "d_time_parse(%s)" % s, tsimple("TIMESTAMP")
+        if name == "MILLIS_TO_TIMESTAMP":
+            need(1)
+            s, _ = a(0)
+            return "CAST(%s AS INTEGER)" % s, tsimple("TIMESTAMP")
+        if name == "TIMESTAMP_TO_MILLIS":
+            need(1)
+            s, _ = a(0)
+            return s, tsimple("BIGINT")
+        if name == "TIME_FORMAT":
+            need(1, 3)
+            s, _ = a(0)
+            return "d_ts_str(%s)" % s if argc > 1 else "replace(d_ts_str(%s), ' ', 'T') || 'Z'" % s, \
+                tsimple("VARCHAR")
+        if name in ("LOWER", "UPPER", "TRIM", "LTRIM", "RTRIM"):
+            need(1)
+            s, t = a(0)
+            return "%s(%s)" % (name, s), tsimple("VARCHAR")
+        if name in ("LENGTH", "CHAR_LENGTH", "CHARACTER_LENGTH", "STRLEN"):
+            need(1)
+            s, _ = a(0)
+            return "LENGTH(%s)" % s, tsimple("INTEGER")
+        if name in ("SUBSTRING", "SUBSTR"):
+            need(2, 3)
+            parts = [self.expr(x)[0] for x in args]
+            return "SUBSTR(%s)" % ", ".join(parts), tsimple("VARCHAR")
+        if name == "CONCAT":
+            parts = [self.as_text(*self.expr(x)) for x in args]
+            return "(" + " || ".join(parts) + ")", tsimple("VARCHAR")
+        if name in ("COALESCE", "NVL", "IFNULL"):
+            parts = [self.expr(x) for x in args]
+            t = next((t for _s, t in parts if t.sql != "NULL"), tsimple("VARCHAR"))
+            return "COALESCE(%s)" % ", ".join(s for s, _t in parts), t
+        if name == "NULLIF":
+            need(2)
+            s1, t1 = a(0)
+            s2, _ = a(1)
+            return "NULLIF(%s, %s)" % (s1, s2), t1
+        if name == "ABS":
+            need(1)
+            s, t = a(0)
+            return "ABS(%s)" % s, t
+        if name in ("FLOOR", "CEIL"):
+            need(1)
+            s, t = a(0)
+            if t.sql in INT_TYPES:
+                return s, t
+            return ("CAST(%s(%s) AS REAL)" % ("floor" if name == "FLOOR" else "ceil", s)), t
+        raise err_validation("No match found for function signature %s(%s)" % (
+            name, ", ".join("<%s>" % self.expr(x)[1].sql for x in args) if not n.star else "*"),
+            _sql_ctx(self.sql, n.pos, n.end))
+
+    # -- whole query
+    def resolve_table(self, ref):
+        parts, toks = ref.parts, ref.toks
+        st = self.store
+        if len(parts) == 2:
+            schema, name = parts
+            if schema == "druid":
+                t = st.tables.get(name)
+                if t is None or t.hidden:
+                    raise err_unknown_table(name, self.sql, toks[1].pos, toks[1].end)
+                return t
+            if schema in ("INFORMATION_SCHEMA", "sys"):
+                t = st.system.get((schema, name))
+                if t is None:
+                    raise err_unknown_table(name, self.sql, toks[1].pos, toks[1].end)
+                return t
+            raise err_unknown_table(schema, self.sql, toks[0].pos, toks[0].end)
+        name = parts[0]
+        t = st.tables.get(name)
+        if t is None or t.hidden:
+            raise err_unknown_table(name, self.sql, toks[0].pos, toks[0].end)
+        return t
+
+    def plan(self, q):
+        p = Plan()
+        self.has_aggs = False
+        self.no_aggs = None
+        if q.table is not None:
+            self.table = self.resolve_table(q.table)
+            self.alias = q.table.alias
+            p.table = self.table
+        # select list
+        sel, names, types, exprs = [], [], [], []
+        for i, item in enumerate(q.items):
+            if item.k == "star":
+                if self.table is None:
+                    raise err_validation("SELECT * requires a FROM clause", _sql_ctx(self.sql, item.pos, item.end))
+                for c in self.table.columns:
+                    sel.append('"%s"' % c.internal)
+                    names.append(c.name)
+                    types.append(c.t)
+                    exprs.append(N("col", name=c.name, quals=[]))
+                continue
+            s, t = self.expr(item.e)
+            if t.sql == "CHAR" and item.e.k != "str":
+                t = tsimple("VARCHAR")
+            if t.sql == "NULL":
+                t = tsimple("VARCHAR")
+            sel.append(s)
+            names.append(item.alias if item.alias is not None else
+                         item.e.name if item.e.k == "col" else "EXPR$%d" % i)
+            types.append(t)
+            exprs.append(item.e)
+        select_has_aggs = self.has_aggs
+        parts = ["SELECT", "DISTINCT" if q.distinct else "", ", ".join(sel)]
+        if self.table is not None:
+            parts.append('FROM "%s"' % self.table.sqlite_name)
+        if q.where is not None:
+            self.no_aggs = "WHERE"
+            parts.append("WHERE " + self.expr(q.where)[0])
+            self.no_aggs = None
+        grouped = q.group is not None
+        if grouped:
+            gs = []
+            for g in q.group:
+                gs.append(self.group_or_order_key(g, names, exprs, prefer_column=True))
+            parts.append("GROUP BY " + ", ".join(gs))
+        if q.having is not None:
+            parts.append("HAVING " + self.expr(q.having)[0])
+        aggregating = grouped or select_has_aggs or self.has_aggs or q.distinct
+        if q.order:
+            os_ = []
+            bad = []
+            for e, desc in q.order:
+                key = self.group_or_order_key(e, names, exprs, prefer_column=False)
+                os_.append(key + (" DESC" if desc else ""))
+                under = self.underlying(e, names, exprs)
+                if not (under is not None and under.k == "col" and under.name == "__time"):
+                    bad.append(names[int(key) - 1] if key.isdigit() and int(key) <= len(names)
+                               else getattr(under, "name", None) or self.sql[e.pos:e.end])
+            if (not aggregating and self.table is not None and self.table.schema == "druid" and bad):
+                raise err_order_by(bad)
+            parts.append("ORDER BY " + ", ".join(os_))
+        if q.limit is not None or q.offset is not None:
+            lim = self.count(q.limit) if q.limit is not None else -1
+            parts.append("LIMIT %d" % lim)
+            if q.offset is not None:
+                parts.append("OFFSET %d" % self.count(q.offset))
+        p.sql = " ".join(x for x in parts if x)
+        p.binds = self.binds
+        p.names, p.types = names, types
+        return p
+
+    def count(self, v):
+        if isinstance(v, int):
+            return v
+        s, _t = self.param(v)
+        val = self.binds[s[1:]]
+        if not isinstance(val, int) or val < 0:
+            raise DruidError(400, "LIMIT/OFFSET parameter must be a non-negative integer")
+        return val
+
+    def underlying(self, e, names, exprs):
+        if e.k == "num" and e.text.isdigit():
+            i = int(e.text) - 1
+            return exprs[i] if 0 <= i < len(exprs) else None
+        if e.k == "col" and not e.quals and e.name in names:
+            return exprs[names.index(e.name)]
+        return e
+
+    def group_or_order_key(self, e, names, exprs, prefer_column):
+        if e.k == "num" and e.text.isdigit():
+            i = int(e.text)
+            if not 1 <= i <= len(names):
+                raise err_validation("Ordinal out of range", _sql_ctx(self.sql, e.pos, e.end))
+            return str(i)
+        if e.k == "col" and not e.quals:
+            is_col = self.table is not None and self.table.col(e.name) is not None
+            if e.name in names and not (prefer_column and is_col):
+                return str(names.index(e.name) + 1)
+        return self.expr(e)[0]
+
+
+# ---------------------------------------------------------------------------
+# Result formatting
+# ---------------------------------------------------------------------------
+
+
+def value_formatter(t, stringify_arrays):
+    """Return f(sqlite value) -> (json_text, csv_text) for a column of type t."""
+    s = t.sql
+
+    def nonfinite(f):
+        if math.isnan(f):
+            return '"NaN"', "NaN"
+        return ('"Infinity"', "Infinity") if f > 0 else ('"-Infinity"', "-Infinity")
+
+    if s in ("TIMESTAMP", "DATE"):
+        def f(v):
+            if v is None:
+                return "null", ""
+            if isinstance(v, str):
+                ms = parse_time(v)
+                if ms is None:
+                    return "null", ""
+                v = ms
+            x = fmt_ts(v)
+            return '"' + x + '"', x
+        return f
+    if s in INT_TYPES:
+        def f(v):
+            if v is None:
+                return "null", ""
+            if isinstance(v, float):
+                if not math.isfinite(v):
+                    return nonfinite(v)
+                v = int(v)
+            elif isinstance(v, str):
+                try:
+                    v = int(v)
+                except ValueError:
+                    return jstr(v), v
+            x = str(v)
+            return x, x
+        return f
+    if s in FLOAT_TYPES:
+        fmt = java_float if s in ("FLOAT", "REAL") else java_double
+
+        def f(v):
+            if v is None:
+                return "null", ""
+            if isinstance(v, str):
+                if v == "NaN":
+                    return '"NaN"', "NaN"
+                try:
+                    v = float(v)
+                except ValueError:
+                    return jstr(v), v
+            if not math.isfinite(v):
+                return nonfinite(v)
+            x = fmt(v)
+            return x, x
+        return f
+    if s == "BOOLEAN":
+        def f(v):
+            if v is None:
+                return "null", ""
+            x = "true" if v else "false"
+            return x, x
+        return f
+    if s == "ARRAY":
+        def f(v):
+            if v is None:
+                return "null", ""
+            if stringify_arrays:
+                return jstr(v), v
+            return v, v
+        return f
+
+    def f(v):  # VARCHAR, CHAR, OTHER
+        if v is None:
+            return "null", ""
+        if not isinstance(v, str):
+            v = _num_str(v, "f" if isinstance(v, float) else "i")
+        return jstr(v), v
+    return f
+
+
+def csv_field(x):
+    if any(c in x for c in '",\n\r'):
+        return '"' + x.replace('"', '""') + '"'
+    return x
+
+
+def csv_line(fields):
+    if len(fields) == 1 and fields[0] == "":
+        return '""\n'  # opencsv quotes a lone empty value so it is not a blank line
+    return ",".join(csv_field(x) for x in fields) + "\n"
+
+
+class Writer:
+    """Druid's five result writers; ``item()`` for each header/data row."""
+
+    def __init__(self, fmt, names):
+        self.fmt, self.names, self.n = fmt, names, 0
+        self.jnames = [jstr(x) for x in names]
+
+    def start(self):
+        return "[" if self.fmt in ("array", "object") else ""
+
+    def _sep(self):
+        first = self.n == 0
+        self.n += 1
+        if self.fmt in ("array", "object"):
+            return "" if first else ","
+        if self.fmt in ("arrayLines", "objectLines"):
+            return "" if first else "\n"
+        return ""
+
+    def header(self, header, types, sqltypes):
+        out = []
+        f = self.fmt
+        if not header:
+            return ""
+        if f in ("object", "objectLines"):
+            parts = []
+            for i, jn in enumerate(self.jnames):
+                if not types and not sqltypes:
+                    parts.append(jn + ":null")
+                else:
+                    inner = []
+                    if types:
+                        inner.append('"type":' + jdump(types[i]))
+                    if sqltypes:
+                        inner.append('"sqlType":' + jdump(sqltypes[i]))
+                    parts.append(jn + ":{" + ",".join(inner) + "}")
+            out.append(self._sep() + "{" + ",".join(parts) + "}")
+        elif f in ("array", "arrayLines"):
+            out.append(self._sep() + "[" + ",".join(self.jnames) + "]")
+            for row in (types, sqltypes):
+                if row is not None:
+                    out.append(self._sep() + "[" + ",".join(jdump(x) for x in row) + "]")
+        else:
+            out.append(csv_line(self.names))
+            for row in (types, sqltypes):
+                if row is not None:
+                    out.append(csv_line(["" if x is None else x for x in row]))
+        return "".join(out)
+
+    def row(self, cells):
+        """cells: list of (json_text, csv_text)."""
+        f = self.fmt
+        if f in ("array", "arrayLines"):
+            return self._sep() + "[" + ",".join(c[0] for c in cells) + "]"
+        if f in ("object", "objectLines"):
+            return self._sep() + "{" + ",".join(jn + ":" + c[0] for jn, c in zip(self.jnames, cells)) + "}"
+        return csv_line([c[1] for c in cells])
+
+    def end(self):
+        if self.fmt in ("array", "object"):
+            return "]\n"
+        return "\n\n" if self.fmt in ("arrayLines", "objectLines") else "\n"
+
+
+FORMATS = {f.upper(): f for f in ("object", "array", "objectLines", "arrayLines", "csv")}
+
+
+# ---------------------------------------------------------------------------
+# Server state: faults, query log, running queries
+# ---------------------------------------------------------------------------
+
+
+class SimState:
+    def __init__(self, store, args):
+        self.store = store
+        self.args = args
+        self.lock = threading.Lock()
+        self.faults = []
+        self.queries = []
+        self.running = {}  # sqlQueryId -> list of QueryRun
+        self.inflight = 0
+        self.max_inflight = 0
+
+    def take_fault(self, sql):
+        with self.lock:
+            for f in self.faults:
+                if f["times"] == 0:
+                    continue
+                m = f.get("match")
+                if m is None or m in sql:
+                    if f["times"] > 0:
+                        f["times"] -= 1
+                    f["hits"] = f.get("hits", 0) + 1
+                    return dict(f)
+        return None
+
+
+class QueryRun:
+    def __init__(self, qid):
+        self.qid = qid
+        self.cancelled = threading.Event()
+
+
+class Abort(Exception):
+    """Stop streaming: the body ends without the end marker."""
+
+
+class ChunkedBody:
+    """Chunked response writer with lazy start: headers go out with the first
+    flush, so an error before the first row can still be a proper error status."""
+
+    FLUSH_AT = 16384
+
+    def __init__(self, handler, headers, trailers):
+        self.h, self.headers, self.trailers = handler, headers, trailers
+        self.buf = []
+        self.size = 0
+        self.started = False
+
+    def write(self, s):
+        b = s.encode("utf-8")
+        self.buf.append(b)
+        self.size += len(b)
+        if self.size >= self.FLUSH_AT:
+            self.flush()
+
+    def _start(self, extra=()):
+        h = self.h
+        h.send_response(200)
+        for k, v in list(self.headers) + list(extra):
+            h.send_header(k, v)
+        h.send_header("Transfer-Encoding", "chunked")
+        if self.trailers:
+            h.send_header("Trailer", "X-Druid-Response-Complete")
+        h.end_headers()
+        self.started = True
+
+    def flush(self, extra=()):
+        if not self.started:
+            self._start(extra)
+        if self.buf:
+            data = b"".join(self.buf)
+            self.buf, self.size = [], 0
+            self.h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def finish(self, complete):
+        extra = [] if self.started else [("X-Druid-Response-Context", '{"missingSegments":[]}')]
+        self.flush(extra)
+        if self.trailers:
+            self.h.wfile.write(b"0\r\nX-Druid-Response-Complete: %s\r\n\r\n" % (b"true" if complete else b"false"))
+        else:
+            self.h.wfile.write(b"0\r\n\r\n")
+
+
+# ---------------------------------------------------------------------------
+# HTTP handler
+# ---------------------------------------------------------------------------
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    state = None  # set by main()
+
+    def version_string(self):
+        return "Jetty(9.4.57.v20241219)"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    # -- plumbing
+    def read_body(self):
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            parts = []
+            while True:
+                line = self.rfile.readline()
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(parts)
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def send_bytes(self, status, body, ctype="application/json", headers=()):
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        self.send_response(status)
+        if ctype:
+            self.send_header("Content-Type", ctype)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def send_json(self, status, obj):
+        self.send_bytes(status, json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+
+    def auth_check(self):
+        """None if allowed, else 'missing' or 'bad' (Basic auth per section 8)."""
+        want = self.state.args.auth
+        if not want:
+            return None
+        h = self.headers.get("Authorization")
+        if not h:
+            return "missing"
+        if not h.startswith("Basic "):
+            return "missing"  # not ours: the next authenticator in the chain gets it, none claims it
+        try:
+            cred = base64.b64decode(h[6:].strip(), validate=True).decode("utf-8")
+        except Exception:
+            return "bad"
+        if ":" not in cred or cred != want:
+            return "bad"
+        return None
+
+    def send_auth_failure(self, kind, extra_headers=()):
+        if kind == "missing":
+            self.send_bytes(401, UNAUTHORIZED_BODY, headers=[("WWW-Authenticate", "Basic")] + list(extra_headers))
+        else:
+            self.send_bytes(401, jetty_401_page(self.path.split("?")[0]), ctype="text/html;charset=iso-8859-1",
+                            headers=[("Cache-Control", "must-revalidate,no-cache,no-store")])
+
+    # -- dispatch
+    def do_GET(self):
+        self.dispatch("GET")
+
+    def do_POST(self):
+        self.dispatch("POST")
+
+    def do_DELETE(self):
+        self.dispatch("DELETE")
+
+    def do_PUT(self):
+        self.dispatch("PUT")
+
+    def dispatch(self, method):
+        path = self.path.split("?")[0]
+        try:
+            if path.startswith("/__sim/"):
+                return self.control(method, path)
+            if path in ("/druid/v2/sql", "/druid/v2/sql/") and method == "POST":
+                return self.sql_query()
+            if path.startswith("/druid/v2/sql/") and method == "DELETE":
+                body = self.read_body()  # noqa: F841 (keep the connection in sync)
+                a = self.auth_check()
+                if a:
+                    return self.send_auth_failure(a)
+                return self.cancel(path[len("/druid/v2/sql/"):])
+            self.read_body()
+            if path == "/status/health" and method == "GET":
+                return self.send_bytes(200, "true")
+            if path == "/status" and method == "GET":
+                a = self.auth_check()
+                if a:
+                    return self.send_auth_failure(a)
+                return self.send_bytes(200, jdump({
+                    "version": self.state.args.version,
+                    "modules": [{"name": "org.apache.druid.sql.guice.SqlModule", "artifact": "druid-sql",
+                                 "version": self.state.args.version}],
+                    "memory": {"maxMemory": 4294967296, "totalMemory": 1073741824, "freeMemory": 536870912,
+                               "usedMemory": 536870912, "directMemory": 2147483648}}))
+            if path == "/status/selfDiscovered/status" and method == "GET":
+                return self.send_bytes(200, '{"selfDiscovered":true}')
+            self.send_bytes(404, "Not Found: %s\n" % path, ctype="text/plain")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def cancel(self, qid):
+        from urllib.parse import unquote
+        qid = unquote(qid)
+        with self.state.lock:
+            runs = list(self.state.running.get(qid, []))
+        for r in runs:
+            r.cancelled.set()
+        self.send_bytes(202 if runs else 404, b"", ctype=None)
+
+    # -- the SQL endpoint
+    def sql_query(self):
+        st = self.state
+        legacy = st.args.legacy_errors
+        raw = self.read_body()
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        rec = {"sql": None, "parameters": [], "context": {}, "resultFormat": "object", "header": False,
+               "typesHeader": False, "sqlTypesHeader": False, "content_type": self.headers.get("Content-Type"),
+               "authorization_present": "Authorization" in self.headers, "status": None, "rows_sent": 0,
+               "complete": False, "started": time.time(), "finished": None}
+        with st.lock:
+            st.queries.append(rec)
+        qid = None
+        req_error = None
+        try:
+            if ctype == "application/json":
+                try:
+                    req = json.loads(raw.decode("utf-8"))
+                    if not isinstance(req, dict):
+                        raise ValueError("not an object")
+                except (ValueError, UnicodeDecodeError) as e:
+                    req = {}
+                    req_error = DruidError(400, "Malformed SQL query wrapped in JSON: %s" % e,
+                                           legacy_error="Json parse failed",
+                                           legacy_class="com.fasterxml.jackson.core.JsonParseException")
+            else:
+                # Druid ~34+: any other content type is the raw SQL text.
+                req = {"query": raw.decode("utf-8", "replace")}
+            ctx = req.get("context") if isinstance(req.get("context"), dict) else {}
+            qid = str(ctx.get("sqlQueryId") or uuid.uuid4())
+            rec.update(sql=req.get("query"), parameters=req.get("parameters") or [], context=ctx,
+                       resultFormat=req.get("resultFormat", "object"), header=bool(req.get("header")),
+                       typesHeader=bool(req.get("typesHeader")), sqlTypesHeader=bool(req.get("sqlTypesHeader")))
+        except Exception as e:  # defensive: never leave the client hanging
+            req, ctx, qid = {}, {}, qid or str(uuid.uuid4())
+            req_error = err_general(500, str(e))
+        id_headers = [("X-Druid-SQL-Query-Id", qid), ("X-Druid-Query-Id", qid)]
+
+        def fail(e):
+            rec["status"] = e.status
+            rec["finished"] = time.time()
+            self.send_bytes(e.status, e.body(legacy), headers=id_headers + list(e.headers))
+
+        a = self.auth_check()
+        if a:
+            rec["status"] = 401
+            rec["finished"] = time.time()
+            return self.send_auth_failure(a, id_headers if a == "missing" else ())
+        if req_error:
+            return fail(req_error)
+
+        run = QueryRun(qid)
+        with st.lock:
+            st.inflight += 1
+            st.max_inflight = max(st.max_inflight, st.inflight)
+            st.running.setdefault(qid, []).append(run)
+        try:
+            self._run_sql(req, ctx, qid, id_headers, rec, run, fail)
+        finally:
+            with st.lock:
+                st.inflight -= 1
+                lst = st.running.get(qid, [])
+                if run in lst:
+                    lst.remove(run)
+                if not lst:
+                    st.running.pop(qid, None)
+            if rec["finished"] is None:
+                rec["finished"] = time.time()
+
+    def _run_sql(self, req, ctx, qid, id_headers, rec, run, fail):
+        st = self.state
+        t0 = time.time()
+        # --- request validation (Druid rejects these while deserializing the body)
+        fmt_name = req.get("resultFormat", "object")
+        if fmt_name is None:
+            fmt_name = "object"
+        fmt = FORMATS.get(str(fmt_name).upper())
+        if fmt is None:
+            return fail(DruidError(400, "Cannot deserialize value of type `org.apache.druid.sql.http.ResultFormat` "
+                                        "from String \"%s\": not one of the values accepted for Enum class: "
+                                        "[OBJECT, ARRAY, OBJECTLINES, ARRAYLINES, CSV]" % fmt_name,
+                                   legacy_error="Json parse failed",
+                                   legacy_class="com.fasterxml.jackson.databind.exc.InvalidFormatException"))
+        header = bool(req.get("header"))
+        types_h = bool(req.get("typesHeader"))
+        sqltypes_h = bool(req.get("sqlTypesHeader"))
+        if (types_h or sqltypes_h) and not header:
+            return fail(DruidError(400, "Cannot include '%s' without 'header'" %
+                                   ("typesHeader" if types_h else "sqlTypesHeader"),
+                                   legacy_error="Json parse failed", legacy_class="java.lang.IllegalStateException"))
+        sql = req.get("query")
+        if not isinstance(sql, str) or not sql.strip():
+            return fail(DruidError(400, "Query must be a non-empty string", legacy_error="SQL parse failed"))
+        params = req.get("parameters") or []
+        if not isinstance(params, list):
+            return fail(DruidError(400, "parameters must be a list", legacy_error="Json parse failed"))
+        try:
+            timeout = int(str(ctx.get("timeout", 300000)).strip())
+        except ValueError:
+            return fail(DruidError(400, "Failed to parse query context: timeout [%s]" % ctx.get("timeout"),
+                                   kind="legacy", code="legacyQueryException", legacy_error="Query context parse failed",
+                                   legacy_class="org.apache.druid.query.BadQueryContextException"))
+        deadline = t0 + timeout / 1000.0 if timeout > 0 else None
+        stringify = ctx.get("sqlStringifyArrays", True)
+        stringify = not (stringify is False or str(stringify).lower() == "false")
+        trailers = _version_tuple(st.args.version) >= (31,) and not st.args.no_trailers
+        headers = [("Content-Type", "application/json")] + id_headers
+        if header:
+            headers.append(("X-Druid-SQL-Header-Included", "yes"))
+
+        # --- fault injection
+        fault = st.take_fault(sql)
+        if fault:
+            kind = fault.get("kind")
+            if fault.get("retry_after") is not None:
+                id_headers = id_headers + [("Retry-After", str(fault["retry_after"]))]
+                headers = headers + [("Retry-After", str(fault["retry_after"]))]
+            if kind == "delay":
+                end = time.time() + float(fault.get("delay_seconds", 1))
+                while time.time() < end:
+                    if run.cancelled.is_set():
+                        return fail(err_cancelled(qid))
+                    if deadline and time.time() >= deadline:
+                        return fail(err_timeout())
+                    time.sleep(min(0.02, max(0, end - time.time())))
+            elif kind == "status":
+                if fault.get("body") is not None or fault.get("error") is None:
+                    body = fault.get("body", "")
+                    if not isinstance(body, str):
+                        body = jdump(body)
+                    e = DruidError(int(fault.get("status", 500)), "fault", raw=body)
+                else:
+                    try:
+                        table = re.search(r'FROM\s+("(?:[^"]|"")*"|\S+)', sql, re.I)
+                        tname = table.group(1).strip('"').replace('""', '"') if table else "nope"
+                        e = fault_error(fault["error"], tname)
+                    except ValueError as ex:
+                        e = err_general(500, str(ex))
+                    if fault.get("status") is not None:
+                        e.status = int(fault["status"])
+                return fail(e)
+            elif kind == "garbage":
+                rec["status"] = 200
+                return self.send_bytes(200, "<html><body>502 Bad Gateway (not JSON)</body></html>\n",
+                                       headers=id_headers)
+
+        # --- plan
+        store = st.store
+        try:
+            q = Parser(sql).parse()
+            with store.lock:
+                plan = Planner(store, sql, params).plan(q)
+                if plan.table is not None and plan.table.schema != "druid":
+                    store.refresh_system()
+        except DruidError as e:
+            return fail(e)
+        except RecursionError:
+            return fail(err_parse("Query too complex"))
+
+        # --- execute and stream
+        formatters = [value_formatter(t, stringify) for t in plan.types]
+        writer = Writer(fmt, plan.names)
+        body = ChunkedBody(self, headers, trailers)
+        limit_rows = None
+        if fault and fault.get("kind") in ("truncate", "reset"):
+            limit_rows = int(fault.get("after_rows", 0))
+        sent = 0
+        complete = False
+        try:
+            with store.lock:
+                try:
+                    cur = store.db.cursor()
+                    cur.execute(plan.sql, plan.binds)
+                    batch = cur.fetchmany(256)
+                except sqlite3.Error as e:
+                    return fail(self._sqlite_error(e))
+            body.write(writer.start())
+            body.write(writer.header(header, [_native_or_none(t) for t in plan.types] if types_h else None,
+                                     [t.sql for t in plan.types] if sqltypes_h else None))
+            while batch:
+                for row in batch:
+                    if limit_rows is not None and sent >= limit_rows:
+                        raise Abort(fault["kind"])
+                    if run.cancelled.is_set():
+                        if not body.started:
+                            return fail(err_cancelled(qid))
+                        raise Abort("cancel")
+                    if deadline and time.time() >= deadline:
+                        if not body.started:
+                            return fail(err_timeout())
+                        raise Abort("timeout")
+                    body.write(writer.row([f(v) for f, v in zip(formatters, row)]))
+                    sent += 1
+                    rec["rows_sent"] = sent
+                with store.lock:
+                    try:
+                        batch = cur.fetchmany(256)
+                    except sqlite3.Error as e:
+                        if not body.started:
+                            return fail(self._sqlite_error(e))
+                        raise Abort("error")
+            if limit_rows is not None and sent >= limit_rows:
+                raise Abort(fault["kind"])
+            if run.cancelled.is_set() and not body.started:
+                return fail(err_cancelled(qid))
+            body.write(writer.end())
+            body.finish(True)
+            complete = True
+            rec["status"] = 200
+        except Abort as a:
+            rec["status"] = 200
+            if str(a) == "reset":
+                body.flush()
+                self.wfile.flush()
+                self.close_connection = True
+                try:
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                except OSError:
+                    pass
+            else:
+                body.finish(False)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        finally:
+            rec["complete"] = complete
+            rec["finished"] = time.time()
+
+    @staticmethod
+    def _sqlite_error(e):
+        msg = str(e)
+        if "user-defined function raised exception" in msg:
+            return err_general(500, "/ by zero", legacy_class="java.lang.ArithmeticException")
+        if "integer overflow" in msg:
+            return err_general(500, "long overflow", legacy_class="java.lang.ArithmeticException")
+        return err_general(500, "Simulator SQL failure: %s" % msg)
+
+    # -- control API
+    def control(self, method, path):
+        st = self.state
+        store = st.store
+        raw = self.read_body()
+        try:
+            body = json.loads(raw.decode("utf-8")) if raw.strip() else {}
+        except ValueError as e:
+            return self.send_json(400, {"error": "bad JSON: %s" % e})
+        ep = path[len("/__sim/"):].rstrip("/")
+        try:
+            if method == "POST" and ep == "datasource":
+                cols = [(c["name"], type_from_name(c["type"])) for c in body.get("columns", [])]
+                rows = body.get("rows", [])
+                # A bare "ARRAY" column takes its element type from the data.
+                fixed = []
+                for n, t in cols:
+                    if t.sql == "ARRAY" and body_type(body, n).upper() == "ARRAY":
+                        t = T("ARRAY", infer_array_native([r.get(n) for r in rows]), "ARRAY")
+                    fixed.append((n, t))
+                store.create(body["name"], fixed, rows)
+                return self.send_json(200, {"ok": True, "rows": len(rows)})
+            if method == "POST" and ep == "append":
+                n = store.append(body["datasource"], body.get("rows", []))
+                return self.send_json(200, {"ok": True, "rows": n})
+            if method == "POST" and ep == "delete":
+                n = store.delete(body["datasource"], body["start"], body["end"])
+                return self.send_json(200, {"ok": True, "deleted": n})
+            if method == "POST" and ep == "replace":
+                n = store.replace(body["datasource"], body["start"], body["end"], body.get("rows", []))
+                return self.send_json(200, {"ok": True, "rows": n})
+            if method == "POST" and ep == "add_column":
+                store.add_column(body["datasource"], body["name"], type_from_name(body["type"]))
+                return self.send_json(200, {"ok": True})
+            if method == "POST" and ep == "hide":
+                store.hide(body["datasource"], body.get("hidden", True))
+                return self.send_json(200, {"ok": True})
+            if method == "POST" and ep == "drop":
+                store.drop(body["datasource"])
+                return self.send_json(200, {"ok": True})
+            if method == "POST" and ep == "load":
+                t = store.load_file(body["datasource"], body["file"], body.get("limit"))
+                return self.send_json(200, {"ok": True, "columns": [[c.name, c.t.info] for c in t.columns]})
+            if method == "POST" and ep == "fault":
+                kind = body.get("kind")
+                if kind not in ("truncate", "reset", "status", "retry_after", "delay", "garbage"):
+                    raise ValueError("unknown fault kind [%s]" % kind)
+                if kind == "status" and body.get("error") is not None:
+                    fault_error(body["error"])  # validate the template name now
+                f = dict(body)
+                f.setdefault("match", None)
+                f.setdefault("times", 1)
+                f.setdefault("after_rows", 0)
+                if kind == "retry_after":
+                    # On its own, retry_after means: a 429 with a Retry-After header.
+                    f.setdefault("error", "capacity")
+                    f["kind"] = "status"
+                    f.setdefault("retry_after", body.get("seconds", 1))
+                with st.lock:
+                    st.faults.append(f)
+                return self.send_json(200, {"ok": True})
+            if method == "DELETE" and ep == "faults":
+                with st.lock:
+                    st.faults = []
+                return self.send_json(200, {"ok": True})
+            if method == "GET" and ep == "faults":
+                with st.lock:
+                    return self.send_json(200, st.faults)
+            if method == "GET" and ep == "queries":
+                with st.lock:
+                    return self.send_json(200, list(st.queries))
+            if method == "DELETE" and ep == "queries":
+                with st.lock:
+                    st.queries = []
+                return self.send_json(200, {"ok": True})
+            if method == "GET" and ep == "stats":
+                with st.lock:
+                    return self.send_json(200, {"max_inflight": st.max_inflight, "inflight": st.inflight})
+            if method == "DELETE" and ep == "stats":
+                with st.lock:
+                    st.max_inflight = st.inflight
+                return self.send_json(200, {"ok": True})
+            if method == "GET" and ep == "datasources":
+                with store.lock:
+                    return self.send_json(200, {n: {"hidden": t.hidden, "columns": [[c.name, c.t.info]
+                                                                                    for c in t.columns]}
+                                                for n, t in store.tables.items()})
+            return self.send_json(404, {"error": "unknown control endpoint %s %s" % (method, path)})
+        except KeyError as e:
+            return self.send_json(400, {"error": "missing or unknown: %s" % (e.args[0],)})
+        except (ValueError, TypeError, sqlite3.Error, OSError) as e:
+            return self.send_json(400, {"error": str(e)})
+
+
+def body_type(body, name):
+    for c in body.get("columns", []):
+        if c.get("name") == name:
+            return str(c.get("type", ""))
+    return ""
+
+
+def _native_or_none(t):
+    return t.native
+
+
+def _version_tuple(v):
+    try:
+        return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
+    except ValueError:
+        return (0,)
+
+
+# ---------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Druid SQL API simulator")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--port-file")
+    ap.add_argument("--load", action="append", default=[], metavar="NAME=FILE")
+    ap.add_argument("--auth", metavar="USER:PASS")
+    ap.add_argument("--legacy-errors", action="store_true")
+    ap.add_argument("--version", default="37.0.0")
+    ap.add_argument("--no-trailers", action="store_true", help="do not send the Druid 31+ HTTP trailer")
+    args = ap.parse_args(argv)
+
+    store = Store()
+    for spec in args.load:
+        name, _, path = spec.partition("=")
+        if not name or not path:
+            ap.error("--load wants NAME=FILE")
+        store.load_file(name, path)
+    Handler.state = SimState(store, args)
+    srv = Server((args.host, args.port), Handler)
+    port = srv.server_address[1]
+    if args.port_file:
+        tmp = args.port_file + ".tmp%d" % os.getpid()
+        with open(tmp, "w") as f:
+            f.write("%d\n" % port)
+        os.replace(tmp, args.port_file)
+    print("druid_sim listening on %s:%d" % (args.host, port), flush=True)
+
+    def stop(_sig, _frm):
+        threading.Thread(target=srv.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        srv.serve_forever(poll_interval=0.2)
+    finally:
+        srv.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
