@@ -71,8 +71,8 @@ void log_msg(enum log_level lvl, const char *subsys, const char *fmt, ...)
         clock_gettime(CLOCK_REALTIME, &ts);
         gmtime_r(&ts.tv_sec, &tm);
         n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
-        n += (size_t)snprintf(line + n, sizeof line - n, ".%03ldZ %-7s %s: ",
-                              ts.tv_nsec / 1000000, log_level_name(lvl), subsys);
+        n += (size_t)snprintf(line + n, sizeof line - n, ".%03ldZ %-7s %s: ", ts.tv_nsec / 1000000,
+                              log_level_name(lvl), subsys);
     }
     va_list ap;
     va_start(ap, fmt);

@@ -1,6 +1,268 @@
+/* main: the command line, start-up, signals (as uv_signal_t events) and shutdown. Wires the
+ * configuration, the Druid client, the PostgreSQL sink and the scheduler onto one loop. */
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
-int main(void)
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "config.h"
+#include "druid_client.h"
+#include "log.h"
+#include "notify.h"
+#include "pgsink.h"
+#include "scheduler.h"
+
+#define EXIT_USAGE 64
+#define DEFAULT_CONFIG "/etc/druid-syncd/config.json"
+#define STOP_TIMEOUT_SECONDS 30.0
+
+struct app {
+    uv_loop_t loop;
+    const char *config_path;
+    struct config *cfg;
+    struct druid_client *druid;
+    struct pgsink *sink;
+    struct sched *sched;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    bool once;
+    bool cli_log_level;
+    int exit_code;
+    bool stopping;
+};
+
+static void usage(FILE *f)
 {
-    puts("druid-syncd " DSYNC_VERSION);
-    return 0;
+    fprintf(f, "Usage: druid-syncd [-c FILE | --config FILE] [--once] [--check-config]\n"
+               "                   [--datasource NAME]... [--log-level error|warning|info|debug]\n"
+               "                   [--version] [--help]\n"
+               "\n"
+               "Keeps PostgreSQL tables in step with the datasources of an Apache Druid cluster.\n"
+               "\n"
+               "  -c, --config FILE     configuration file (default " DEFAULT_CONFIG ")\n"
+               "      --once            one sync cycle of every selected datasource, then exit\n"
+               "      --check-config    validate the configuration file (no network) and exit\n"
+               "      --datasource NAME restrict this run to NAME (repeatable)\n"
+               "      --log-level LEVEL error, warning, info (default) or debug\n"
+               "      --version         print the version and exit\n"
+               "      --help            print this help and exit\n"
+               "\n"
+               "Exit codes: 0 success, 1 a sync failed, 64 usage error, 78 configuration error.\n");
+}
+
+static void close_all(struct app *a)
+{
+    uv_close((uv_handle_t *)&a->sig_term, NULL);
+    uv_close((uv_handle_t *)&a->sig_int, NULL);
+    uv_close((uv_handle_t *)&a->sig_hup, NULL);
+    notify_close();
+    sched_free(a->sched);
+    druid_client_free(a->druid);
+    pgsink_free(a->sink);
+}
+
+static void on_finished(void *ud, int code)
+{
+    struct app *a = ud;
+    a->exit_code = code;
+    close_all(a);
+}
+
+static void on_stop_signal(uv_signal_t *h, int signum)
+{
+    struct app *a = h->data;
+    if (!a->sched) {
+        close_all(a);
+        return;
+    }
+    if (a->stopping) {
+        log_warning("main", "second %s: rolling back everything in flight now", strsignal(signum));
+    } else {
+        log_info("main", "%s: stopping; slices in flight may finish within %.0f s",
+                 strsignal(signum), STOP_TIMEOUT_SECONDS);
+        notify_stopping();
+    }
+    if (a->once && !a->stopping)
+        a->exit_code = 1; /* an interrupted --once run did not sync everything */
+    a->stopping = true;
+    sched_stop(a->sched, a->stopping ? STOP_TIMEOUT_SECONDS : 0);
+}
+
+static void on_hup(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    struct app *a = h->data;
+    notify_reloading();
+    char err[1024];
+    struct config *n = config_load(a->config_path, err, sizeof err);
+    if (!n) {
+        log_error("config", "reload failed, keeping the running configuration: %s", err);
+        notify_status("reload failed, running configuration kept: %s", err);
+        notify_ready();
+        return;
+    }
+    /* keys that shape connections already open take effect for new ones only */
+    if (strcmp(n->postgres, a->cfg->postgres) != 0 ||
+        strcmp(n->destination_schema, a->cfg->destination_schema) != 0 ||
+        n->max_concurrent_queries != a->cfg->max_concurrent_queries)
+        log_warning("config", "postgres, destination_schema and max_concurrent_queries "
+                              "changes need a restart; the running values are kept");
+    if (!a->cli_log_level && n->log_level) {
+        enum log_level lvl;
+        if (log_level_parse(n->log_level, &lvl) == 0)
+            log_set_level(lvl);
+    }
+    /* keep the running PostgreSQL settings; everything else is the new file's */
+    free(n->postgres);
+    n->postgres = strdup(a->cfg->postgres);
+    free(n->destination_schema);
+    n->destination_schema = strdup(a->cfg->destination_schema);
+    n->max_concurrent_queries = a->cfg->max_concurrent_queries;
+    druid_client_set_config(a->druid, n);
+    pgsink_set_config(a->sink, n);
+    sched_set_config(a->sched, n);
+    /* slices in flight keep pointers into the old configuration only through the sink and
+     * scheduler, which now hold the new one; the old one can go */
+    config_free(a->cfg);
+    a->cfg = n;
+    log_info("config", "configuration reloaded from %s", a->config_path);
+    notify_ready();
+}
+
+static void on_sink_started(void *ud, const char *err)
+{
+    struct app *a = ud;
+    if (err) {
+        log_error("pg", "PostgreSQL is not usable: %s", err);
+        notify_status("start-up failed: PostgreSQL: %s", err);
+        a->exit_code = 1;
+        close_all(a);
+        return;
+    }
+    if (a->stopping) {
+        close_all(a);
+        return;
+    }
+    log_info("pg", "PostgreSQL ready; destination schema \"%s\"", a->cfg->destination_schema);
+    notify_ready();
+    sched_start(a->sched);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"once", no_argument, NULL, 'o'},
+        {"check-config", no_argument, NULL, 'k'},
+        {"datasource", required_argument, NULL, 'd'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct app a;
+    memset(&a, 0, sizeof a);
+    a.config_path = DEFAULT_CONFIG;
+    bool check = false;
+    const char **only = NULL;
+    size_t nonly = 0;
+    enum log_level lvl = LOG_LVL_INFO;
+    log_init();
+    int c;
+    while ((c = getopt_long(argc, argv, "c:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            a.config_path = optarg;
+            break;
+        case 'o':
+            a.once = true;
+            break;
+        case 'k':
+            check = true;
+            break;
+        case 'd':
+            only = realloc(only, (nonly + 2) * sizeof *only);
+            if (!only)
+                abort();
+            only[nonly++] = optarg;
+            only[nonly] = NULL;
+            break;
+        case 'l':
+            if (log_level_parse(optarg, &lvl) != 0) {
+                fprintf(stderr,
+                        "druid-syncd: --log-level: expected error, warning, info or "
+                        "debug, got \"%s\"\n",
+                        optarg);
+                return EXIT_USAGE;
+            }
+            a.cli_log_level = true;
+            break;
+        case 'V':
+            printf("druid-syncd %s\n", DSYNC_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "druid-syncd: unexpected argument \"%s\"\n", argv[optind]);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    log_set_level(lvl);
+
+    char err[1024];
+    a.cfg = config_load(a.config_path, err, sizeof err);
+    if (!a.cfg) {
+        if (check)
+            printf("%s\n", err);
+        log_error("config", "%s", err);
+        notify_status("start-up failed: configuration: %s", err);
+        free(only);
+        return CONFIG_EXIT;
+    }
+    if (check) {
+        printf("%s: configuration is valid\n", a.config_path);
+        config_free(a.cfg);
+        free(only);
+        return 0;
+    }
+    if (!a.cli_log_level && a.cfg->log_level && log_level_parse(a.cfg->log_level, &lvl) == 0)
+        log_set_level(lvl);
+
+    uv_loop_init(&a.loop);
+    a.druid = druid_client_new(&a.loop, a.cfg);
+    a.sink = pgsink_new(&a.loop, a.cfg);
+    if (!a.druid || !a.sink) {
+        log_error("main", "initialisation failed (out of memory or libcurl)");
+        return 1;
+    }
+    struct sched_opts so = {a.once, (const char *const *)only, on_finished, &a};
+    a.sched = sched_new(&a.loop, a.cfg, a.druid, a.sink, &so);
+    uv_signal_init(&a.loop, &a.sig_term);
+    uv_signal_init(&a.loop, &a.sig_int);
+    uv_signal_init(&a.loop, &a.sig_hup);
+    a.sig_term.data = a.sig_int.data = a.sig_hup.data = &a;
+    uv_signal_start(&a.sig_term, on_stop_signal, SIGTERM);
+    uv_signal_start(&a.sig_int, on_stop_signal, SIGINT);
+    uv_signal_start(&a.sig_hup, on_hup, SIGHUP);
+    notify_init(&a.loop);
+    log_info("main", "druid-syncd %s starting: Druid %s:%d schema \"%s\"%s", DSYNC_VERSION,
+             a.cfg->druid_host, a.cfg->druid_port, a.cfg->schema_name,
+             a.once ? " (one cycle)" : "");
+    pgsink_start(a.sink, on_sink_started, &a);
+
+    uv_run(&a.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&a.loop);
+    free(a.sched);
+    config_free(a.cfg);
+    free(only);
+    log_info("main", "exiting with status %d", a.exit_code);
+    return a.exit_code;
 }

@@ -1,0 +1,77 @@
+/* druid_client: Druid's SQL API over HTTP, on the daemon's libuv loop. Owns the libcurl
+ * multi handle (driven by uv_poll/uv_timer socket and timer callbacks), the limit on
+ * queries in flight, the request body (arrayLines with all three header rows, a sqlQueryId
+ * per query, dynamic parameters, the query timeout in the context), and the streaming
+ * parse of the response: rows reach the caller as they arrive, and a body without Druid's
+ * end marker is reported as truncated, never as success. Speaks no SQL to PostgreSQL. */
+#ifndef DSYNC_DRUID_CLIENT_H
+#define DSYNC_DRUID_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <json-c/json.h>
+#include <uv.h>
+
+#include "config.h"
+#include "druid_error.h"
+
+enum druid_param_type {
+    DRUID_PARAM_TIMESTAMP_MS, /* {"type":"TIMESTAMP","value":<millis>} */
+    DRUID_PARAM_VARCHAR,      /* {"type":"VARCHAR","value":"..."} */
+    DRUID_PARAM_BIGINT,       /* {"type":"BIGINT","value":<int>} */
+};
+
+struct druid_param {
+    enum druid_param_type type;
+    int64_t i;
+    const char *s;
+};
+
+/* The three header rows of an arrayLines response. */
+struct druid_header {
+    size_t ncols;
+    const char *const *names;
+    const char *const *native_types; /* entries may be NULL (Druid sends null for ROW) */
+    const char *const *sql_types;
+};
+
+struct druid_query_ops {
+    /* Once, before any row. Non-zero aborts the query. */
+    int (*on_header)(void *ud, const struct druid_header *h);
+    /* Once per data row, a json-c array of ncols values, borrowed for the call. Non-zero
+     * aborts the query (on_done then reports DRUID_ERR_PROTOCOL "aborted by consumer"). */
+    int (*on_row)(void *ud, struct json_object *row);
+    /* Exactly once, unless the query was cancelled: err->kind is DRUID_OK on a complete
+     * response. The query handle is freed right after this returns. */
+    void (*on_done)(void *ud, const struct druid_error *err);
+};
+
+struct druid_client; /* opaque */
+struct druid_query;  /* opaque; owned by the client */
+
+/* Copies what it needs from cfg. NULL on failure (curl could not be initialised). */
+struct druid_client *druid_client_new(uv_loop_t *loop, const struct config *cfg);
+/* Applies a reloaded configuration to queries submitted from now on; queries in flight
+ * keep the settings they started with. */
+void druid_client_set_config(struct druid_client *c, const struct config *cfg);
+/* Cancels every query (no callbacks) and closes the handles; the loop must run once more
+ * for the handles to close. Accepts NULL. */
+void druid_client_free(struct druid_client *c);
+
+/* Queues a query; it starts when fewer than max_concurrent_queries are in flight. sql and
+ * params are copied. Returns NULL only on out-of-memory. */
+struct druid_query *druid_query_submit(struct druid_client *c, const char *sql,
+                                       const struct druid_param *params, size_t nparams,
+                                       const struct druid_query_ops *ops, void *ud);
+/* Stops a query; no callback is called afterwards. */
+void druid_query_cancel(struct druid_query *q);
+/* Backpressure: stop/resume reading the response body. */
+void druid_query_pause(struct druid_query *q, bool paused);
+/* "druid-syncd-<32 hex>": the sqlQueryId, for logs and for DELETE /druid/v2/sql/{id}. */
+const char *druid_query_id(const struct druid_query *q);
+
+/* Queries running now (not queued), for metrics and tests. */
+size_t druid_client_inflight(const struct druid_client *c);
+
+#endif

@@ -1,0 +1,1403 @@
+/* sched: discovery, planning, slices, retries and the cycle timers. See sched.h. */
+#include "scheduler.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "log.h"
+#include "plan.h"
+#include "rowenc.h"
+#include "sqlident.h"
+#include "timeutil.h"
+
+#define COPY_CHUNK (256 * 1024) /* COPY data handed to libpq at a time */
+
+struct dcol {
+    char *name;
+    char *sql_type;
+    int64_t ordinal;
+};
+
+enum ds_state { DS_IDLE, DS_PREPARING, DS_PLANNING, DS_RUNNING, DS_FINISHING };
+
+enum slice_status { SL_PENDING, SL_RUNNING, SL_DONE };
+
+struct slice_st {
+    struct plan_slice r;
+    enum slice_status status;
+    int64_t max_seen; /* greatest incremental value committed by this slice */
+    int attempts;
+};
+
+struct dsync;
+
+/* One async piece of work of a cycle that stop/cancel must be able to reach. */
+struct countq {
+    struct dsync *d;
+    struct countq *next, *prev;
+    enum plan_level level;
+    int64_t lo, hi;
+    int attempts;
+    struct druid_query *q;
+};
+
+struct slicerun {
+    struct dsync *d;
+    struct slicerun *next, *prev;
+    size_t idx;
+    struct pgsink_slice *sl;
+    struct druid_query *q;
+    struct rowenc *enc;
+    struct buf out;
+    int64_t max_seen;
+    uint64_t rows;
+    bool committing;
+    char err[1024];
+};
+
+struct delayed {
+    uv_timer_t t;
+    struct dsync *d;
+    struct delayed *next, *prev;
+    void (*fn)(struct dsync *d, void *arg);
+    void *arg;
+};
+
+struct dsync {
+    struct sched *s;
+    struct dsync *next;
+    char *name;
+    struct dcol *cols; /* as last discovered */
+    size_t ncols;
+    bool present;
+    bool selected;
+    enum ds_state st;
+    uv_timer_t timer;
+    /* --once bookkeeping */
+    bool once_done;
+    bool once_failed;
+    /* the current cycle */
+    struct dcol *ccols;
+    size_t nccols;
+    enum pgtype *types;
+    char *slice_col;
+    int inc_idx;
+    bool incremental;
+    int64_t start_ms;
+    struct plan *plan;
+    struct slice_st *slices;
+    size_t nslices, next_slice;
+    int running;
+    int outstanding; /* async operations not yet returned */
+    struct countq *counts;
+    struct slicerun *runs;
+    struct delayed *delays;
+    bool failed;
+    char err[1024];
+    uint64_t t0;
+    int64_t rows_read, inserted, vanished;
+    size_t fast_slices;
+};
+
+struct sched {
+    uv_loop_t *loop;
+    const struct config *cfg;
+    struct druid_client *druid;
+    struct pgsink *sink;
+    struct sched_opts opts;
+    struct dsync *ds;
+    uv_timer_t disc_timer;
+    uv_timer_t stop_timer;
+    bool discovering;
+    bool stopping;
+    bool stop_hard;
+    bool auth_blocked;
+    bool finished_reported;
+    bool once_discovered;
+    int disc_attempts;
+    char last_error[512];
+    /* discovery in progress */
+    struct buf tables_copy, cols_copy;
+    struct rowenc *meta_enc;
+    struct pgsink_column *meta_cols;
+    size_t meta_ncols;
+    char **meta_names;
+    int idx_table_name, idx_table_type, idx_column_name, idx_ordinal, idx_data_type;
+    char **present;
+    size_t npresent;
+    struct dcol *all_cols; /* every column row of COLUMNS */
+    char **all_cols_table; /* its table name */
+    size_t nall_cols, cap_all_cols;
+};
+
+static void ds_pump(struct dsync *d);
+static void set_last_error(struct sched *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void ds_maybe_finish(struct dsync *d);
+static void ds_fail(struct dsync *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void discover(struct sched *s);
+static void check_finished(struct sched *s);
+
+/* ---- small helpers ---- */
+
+/* Truncation is intended: the last error is a one-line summary for STATUS=. */
+static void set_last_error(struct sched *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->last_error, sizeof s->last_error, fmt, ap);
+    va_end(ap);
+}
+
+static char *xstrdup(const char *s)
+{
+    char *p = strdup(s ? s : "");
+    if (!p)
+        abort();
+    return p;
+}
+
+static void *xcalloc(size_t n, size_t sz)
+{
+    void *p = calloc(n ? n : 1, sz);
+    if (!p)
+        abort();
+    return p;
+}
+
+static void free_cols(struct dcol *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(c[i].name);
+        free(c[i].sql_type);
+    }
+    free(c);
+}
+
+#define LIST_PUSH(head, x)                                                                         \
+    do {                                                                                           \
+        (x)->prev = NULL;                                                                          \
+        (x)->next = (head);                                                                        \
+        if (head)                                                                                  \
+            (head)->prev = (x);                                                                    \
+        (head) = (x);                                                                              \
+    } while (0)
+#define LIST_DEL(head, x)                                                                          \
+    do {                                                                                           \
+        if ((x)->prev)                                                                             \
+            (x)->prev->next = (x)->next;                                                           \
+        else                                                                                       \
+            (head) = (x)->next;                                                                    \
+        if ((x)->next)                                                                             \
+            (x)->next->prev = (x)->prev;                                                           \
+    } while (0)
+
+static double backoff_seconds(const struct config *c, int attempt, double retry_after)
+{
+    double b = c->retry_initial_seconds * pow(2.0, attempt > 0 ? attempt - 1 : 0);
+    if (b > c->retry_max_seconds)
+        b = c->retry_max_seconds;
+    if (retry_after > b)
+        b = retry_after;
+    return b;
+}
+
+static void on_delay(uv_timer_t *t)
+{
+    struct delayed *dl = t->data;
+    struct dsync *d = dl->d;
+    LIST_DEL(d->delays, dl);
+    d->outstanding--;
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, (uv_close_cb)free);
+    dl->fn(d, dl->arg);
+}
+
+static void call_later(struct dsync *d, double seconds, void (*fn)(struct dsync *, void *),
+                       void *arg)
+{
+    struct delayed *dl = xcalloc(1, sizeof *dl);
+    dl->d = d;
+    dl->fn = fn;
+    dl->arg = arg;
+    uv_timer_init(d->s->loop, &dl->t);
+    dl->t.data = dl;
+    LIST_PUSH(d->delays, dl);
+    d->outstanding++;
+    uv_timer_start(&dl->t, on_delay, (uint64_t)(seconds * 1000.0), 0);
+}
+
+/* WHERE on the slice column for [lo, hi), as dynamic parameters. */
+static void where_range(struct buf *b, const char *col, int64_t lo, int64_t hi,
+                        struct druid_param *p, size_t *np)
+{
+    bool any = false;
+    if (lo != PLAN_UNBOUNDED_LO) {
+        buf_puts(b, " WHERE ");
+        sqlident_quote(b, col);
+        buf_puts(b, " >= ?");
+        p[(*np)++] = (struct druid_param){DRUID_PARAM_TIMESTAMP_MS, lo, NULL};
+        any = true;
+    }
+    if (hi != PLAN_UNBOUNDED_HI) {
+        buf_puts(b, any ? " AND " : " WHERE ");
+        sqlident_quote(b, col);
+        buf_puts(b, " < ?");
+        p[(*np)++] = (struct druid_param){DRUID_PARAM_TIMESTAMP_MS, hi, NULL};
+    }
+}
+
+static bool is_selected(const struct sched *s, const char *name)
+{
+    if (!config_selects(s->cfg, name))
+        return false;
+    if (!s->opts.only)
+        return true;
+    for (const char *const *o = s->opts.only; *o; o++)
+        if (strcmp(*o, name) == 0)
+            return true;
+    return false;
+}
+
+/* Classifies a Druid failure: retry later (returns the delay) or give up (-1). */
+static double retry_delay(struct dsync *d, const struct druid_error *e, int attempts)
+{
+    struct sched *s = d->s;
+    if (e->kind == DRUID_ERR_AUTH) {
+        if (!s->auth_blocked)
+            log_error("druid",
+                      "Druid refused our credentials (HTTP %ld): %s; syncing stops until the "
+                      "configuration is reloaded",
+                      e->http_status, e->message);
+        s->auth_blocked = true;
+        set_last_error(s, "Druid HTTP %ld: %s", e->http_status, e->message);
+        return -1;
+    }
+    if (!druid_err_retryable(e->kind) || attempts > s->cfg->max_retries || s->stopping)
+        return -1;
+    return backoff_seconds(s->cfg, attempts, e->retry_after);
+}
+
+/* ---- planning ---- */
+
+static void submit_count(struct dsync *d, struct countq *cq);
+
+static int count_on_row(void *ud, struct json_object *row)
+{
+    struct countq *cq = ud;
+    struct json_object *b = json_object_array_get_idx(row, 0);
+    struct json_object *n = json_object_array_get_idx(row, 1);
+    struct plan_bucket pb = {0, 0, cq->level};
+    if (!b || !n || !json_object_is_type(b, json_type_string) ||
+        time_parse_iso_ms(json_object_get_string(b), &pb.start_ms) != 0) {
+        return -1;
+    }
+    pb.count = json_object_get_int64(n);
+    if (plan_add(cq->d->plan, &pb, 1) != 0)
+        return -1;
+    return 0;
+}
+
+static void count_retry(struct dsync *d, void *arg)
+{
+    struct countq *cq = arg;
+    if (d->failed || d->s->stopping) {
+        free(cq);
+        ds_maybe_finish(d);
+        return;
+    }
+    submit_count(d, cq);
+}
+
+static void plan_done(struct dsync *d)
+{
+    struct plan_slice *sl = NULL;
+    size_t n = 0;
+    if (plan_slices(d->plan, &sl, &n) != 0) {
+        ds_fail(d, "slice planning failed");
+        return;
+    }
+    d->slices = xcalloc(n, sizeof *d->slices);
+    for (size_t i = 0; i < n; i++) {
+        d->slices[i].r = sl[i];
+        d->slices[i].max_seen = INT64_MIN;
+    }
+    d->nslices = n;
+    free(sl);
+    log_debug("sched", "%s: %zu slices planned", d->name, n);
+    d->st = DS_RUNNING;
+    ds_pump(d);
+}
+
+static void take_refinements(struct dsync *d)
+{
+    struct plan_bucket b;
+    while (plan_take_refinement(d->plan, &b) == 1) {
+        struct countq *cq = xcalloc(1, sizeof *cq);
+        cq->level = (enum plan_level)(b.level + 1);
+        cq->lo = b.start_ms;
+        cq->hi = b.start_ms + plan_level_width_ms(b.level);
+        submit_count(d, cq);
+    }
+}
+
+static void count_on_done(void *ud, const struct druid_error *e)
+{
+    struct countq *cq = ud;
+    struct dsync *d = cq->d;
+    cq->q = NULL;
+    LIST_DEL(d->counts, cq);
+    d->outstanding--;
+    if (e->kind != DRUID_OK) {
+        double delay = retry_delay(d, e, ++cq->attempts);
+        if (delay >= 0 && !d->failed) {
+            log_warning("druid", "%s: counting rows failed (%s: %s); retry %d in %.1f s", d->name,
+                        druid_err_kind_name(e->kind), e->message, cq->attempts, delay);
+            call_later(d, delay, count_retry, cq);
+            return;
+        }
+        free(cq);
+        ds_fail(d, "counting rows failed: %s", e->message);
+        return;
+    }
+    free(cq);
+    if (d->failed || d->s->stopping) {
+        ds_maybe_finish(d);
+        return;
+    }
+    take_refinements(d);
+    if (!d->counts && !d->delays && d->st == DS_PLANNING)
+        plan_done(d);
+}
+
+static void submit_count(struct dsync *d, struct countq *cq)
+{
+    static const struct druid_query_ops ops = {NULL, count_on_row, count_on_done};
+    struct buf b = BUF_INIT;
+    struct druid_param p[2];
+    size_t np = 0;
+    const char *period = plan_level_period(cq->level);
+    buf_puts(&b, "SELECT ");
+    if (period) {
+        buf_puts(&b, "TIME_FLOOR(");
+        sqlident_quote(&b, d->slice_col);
+        buf_printf(&b, ", '%s')", period);
+    } else {
+        sqlident_quote(&b, d->slice_col);
+    }
+    buf_puts(&b, " AS \"b\", COUNT(*) AS \"n\" FROM ");
+    sqlident_quote(&b, d->name);
+    where_range(&b, d->slice_col, cq->lo, cq->hi, p, &np);
+    buf_puts(&b, " GROUP BY 1");
+    cq->d = d;
+    LIST_PUSH(d->counts, cq);
+    d->outstanding++;
+    cq->q = druid_query_submit(d->s->druid, b.data, p, np, &ops, cq);
+    buf_free(&b);
+    if (!cq->q)
+        abort();
+}
+
+static void ds_plan(struct dsync *d)
+{
+    d->st = DS_PLANNING;
+    if (!d->slice_col) {
+        /* nothing to slice by: the whole datasource is one slice */
+        d->plan = plan_new(d->s->cfg->batch_size, PLAN_UNBOUNDED_LO);
+        plan_done(d);
+        return;
+    }
+    d->plan = plan_new(d->s->cfg->batch_size, d->start_ms);
+    if (!d->plan)
+        abort();
+    struct countq *cq = xcalloc(1, sizeof *cq);
+    cq->level = PLAN_DAY;
+    cq->lo = d->start_ms;
+    cq->hi = PLAN_UNBOUNDED_HI;
+    submit_count(d, cq);
+}
+
+/* ---- slices ---- */
+
+static void run_free(struct slicerun *r)
+{
+    rowenc_free(r->enc);
+    buf_free(&r->out);
+    free(r);
+}
+
+static void run_end(struct slicerun *r)
+{
+    struct dsync *d = r->d;
+    LIST_DEL(d->runs, r);
+    d->running--;
+    d->outstanding--;
+    run_free(r);
+}
+
+static void slice_start(struct dsync *d, size_t idx);
+
+static void slice_retry(struct dsync *d, void *arg)
+{
+    size_t idx = (size_t)(uintptr_t)arg;
+    if (d->failed || d->s->stopping) {
+        d->slices[idx].status = SL_PENDING;
+        ds_maybe_finish(d);
+        return;
+    }
+    slice_start(d, idx);
+}
+
+/* A slice attempt failed; its transaction is (being) rolled back. */
+static void slice_failed(struct slicerun *r, const struct druid_error *e)
+{
+    struct dsync *d = r->d;
+    size_t idx = r->idx;
+    struct slice_st *st = &d->slices[idx];
+    st->attempts++;
+    char msg[1100];
+    snprintf(msg, sizeof msg, "%s", r->err[0] ? r->err : e->message);
+    run_end(r);
+    double delay = retry_delay(d, e, st->attempts);
+    if (delay >= 0 && !d->failed) {
+        log_warning("sched", "%s: slice %zu failed (%s: %s); retry %d in %.1f s", d->name, idx + 1,
+                    druid_err_kind_name(e->kind), msg, st->attempts, delay);
+        call_later(d, delay, slice_retry, (void *)(uintptr_t)idx);
+        return;
+    }
+    st->status = SL_PENDING;
+    ds_fail(d, "slice %zu failed: %s", idx + 1, msg);
+}
+
+static void slice_failed_msg(struct slicerun *r, enum druid_err_kind kind, const char *msg)
+{
+    struct druid_error e;
+    druid_error_set(&e, kind, "%s", msg);
+    slice_failed(r, &e);
+}
+
+static void on_drain(void *ud)
+{
+    struct slicerun *r = ud;
+    if (r->q)
+        druid_query_pause(r->q, false);
+}
+
+static int flush_out(struct slicerun *r)
+{
+    if (!r->out.len)
+        return 0;
+    int rc = pgsink_slice_write(r->sl, r->out.data, r->out.len);
+    buf_reset(&r->out);
+    if (rc < 0) {
+        snprintf(r->err, sizeof r->err, "writing to PostgreSQL failed");
+        return -1;
+    }
+    if (rc == 1 && r->q) {
+        /* PostgreSQL is behind: stop reading Druid until libpq's buffer drains */
+        druid_query_pause(r->q, true);
+        pgsink_slice_on_drain(r->sl, on_drain, r);
+    }
+    return 0;
+}
+
+static int slice_on_header(void *ud, const struct druid_header *h)
+{
+    struct slicerun *r = ud;
+    struct dsync *d = r->d;
+    if (h->ncols != d->nccols) {
+        snprintf(r->err, sizeof r->err, "Druid returned %zu columns, expected %zu", h->ncols,
+                 d->nccols);
+        return -1;
+    }
+    for (size_t i = 0; i < h->ncols; i++) {
+        if (strcmp(h->names[i], d->ccols[i].name) != 0) {
+            snprintf(r->err, sizeof r->err,
+                     "Druid returned column \"%s\" where \"%s\" was expected", h->names[i],
+                     d->ccols[i].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int slice_on_row(void *ud, struct json_object *row)
+{
+    struct slicerun *r = ud;
+    int64_t ms = INT64_MIN;
+    if (rowenc_encode(r->enc, row, &r->out, &ms, r->err, sizeof r->err) != 0)
+        return -1;
+    if (ms > r->max_seen)
+        r->max_seen = ms;
+    r->rows++;
+    if (r->out.len >= COPY_CHUNK)
+        return flush_out(r);
+    return 0;
+}
+
+static void slice_on_commit(void *ud, const char *err, const struct pgsink_slice_result *res)
+{
+    struct slicerun *r = ud;
+    struct dsync *d = r->d;
+    r->sl = NULL;
+    if (err) {
+        snprintf(r->err, sizeof r->err, "PostgreSQL: %s", err);
+        slice_failed_msg(r, DRUID_ERR_SERVER, r->err);
+        return;
+    }
+    struct slice_st *st = &d->slices[r->idx];
+    st->status = SL_DONE;
+    st->max_seen = r->max_seen;
+    d->rows_read += res->copied;
+    d->inserted += res->inserted;
+    d->vanished += res->vanished;
+    log_debug("sched",
+              "%s: slice %zu committed: %" PRId64 " rows, %" PRId64 " new, %" PRId64 " vanished",
+              d->name, r->idx + 1, res->copied, res->inserted, res->vanished);
+    run_end(r);
+    ds_pump(d);
+    ds_maybe_finish(d);
+}
+
+/* The cursor a slice may commit: the greatest value in the committed prefix of slices
+ * (this one counted as committed), or NULL when an earlier slice is still open. */
+static void prefix_cursor(struct dsync *d, size_t upto, int64_t this_max, char *out, bool *have)
+{
+    int64_t m = INT64_MIN;
+    *have = false;
+    if (!d->incremental)
+        return;
+    for (size_t i = 0; i < d->nslices; i++) {
+        int64_t v;
+        if (i == upto)
+            v = this_max;
+        else if (d->slices[i].status == SL_DONE)
+            v = d->slices[i].max_seen;
+        else
+            break;
+        if (v > m)
+            m = v;
+        if (i >= upto && i + 1 < d->nslices && d->slices[i + 1].status != SL_DONE)
+            break;
+    }
+    if (m != INT64_MIN) {
+        time_format_iso_ms(m, out);
+        *have = true;
+    }
+}
+
+static void slice_on_done(void *ud, const struct druid_error *e)
+{
+    struct slicerun *r = ud;
+    struct dsync *d = r->d;
+    r->q = NULL;
+    if (e->kind == DRUID_OK && flush_out(r) != 0)
+        e = NULL;
+    if (!e || e->kind != DRUID_OK) {
+        struct druid_error copy;
+        if (e)
+            copy = *e;
+        else
+            druid_error_set(&copy, DRUID_ERR_SERVER, "%s", r->err);
+        pgsink_slice_abort(r->sl);
+        r->sl = NULL;
+        slice_failed(r, &copy);
+        return;
+    }
+    char cur[TIME_ISO_MAX];
+    bool have;
+    prefix_cursor(d, r->idx, r->max_seen, cur, &have);
+    r->committing = true;
+    pgsink_slice_commit(r->sl, have ? cur : NULL, slice_on_commit, r);
+}
+
+static void slice_on_ready(void *ud, struct pgsink_slice *sl, const char *err)
+{
+    static const struct druid_query_ops ops = {slice_on_header, slice_on_row, slice_on_done};
+    struct slicerun *r = ud;
+    struct dsync *d = r->d;
+    if (err) {
+        snprintf(r->err, sizeof r->err, "PostgreSQL: %s", err);
+        slice_failed_msg(r, DRUID_ERR_SERVER, r->err);
+        return;
+    }
+    r->sl = sl;
+    if (d->failed || d->s->stopping) {
+        pgsink_slice_abort(sl);
+        r->sl = NULL;
+        d->slices[r->idx].status = SL_PENDING;
+        run_end(r);
+        ds_maybe_finish(d);
+        return;
+    }
+    struct slice_st *st = &d->slices[r->idx];
+    struct buf b = BUF_INIT;
+    struct druid_param p[2];
+    size_t np = 0;
+    buf_puts(&b, "SELECT ");
+    for (size_t i = 0; i < d->nccols; i++) {
+        if (i)
+            buf_puts(&b, ", ");
+        sqlident_quote(&b, d->ccols[i].name);
+    }
+    buf_puts(&b, " FROM ");
+    sqlident_quote(&b, d->name);
+    if (d->slice_col)
+        where_range(&b, d->slice_col, st->r.lo, st->r.hi, p, &np);
+    r->q = druid_query_submit(d->s->druid, b.data, p, np, &ops, r);
+    buf_free(&b);
+    if (!r->q)
+        abort();
+}
+
+static void slice_start(struct dsync *d, size_t idx)
+{
+    struct slicerun *r = xcalloc(1, sizeof *r);
+    r->d = d;
+    r->idx = idx;
+    r->max_seen = INT64_MIN;
+    struct rowenc_column *rc = xcalloc(d->nccols, sizeof *rc);
+    for (size_t i = 0; i < d->nccols; i++) {
+        rc[i].name = d->ccols[i].name;
+        rc[i].type = d->types[i];
+    }
+    r->enc = rowenc_new(rc, d->nccols, d->inc_idx, true);
+    free(rc);
+    if (!r->enc)
+        abort();
+    d->slices[idx].status = SL_RUNNING;
+    LIST_PUSH(d->runs, r);
+    d->running++;
+    d->outstanding++;
+    pgsink_slice_begin(d->s->sink, d->name, d->slices[idx].r.lo, d->slices[idx].r.hi,
+                       slice_on_ready, r);
+}
+
+static void ds_pump(struct dsync *d)
+{
+    struct sched *s = d->s;
+    while (!d->failed && !s->stopping && d->st == DS_RUNNING && d->next_slice < d->nslices &&
+           d->running < s->cfg->max_concurrent_queries) {
+        slice_start(d, d->next_slice++);
+    }
+}
+
+/* ---- cycle ---- */
+
+static void ds_reset_cycle(struct dsync *d)
+{
+    free_cols(d->ccols, d->nccols);
+    d->ccols = NULL;
+    d->nccols = 0;
+    free(d->types);
+    d->types = NULL;
+    free(d->slice_col);
+    d->slice_col = NULL;
+    plan_free(d->plan);
+    d->plan = NULL;
+    free(d->slices);
+    d->slices = NULL;
+    d->nslices = d->next_slice = 0;
+    d->failed = false;
+    d->err[0] = '\0';
+    d->rows_read = d->inserted = d->vanished = 0;
+}
+
+static void on_ds_timer(uv_timer_t *t);
+
+static void ds_schedule(struct dsync *d, double seconds)
+{
+    uv_timer_start(&d->timer, on_ds_timer, (uint64_t)(seconds * 1000.0), 0);
+}
+
+static void on_cycle_end(void *ud, const char *err)
+{
+    struct dsync *d = ud;
+    struct sched *s = d->s;
+    double secs = (double)(uv_now(s->loop) - d->t0) / 1000.0;
+    if (err)
+        log_error("pg", "%s: recording the end of the cycle failed: %s", d->name, err);
+    if (d->failed) {
+        log_error("sched", "%s: cycle failed after %.1f s: %s", d->name, secs, d->err);
+        set_last_error(s, "%s: %s", d->name, d->err);
+    } else {
+        log_info("sched",
+                 "%s: cycle done in %.1f s: %" PRId64 " rows read, %" PRId64 " new, %" PRId64
+                 " vanished, %zu slices (%zu fast)",
+                 d->name, secs, d->rows_read, d->inserted, d->vanished, d->nslices, d->fast_slices);
+    }
+    if (s->opts.once) {
+        d->once_done = true;
+        d->once_failed = d->failed || err != NULL;
+    }
+    d->st = DS_IDLE;
+    ds_reset_cycle(d);
+    if (!s->opts.once && !s->stopping)
+        ds_schedule(d, s->cfg->sync_interval_seconds);
+    check_finished(s);
+}
+
+static void ds_finish(struct dsync *d)
+{
+    struct sched *s = d->s;
+    d->st = DS_FINISHING;
+    char cur[TIME_ISO_MAX];
+    bool have = false;
+    if (d->incremental && d->slices) {
+        /* the committed prefix decides the cursor */
+        int64_t m = INT64_MIN;
+        for (size_t i = 0; i < d->nslices && d->slices[i].status == SL_DONE; i++)
+            if (d->slices[i].max_seen > m)
+                m = d->slices[i].max_seen;
+        if (m != INT64_MIN) {
+            time_format_iso_ms(m, cur);
+            have = true;
+        }
+    }
+    bool incomplete = s->stopping && !d->failed && d->next_slice < d->nslices;
+    if (incomplete)
+        snprintf(d->err, sizeof d->err, "stopped before the cycle completed");
+    pgsink_state_cycle_end(s->sink, d->name, d->failed || incomplete ? d->err : NULL,
+                           have ? cur : NULL, on_cycle_end, d);
+    if (incomplete)
+        d->failed = true;
+}
+
+static void ds_maybe_finish(struct dsync *d)
+{
+    if (d->outstanding > 0 || d->st == DS_IDLE || d->st == DS_FINISHING || d->st == DS_PREPARING)
+        return;
+    bool all_done = d->st == DS_RUNNING && d->next_slice >= d->nslices;
+    if (all_done || d->failed || d->s->stopping)
+        ds_finish(d);
+}
+
+static void ds_fail(struct dsync *d, const char *fmt, ...)
+{
+    if (!d->failed) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(d->err, sizeof d->err, fmt, ap);
+        va_end(ap);
+        d->failed = true;
+    }
+    ds_maybe_finish(d);
+}
+
+static void on_cycle_started(void *ud, const char *err)
+{
+    struct dsync *d = ud;
+    if (err)
+        log_warning("pg", "%s: recording the cycle start failed: %s", d->name, err);
+}
+
+static void on_prepared(void *ud, const char *err, const struct pgsink_table_info *info)
+{
+    struct dsync *d = ud;
+    struct sched *s = d->s;
+    d->outstanding--;
+    if (err) {
+        d->st = DS_PLANNING; /* so that ds_maybe_finish records the failure */
+        ds_fail(d, "preparing the PostgreSQL table failed: %s", err);
+        return;
+    }
+    for (size_t i = 0; i < d->nccols; i++)
+        d->types[i] = info->types[i];
+    d->start_ms = PLAN_UNBOUNDED_LO;
+    if (d->incremental && info->cursor) {
+        int64_t c;
+        if (time_parse_iso_ms(info->cursor, &c) == 0)
+            d->start_ms = c - (int64_t)(s->cfg->lookback_seconds * 1000.0);
+        else
+            log_warning("sched", "%s: ignoring unreadable cursor \"%s\"", d->name, info->cursor);
+    }
+    pgsink_state_cycle_start(s->sink, d->name, on_cycle_started, d);
+    if (s->stopping) {
+        d->st = DS_PLANNING;
+        ds_maybe_finish(d);
+        return;
+    }
+    ds_plan(d);
+}
+
+static void ds_start_cycle(struct dsync *d)
+{
+    struct sched *s = d->s;
+    ds_reset_cycle(d);
+    d->t0 = uv_now(s->loop);
+    d->fast_slices = 0;
+    d->nccols = d->ncols;
+    d->ccols = xcalloc(d->ncols, sizeof *d->ccols);
+    d->types = xcalloc(d->ncols, sizeof *d->types);
+    struct pgsink_column *pc = xcalloc(d->ncols, sizeof *pc);
+    d->inc_idx = -1;
+    int time_idx = -1;
+    for (size_t i = 0; i < d->ncols; i++) {
+        d->ccols[i].name = xstrdup(d->cols[i].name);
+        d->ccols[i].sql_type = xstrdup(d->cols[i].sql_type);
+        d->ccols[i].ordinal = d->cols[i].ordinal;
+        pc[i].name = d->ccols[i].name;
+        pc[i].type = typemap_from_druid(d->ccols[i].sql_type);
+        bool ts = typemap_from_druid(d->ccols[i].sql_type) == PGT_TIMESTAMPTZ;
+        if (ts && strcmp(d->ccols[i].name, s->cfg->incremental_column) == 0)
+            d->inc_idx = (int)i;
+        if (ts && strcmp(d->ccols[i].name, "__time") == 0)
+            time_idx = (int)i;
+    }
+    d->incremental = d->inc_idx >= 0;
+    int slice_idx = d->incremental ? d->inc_idx : time_idx;
+    d->slice_col = slice_idx >= 0 ? xstrdup(d->ccols[slice_idx].name) : NULL;
+    log_info("sched", "%s: cycle starts (%s mode, %zu columns)", d->name,
+             d->incremental ? "incremental" : "full", d->ncols);
+    struct pgsink_table_req req = {d->name,
+                                   pc,
+                                   d->ncols,
+                                   d->slice_col,
+                                   d->incremental ? "incremental" : "full",
+                                   s->cfg->incremental_column};
+    d->st = DS_PREPARING;
+    d->outstanding++;
+    pgsink_prepare_table(s->sink, &req, on_prepared, d);
+    free(pc);
+}
+
+static void on_ds_timer(uv_timer_t *t)
+{
+    struct dsync *d = t->data;
+    struct sched *s = d->s;
+    if (s->stopping || d->st != DS_IDLE)
+        return;
+    if (!d->present || !d->selected)
+        return; /* the next discovery decides */
+    if (s->auth_blocked) {
+        ds_schedule(d, s->cfg->sync_interval_seconds);
+        return;
+    }
+    ds_start_cycle(d);
+}
+
+/* ---- discovery ---- */
+
+static struct dsync *find_ds(struct sched *s, const char *name)
+{
+    for (struct dsync *d = s->ds; d; d = d->next)
+        if (strcmp(d->name, name) == 0)
+            return d;
+    return NULL;
+}
+
+static void disc_reset(struct sched *s)
+{
+    buf_free(&s->tables_copy);
+    buf_free(&s->cols_copy);
+    rowenc_free(s->meta_enc);
+    s->meta_enc = NULL;
+    for (size_t i = 0; i < s->meta_ncols; i++)
+        free(s->meta_names[i]);
+    free(s->meta_names);
+    free(s->meta_cols);
+    s->meta_names = NULL;
+    s->meta_cols = NULL;
+    s->meta_ncols = 0;
+    for (size_t i = 0; i < s->npresent; i++)
+        free(s->present[i]);
+    free(s->present);
+    s->present = NULL;
+    s->npresent = 0;
+    for (size_t i = 0; i < s->nall_cols; i++)
+        free(s->all_cols_table[i]);
+    free(s->all_cols_table);
+    free_cols(s->all_cols, s->nall_cols);
+    s->all_cols = NULL;
+    s->all_cols_table = NULL;
+    s->nall_cols = s->cap_all_cols = 0;
+}
+
+static void on_disc_timer(uv_timer_t *t)
+{
+    discover(t->data);
+}
+
+static void disc_failed(struct sched *s, const char *what, const char *msg)
+{
+    s->discovering = false;
+    disc_reset(s);
+    s->disc_attempts++;
+    set_last_error(s, "%s: %s", what, msg);
+    if (s->opts.once && (s->disc_attempts > s->cfg->max_retries || s->auth_blocked)) {
+        log_error("sched", "discovery failed: %s: %s", what, msg);
+        if (!s->finished_reported && s->opts.on_finished) {
+            s->finished_reported = true;
+            s->opts.on_finished(s->opts.ud, 1);
+        }
+        return;
+    }
+    double delay = backoff_seconds(s->cfg, s->disc_attempts, -1);
+    if (!s->opts.once && delay > s->cfg->sync_interval_seconds)
+        delay = s->cfg->sync_interval_seconds;
+    log_error("sched", "discovery failed: %s: %s; retry in %.1f s", what, msg, delay);
+    if (!s->stopping)
+        uv_timer_start(&s->disc_timer, on_disc_timer, (uint64_t)(delay * 1000.0), 0);
+    else
+        check_finished(s);
+}
+
+static int name_index(const struct druid_header *h, const char *name)
+{
+    for (size_t i = 0; i < h->ncols; i++)
+        if (strcmp(h->names[i], name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Sets up the metadata encoder for TABLES or COLUMNS from the header rows. */
+static int meta_header(struct sched *s, const struct druid_header *h, bool with_pg_type)
+{
+    for (size_t i = 0; i < s->meta_ncols; i++)
+        free(s->meta_names[i]);
+    free(s->meta_names);
+    free(s->meta_cols);
+    rowenc_free(s->meta_enc);
+    s->meta_ncols = h->ncols + (with_pg_type ? 1 : 0);
+    s->meta_names = xcalloc(s->meta_ncols, sizeof *s->meta_names);
+    s->meta_cols = xcalloc(s->meta_ncols, sizeof *s->meta_cols);
+    struct rowenc_column *rc = xcalloc(s->meta_ncols, sizeof *rc);
+    for (size_t i = 0; i < s->meta_ncols; i++) {
+        const char *nm = i < h->ncols ? h->names[i] : "pg_type";
+        s->meta_names[i] = xstrdup(nm);
+        for (char *p = s->meta_names[i]; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        s->meta_cols[i].name = s->meta_names[i];
+        s->meta_cols[i].type = i < h->ncols ? typemap_from_druid(h->sql_types[i]) : PGT_TEXT;
+        rc[i].name = s->meta_names[i];
+        rc[i].type = s->meta_cols[i].type;
+    }
+    s->meta_enc = rowenc_new(rc, s->meta_ncols, -1, false);
+    free(rc);
+    return s->meta_enc ? 0 : -1;
+}
+
+static int tables_on_header(void *ud, const struct druid_header *h)
+{
+    struct sched *s = ud;
+    s->idx_table_name = name_index(h, "TABLE_NAME");
+    s->idx_table_type = name_index(h, "TABLE_TYPE");
+    if (s->idx_table_name < 0)
+        return -1;
+    return meta_header(s, h, false);
+}
+
+static int tables_on_row(void *ud, struct json_object *row)
+{
+    struct sched *s = ud;
+    char err[256];
+    if (rowenc_encode(s->meta_enc, row, &s->tables_copy, NULL, err, sizeof err) != 0)
+        return -1;
+    struct json_object *name = json_object_array_get_idx(row, (size_t)s->idx_table_name);
+    struct json_object *type =
+        s->idx_table_type >= 0 ? json_object_array_get_idx(row, (size_t)s->idx_table_type) : NULL;
+    if (!name || (type && strcmp(json_object_get_string(type), "TABLE") != 0))
+        return 0;
+    s->present = realloc(s->present, (s->npresent + 1) * sizeof *s->present);
+    if (!s->present)
+        abort();
+    s->present[s->npresent++] = xstrdup(json_object_get_string(name));
+    return 0;
+}
+
+static int columns_on_header(void *ud, const struct druid_header *h)
+{
+    struct sched *s = ud;
+    s->idx_table_name = name_index(h, "TABLE_NAME");
+    s->idx_column_name = name_index(h, "COLUMN_NAME");
+    s->idx_ordinal = name_index(h, "ORDINAL_POSITION");
+    s->idx_data_type = name_index(h, "DATA_TYPE");
+    if (s->idx_table_name < 0 || s->idx_column_name < 0 || s->idx_data_type < 0)
+        return -1;
+    return meta_header(s, h, true);
+}
+
+static int columns_on_row(void *ud, struct json_object *row)
+{
+    struct sched *s = ud;
+    char err[256];
+    struct json_object *tn = json_object_array_get_idx(row, (size_t)s->idx_table_name);
+    struct json_object *cn = json_object_array_get_idx(row, (size_t)s->idx_column_name);
+    struct json_object *dt = json_object_array_get_idx(row, (size_t)s->idx_data_type);
+    struct json_object *op =
+        s->idx_ordinal >= 0 ? json_object_array_get_idx(row, (size_t)s->idx_ordinal) : NULL;
+    const char *dts = dt ? json_object_get_string(dt) : "VARCHAR";
+    json_object_array_add(row, json_object_new_string(typemap_pg_name(typemap_from_druid(dts))));
+    if (rowenc_encode(s->meta_enc, row, &s->cols_copy, NULL, err, sizeof err) != 0)
+        return -1;
+    if (!tn || !cn)
+        return 0;
+    if (s->nall_cols == s->cap_all_cols) {
+        s->cap_all_cols = s->cap_all_cols ? s->cap_all_cols * 2 : 64;
+        s->all_cols = realloc(s->all_cols, s->cap_all_cols * sizeof *s->all_cols);
+        s->all_cols_table = realloc(s->all_cols_table, s->cap_all_cols * sizeof(char *));
+        if (!s->all_cols || !s->all_cols_table)
+            abort();
+    }
+    struct dcol *c = &s->all_cols[s->nall_cols];
+    c->name = xstrdup(json_object_get_string(cn));
+    c->sql_type = xstrdup(dts);
+    c->ordinal = op ? json_object_get_int64(op) : (int64_t)s->nall_cols;
+    s->all_cols_table[s->nall_cols] = xstrdup(json_object_get_string(tn));
+    s->nall_cols++;
+    return 0;
+}
+
+static int cmp_ordinal(const void *a, const void *b)
+{
+    const struct dcol *x = a, *y = b;
+    return (x->ordinal > y->ordinal) - (x->ordinal < y->ordinal);
+}
+
+static void on_missing_marked(void *ud, const char *err)
+{
+    (void)ud;
+    if (err)
+        log_warning("pg", "marking datasources missing from the catalog failed: %s", err);
+}
+
+/* The catalog is read: refresh the datasource list and start the cycles that are due. */
+static void disc_apply(struct sched *s)
+{
+    for (struct dsync *d = s->ds; d; d = d->next)
+        d->present = false;
+    for (size_t i = 0; i < s->npresent; i++) {
+        const char *name = s->present[i];
+        struct dsync *d = find_ds(s, name);
+        if (!d) {
+            d = xcalloc(1, sizeof *d);
+            d->s = s;
+            d->name = xstrdup(name);
+            uv_timer_init(s->loop, &d->timer);
+            d->timer.data = d;
+            d->next = s->ds;
+            s->ds = d;
+        }
+        d->present = true;
+        d->selected = is_selected(s, name);
+        free_cols(d->cols, d->ncols);
+        size_t n = 0;
+        for (size_t k = 0; k < s->nall_cols; k++)
+            if (strcmp(s->all_cols_table[k], name) == 0)
+                n++;
+        d->cols = xcalloc(n, sizeof *d->cols);
+        d->ncols = 0;
+        for (size_t k = 0; k < s->nall_cols; k++) {
+            if (strcmp(s->all_cols_table[k], name) != 0)
+                continue;
+            d->cols[d->ncols].name = xstrdup(s->all_cols[k].name);
+            d->cols[d->ncols].sql_type = xstrdup(s->all_cols[k].sql_type);
+            d->cols[d->ncols].ordinal = s->all_cols[k].ordinal;
+            d->ncols++;
+        }
+        qsort(d->cols, d->ncols, sizeof *d->cols, cmp_ordinal);
+    }
+    /* state rows of datasources that vanished from the catalog: their tables stay */
+    struct json_object *arr = json_object_new_array();
+    for (size_t i = 0; i < s->npresent; i++)
+        json_object_array_add(arr, json_object_new_string(s->present[i]));
+    pgsink_state_mark_missing(s->sink, json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN),
+                              on_missing_marked, s);
+    json_object_put(arr);
+
+    size_t started = 0, selected = 0;
+    for (struct dsync *d = s->ds; d; d = d->next) {
+        if (!d->present) {
+            if (d->selected)
+                log_warning("sched", "%s: not in Druid's catalog; its table is kept", d->name);
+            continue;
+        }
+        if (!d->selected)
+            continue;
+        selected++;
+        if (d->ncols == 0) {
+            log_warning("sched", "%s: no columns in INFORMATION_SCHEMA.COLUMNS yet; skipped",
+                        d->name);
+            continue;
+        }
+        if (s->opts.once) {
+            if (s->once_discovered)
+                continue;
+        } else if (uv_is_active((uv_handle_t *)&d->timer)) {
+            continue; /* its own timer decides */
+        }
+        if (d->st == DS_IDLE && !s->auth_blocked) {
+            ds_start_cycle(d);
+            started++;
+        }
+    }
+    if (s->opts.once && !s->once_discovered) {
+        s->once_discovered = true;
+        /* explicitly requested datasources that Druid does not list fail the run */
+        if (s->opts.only) {
+            for (const char *const *o = s->opts.only; *o; o++) {
+                struct dsync *d = find_ds(s, *o);
+                if (!d || !d->present) {
+                    log_error("sched", "%s: not in Druid's catalog (schema \"%s\")", *o,
+                              s->cfg->schema_name);
+                    set_last_error(s, "%s: not in Druid's catalog", *o);
+                    s->disc_attempts = -1; /* remembered as a failure for the exit code */
+                }
+            }
+        }
+    }
+    log_info("sched", "discovery: %zu datasources in schema \"%s\", %zu selected, %zu started",
+             s->npresent, s->cfg->schema_name, selected, started);
+    check_finished(s);
+}
+
+static void on_columns_written(void *ud, const char *err)
+{
+    struct sched *s = ud;
+    if (err) {
+        disc_failed(s, "writing information_schema_columns", err);
+        return;
+    }
+    s->discovering = false;
+    s->disc_attempts = s->disc_attempts < 0 ? -1 : 0;
+    if (!s->stopping)
+        disc_apply(s);
+    disc_reset(s);
+    if (!s->opts.once && !s->stopping)
+        uv_timer_start(&s->disc_timer, on_disc_timer,
+                       (uint64_t)(s->cfg->sync_interval_seconds * 1000.0), 0);
+    check_finished(s);
+}
+
+static void columns_on_done(void *ud, const struct druid_error *e)
+{
+    struct sched *s = ud;
+    if (e->kind != DRUID_OK) {
+        if (e->kind == DRUID_ERR_AUTH)
+            s->auth_blocked = true;
+        disc_failed(s, "reading INFORMATION_SCHEMA.COLUMNS", e->message);
+        return;
+    }
+    pgsink_replace_metadata(s->sink, "information_schema_columns", s->meta_cols, s->meta_ncols,
+                            s->cols_copy.data ? s->cols_copy.data : "", s->cols_copy.len,
+                            on_columns_written, s);
+}
+
+static void on_tables_written(void *ud, const char *err)
+{
+    static const struct druid_query_ops ops = {columns_on_header, columns_on_row, columns_on_done};
+    struct sched *s = ud;
+    if (err) {
+        disc_failed(s, "writing information_schema_tables", err);
+        return;
+    }
+    struct druid_param p = {DRUID_PARAM_VARCHAR, 0, s->cfg->schema_name};
+    druid_query_submit(s->druid,
+                       "SELECT * FROM INFORMATION_SCHEMA.COLUMNS WHERE \"TABLE_SCHEMA\" = ?", &p, 1,
+                       &ops, s);
+}
+
+static void tables_on_done(void *ud, const struct druid_error *e)
+{
+    struct sched *s = ud;
+    if (e->kind != DRUID_OK) {
+        if (e->kind == DRUID_ERR_AUTH) {
+            if (!s->auth_blocked)
+                log_error("druid",
+                          "Druid refused our credentials (HTTP %ld): %s; syncing stops "
+                          "until the configuration is reloaded",
+                          e->http_status, e->message);
+            s->auth_blocked = true;
+        }
+        disc_failed(s, "reading INFORMATION_SCHEMA.TABLES", e->message);
+        return;
+    }
+    pgsink_replace_metadata(s->sink, "information_schema_tables", s->meta_cols, s->meta_ncols,
+                            s->tables_copy.data ? s->tables_copy.data : "", s->tables_copy.len,
+                            on_tables_written, s);
+}
+
+static void discover(struct sched *s)
+{
+    static const struct druid_query_ops ops = {tables_on_header, tables_on_row, tables_on_done};
+    if (s->discovering || s->stopping)
+        return;
+    if (s->auth_blocked) {
+        log_warning("sched", "discovery skipped: Druid refused our credentials; reload the "
+                             "configuration (SIGHUP) after fixing them");
+        return;
+    }
+    s->discovering = true;
+    disc_reset(s);
+    struct druid_param p = {DRUID_PARAM_VARCHAR, 0, s->cfg->schema_name};
+    druid_query_submit(s->druid,
+                       "SELECT * FROM INFORMATION_SCHEMA.TABLES WHERE \"TABLE_SCHEMA\" = ?", &p, 1,
+                       &ops, s);
+}
+
+/* ---- public ---- */
+
+static void check_finished(struct sched *s)
+{
+    if (s->finished_reported || !s->opts.on_finished)
+        return;
+    if (s->stopping) {
+        if (s->discovering)
+            return;
+        for (struct dsync *d = s->ds; d; d = d->next)
+            if (d->st != DS_IDLE)
+                return;
+        s->finished_reported = true;
+        s->opts.on_finished(s->opts.ud, 0);
+        return;
+    }
+    if (!s->opts.once || !s->once_discovered)
+        return;
+    int code = s->disc_attempts < 0 ? 1 : 0;
+    for (struct dsync *d = s->ds; d; d = d->next) {
+        if (!d->present || !d->selected || d->ncols == 0)
+            continue;
+        if (!d->once_done)
+            return;
+        if (d->once_failed)
+            code = 1;
+    }
+    s->finished_reported = true;
+    s->opts.on_finished(s->opts.ud, code);
+}
+
+struct sched *sched_new(uv_loop_t *loop, const struct config *cfg, struct druid_client *druid,
+                        struct pgsink *sink, const struct sched_opts *opts)
+{
+    struct sched *s = xcalloc(1, sizeof *s);
+    s->loop = loop;
+    s->cfg = cfg;
+    s->druid = druid;
+    s->sink = sink;
+    s->opts = *opts;
+    uv_timer_init(loop, &s->disc_timer);
+    s->disc_timer.data = s;
+    uv_timer_init(loop, &s->stop_timer);
+    s->stop_timer.data = s;
+    return s;
+}
+
+void sched_start(struct sched *s)
+{
+    discover(s);
+}
+
+void sched_set_config(struct sched *s, const struct config *cfg)
+{
+    s->cfg = cfg;
+    s->auth_blocked = false;
+    for (struct dsync *d = s->ds; d; d = d->next)
+        d->selected = is_selected(s, d->name);
+    if (!s->stopping && !s->opts.once) {
+        uv_timer_stop(&s->disc_timer);
+        discover(s);
+    }
+}
+
+static void cancel_all(struct dsync *d)
+{
+    while (d->counts) {
+        struct countq *cq = d->counts;
+        LIST_DEL(d->counts, cq);
+        druid_query_cancel(cq->q);
+        d->outstanding--;
+        free(cq);
+    }
+    while (d->delays) {
+        struct delayed *dl = d->delays;
+        LIST_DEL(d->delays, dl);
+        uv_timer_stop(&dl->t);
+        uv_close((uv_handle_t *)&dl->t, (uv_close_cb)free);
+        d->outstanding--;
+    }
+    for (struct slicerun *r = d->runs, *next; r; r = next) {
+        next = r->next;
+        if (r->committing)
+            continue; /* COMMIT is on its way; it finishes or fails as a whole */
+        if (r->q)
+            druid_query_cancel(r->q);
+        r->q = NULL;
+        if (r->sl)
+            pgsink_slice_abort(r->sl);
+        else
+            continue; /* still waiting for a writer; it aborts itself when ready */
+        r->sl = NULL;
+        d->slices[r->idx].status = SL_PENDING;
+        run_end(r);
+    }
+}
+
+static void on_stop_timeout(uv_timer_t *t)
+{
+    struct sched *s = t->data;
+    log_warning("sched", "stop timeout: rolling back the slices still in flight");
+    sched_stop(s, 0);
+}
+
+void sched_stop(struct sched *s, double timeout_seconds)
+{
+    bool again = s->stopping;
+    s->stopping = true;
+    uv_timer_stop(&s->disc_timer);
+    for (struct dsync *d = s->ds; d; d = d->next) {
+        uv_timer_stop(&d->timer);
+        /* planning and waiting retries end at once; slices get the grace period */
+        while (d->delays) {
+            struct delayed *dl = d->delays;
+            LIST_DEL(d->delays, dl);
+            uv_timer_stop(&dl->t);
+            uv_close((uv_handle_t *)&dl->t, (uv_close_cb)free);
+            d->outstanding--;
+        }
+        if (again || timeout_seconds <= 0)
+            cancel_all(d);
+        ds_maybe_finish(d);
+    }
+    if (!again && timeout_seconds > 0)
+        uv_timer_start(&s->stop_timer, on_stop_timeout, (uint64_t)(timeout_seconds * 1000.0), 0);
+    check_finished(s);
+}
+
+void sched_free(struct sched *s)
+{
+    if (!s)
+        return;
+    disc_reset(s);
+    while (s->ds) {
+        struct dsync *d = s->ds;
+        s->ds = d->next;
+        cancel_all(d);
+        ds_reset_cycle(d);
+        free_cols(d->cols, d->ncols);
+        free(d->name);
+        uv_close((uv_handle_t *)&d->timer, (uv_close_cb)free);
+    }
+    uv_close((uv_handle_t *)&s->disc_timer, NULL);
+    uv_close((uv_handle_t *)&s->stop_timer, NULL);
+    /* s itself is freed by the caller after the loop has closed the timers */
+}
+
+void sched_status(const struct sched *s, char *out, size_t n)
+{
+    size_t active = 0, total = 0;
+    for (const struct dsync *d = s->ds; d; d = d->next) {
+        if (!d->present || !d->selected)
+            continue;
+        total++;
+        if (d->st != DS_IDLE)
+            active++;
+    }
+    snprintf(out, n, "%zu of %zu datasources syncing%s%s", active, total,
+             s->last_error[0] ? "; last error: " : "", s->last_error);
+}

@@ -1,0 +1,41 @@
+/* scheduler (sched_): the scheduler. Owns the sync cycles: discovery of the Druid schema (and the
+ * metadata tables), then per datasource: prepare its table, plan slices from per-bucket
+ * row counts, run the slices (Druid query -> row encoder -> PostgreSQL COPY, several in
+ * flight), commit each with its state row, retry failures with backoff, and schedule the
+ * next cycle. It connects the Druid client and the PostgreSQL sink; it writes no SQL for
+ * PostgreSQL itself and builds only the Druid queries. */
+#ifndef DSYNC_SCHED_H
+#define DSYNC_SCHED_H
+
+#include <stdbool.h>
+#include <uv.h>
+
+#include "config.h"
+#include "druid_client.h"
+#include "pgsink.h"
+
+struct sched; /* opaque */
+
+struct sched_opts {
+    bool once;               /* one cycle of every selected datasource, then done */
+    const char *const *only; /* --datasource names (NULL-terminated) or NULL */
+    void (*on_finished)(void *ud, int exit_code); /* --once: all done; stop: all stopped */
+    void *ud;
+};
+
+/* Everything is borrowed and must outlive the scheduler. */
+struct sched *sched_new(uv_loop_t *loop, const struct config *cfg, struct druid_client *druid,
+                        struct pgsink *sink, const struct sched_opts *opts);
+void sched_free(struct sched *s);
+/* Starts the first discovery. */
+void sched_start(struct sched *s);
+/* A new configuration for cycles started from now on; lifts a stop caused by 401/403. */
+void sched_set_config(struct sched *s, const struct config *cfg);
+/* Graceful stop: no new slices or cycles; slices in flight commit or roll back; then
+ * on_finished(ud, 0). A second call (or the timeout) rolls back everything in flight. */
+void sched_stop(struct sched *s, double timeout_seconds);
+
+/* One line for systemd STATUS= and logs. Writes into out. */
+void sched_status(const struct sched *s, char *out, size_t n);
+
+#endif

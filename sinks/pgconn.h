@@ -1,0 +1,50 @@
+/* pgconn: one PostgreSQL connection driven by the libuv loop. Owns the libpq handle in
+ * non-blocking mode, the uv_poll_t on its socket, and a single operation in progress at a
+ * time (connect, a query, or a COPY FROM STDIN with flow control). Never blocks the loop.
+ * Knows nothing of Druid, tables or slices: that is pgsink's. */
+#ifndef DSYNC_PGCONN_H
+#define DSYNC_PGCONN_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+struct pgconn; /* opaque */
+
+/* err is NULL on success, else a message (borrowed for the call). */
+typedef void (*pgconn_cb)(void *ud, const char *err);
+/* res is the last result of the command (borrowed; NULL when there was none). */
+typedef void (*pgconn_result_cb)(void *ud, PGresult *res, const char *err);
+
+/* conninfo is copied. NULL on OOM. */
+struct pgconn *pgconn_new(uv_loop_t *loop, const char *conninfo);
+/* Closes the connection and frees it once the loop has closed the poll handle; pending
+ * callbacks are not called. Accepts NULL. */
+void pgconn_free(struct pgconn *c);
+
+/* Starts connecting (PQconnectStart/PQconnectPoll on the loop). */
+void pgconn_connect(struct pgconn *c, pgconn_cb cb, void *ud);
+/* Connected and not broken. */
+bool pgconn_ok(const struct pgconn *c);
+/* An operation is in progress. */
+bool pgconn_busy(const struct pgconn *c);
+
+/* One statement with parameters (text format; a NULL entry is SQL NULL). Results of type
+ * COMMAND_OK/TUPLES_OK/COPY_IN are success; anything else is an error with PostgreSQL's
+ * message. For COPY ... FROM STDIN the callback fires when the server is ready for data. */
+void pgconn_query(struct pgconn *c, const char *sql, int nparams, const char *const *params,
+                  pgconn_result_cb cb, void *ud);
+
+/* Queues COPY data. Returns 0 when everything was sent, 1 when some of it is waiting for
+ * the socket (the caller should stop its source until the drain callback), -1 on error. */
+int pgconn_copy_put(struct pgconn *c, const char *data, size_t len);
+/* Called (once per registration) when data queued by pgconn_copy_put has been sent. */
+void pgconn_on_drain(struct pgconn *c, void (*cb)(void *ud), void *ud);
+/* Ends the COPY (errmsg non-NULL aborts it) and reports the COPY command's result. */
+void pgconn_copy_end(struct pgconn *c, const char *errmsg, pgconn_result_cb cb, void *ud);
+
+/* PostgreSQL's last error message for this connection (for logs). */
+const char *pgconn_error(const struct pgconn *c);
+
+#endif

@@ -1,0 +1,254 @@
+/* pgjob: sequential SQL scripts on a pgconn. See pgjob.h. */
+#include "pgjob.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct step {
+    char *sql;
+    int nparams;
+    char **params;
+    pgjob_hook hook;
+    char *copy_data; /* non-NULL: a COPY step */
+    size_t copy_len;
+};
+
+struct pgjob {
+    struct step *steps;
+    size_t n, cap, i;
+    pgjob_done done;
+    void *ud;
+    struct pgjob *next;
+    bool failed;
+    char err[1024];
+};
+
+struct pgjob_queue {
+    struct pgconn *conn;
+    struct pgjob *head, *tail;
+    bool running;
+    bool connecting;
+};
+
+struct pgjob *pgjob_new(pgjob_done done, void *ud)
+{
+    struct pgjob *j = calloc(1, sizeof *j);
+    if (!j)
+        abort();
+    j->done = done;
+    j->ud = ud;
+    return j;
+}
+
+static struct step *add_step(struct pgjob *j)
+{
+    if (j->n == j->cap) {
+        j->cap = j->cap ? j->cap * 2 : 8;
+        j->steps = realloc(j->steps, j->cap * sizeof *j->steps);
+        if (!j->steps)
+            abort();
+    }
+    struct step *s = &j->steps[j->n++];
+    memset(s, 0, sizeof *s);
+    return s;
+}
+
+void pgjob_sql(struct pgjob *j, const char *sql, int nparams, const char *const *params,
+               pgjob_hook hook)
+{
+    struct step *s = add_step(j);
+    s->sql = strdup(sql);
+    s->nparams = nparams;
+    s->hook = hook;
+    if (nparams > 0) {
+        s->params = calloc((size_t)nparams, sizeof *s->params);
+        for (int i = 0; i < nparams; i++)
+            s->params[i] = params[i] ? strdup(params[i]) : NULL;
+    }
+}
+
+void pgjob_copy(struct pgjob *j, const char *copy_sql, const char *data, size_t len)
+{
+    struct step *s = add_step(j);
+    s->sql = strdup(copy_sql);
+    s->copy_data = malloc(len ? len : 1);
+    if (!s->copy_data)
+        abort();
+    memcpy(s->copy_data, data, len);
+    s->copy_len = len;
+}
+
+static void job_free(struct pgjob *j)
+{
+    for (size_t i = 0; i < j->n; i++) {
+        free(j->steps[i].sql);
+        for (int k = 0; k < j->steps[i].nparams; k++)
+            free(j->steps[i].params[k]);
+        free(j->steps[i].params);
+        free(j->steps[i].copy_data);
+    }
+    free(j->steps);
+    free(j);
+}
+
+static void run_next(struct pgjob_queue *q);
+static void step(struct pgjob_queue *q);
+
+static void finish(struct pgjob_queue *q, const char *err)
+{
+    struct pgjob *j = q->head;
+    q->head = j->next;
+    if (!q->head)
+        q->tail = NULL;
+    q->running = false;
+    if (j->done)
+        j->done(j->ud, err);
+    job_free(j);
+    run_next(q);
+}
+
+static void on_rollback(void *ud, PGresult *res, const char *err)
+{
+    (void)res;
+    (void)err; /* the job's own error is what matters */
+    struct pgjob_queue *q = ud;
+    finish(q, q->head->err);
+}
+
+static void fail(struct pgjob_queue *q, const char *err)
+{
+    struct pgjob *j = q->head;
+    snprintf(j->err, sizeof j->err, "%s", err);
+    if (pgconn_ok(q->conn))
+        pgconn_query(q->conn, "ROLLBACK", 0, NULL, on_rollback, q);
+    else
+        finish(q, j->err);
+}
+
+static void on_copy_end(void *ud, PGresult *res, const char *err)
+{
+    (void)res;
+    struct pgjob_queue *q = ud;
+    if (err) {
+        fail(q, err);
+        return;
+    }
+    q->head->i++;
+    step(q);
+}
+
+static void on_copy_drain(void *ud)
+{
+    struct pgjob_queue *q = ud;
+    pgconn_copy_end(q->conn, NULL, on_copy_end, q);
+}
+
+static void on_result(void *ud, PGresult *res, const char *err)
+{
+    struct pgjob_queue *q = ud;
+    struct pgjob *j = q->head;
+    struct step *s = &j->steps[j->i];
+    if (err) {
+        fail(q, err);
+        return;
+    }
+    if (s->copy_data) {
+        int r = pgconn_copy_put(q->conn, s->copy_data, s->copy_len);
+        if (r < 0) {
+            pgconn_copy_end(q->conn, "copy failed", on_copy_end, q);
+            return;
+        }
+        if (r == 1) {
+            pgconn_on_drain(q->conn, on_copy_drain, q);
+            return;
+        }
+        pgconn_copy_end(q->conn, NULL, on_copy_end, q);
+        return;
+    }
+    if (s->hook) {
+        char msg[1024] = "";
+        if (s->hook(j, res, j->ud, msg, sizeof msg) != 0) {
+            fail(q, msg[0] ? msg : "unexpected result");
+            return;
+        }
+        s = &j->steps[j->i]; /* the hook may have grown the array */
+    }
+    j->i++;
+    step(q);
+}
+
+static void step(struct pgjob_queue *q)
+{
+    struct pgjob *j = q->head;
+    if (j->i >= j->n) {
+        finish(q, NULL);
+        return;
+    }
+    struct step *s = &j->steps[j->i];
+    pgconn_query(q->conn, s->sql, s->nparams, (const char *const *)s->params, on_result, q);
+}
+
+static void on_connect(void *ud, const char *err)
+{
+    struct pgjob_queue *q = ud;
+    q->connecting = false;
+    if (err) {
+        /* fail the job at the head; later jobs try again */
+        struct pgjob *j = q->head;
+        snprintf(j->err, sizeof j->err, "%s", err);
+        finish(q, j->err);
+        return;
+    }
+    step(q);
+}
+
+static void run_next(struct pgjob_queue *q)
+{
+    if (q->running || !q->head)
+        return;
+    q->running = true;
+    if (!pgconn_ok(q->conn)) {
+        q->connecting = true;
+        pgconn_connect(q->conn, on_connect, q);
+        return;
+    }
+    step(q);
+}
+
+struct pgjob_queue *pgjob_queue_new(uv_loop_t *loop, const char *conninfo)
+{
+    struct pgjob_queue *q = calloc(1, sizeof *q);
+    if (!q)
+        return NULL;
+    q->conn = pgconn_new(loop, conninfo);
+    if (!q->conn) {
+        free(q);
+        return NULL;
+    }
+    return q;
+}
+
+void pgjob_queue_free(struct pgjob_queue *q)
+{
+    if (!q)
+        return;
+    while (q->head) {
+        struct pgjob *j = q->head;
+        q->head = j->next;
+        job_free(j);
+    }
+    pgconn_free(q->conn);
+    free(q);
+}
+
+void pgjob_submit(struct pgjob_queue *q, struct pgjob *j)
+{
+    if (q->tail)
+        q->tail->next = j;
+    else
+        q->head = j;
+    q->tail = j;
+    run_next(q);
+}

@@ -1,0 +1,33 @@
+/* pgjob: a short script of SQL steps run one after another on one pgconn, with an optional
+ * hook per step to read its result (and add further steps); COPY steps send a prepared
+ * buffer. On the first error the job issues ROLLBACK and reports the error. pgsink builds
+ * every control-connection task from these. */
+#ifndef DSYNC_PGJOB_H
+#define DSYNC_PGJOB_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+
+#include "pgconn.h"
+
+struct pgjob; /* opaque; freed by the runner after the done callback */
+
+/* Reads a step's result; may add steps with pgjob_sql/pgjob_copy. Non-zero fails the job
+ * (with the message written into err). */
+typedef int (*pgjob_hook)(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen);
+typedef void (*pgjob_done)(void *ud, const char *err);
+
+struct pgjob *pgjob_new(pgjob_done done, void *ud);
+/* Adds a statement; sql and params are copied. nparams 0 allows several statements. */
+void pgjob_sql(struct pgjob *j, const char *sql, int nparams, const char *const *params,
+               pgjob_hook hook);
+/* Adds COPY ... FROM STDIN with this data (copied). */
+void pgjob_copy(struct pgjob *j, const char *copy_sql, const char *data, size_t len);
+
+/* A FIFO of jobs on one connection, (re)connecting as needed. */
+struct pgjob_queue;
+struct pgjob_queue *pgjob_queue_new(uv_loop_t *loop, const char *conninfo);
+void pgjob_queue_free(struct pgjob_queue *q);
+void pgjob_submit(struct pgjob_queue *q, struct pgjob *j);
+
+#endif

@@ -1,0 +1,102 @@
+/* pgsink: the PostgreSQL side of a sync. Owns the SQL: the destination schema, one table
+ * per datasource (creation, new columns, widening), the metadata tables, the state table,
+ * and the per-slice transaction: a writer connection from the pool, BEGIN, the fast path
+ * (COPY straight into the table when the slice's range holds no rows yet) or the merge path
+ * (COPY into a staging table, insert new identities, flag or delete vanished rows), the
+ * state row, COMMIT. Rows arrive as COPY text from the row encoder; pgsink never sees
+ * Druid or HTTP. */
+#ifndef DSYNC_PGSINK_H
+#define DSYNC_PGSINK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "typemap.h"
+
+struct pgsink;       /* opaque */
+struct pgsink_slice; /* opaque: one slice transaction on one writer connection */
+
+/* err is NULL on success; borrowed for the call. */
+typedef void (*pgsink_cb)(void *ud, const char *err);
+
+struct pgsink_column {
+    const char *name;
+    enum pgtype type;
+};
+
+/* cfg is borrowed and must outlive the sink (or be replaced with pgsink_set_config).
+ * NULL on OOM. */
+struct pgsink *pgsink_new(uv_loop_t *loop, const struct config *cfg);
+/* Closes every connection; slices in flight are abandoned (PostgreSQL rolls them back).
+ * Accepts NULL. */
+void pgsink_free(struct pgsink *s);
+void pgsink_set_config(struct pgsink *s, const struct config *cfg);
+
+/* Connects the control connection; creates the destination schema and the state table. */
+void pgsink_start(struct pgsink *s, pgsink_cb cb, void *ud);
+
+/* Replaces the whole content of a metadata table (information_schema_tables/_columns) in
+ * one transaction: creates it or adds missing columns, deletes, COPYs copy_text. */
+void pgsink_replace_metadata(struct pgsink *s, const char *table, const struct pgsink_column *cols,
+                             size_t ncols, const char *copy_text, size_t len, pgsink_cb cb,
+                             void *ud);
+
+struct pgsink_table_req {
+    const char *datasource;
+    const struct pgsink_column *cols; /* the Druid columns, in query order */
+    size_t ncols;
+    const char *slice_column; /* the column slices are ranges of; NULL: whole-table slices */
+    const char *mode;         /* "incremental" or "full" */
+    const char *incremental_column;
+};
+
+struct pgsink_table_info {
+    const char *destination_table;
+    const enum pgtype *types; /* the destination column types (after widening), per req col */
+    const char *cursor;       /* committed cursor, NULL when none */
+};
+typedef void (*pgsink_table_cb)(void *ud, const char *err, const struct pgsink_table_info *info);
+
+/* Creates the table or brings it up to date (new columns, widened types, the range index),
+ * and reads the state row. The sink remembers the column list for this datasource's slices. */
+void pgsink_prepare_table(struct pgsink *s, const struct pgsink_table_req *req, pgsink_table_cb cb,
+                          void *ud);
+
+/* Slices. lo/hi are epoch millis; INT64_MIN / INT64_MAX mean unbounded. */
+typedef void (*pgsink_slice_cb)(void *ud, struct pgsink_slice *sl, const char *err);
+void pgsink_slice_begin(struct pgsink *s, const char *datasource, int64_t lo, int64_t hi,
+                        pgsink_slice_cb cb, void *ud);
+/* Did the slice take the fast path (its range held no rows)? */
+bool pgsink_slice_fast(const struct pgsink_slice *sl);
+/* COPY text for one or more rows. 0 sent, 1 queued (pause the source until the drain
+ * callback), -1 error (then abort the slice). */
+int pgsink_slice_write(struct pgsink_slice *sl, const char *data, size_t len);
+void pgsink_slice_on_drain(struct pgsink_slice *sl, void (*cb)(void *ud), void *ud);
+
+struct pgsink_slice_result {
+    int64_t copied;   /* rows received */
+    int64_t inserted; /* rows new to the table (or un-flagged) */
+    int64_t vanished; /* rows flagged deleted or deleted */
+};
+typedef void (*pgsink_commit_cb)(void *ud, const char *err, const struct pgsink_slice_result *r);
+/* Ends the COPY, merges, writes the state row (cursor = the greater of the stored one and
+ * this one; NULL keeps it) and commits. The slice is freed before cb returns. On error the
+ * transaction is rolled back: nothing of the slice is visible. */
+void pgsink_slice_commit(struct pgsink_slice *sl, const char *cursor, pgsink_commit_cb cb,
+                         void *ud);
+/* Rolls back and frees the slice; no callback. */
+void pgsink_slice_abort(struct pgsink_slice *sl);
+
+/* State row outside slices. */
+void pgsink_state_cycle_start(struct pgsink *s, const char *datasource, pgsink_cb cb, void *ud);
+/* error NULL: success (last_success, clears last_error); cursor NULL keeps it. */
+void pgsink_state_cycle_end(struct pgsink *s, const char *datasource, const char *error,
+                            const char *cursor, pgsink_cb cb, void *ud);
+/* Datasources with a state row that are not in present_json (a JSON array of the names in
+ * Druid's catalog) are marked missing: their tables are kept, the state says so. */
+void pgsink_state_mark_missing(struct pgsink *s, const char *present_json, pgsink_cb cb, void *ud);
+
+#endif
