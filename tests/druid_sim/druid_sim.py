@@ -80,7 +80,14 @@ def java_double(x):
     x = float(x)
     if x == 0.0:
         return "-0.0" if math.copysign(1.0, x) < 0 else "0.0"
-    return _java_digits(*_shortest_parts(repr(x)))
+    parts = _shortest_parts(repr(x))
+    if len(parts[0]) == 1:
+        # Java renders at least two significant digits and then picks the closest
+        # two-digit decimal (Double.MIN_VALUE is 4.9E-324, not 5.0E-324).
+        t = "%.1e" % x
+        if float(t) == x:
+            parts = _shortest_parts(t)
+    return _java_digits(*parts)
 
 
 def java_float(x):
@@ -91,6 +98,10 @@ def java_float(x):
     for p in range(1, 10):
         t = "%.*e" % (p - 1, x)
         if struct.unpack("f", struct.pack("f", float(t)))[0] == x:
+            if p == 1:  # at least two digits, the closest one (see java_double)
+                t2 = "%.1e" % x
+                if struct.unpack("f", struct.pack("f", float(t2)))[0] == x:
+                    t = t2
             return _java_digits(*_shortest_parts(t))
     return java_double(x)
 
@@ -2363,6 +2374,7 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as e:  # defensive: never leave the client hanging
             req, ctx, qid = {}, {}, qid or str(uuid.uuid4())
             req_error = err_general(500, str(e))
+        # A list (not rebuilt later) so a fault can add Retry-After for fail() too.
         id_headers = [("X-Druid-SQL-Query-Id", qid), ("X-Druid-Query-Id", qid)]
 
         def fail(e):
@@ -2442,8 +2454,8 @@ class Handler(BaseHTTPRequestHandler):
         if fault:
             kind = fault.get("kind")
             if fault.get("retry_after") is not None:
-                id_headers = id_headers + [("Retry-After", str(fault["retry_after"]))]
-                headers = headers + [("Retry-After", str(fault["retry_after"]))]
+                id_headers.append(("Retry-After", str(fault["retry_after"])))
+                headers.append(("Retry-After", str(fault["retry_after"])))
             if kind == "delay":
                 end = time.time() + float(fault.get("delay_seconds", 1))
                 while time.time() < end:

@@ -1,0 +1,503 @@
+#!/usr/bin/python3
+"""Tests of the Druid simulator against the byte examples of
+shared/reference/druid-sql-api.md (sections 2-6, 8 and the section 10 checklist).
+
+Run: /usr/bin/python3 tests/druid_sim/test_druid_sim.py
+DSYNC_SHARED_DATA may point at the shared data directory (default: ../shared/data
+beside the repository root).
+"""
+
+import http.client
+import json
+import math
+import os
+import sys
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import druid_sim  # noqa: E402
+from simctl import Sim  # noqa: E402
+
+SHARED = os.environ.get("DSYNC_SHARED_DATA") or os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "data"))
+WIKI = os.path.join(SHARED, "wikiticker-2015-09-12-sampled.json.gz")
+
+ROW1 = '["2015-09-12T00:46:58.771Z","#en.wikipedia",36]'
+ROW2 = '["2015-09-12T00:47:00.496Z","#ca.wikipedia",17]'
+OBJ1 = '{"__time":"2015-09-12T00:46:58.771Z","channel":"#en.wikipedia","added":36}'
+OBJ2 = '{"__time":"2015-09-12T00:47:00.496Z","channel":"#ca.wikipedia","added":17}'
+RUNNING = "SELECT __time, channel, added FROM wikipedia LIMIT 2"
+TS = "TIMESTAMP"
+
+
+def lines(body):
+    return [json.loads(x) for x in body.decode("utf-8").split("\n") if x]
+
+
+class JavaFormatting(unittest.TestCase):
+    def test_double_to_string(self):
+        cases = [(-0.0, "-0.0")] + list({1.0: "1.0", 10.5: "10.5", 542.0: "542.0", 1.0e7: "1.0E7", 1.0e-5: "1.0E-5", 0.001: "0.001",
+                 9999999.0: "9999999.0", 12345678.9: "1.23456789E7", 0.1: "0.1", -2.5: "-2.5", 0.0: "0.0",
+                 1e21: "1.0E21", 1.5e-7: "1.5E-7", 123456.789: "123456.789",
+                 4.9e-324: "4.9E-324", 1.7976931348623157e308: "1.7976931348623157E308", 100.0: "100.0",
+                 0.00012: "1.2E-4"}.items())
+        for v, want in cases:
+            self.assertEqual(druid_sim.java_double(v), want, v)
+
+    def test_float_to_string(self):
+        for v, want in {1.0: "1.0", 2.5: "2.5", 0.1: "0.1", 1e7: "1.0E7", 3.4028235e38: "3.4028235E38",
+                        0.3: "0.3", 16777216.0: "1.6777216E7", 1.4e-45: "1.4E-45"}.items():
+            self.assertEqual(druid_sim.java_float(v), want, v)
+
+    def test_timestamps(self):
+        self.assertEqual(druid_sim.fmt_ts(1442018818771), "2015-09-12T00:46:58.771Z")
+        self.assertEqual(druid_sim.fmt_ts(0), "1970-01-01T00:00:00.000Z")
+        self.assertEqual(druid_sim.fmt_ts(-1), "1969-12-31T23:59:59.999Z")
+        self.assertEqual(druid_sim.parse_time("2015-09-12T00:46:58.771Z"), 1442018818771)
+        self.assertEqual(druid_sim.parse_time("2015-09-12 02:46:58.771+02:00"), 1442018818771)
+        self.assertEqual(druid_sim.time_floor(1442018818771, "P1D"), 1442016000000)
+        self.assertEqual(druid_sim.time_floor(1442018818771, "P1M"), druid_sim.parse_time("2015-09-01"))
+        self.assertEqual(druid_sim.time_floor(1442018818771, "P1W"), druid_sim.parse_time("2015-09-07"))
+
+    def test_json_strings(self):
+        self.assertEqual(druid_sim.jstr('a"\\/é\x01\n'), '"a\\"\\\\/é\\u0001\\n"')
+
+
+class SimTest(unittest.TestCase):
+    """One simulator with the wikiticker sample as `wikipedia`."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.path.exists(WIKI):
+            raise unittest.SkipTest("sample data not found at %s" % WIKI)
+        cls.sim = Sim.start(load={"wikipedia": WIKI})
+        cls.sim.datasource("cnt3", [("__time", TS), ("cnt", "BIGINT")],
+                           [{"__time": "2000-01-01T00:00:00Z", "cnt": 1}] * 3)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.sim.stop()
+
+    def setUp(self):
+        self.sim.clear_faults()
+
+    def q(self, sql, **kw):
+        return self.sim.sql(sql, **kw)
+
+    def body_of(self, sql, **kw):
+        st, _h, body = self.q(sql, **kw)
+        self.assertEqual(st, 200, body)
+        return body
+
+    def assert_error(self, sql, status, body_str=None, **kw):
+        st, h, body = self.q(sql, **kw)
+        self.assertEqual(st, status, body)
+        self.assertEqual(h["Content-Type"], "application/json")
+        if body_str is not None:
+            self.assertEqual(body.decode("utf-8"), body_str)
+        return json.loads(body)
+
+    # -- section 2: exact bytes of the running example
+    def test_running_example_all_formats(self):
+        hdr = dict(header=True, types_header=True, sql_types_header=True)
+        names, types, sqlt = '["__time","channel","added"]', '["LONG","STRING","LONG"]', \
+            '["TIMESTAMP","VARCHAR","BIGINT"]'
+        self.assertEqual(self.body_of(RUNNING, fmt="array", **hdr).decode(),
+                         "[%s,%s,%s,%s,%s]\n" % (names, types, sqlt, ROW1, ROW2))
+        self.assertEqual(self.body_of(RUNNING, fmt="arrayLines", **hdr).decode(),
+                         "%s\n%s\n%s\n%s\n%s\n\n" % (names, types, sqlt, ROW1, ROW2))
+        self.assertEqual(self.body_of(RUNNING, fmt="array", header=False).decode(), "[%s,%s]\n" % (ROW1, ROW2))
+        self.assertEqual(self.body_of(RUNNING, fmt="object", header=False).decode(), "[%s,%s]\n" % (OBJ1, OBJ2))
+        self.assertEqual(self.body_of(RUNNING, fmt="object", header=True).decode(),
+                         '[{"__time":null,"channel":null,"added":null},%s,%s]\n' % (OBJ1, OBJ2))
+        self.assertEqual(self.body_of(RUNNING, fmt="objectLines", **hdr).decode(),
+                         '{"__time":{"type":"LONG","sqlType":"TIMESTAMP"},"channel":{"type":"STRING","sqlType":'
+                         '"VARCHAR"},"added":{"type":"LONG","sqlType":"BIGINT"}}\n%s\n%s\n\n' % (OBJ1, OBJ2))
+        self.assertEqual(self.body_of(RUNNING, fmt="objectLines", header=True, types_header=True).decode(),
+                         '{"__time":{"type":"LONG"},"channel":{"type":"STRING"},"added":{"type":"LONG"}}'
+                         '\n%s\n%s\n\n' % (OBJ1, OBJ2))
+        self.assertEqual(self.body_of(RUNNING, fmt="csv", **hdr).decode(),
+                         "__time,channel,added\nLONG,STRING,LONG\nTIMESTAMP,VARCHAR,BIGINT\n"
+                         "2015-09-12T00:46:58.771Z,#en.wikipedia,36\n2015-09-12T00:47:00.496Z,#ca.wikipedia,17\n\n")
+        # Case-insensitive format names; the default is object.
+        self.assertEqual(self.body_of(RUNNING, fmt="ARRAYLINES", header=False).decode(), "%s\n%s\n\n" % (ROW1, ROW2))
+        self.assertEqual(self.body_of(RUNNING, fmt=None, header=False).decode(), "[%s,%s]\n" % (OBJ1, OBJ2))
+
+    def test_empty_results(self):
+        sql = "SELECT __time AS id, channel AS name FROM wikipedia WHERE channel = 'none'"
+        self.assertEqual(self.body_of(sql, fmt="array", header=False), b"[]\n")
+        self.assertEqual(self.body_of(sql, fmt="array", header=True, types_header=True, sql_types_header=True),
+                         b'[["id","name"],["LONG","STRING"],["TIMESTAMP","VARCHAR"]]\n')
+        self.assertEqual(self.body_of(sql, fmt="arrayLines", header=False), b"\n\n")
+        self.assertEqual(self.body_of(sql, fmt="arrayLines", header=True), b'["id","name"]\n\n')
+        self.assertEqual(self.body_of(sql, fmt="objectLines", header=False), b"\n\n")
+        self.assertEqual(self.body_of(sql, fmt="object", header=False), b"[]\n")
+        self.assertEqual(self.body_of(sql, fmt="csv", header=False), b"\n")
+        self.assertEqual(self.body_of(sql, fmt="csv", header=True), b"id,name\n\n")
+
+    def test_select_1_and_types(self):
+        self.assertEqual(self.body_of("SELECT 1", fmt="object", header=False), b'[{"EXPR$0":1}]\n')
+        self.assertEqual(self.body_of("SELECT 1 AS c, 2 AS c", fmt="object", header=True),
+                         b'[{"c":null,"c":null},{"c":1,"c":2}]\n')
+        b = self.body_of("SELECT 1 AS a, 1.5 AS b, 'x' AS c, (1=1) AS d, COUNT(*) AS e FROM wikipedia",
+                         header=True, types_header=True, sql_types_header=True)
+        self.assertEqual(lines(b), [["a", "b", "c", "d", "e"], ["LONG", "DOUBLE", "STRING", "LONG", "LONG"],
+                                    ["INTEGER", "DECIMAL", "CHAR", "BOOLEAN", "BIGINT"], [1, 1.5, "x", True, 39244]])
+        self.assertIn(b"[1,1.5,\"x\",true,39244]", b)
+        self.assertEqual(self.body_of("SELECT 1;", fmt="array", header=False), b"[[1]]\n")
+
+    def test_response_headers(self):
+        st, h, _ = self.q("SELECT 1", context={"sqlQueryId": "my-id-1"})
+        self.assertEqual((st, h["X-Druid-SQL-Query-Id"], h["X-Druid-Query-Id"]), (200, "my-id-1", "my-id-1"))
+        self.assertEqual(h["X-Druid-SQL-Header-Included"], "yes")
+        self.assertEqual(h["Content-Type"], "application/json")
+        st, h, _ = self.q("SELECT 1", header=False)
+        self.assertIsNone(h["X-Druid-SQL-Header-Included"])
+        self.assertEqual(h["X-Druid-SQL-Query-Id"], h["X-Druid-Query-Id"])
+        self.assertEqual(len(h["X-Druid-Query-Id"]), 36)
+        st, h, _ = self.q("SELECT * FROM nope", context={"sqlQueryId": "err-id"})
+        self.assertEqual((st, h["X-Druid-SQL-Query-Id"], h["X-Druid-Query-Id"]), (400, "err-id", "err-id"))
+
+    def test_chunked_keepalive_and_raw_text(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.sim.port, timeout=30)
+        for _ in range(2):  # same connection twice: keep-alive works
+            conn.request("POST", "/druid/v2/sql", json.dumps({"query": "SELECT 1", "resultFormat": "array"}),
+                         {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            self.assertEqual(r.getheader("Transfer-Encoding"), "chunked")
+            self.assertEqual(r.read(), b"[[1]]\n")
+        # Druid 34+: a non-JSON content type is raw SQL, answered in object format.
+        conn.request("POST", "/druid/v2/sql", "SELECT 1", {"Content-Type": "text/plain"})
+        self.assertEqual(conn.getresponse().read(), b'[{"EXPR$0":1}]\n')
+        conn.close()
+
+    # -- totals and SQL features
+    def test_wikiticker_totals(self):
+        b = self.body_of('SELECT COUNT(*), SUM(added), SUM("deleted"), SUM(delta), MIN(__time), MAX(__time) '
+                         'FROM wikipedia', header=False)
+        self.assertEqual(lines(b), [[39244, 9385573, 394298, 8991275, "2015-09-12T00:46:58.771Z",
+                                     "2015-09-12T23:59:59.200Z"]])
+
+    def test_time_functions_agree(self):
+        want = [[268]]
+        for where in ("__time >= TIMESTAMP '2015-09-12 00:00:00' AND __time < TIMESTAMP '2015-09-12 01:00:00.000'",
+                      "__time >= TIME_PARSE('2015-09-12T00:00:00.000Z') AND __time < TIME_PARSE('2015-09-12T01:00Z')",
+                      "__time >= MILLIS_TO_TIMESTAMP(1442016000000) AND __time < MILLIS_TO_TIMESTAMP(1442019600000)",
+                      "TIME_FLOOR(__time, 'PT1H') = TIMESTAMP '2015-09-12 00:00:00'",
+                      "FLOOR(__time TO HOUR) = TIMESTAMP '2015-09-12 00:00:00'",
+                      "TIMESTAMP_TO_MILLIS(__time) < 1442019600000"):
+            self.assertEqual(lines(self.body_of("SELECT COUNT(*) FROM wikipedia WHERE " + where, header=False)),
+                             want, where)
+
+    def test_daemon_bucket_queries(self):
+        lo, hi = 1442016000000, 1442102400000
+        for period, nb in (("P1D", 1), ("PT1H", 24), ("PT1M", None), ("PT1S", None)):
+            sql = 'SELECT TIME_FLOOR("__time", \'%s\') AS "b", COUNT(*) AS "n" FROM "wikipedia" ' \
+                  'WHERE "__time" >= ? AND "__time" < ? GROUP BY 1' % period
+            rows = lines(self.body_of(sql, params=[(TS, lo), (TS, hi)], header=True, types_header=True,
+                                      sql_types_header=True))
+            self.assertEqual(rows[:3], [["b", "n"], ["LONG", "LONG"], ["TIMESTAMP", "BIGINT"]])
+            self.assertEqual(sum(r[1] for r in rows[3:]), 39244)
+            if nb:
+                self.assertEqual(len(rows) - 3, nb)
+        rows = lines(self.body_of('SELECT "__time" AS "b", COUNT(*) AS "n" FROM "wikipedia" WHERE "__time" >= ? '
+                                  'GROUP BY 1', params=[(TS, lo)], header=False))
+        self.assertEqual(sum(r[1] for r in rows), 39244)
+        self.assertEqual(len(rows), 39244)  # every time in the sample is distinct
+
+    def test_parameters(self):
+        b = self.body_of('SELECT COUNT(*) FROM wikipedia WHERE channel = ? AND "__time" < ?',
+                         params=[("VARCHAR", "#en.wikipedia"), (TS, "2015-09-12T01:00:00Z")], header=False)
+        want = lines(self.body_of("SELECT COUNT(*) FROM wikipedia WHERE channel = '#en.wikipedia' AND "
+                                  "__time < TIMESTAMP '2015-09-12 01:00:00'", header=False))
+        self.assertEqual(lines(b), want)
+        self.assertGreater(want[0][0], 0)
+        b = self.body_of("SELECT ? + 1, ?", params=[("BIGINT", 9007199254740993), ("DOUBLE", 2)], header=False)
+        self.assertEqual(b, b"[9007199254740994,2.0]\n\n")
+        self.assertEqual(lines(self.body_of("SELECT COUNT(*) FROM wikipedia WHERE channel = ?",
+                                            params=[("VARCHAR", None)], header=False)), [[0]])
+        e = self.assert_error("SELECT COUNT(*) FROM wikipedia WHERE channel = ?", 400)
+        self.assertEqual((e["errorCode"], e["category"]), ("invalidInput", "INVALID_INPUT"))
+
+    def test_limit_offset_order(self):
+        top = lines(self.body_of("SELECT __time FROM wikipedia ORDER BY __time DESC LIMIT 3", header=False))
+        self.assertEqual(top[0], ["2015-09-12T23:59:59.200Z"])
+        rows = lines(self.body_of("SELECT __time FROM wikipedia ORDER BY __time DESC LIMIT 2 OFFSET 1",
+                                  header=False))
+        self.assertEqual(rows, top[1:])
+        asc = lines(self.body_of('SELECT "__time" FROM wikipedia ORDER BY "__time" ASC LIMIT 1', header=False))
+        self.assertEqual(asc, [["2015-09-12T00:46:58.771Z"]])
+        e = self.assert_error("SELECT __time FROM wikipedia OFFSET 1 LIMIT 2", 400)
+        self.assertIn("OFFSET start LIMIT count", e["errorMessage"])
+        # Aggregating queries may be ordered by anything.
+        rows = lines(self.body_of("SELECT page, COUNT(*) AS n FROM wikipedia GROUP BY page ORDER BY n DESC LIMIT 3",
+                                  header=False))
+        self.assertEqual(rows, [["Wikipedia:Vandalismusmeldung", 33],
+                                ["User:Cyde/List of candidates for speedy deletion/Subpage", 28],
+                                ["Jeremy Corbyn", 27]])
+
+    # -- errors (section 5)
+    def test_order_by_restriction(self):
+        self.assert_error(
+            "SELECT channel FROM wikipedia ORDER BY channel", 400,
+            '{"error":"druidException","errorCode":"general","persona":"ADMIN","category":"INVALID_INPUT",'
+            '"errorMessage":"Query could not be planned. A possible reason is [SQL query requires ordering a table '
+            'by non-time column [[channel]], which is not supported.]","context":{}}')
+
+    def test_validation_errors(self):
+        self.assert_error(
+            "SELECT * FROM nope", 400,
+            '{"error":"druidException","errorCode":"invalidInput","persona":"USER","category":"INVALID_INPUT",'
+            '"errorMessage":"Object \'nope\' not found (line [1], column [15])","context":{"sourceType":"sql",'
+            '"line":"1","column":"15","endLine":"1","endColumn":"18"}}')
+        e = self.assert_error("SELECT dim4 FROM wikipedia", 400)
+        self.assertEqual(e["errorMessage"], "Column 'dim4' not found in any table")
+        self.assertEqual(list(e), ["error", "errorCode", "persona", "category", "errorMessage", "context"])
+        e = self.assert_error("SELECT FROM wikipedia", 400)
+        self.assertEqual((e["errorCode"], e["context"]["sourceType"]), ("invalidInput", "sql"))
+        self.assert_error(
+            "SELECT 1/0", 500,
+            '{"error":"druidException","errorCode":"general","persona":"ADMIN","category":"UNCATEGORIZED",'
+            '"errorMessage":"/ by zero","context":{}}')
+        self.assert_error("SELECT 1", 400, fmt="bogus")
+        self.assert_error("SELECT 1", 400, header=False, types_header=True)
+        self.assert_error("SELECT 1 AS one", 400)
+
+    def test_fault_status_templates(self):
+        self.sim.fault("status", match="wikipedia", error="timeout")
+        e = self.assert_error("SELECT COUNT(*) FROM wikipedia", 504)
+        self.assertEqual(list(e), ["error", "errorClass", "host", "errorCode", "persona", "category",
+                                   "errorMessage", "context"])
+        self.assertEqual((e["error"], e["errorCode"], e["category"]), ("Query timeout", "legacyQueryException",
+                                                                        "TIMEOUT"))
+        self.assertEqual(e["context"], {"host": None, "errorClass": "org.apache.druid.query.QueryTimeoutException",
+                                        "legacyErrorCode": "Query timeout"})
+        for name, status in (("capacity", 429), ("unavailable", 503), ("server", 500), ("unknown_table", 400),
+                             ("order_by", 400)):
+            self.sim.fault("status", error=name)
+            self.assert_error("SELECT 1", status)
+        self.sim.fault("status", error="forbidden")
+        self.assert_error("SELECT 1", 403, '{"error":"Unauthorized"}')
+        self.sim.fault("status", error="unauthorized")
+        st, h, body = self.q("SELECT 1")
+        self.assertEqual((st, h["WWW-Authenticate"]), (401, "Basic"))
+        self.sim.fault("status", status=502, body="<html>bad gateway</html>")
+        st, h, body = self.q("SELECT 1")
+        self.assertEqual((st, body), (502, b"<html>bad gateway</html>"))
+
+    def test_fault_times_and_retry_after(self):
+        self.sim.fault("status", error="capacity", times=2, retry_after=3)
+        for _ in range(2):
+            st, h, _b = self.q("SELECT 1")
+            self.assertEqual((st, h["Retry-After"]), (429, "3"))
+        self.assertEqual(self.q("SELECT 1")[0], 200)
+        self.sim.fault("retry_after", retry_after=7)
+        st, h, _b = self.q("SELECT 1")
+        self.assertEqual((st, h["Retry-After"]), (429, "7"))
+        self.sim.fault("status", match="no-such-text", error="server", times=-1)
+        self.assertEqual(self.q("SELECT 1")[0], 200)
+
+    def test_truncation_per_format(self):
+        want = {"array": b"[[1],[1]", "object": b'[{"cnt":1},{"cnt":1}', "arrayLines": b"[1]\n[1]",
+                "objectLines": b'{"cnt":1}\n{"cnt":1}', "csv": b"1\n1\n"}
+        complete = {"array": b"[[1],[1],[1]]\n", "object": b'[{"cnt":1},{"cnt":1},{"cnt":1}]\n',
+                    "arrayLines": b"[1]\n[1]\n[1]\n\n", "objectLines": b'{"cnt":1}\n{"cnt":1}\n{"cnt":1}\n\n',
+                    "csv": b"1\n1\n1\n\n"}
+        for fmt, body in want.items():
+            self.sim.fault("truncate", match="cnt3", after_rows=2)
+            self.assertEqual(self.body_of("SELECT cnt FROM cnt3", fmt=fmt, header=False), body, fmt)
+            self.assertEqual(self.body_of("SELECT cnt FROM cnt3", fmt=fmt, header=False), complete[fmt], fmt)
+
+    def test_reset_and_garbage(self):
+        self.sim.fault("reset", after_rows=1)
+        with self.assertRaises((http.client.IncompleteRead, ConnectionError, http.client.HTTPException)):
+            self.q("SELECT cnt FROM cnt3")
+        self.sim.fault("garbage")
+        st, _h, body = self.q("SELECT 1")
+        self.assertEqual(st, 200)
+        self.assertRaises(ValueError, json.loads, body)
+        self.assertEqual(self.q("SELECT 1")[2], b'["EXPR$0"]\n[1]\n\n')
+
+    def test_timeout_and_cancel(self):
+        self.sim.fault("delay", delay_seconds=3)
+        t0 = time.time()
+        e = self.assert_error("SELECT 1", 504, context={"timeout": 200})
+        self.assertEqual(e["category"], "TIMEOUT")
+        self.assertLess(time.time() - t0, 2)
+        self.assertEqual(self.sim.request("DELETE", "/druid/v2/sql/nothing-running")[0], 404)
+        self.sim.fault("delay", delay_seconds=3)
+        out = {}
+        th = threading.Thread(target=lambda: out.update(r=self.q("SELECT 1", context={"sqlQueryId": "c1"})))
+        th.start()
+        for _ in range(100):
+            if self.sim.stats()["inflight"]:
+                break
+            time.sleep(0.02)
+        st, _h, body = self.sim.request("DELETE", "/druid/v2/sql/c1")
+        self.assertEqual((st, body), (202, b""))
+        th.join()
+        self.assertEqual(out["r"][0], 500)
+        self.assertEqual(json.loads(out["r"][2])["category"], "CANCELED")
+        self.assertGreaterEqual(self.sim.stats()["max_inflight"], 1)
+
+    # -- metadata (section 6)
+    def test_information_schema(self):
+        rows = lines(self.body_of('SELECT * FROM INFORMATION_SCHEMA.TABLES WHERE "TABLE_SCHEMA" = ?',
+                                  params=[("VARCHAR", "druid")]))
+        self.assertEqual(rows[0], ["TABLE_CATALOG", "TABLE_SCHEMA", "TABLE_NAME", "TABLE_TYPE", "IS_JOINABLE",
+                                   "IS_BROADCAST"])
+        self.assertIn(["druid", "druid", "wikipedia", "TABLE", "NO", "NO"], rows)
+        rows = lines(self.body_of("SELECT * FROM INFORMATION_SCHEMA.TABLES"))
+        self.assertIn(["druid", "INFORMATION_SCHEMA", "COLUMNS", "SYSTEM_TABLE", "NO", "NO"], rows)
+        self.assertIn(["druid", "sys", "segments", "SYSTEM_TABLE", "NO", "NO"], rows)
+        rows = lines(self.body_of('SELECT * FROM INFORMATION_SCHEMA.COLUMNS WHERE "TABLE_SCHEMA" = ?',
+                                  params=[("VARCHAR", "druid")], types_header=True, sql_types_header=True))
+        self.assertEqual(len(rows[0]), 17)
+        self.assertEqual(rows[2][4], "BIGINT")
+        wiki = {r[3]: r for r in rows[3:] if r[2] == "wikipedia"}
+        self.assertEqual(len(wiki), 20)
+        self.assertEqual([wiki["__time"][i] for i in (4, 5, 6, 7, 16)], [1, "", "NO", "TIMESTAMP", 93])
+        self.assertEqual([wiki["metroCode"][i] for i in (4, 6, 7, 16)], [12, "YES", "BIGINT", -5])
+        self.assertEqual([wiki["isRobot"][i] for i in (6, 7, 16)], ["YES", "VARCHAR", 12])
+        self.assertEqual(sorted(wiki, key=lambda k: wiki[k][4])[:3], ["__time", "channel", "cityName"])
+
+    def test_sys_segments_and_changes(self):
+        sql = ('SELECT "datasource", "start", "end", "version", "num_rows", "is_active" FROM sys.segments '
+               'WHERE "datasource" = ?')
+        rows = lines(self.body_of(sql, params=[("VARCHAR", "wikipedia")], header=False))
+        self.assertEqual(len(rows), 1)
+        self.assertEqual(rows[0][:3] + rows[0][4:], ["wikipedia", "2015-09-12T00:00:00.000Z",
+                                                     "2015-09-13T00:00:00.000Z", 39244, 1])
+        self.sim.datasource("segs", [("__time", TS), ("v", "BIGINT")],
+                            [{"__time": "2020-01-01T01:00:00Z", "v": 1}, {"__time": "2020-01-02T01:00:00Z", "v": 2}])
+        before = {r[1]: r for r in lines(self.body_of(sql, params=[("VARCHAR", "segs")], header=False))}
+        self.assertEqual(len(before), 2)
+        self.sim.append("segs", [{"__time": "2020-01-02T02:00:00Z", "v": 3}])
+        after = {r[1]: r for r in lines(self.body_of(sql, params=[("VARCHAR", "segs")], header=False))}
+        self.assertEqual(after["2020-01-01T00:00:00.000Z"], before["2020-01-01T00:00:00.000Z"])
+        self.assertNotEqual(after["2020-01-02T00:00:00.000Z"][3], before["2020-01-02T00:00:00.000Z"][3])
+        self.assertEqual(after["2020-01-02T00:00:00.000Z"][4], 2)
+        self.sim.delete("segs", "2020-01-01", "2020-01-02")
+        after = lines(self.body_of(sql, params=[("VARCHAR", "segs")], header=False))
+        self.assertEqual([r[1] for r in after], ["2020-01-02T00:00:00.000Z"])
+        self.sim.replace("segs", "2020-01-02", "2020-01-03", [{"__time": "2020-01-02T05:00:00Z", "v": 9}])
+        self.assertEqual(lines(self.body_of("SELECT __time, v FROM segs", header=False)),
+                         [["2020-01-02T05:00:00.000Z", 9]])
+        self.sim.add_column("segs", "extra", "VARCHAR")
+        self.assertEqual(lines(self.body_of("SELECT * FROM segs")), [["__time", "v", "extra"],
+                                                                     ["2020-01-02T05:00:00.000Z", 9, None]])
+        self.sim.hide("segs")
+        self.assertEqual(self.assert_error("SELECT * FROM segs", 400)["errorMessage"],
+                         "Object 'segs' not found (line [1], column [15])")
+        tables = lines(self.body_of("SELECT TABLE_NAME FROM INFORMATION_SCHEMA.TABLES", header=False))
+        self.assertNotIn(["segs"], tables)
+        self.sim.hide("segs", False)
+        self.assertEqual(self.q("SELECT * FROM segs")[0], 200)
+        self.sim.drop("segs")
+        self.assertEqual(self.q("SELECT * FROM segs")[0], 400)
+
+    # -- values (section 3)
+    def test_value_types(self):
+        cols = [("__time", TS), ("big", "BIGINT"), ("d", "DOUBLE"), ("f", "FLOAT"), ("s", "VARCHAR"),
+                ("b", "BOOLEAN"), ("dt", "DATE"), ("arr", "ARRAY"), ("j", "COMPLEX<json>"),
+                ("h", "COMPLEX<hyperUnique>")]
+        self.sim.datasource("vals", cols, [
+            {"__time": 0, "big": 9223372036854775807, "d": "NaN", "f": 0.1, "s": ["a", "b"], "b": True,
+             "dt": "2000-01-01", "arr": [1, 2], "j": {"color": "sky blue", "price": 542.0}, "h": "AgEH"},
+            {"__time": 1, "big": -9223372036854775808, "d": "Infinity", "f": 2.5, "s": ["x"], "b": False,
+             "dt": 946684800000, "arr": [3], "j": [1, None], "h": None},
+            {"__time": 2, "big": 9007199254740993, "d": 1e7, "f": None, "s": [], "arr": None, "d2": 1},
+            {"__time": 3, "d": "-Infinity", "s": "plain é"},
+            {"__time": 4, "d": 1e-5}])
+        b = self.body_of("SELECT * FROM vals ORDER BY __time", header=True, types_header=True,
+                         sql_types_header=True).decode("utf-8")
+        self.assertEqual(b.split("\n"), [
+            '["__time","big","d","f","s","b","dt","arr","j","h"]',
+            '["LONG","LONG","DOUBLE","FLOAT","STRING","LONG","LONG","ARRAY<LONG>","COMPLEX<json>",'
+            '"COMPLEX<hyperUnique>"]',
+            '["TIMESTAMP","BIGINT","DOUBLE","FLOAT","VARCHAR","BOOLEAN","DATE","ARRAY","OTHER","OTHER"]',
+            '["1970-01-01T00:00:00.000Z",9223372036854775807,"NaN",0.1,"[\\"a\\",\\"b\\"]",true,'
+            '"2000-01-01T00:00:00.000Z","[1,2]","{\\"color\\":\\"sky blue\\",\\"price\\":542.0}","\\"AgEH\\""]',
+            '["1970-01-01T00:00:00.001Z",-9223372036854775808,"Infinity",2.5,"x",false,"2000-01-01T00:00:00.000Z",'
+            '"[3]","[1,null]",null]',
+            '["1970-01-01T00:00:00.002Z",9007199254740993,1.0E7,null,null,null,null,null,null,null]',
+            '["1970-01-01T00:00:00.003Z",null,"-Infinity",null,"plain é",null,null,null,null,null]',
+            '["1970-01-01T00:00:00.004Z",null,1.0E-5,null,null,null,null,null,null,null]', '', ''])
+        b = self.body_of("SELECT arr FROM vals WHERE __time < 2 ORDER BY __time", header=False,
+                         context={"sqlStringifyArrays": False})
+        self.assertEqual(b, b'[[1,2]]\n[[3]]\n\n')
+        b = self.body_of("SELECT s, d, arr FROM vals WHERE __time = 0", fmt="csv", header=False)
+        self.assertEqual(b, b'"[""a"",""b""]",NaN,"[1,2]"\n\n')
+        rows = lines(self.body_of("SELECT COLUMN_NAME, DATA_TYPE, JDBC_TYPE FROM INFORMATION_SCHEMA.COLUMNS "
+                                  "WHERE TABLE_NAME = 'vals'", header=False))
+        self.assertEqual(rows[-3:], [["arr", "ARRAY", 2003], ["j", "COMPLEX<json>", 1111],
+                                     ["h", "COMPLEX<hyperUnique>", 1111]])
+        self.assertEqual(lines(self.body_of("SELECT SUM(big) FROM vals WHERE __time = 2", header=False)),
+                         [[9007199254740993]])
+
+    def test_odd_identifiers_and_bound_combinations(self):
+        ds = 'my "odd" data source'
+        self.sim.datasource(ds, [("__time", TS), ("ts2", TS), ('my "quoted" col', "VARCHAR")],
+                            [{"__time": "2021-01-01T00:00:%02dZ" % i, "ts2": "2022-01-01T00:00:%02dZ" % i,
+                              'my "quoted" col': "v%d" % i} for i in range(10)])
+        base = 'SELECT "__time", "ts2", "my ""quoted"" col" FROM "my ""odd"" data source"'
+        lo, hi = 1609459202000, 1609459205000
+        for where, params, n in (("", None, 10), (' WHERE "__time" >= ?', [(TS, lo)], 8),
+                                 (' WHERE "__time" < ?', [(TS, hi)], 5),
+                                 (' WHERE "__time" >= ? AND "__time" < ?', [(TS, lo), (TS, hi)], 3),
+                                 (' WHERE "ts2" >= ? AND "ts2" < ?', [(TS, lo + 31536000000),
+                                                                      (TS, hi + 31536000000)], 3)):
+            rows = lines(self.body_of(base + where, params=params))
+            self.assertEqual(rows[0], ["__time", "ts2", 'my "quoted" col'])
+            self.assertEqual(len(rows) - 1, n, where)
+        rows = lines(self.body_of('SELECT TIME_FLOOR("ts2", \'PT1S\') AS "b", COUNT(*) AS "n" FROM '
+                                  '"my ""odd"" data source" WHERE "ts2" < ? GROUP BY 1',
+                                  params=[(TS, "2022-01-01 00:00:02")], header=False))
+        self.assertEqual(rows, [["2022-01-01T00:00:00.000Z", 1], ["2022-01-01T00:00:01.000Z", 1]])
+
+    def test_status_and_log(self):
+        self.assertEqual(self.sim.request("GET", "/status/health")[2], b"true")
+        self.assertEqual(json.loads(self.sim.request("GET", "/status")[2])["version"], "37.0.0")
+        self.sim.clear_queries()
+        self.q("SELECT 1", context={"sqlQueryId": "logged"}, params=[("VARCHAR", "x")])
+        log = self.sim.queries()
+        self.assertEqual(len(log), 1)
+        self.assertEqual((log[0]["sql"], log[0]["status"], log[0]["rows_sent"], log[0]["complete"],
+                          log[0]["resultFormat"], log[0]["context"]["sqlQueryId"]),
+                         ("SELECT 1", 200, 1, True, "arrayLines", "logged"))
+
+
+class LegacyAndAuth(unittest.TestCase):
+    def test_legacy_envelope(self):
+        with Sim.start(legacy_errors=True) as sim:
+            st, _h, body = sim.sql("SELECT * FROM nope")
+            e = json.loads(body)
+            self.assertEqual(st, 400)
+            self.assertEqual(list(e), ["error", "errorMessage", "errorClass", "host"])
+            self.assertEqual(e["error"], "Plan validation failed")
+            sim.fault("status", error="capacity")
+            st, _h, body = sim.sql("SELECT 1")
+            self.assertEqual((st, json.loads(body)["error"]), (429, "Query capacity exceeded"))
+            self.assertEqual(list(json.loads(body)), ["error", "errorMessage", "errorClass", "host"])
+
+    def test_basic_auth(self):
+        with Sim.start(auth="admin:secret") as sim:
+            st, h, body = sim.sql("SELECT 1", auth=False)
+            self.assertEqual((st, h["WWW-Authenticate"], h["Content-Type"]), (401, "Basic", "application/json"))
+            self.assertEqual(body, b'{"error":"Unauthorized request","errorMessage":null,"errorClass":null,'
+                                   b'"host":"localhost"}')
+            st, h, body = sim.sql("SELECT 1", auth="admin:wrong")
+            self.assertEqual(st, 401)
+            self.assertRaises(ValueError, json.loads, body)
+            self.assertIn(b"HTTP ERROR 401", body)
+            self.assertEqual(sim.sql("SELECT 1", fmt="array", header=False)[2], b"[[1]]\n")
+            self.assertEqual(sim.request("GET", "/status/health")[2], b"true")
+            self.assertEqual(sim.request("GET", "/status")[0], 401)
+            self.assertEqual(sim.queries()[0]["authorization_present"], False)
+
+
+if __name__ == "__main__":
+    unittest.main()
