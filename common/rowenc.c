@@ -1,0 +1,561 @@
+/* rowenc: Druid result rows -> PostgreSQL COPY text lines, and the per-row identity UUID. */
+#include "rowenc.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <xxhash.h>
+
+#include "timeutil.h"
+
+/* Seed of the id hash: fixed forever, ids are stored in tables. */
+#define ID_SEED 0x64727569642d6964ULL /* "druid-id" */
+
+/* PostgreSQL's timestamptz/date input takes years 1..294276 AD (and BC forms we do not
+ * write); we stay within four-digit years so the ISO text always parses. */
+#define MS_MIN (-62135596800000LL) /* 0001-01-01T00:00:00.000Z */
+#define MS_MAX 253402300799999LL   /* 9999-12-31T23:59:59.999Z */
+
+struct occ_slot {
+    XXH128_hash_t h;
+    uint64_t seen; /* identical rows seen so far in the slice; 0 marks an empty slot */
+};
+
+struct rowenc {
+    size_t ncols;
+    struct rowenc_column *cols; /* names owned */
+    size_t *name_len;
+    size_t *by_name; /* column indexes in ascending byte order of name */
+    int inc_col;
+    bool with_id;
+    size_t *fstart, *fend; /* offsets of each field's text in out during one encode */
+    bool *isnull;
+    struct buf hashin; /* scratch: the content-hash input */
+    struct occ_slot *occ;
+    size_t occ_cap, occ_used; /* occ_cap is 0 or a power of two */
+    uint64_t rows;
+};
+
+struct rowenc *rowenc_new(const struct rowenc_column *cols, size_t ncols, int inc_col, bool with_id)
+{
+    struct rowenc *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    e->ncols = ncols;
+    e->inc_col = inc_col >= 0 && (size_t)inc_col < ncols ? inc_col : -1;
+    e->with_id = with_id;
+    size_t n = ncols ? ncols : 1;
+    e->cols = calloc(n, sizeof *e->cols);
+    e->name_len = calloc(n, sizeof *e->name_len);
+    e->by_name = calloc(n, sizeof *e->by_name);
+    e->fstart = calloc(n, sizeof *e->fstart);
+    e->fend = calloc(n, sizeof *e->fend);
+    e->isnull = calloc(n, sizeof *e->isnull);
+    if (!e->cols || !e->name_len || !e->by_name || !e->fstart || !e->fend || !e->isnull)
+        goto oom;
+    for (size_t i = 0; i < ncols; i++) {
+        e->cols[i].type = cols[i].type;
+        e->cols[i].name = strdup(cols[i].name ? cols[i].name : "");
+        if (!e->cols[i].name)
+            goto oom;
+        e->name_len[i] = strlen(e->cols[i].name);
+    }
+    /* Insertion sort: column counts are small and this runs once per slice at most. */
+    for (size_t i = 0; i < ncols; i++) {
+        size_t j = i;
+        while (j > 0 && strcmp(e->cols[e->by_name[j - 1]].name, e->cols[i].name) > 0) {
+            e->by_name[j] = e->by_name[j - 1];
+            j--;
+        }
+        e->by_name[j] = i;
+    }
+    return e;
+oom:
+    rowenc_free(e);
+    return NULL;
+}
+
+void rowenc_free(struct rowenc *e)
+{
+    if (!e)
+        return;
+    if (e->cols)
+        for (size_t i = 0; i < e->ncols; i++)
+            free((char *)e->cols[i].name);
+    free(e->cols);
+    free(e->name_len);
+    free(e->by_name);
+    free(e->fstart);
+    free(e->fend);
+    free(e->isnull);
+    free(e->occ);
+    buf_free(&e->hashin);
+    free(e);
+}
+
+void rowenc_reset(struct rowenc *e)
+{
+    if (e->occ)
+        memset(e->occ, 0, e->occ_cap * sizeof *e->occ);
+    e->occ_used = 0;
+    e->rows = 0;
+}
+
+uint64_t rowenc_rows(const struct rowenc *e)
+{
+    return e->rows;
+}
+
+/* 1 for bytes COPY text needs escaped: control characters and the backslash. */
+static const unsigned char needs_escape[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,          1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, ['\\'] = 1,
+};
+
+void rowenc_copy_escape(struct buf *out, const char *s, size_t n)
+{
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!needs_escape[c])
+            continue;
+        if (i > run)
+            buf_append(out, s + run, i - run);
+        run = i + 1;
+        char esc[4] = {'\\', 0, 0, 0};
+        size_t len = 2;
+        switch (c) {
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        case '\v':
+            esc[1] = 'v';
+            break;
+        default: /* the rest of the control range, as COPY's \ooo octal */
+            esc[1] = (char)('0' + (c >> 6));
+            esc[2] = (char)('0' + ((c >> 3) & 7));
+            esc[3] = (char)('0' + (c & 7));
+            len = 4;
+        }
+        buf_append(out, esc, len);
+    }
+    if (n > run)
+        buf_append(out, s + run, n - run);
+}
+
+void rowenc_format_uuid(const uint8_t id[16], char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[id[i] >> 4];
+        out[o++] = hex[id[i] & 15];
+    }
+    out[o] = '\0';
+}
+
+static void put_i64(struct buf *out, int64_t v)
+{
+    char tmp[24];
+    size_t p = sizeof tmp;
+    /* through uint64 so INT64_MIN negates without overflow */
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[--p] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        tmp[--p] = '-';
+    buf_append(out, tmp + p, sizeof tmp - p);
+}
+
+static const char *json_kind(struct json_object *v)
+{
+    switch (json_object_get_type(v)) {
+    case json_type_null:
+        return "null";
+    case json_type_boolean:
+        return "boolean";
+    case json_type_double:
+        return "double";
+    case json_type_int:
+        return "integer";
+    case json_type_object:
+        return "object";
+    case json_type_array:
+        return "array";
+    case json_type_string:
+        return "string";
+    }
+    return "value";
+}
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* "column "x" (bigint): cannot store string "abc"": names the column, the destination type
+ * and a short excerpt of the value, which is what an operator needs to find the row. */
+static int fail_value(const struct rowenc *e, size_t col, struct json_object *v, const char *why,
+                      char *err, size_t errlen)
+{
+    const char *text =
+        json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    int tlen = (int)strlen(text);
+    return fail(err, errlen, "column \"%s\" (%s): cannot store %s %.*s%s%s%s", e->cols[col].name,
+                typemap_pg_name(e->cols[col].type), json_kind(v), tlen > 80 ? 80 : tlen, text,
+                tlen > 80 ? "..." : "", why ? ": " : "", why ? why : "");
+}
+
+/* An integer JSON value as int64; -1 when json-c holds it as a uint64 above INT64_MAX. */
+static int json_int64(struct json_object *v, int64_t *out)
+{
+    int64_t i = json_object_get_int64(v);
+    if (i == INT64_MAX && json_object_get_uint64(v) != (uint64_t)INT64_MAX)
+        return -1;
+    *out = i;
+    return 0;
+}
+
+/* A whole decimal integer string ("-12"), exactly. */
+static int str_int64(const char *s, size_t n, int64_t *out)
+{
+    size_t i = s[0] == '-' || s[0] == '+';
+    if (n == i || n > 21)
+        return -1;
+    for (size_t k = i; k < n; k++)
+        if (s[k] < '0' || s[k] > '9')
+            return -1;
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (errno || (size_t)(end - s) != n)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static void put_json_text(struct buf *out, struct json_object *v)
+{
+    /* Doubles parsed by json-c's tokener serialise as their original text, so values
+     * are kept exactly as Druid wrote them (1.0E7 stays 1.0E7). */
+    const char *t =
+        json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    rowenc_copy_escape(out, t, strlen(t));
+}
+
+static int check_no_nul(const struct rowenc *e, size_t col, struct json_object *v, char *err,
+                        size_t errlen)
+{
+    if (memchr(json_object_get_string(v), '\0', (size_t)json_object_get_string_len(v)))
+        return fail_value(e, col, v, "PostgreSQL text cannot hold a NUL byte", err, errlen);
+    return 0;
+}
+
+static int put_double(const struct rowenc *e, size_t col, struct buf *out, struct json_object *v,
+                      char *err, size_t errlen)
+{
+    double d = json_object_get_double(v);
+    const char *t = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+    if (d != d) {
+        buf_puts(out, "NaN");
+    } else if (d > 1.7976931348623157e308 || d < -1.7976931348623157e308) {
+        /* A literal infinity is stored; a finite number too large for a double (1e400)
+         * would be rejected by PostgreSQL, so it is reported here, naming the column. */
+        const char *s = t[0] == '-' || t[0] == '+' ? t + 1 : t;
+        if (strncasecmp(s, "inf", 3) != 0)
+            return fail_value(e, col, v, "out of range for double precision", err, errlen);
+        buf_puts(out, d < 0 ? "-Infinity" : "Infinity");
+    } else {
+        buf_puts(out, t);
+    }
+    return 0;
+}
+
+static int put_ts(const struct rowenc *e, size_t col, struct buf *out, struct json_object *v,
+                  int64_t ms, bool date_only, char *err, size_t errlen)
+{
+    if (ms < MS_MIN || ms > MS_MAX)
+        return fail_value(e, col, v, "outside years 0001-9999", err, errlen);
+    char iso[TIME_ISO_MAX];
+    time_format_iso_ms(ms, iso);
+    buf_append(out, iso, date_only ? 10 : strlen(iso));
+    return 0;
+}
+
+static int encode_value(const struct rowenc *e, size_t col, struct json_object *v, struct buf *out,
+                        char *err, size_t errlen)
+{
+    enum json_type jt = json_object_get_type(v);
+    int64_t i64;
+    switch (e->cols[col].type) {
+    case PGT_TEXT:
+        if (jt == json_type_string) {
+            if (check_no_nul(e, col, v, err, errlen))
+                return -1;
+            rowenc_copy_escape(out, json_object_get_string(v),
+                               (size_t)json_object_get_string_len(v));
+        } else {
+            put_json_text(out, v); /* numbers, booleans, and arrays/objects as JSON text */
+        }
+        return 0;
+
+    case PGT_BIGINT:
+        if (jt == json_type_int) {
+            if (json_int64(v, &i64))
+                return fail_value(e, col, v, "out of range for bigint", err, errlen);
+        } else if (jt == json_type_string) {
+            if (str_int64(json_object_get_string(v), (size_t)json_object_get_string_len(v), &i64))
+                return fail_value(e, col, v, NULL, err, errlen);
+        } else if (jt == json_type_boolean) {
+            /* a column widened from boolean to bigint still receives booleans */
+            i64 = json_object_get_boolean(v) ? 1 : 0;
+        } else {
+            return fail_value(e, col, v, NULL, err, errlen);
+        }
+        put_i64(out, i64);
+        return 0;
+
+    case PGT_DOUBLE:
+        if (jt == json_type_double)
+            return put_double(e, col, out, v, err, errlen);
+        if (jt == json_type_int) {
+            /* the integer's exact text; PostgreSQL rounds it once, as it would any input */
+            buf_puts(out, json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+            return 0;
+        }
+        if (jt == json_type_string) {
+            /* Jackson writes non-finite doubles as these strings (reference §3.1) */
+            const char *s = json_object_get_string(v);
+            if (strcmp(s, "NaN") == 0 || strcmp(s, "Infinity") == 0 ||
+                strcmp(s, "-Infinity") == 0) {
+                buf_puts(out, s);
+                return 0;
+            }
+        }
+        return fail_value(e, col, v, NULL, err, errlen);
+
+    case PGT_BOOLEAN:
+        if (jt == json_type_boolean) {
+            buf_putc(out, json_object_get_boolean(v) ? 't' : 'f');
+            return 0;
+        }
+        if (jt == json_type_int && json_int64(v, &i64) == 0 && (i64 == 0 || i64 == 1)) {
+            buf_putc(out, i64 ? 't' : 'f');
+            return 0;
+        }
+        if (jt == json_type_string) {
+            const char *s = json_object_get_string(v);
+            if (strcasecmp(s, "true") == 0 || strcasecmp(s, "false") == 0) {
+                buf_putc(out, (s[0] | 0x20) == 't' ? 't' : 'f');
+                return 0;
+            }
+        }
+        return fail_value(e, col, v, NULL, err, errlen);
+
+    case PGT_TIMESTAMPTZ:
+    case PGT_DATE: {
+        bool date_only = e->cols[col].type == PGT_DATE;
+        if (jt == json_type_int) {
+            if (json_int64(v, &i64))
+                return fail_value(e, col, v, "out of range", err, errlen);
+            if (date_only) {
+                /* millis -> the UTC calendar day */
+                int64_t day = i64 / 86400000 - (i64 % 86400000 < 0);
+                i64 = day * 86400000;
+            }
+            return put_ts(e, col, out, v, i64, date_only, err, errlen);
+        }
+        if (jt == json_type_string) {
+            const char *s = json_object_get_string(v);
+            if (time_parse_iso_ms(s, &i64))
+                return fail_value(e, col, v, "not an ISO-8601 timestamp", err, errlen);
+            if (!date_only)
+                return put_ts(e, col, out, v, i64, false, err, errlen);
+            /* Druid prints a DATE as a timestamp in sqlTimeZone: its first 10 characters
+             * are the calendar date whatever the offset (reference §3.1). */
+            if (s[4] != '-' || (s[0] == '0' && s[1] == '0' && s[2] == '0' && s[3] == '0'))
+                return fail_value(e, col, v, "outside years 0001-9999", err, errlen);
+            buf_append(out, s, 10);
+            return 0;
+        }
+        return fail_value(e, col, v, NULL, err, errlen);
+    }
+
+    case PGT_JSONB:
+        if (jt == json_type_string) {
+            /* Druid sends ARRAY and COMPLEX<json> values as JSON text inside a string */
+            if (check_no_nul(e, col, v, err, errlen))
+                return -1;
+            rowenc_copy_escape(out, json_object_get_string(v),
+                               (size_t)json_object_get_string_len(v));
+        } else {
+            put_json_text(out, v);
+        }
+        return 0;
+    }
+    return fail_value(e, col, v, "unknown column type", err, errlen);
+}
+
+static int inc_value(const struct rowenc *e, struct json_object *v, int64_t *ms, char *err,
+                     size_t errlen)
+{
+    if (!v) {
+        *ms = INT64_MIN;
+        return 0;
+    }
+    size_t col = (size_t)e->inc_col;
+    switch (json_object_get_type(v)) {
+    case json_type_int:
+        if (json_int64(v, ms) == 0)
+            return 0;
+        break;
+    case json_type_string: {
+        const char *s = json_object_get_string(v);
+        if (time_parse_iso_ms(s, ms) == 0 ||
+            str_int64(s, (size_t)json_object_get_string_len(v), ms) == 0)
+            return 0;
+        break;
+    }
+    default:
+        break;
+    }
+    return fail_value(e, col, v, "not usable as the incremental column", err, errlen);
+}
+
+/* Occurrence number of a content hash in this slice: 0 for its first row, then 1, 2, ... */
+static uint64_t occ_next(struct rowenc *e, XXH128_hash_t h)
+{
+    if (e->occ_used * 2 >= e->occ_cap) {
+        size_t ncap = e->occ_cap ? e->occ_cap * 2 : 1024;
+        struct occ_slot *n = calloc(ncap, sizeof *n);
+        if (!n)
+            abort(); /* same policy as buf: no progress is possible without memory */
+        for (size_t i = 0; i < e->occ_cap; i++) {
+            if (!e->occ[i].seen)
+                continue;
+            size_t j = (size_t)e->occ[i].h.low64 & (ncap - 1);
+            while (n[j].seen)
+                j = (j + 1) & (ncap - 1);
+            n[j] = e->occ[i];
+        }
+        free(e->occ);
+        e->occ = n;
+        e->occ_cap = ncap;
+    }
+    size_t j = (size_t)h.low64 & (e->occ_cap - 1);
+    while (e->occ[j].seen) {
+        if (XXH128_isEqual(e->occ[j].h, h))
+            return e->occ[j].seen++;
+        j = (j + 1) & (e->occ_cap - 1);
+    }
+    e->occ[j].h = h;
+    e->occ[j].seen = 1;
+    e->occ_used++;
+    return 0;
+}
+
+static void put_id(struct rowenc *e, struct buf *out)
+{
+    /* Content hash over non-NULL fields in name order: a new all-NULL column, or a
+     * reordering of columns, leaves every id unchanged. */
+    buf_reset(&e->hashin);
+    for (size_t k = 0; k < e->ncols; k++) {
+        size_t c = e->by_name[k];
+        if (e->isnull[c])
+            continue;
+        buf_append(&e->hashin, e->cols[c].name, e->name_len[c] + 1);
+        buf_append(&e->hashin, out->data + e->fstart[c], e->fend[c] - e->fstart[c]);
+        buf_putc(&e->hashin, '\0');
+    }
+    XXH128_hash_t content = XXH3_128bits(e->hashin.data ? e->hashin.data : "", e->hashin.len);
+    uint64_t n = occ_next(e, content);
+
+    uint8_t in[24];
+    XXH128_canonical_t canon;
+    XXH128_canonicalFromHash(&canon, content);
+    memcpy(in, canon.digest, 16);
+    for (int i = 0; i < 8; i++)
+        in[16 + i] = (uint8_t)(n >> (56 - 8 * i));
+    XXH128_canonicalFromHash(&canon, XXH3_128bits_withSeed(in, sizeof in, ID_SEED));
+    uint8_t *id = canon.digest;
+    id[6] = (uint8_t)((id[6] & 0x0f) | 0x80); /* version 8: custom (RFC 9562) */
+    id[8] = (uint8_t)((id[8] & 0x3f) | 0x80); /* variant 10 */
+    char s[37];
+    rowenc_format_uuid(id, s);
+    buf_append(out, s, 36);
+}
+
+int rowenc_encode(struct rowenc *e, struct json_object *row, struct buf *out, int64_t *inc_ms,
+                  char *err, size_t errlen)
+{
+    if (!json_object_is_type(row, json_type_array))
+        return fail(err, errlen, "row is %s, not a JSON array", row ? json_kind(row) : "null");
+    size_t n = json_object_array_length(row);
+    if (n != e->ncols)
+        return fail(err, errlen, "row has %zu values for %zu columns%s%s%s", n, e->ncols,
+                    e->ncols ? " (first column \"" : "", e->ncols ? e->cols[0].name : "",
+                    e->ncols ? "\")" : "");
+
+    /* Written straight into out (no second copy on the hot path) and cut back on error. */
+    size_t saved = out->len;
+    int64_t inc = INT64_MIN;
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *v = json_object_array_get_idx(row, i);
+        if (i)
+            buf_putc(out, '\t');
+        e->fstart[i] = out->len;
+        e->isnull[i] = v == NULL;
+        if (!v)
+            buf_append(out, "\\N", 2);
+        else if (encode_value(e, i, v, out, err, errlen))
+            goto undo;
+        e->fend[i] = out->len;
+        if ((int)i == e->inc_col && inc_value(e, v, &inc, err, errlen))
+            goto undo;
+    }
+    if (e->with_id) {
+        if (n)
+            buf_putc(out, '\t');
+        put_id(e, out);
+    }
+    buf_putc(out, '\n');
+    e->rows++;
+    if (inc_ms)
+        *inc_ms = inc;
+    return 0;
+undo:
+    out->len = saved;
+    if (out->data)
+        out->data[saved] = '\0';
+    return -1;
+}

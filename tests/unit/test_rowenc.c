@@ -1,0 +1,615 @@
+/* test_rowenc: exact COPY bytes per type, errors naming the column, and row identity. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "rowenc.h"
+
+/* Encodes one arrayLines row (JSON text, as Druid sends it) with the given column types
+ * and no id; returns the COPY line without its '\n' (static buffer). */
+static char line_out[4096];
+static char err_out[512];
+
+static int enc(const struct rowenc_column *cols, size_t n, const char *json, int inc_col,
+               int64_t *inc)
+{
+    struct rowenc *e = rowenc_new(cols, n, inc_col, false);
+    assert_non_null(e);
+    struct json_object *row = json_tokener_parse(json);
+    assert_non_null(row);
+    struct buf out = BUF_INIT;
+    err_out[0] = '\0';
+    int rc = rowenc_encode(e, row, &out, inc, err_out, sizeof err_out);
+    line_out[0] = '\0';
+    if (rc == 0) {
+        assert_true(out.len > 0);
+        assert_int_equal(out.data[out.len - 1], '\n');
+        assert_true(out.len < sizeof line_out);
+        memcpy(line_out, out.data, out.len - 1);
+        line_out[out.len - 1] = '\0';
+        assert_int_equal(rowenc_rows(e), 1);
+    } else {
+        assert_int_equal(out.len, 0);
+        assert_int_equal(rowenc_rows(e), 0);
+    }
+    buf_free(&out);
+    json_object_put(row);
+    rowenc_free(e);
+    return rc;
+}
+
+/* One column of type t. */
+static const char *enc1(enum pgtype t, const char *json_value)
+{
+    struct rowenc_column col = {"c", t};
+    char row[1024];
+    snprintf(row, sizeof row, "[%s]", json_value);
+    if (enc(&col, 1, row, -1, NULL) != 0)
+        fail_msg("%s %s: %s", typemap_pg_name(t), json_value, err_out);
+    return line_out;
+}
+
+/* One column of type t that must be rejected, with a message naming the column. */
+static void enc1_fails(enum pgtype t, const char *json_value)
+{
+    struct rowenc_column col = {"my col", t};
+    char row[1024];
+    snprintf(row, sizeof row, "[%s]", json_value);
+    if (enc(&col, 1, row, -1, NULL) != -1)
+        fail_msg("%s accepted %s as \"%s\"", typemap_pg_name(t), json_value, line_out);
+    if (!strstr(err_out, "\"my col\""))
+        fail_msg("error does not name the column: %s", err_out);
+}
+
+static void test_text_escaping(void **state)
+{
+    (void)state;
+    assert_string_equal(enc1(PGT_TEXT, "\"plain\""), "plain");
+    assert_string_equal(enc1(PGT_TEXT, "\"a\\tb\""), "a\\tb");
+    assert_string_equal(enc1(PGT_TEXT, "\"line1\\nline2\\r\\n\""), "line1\\nline2\\r\\n");
+    assert_string_equal(enc1(PGT_TEXT, "\"back\\\\slash\""), "back\\\\slash");
+    assert_string_equal(enc1(PGT_TEXT, "\"\\\\N\""), "\\\\N"); /* the text \N is not NULL */
+    assert_string_equal(enc1(PGT_TEXT, "\"quote\\\"s 'single'\""), "quote\"s 'single'");
+    assert_string_equal(enc1(PGT_TEXT, "\"\\b\\f\\u000b\""), "\\b\\f\\v");
+    assert_string_equal(enc1(PGT_TEXT, "\"\\u0001x\\u001f\\u007f\""), "\\001x\\037\x7f");
+    assert_string_equal(enc1(PGT_TEXT, "\"Gdańsk – ünï 東京\""), "Gdańsk – ünï 東京");
+    assert_string_equal(enc1(PGT_TEXT, "\"\\u00e9\""), "\xc3\xa9");
+    /* 4-byte UTF-8, raw and as a JSON surrogate pair */
+    assert_string_equal(enc1(PGT_TEXT, "\"smile 😀!\""), "smile \xf0\x9f\x98\x80!");
+    assert_string_equal(enc1(PGT_TEXT, "\"\\ud83d\\ude00\""), "\xf0\x9f\x98\x80");
+    assert_string_equal(enc1(PGT_TEXT, "\"a/b\""), "a/b");
+    /* PostgreSQL text cannot hold NUL: reported, not silently cut */
+    enc1_fails(PGT_TEXT, "\"a\\u0000b\"");
+}
+
+static void test_null_vs_empty(void **state)
+{
+    (void)state;
+    struct rowenc_column cols[] = {
+        {"a", PGT_TEXT}, {"b", PGT_TEXT}, {"c", PGT_BIGINT}, {"d", PGT_JSONB}};
+    assert_int_equal(enc(cols, 4, "[null,\"\",null,null]", -1, NULL), 0);
+    assert_string_equal(line_out, "\\N\t\t\\N\t\\N");
+    assert_int_equal(enc(cols, 4, "[\"\",null,0,\"[]\"]", -1, NULL), 0);
+    assert_string_equal(line_out, "\t\\N\t0\t[]");
+}
+
+static void test_text_from_other_json(void **state)
+{
+    (void)state;
+    /* multi-value strings arrive as JSON text in a string and are stored as that text */
+    assert_string_equal(enc1(PGT_TEXT, "\"[\\\"a\\\",\\\"b\\\"]\""), "[\"a\",\"b\"]");
+    assert_string_equal(enc1(PGT_TEXT, "\"[\\\"a\\\\\\\\b\\\"]\""), "[\"a\\\\\\\\b\"]");
+    /* real JSON values in a text column: their JSON text */
+    assert_string_equal(enc1(PGT_TEXT, "[\"a\",\"b\"]"), "[\"a\",\"b\"]");
+    assert_string_equal(enc1(PGT_TEXT, "{\"k\":\"v\\nw\"}"), "{\"k\":\"v\\\\nw\"}");
+    assert_string_equal(enc1(PGT_TEXT, "36"), "36");
+    assert_string_equal(enc1(PGT_TEXT, "1.0E7"), "1.0E7");
+    assert_string_equal(enc1(PGT_TEXT, "true"), "true");
+    assert_string_equal(enc1(PGT_TEXT, "9223372036854775807"), "9223372036854775807");
+}
+
+static void test_bigint(void **state)
+{
+    (void)state;
+    assert_string_equal(enc1(PGT_BIGINT, "36"), "36");
+    assert_string_equal(enc1(PGT_BIGINT, "0"), "0");
+    assert_string_equal(enc1(PGT_BIGINT, "-1"), "-1");
+    assert_string_equal(enc1(PGT_BIGINT, "9223372036854775807"), "9223372036854775807");
+    assert_string_equal(enc1(PGT_BIGINT, "-9223372036854775808"), "-9223372036854775808");
+    assert_string_equal(enc1(PGT_BIGINT, "9007199254740993"), "9007199254740993");
+    assert_string_equal(enc1(PGT_BIGINT, "-9007199254740993"), "-9007199254740993");
+    assert_string_equal(enc1(PGT_BIGINT, "\"9007199254740993\""), "9007199254740993");
+    assert_string_equal(enc1(PGT_BIGINT, "\"-42\""), "-42");
+    assert_string_equal(enc1(PGT_BIGINT, "true"), "1"); /* widened from boolean */
+    assert_string_equal(enc1(PGT_BIGINT, "false"), "0");
+    enc1_fails(PGT_BIGINT, "\"abc\"");
+    enc1_fails(PGT_BIGINT, "\"\"");
+    enc1_fails(PGT_BIGINT, "\"12a\"");
+    enc1_fails(PGT_BIGINT, "\"9223372036854775808\"");
+    enc1_fails(PGT_BIGINT, "9223372036854775808");
+    enc1_fails(PGT_BIGINT, "18446744073709551615");
+    enc1_fails(PGT_BIGINT, "1.5");
+    enc1_fails(PGT_BIGINT, "36.0");
+    enc1_fails(PGT_BIGINT, "[1]");
+    enc1_fails(PGT_BIGINT, "{}");
+}
+
+static void test_double(void **state)
+{
+    (void)state;
+    /* json-c's tokener keeps the text of a parsed double: Druid's Double.toString form is
+     * stored as written, so nothing is lost to re-formatting. */
+    assert_string_equal(enc1(PGT_DOUBLE, "1.0E7"), "1.0E7");
+    assert_string_equal(enc1(PGT_DOUBLE, "1.0E-5"), "1.0E-5");
+    assert_string_equal(enc1(PGT_DOUBLE, "0.1"), "0.1");
+    assert_string_equal(enc1(PGT_DOUBLE, "542.0"), "542.0");
+    assert_string_equal(enc1(PGT_DOUBLE, "-0.0"), "-0.0");
+    assert_string_equal(enc1(PGT_DOUBLE, "4.9E-324"), "4.9E-324");
+    assert_string_equal(enc1(PGT_DOUBLE, "1.7976931348623157E308"), "1.7976931348623157E308");
+    assert_string_equal(enc1(PGT_DOUBLE, "0.30000000000000004"), "0.30000000000000004");
+    assert_string_equal(enc1(PGT_DOUBLE, "36"), "36");
+    assert_string_equal(enc1(PGT_DOUBLE, "9007199254740993"), "9007199254740993");
+    assert_string_equal(enc1(PGT_DOUBLE, "\"NaN\""), "NaN");
+    assert_string_equal(enc1(PGT_DOUBLE, "\"Infinity\""), "Infinity");
+    assert_string_equal(enc1(PGT_DOUBLE, "\"-Infinity\""), "-Infinity");
+    /* json-c's lenient literals too */
+    assert_string_equal(enc1(PGT_DOUBLE, "NaN"), "NaN");
+    assert_string_equal(enc1(PGT_DOUBLE, "-Infinity"), "-Infinity");
+    enc1_fails(PGT_DOUBLE, "\"abc\"");
+    enc1_fails(PGT_DOUBLE, "\"1.5\"");
+    enc1_fails(PGT_DOUBLE, "\"nan\"");
+    enc1_fails(PGT_DOUBLE, "true");
+    enc1_fails(PGT_DOUBLE, "[1.0]");
+    enc1_fails(PGT_DOUBLE, "1e400"); /* PostgreSQL would reject it */
+}
+
+static void test_double_built_by_hand(void **state)
+{
+    (void)state;
+    /* A double that did not come from the tokener has no original text: json-c prints
+     * enough digits to read back the same value. */
+    struct rowenc_column col = {"d", PGT_DOUBLE};
+    struct rowenc *e = rowenc_new(&col, 1, -1, false);
+    struct json_object *row = json_object_new_array();
+    json_object_array_add(row, json_object_new_double(0.1));
+    struct buf out = BUF_INIT;
+    assert_int_equal(rowenc_encode(e, row, &out, NULL, NULL, 0), 0);
+    out.data[out.len - 1] = '\0';
+    assert_true(strtod(out.data, NULL) == 0.1);
+    buf_free(&out);
+    json_object_put(row);
+    rowenc_free(e);
+}
+
+static void test_boolean(void **state)
+{
+    (void)state;
+    assert_string_equal(enc1(PGT_BOOLEAN, "true"), "t");
+    assert_string_equal(enc1(PGT_BOOLEAN, "false"), "f");
+    assert_string_equal(enc1(PGT_BOOLEAN, "1"), "t");
+    assert_string_equal(enc1(PGT_BOOLEAN, "0"), "f");
+    assert_string_equal(enc1(PGT_BOOLEAN, "\"true\""), "t");
+    assert_string_equal(enc1(PGT_BOOLEAN, "\"false\""), "f");
+    assert_string_equal(enc1(PGT_BOOLEAN, "\"TRUE\""), "t");
+    enc1_fails(PGT_BOOLEAN, "2");
+    enc1_fails(PGT_BOOLEAN, "-1");
+    enc1_fails(PGT_BOOLEAN, "\"yes\"");
+    enc1_fails(PGT_BOOLEAN, "\"\"");
+    enc1_fails(PGT_BOOLEAN, "1.0");
+}
+
+static void test_timestamptz(void **state)
+{
+    (void)state;
+    assert_string_equal(enc1(PGT_TIMESTAMPTZ, "\"2015-09-12T00:46:58.771Z\""),
+                        "2015-09-12T00:46:58.771Z");
+    assert_string_equal(enc1(PGT_TIMESTAMPTZ, "\"1999-12-31T16:00:00.000-08:00\""),
+                        "2000-01-01T00:00:00.000Z");
+    assert_string_equal(enc1(PGT_TIMESTAMPTZ, "\"2015-09-12 00:46:58\""),
+                        "2015-09-12T00:46:58.000Z");
+    assert_string_equal(enc1(PGT_TIMESTAMPTZ, "\"2015-09-12T00:46:58.7719Z\""),
+                        "2015-09-12T00:46:58.771Z");
+    assert_string_equal(enc1(PGT_TIMESTAMPTZ, "\"1969-12-31T23:59:59.999Z\""),
+                        "1969-12-31T23:59:59.999Z");
+    assert_string_equal(enc1(PGT_TIMESTAMPTZ, "1442018818771"), "2015-09-12T00:46:58.771Z");
+    assert_string_equal(enc1(PGT_TIMESTAMPTZ, "-1"), "1969-12-31T23:59:59.999Z");
+    assert_string_equal(enc1(PGT_TIMESTAMPTZ, "\"2000-01-01\""), "2000-01-01T00:00:00.000Z");
+    enc1_fails(PGT_TIMESTAMPTZ, "\"yesterday\"");
+    enc1_fails(PGT_TIMESTAMPTZ, "\"\"");
+    enc1_fails(PGT_TIMESTAMPTZ, "1.5");
+    enc1_fails(PGT_TIMESTAMPTZ, "true");
+    /* Druid's legacy minimum cannot be written as a PostgreSQL timestamptz */
+    enc1_fails(PGT_TIMESTAMPTZ, "\"-292275055-05-16T16:47:04.192Z\"");
+}
+
+static void test_date(void **state)
+{
+    (void)state;
+    assert_string_equal(enc1(PGT_DATE, "\"2000-01-01T00:00:00.000Z\""), "2000-01-01");
+    /* under sqlTimeZone=America/Los_Angeles the first 10 characters are the date */
+    assert_string_equal(enc1(PGT_DATE, "\"1999-12-31T00:00:00.000-08:00\""), "1999-12-31");
+    assert_string_equal(enc1(PGT_DATE, "\"2000-01-01\""), "2000-01-01");
+    assert_string_equal(enc1(PGT_DATE, "946684800000"), "2000-01-01");
+    assert_string_equal(enc1(PGT_DATE, "946684799999"), "1999-12-31");
+    assert_string_equal(enc1(PGT_DATE, "-1"), "1969-12-31");
+    enc1_fails(PGT_DATE, "\"2000-13-01T00:00:00.000Z\"");
+    enc1_fails(PGT_DATE, "\"20000-01-01T00:00:00.000Z\"");
+    enc1_fails(PGT_DATE, "false");
+}
+
+static void test_jsonb(void **state)
+{
+    (void)state;
+    /* ARRAY (sqlStringifyArrays) and COMPLEX<json> arrive as JSON text in a string */
+    assert_string_equal(enc1(PGT_JSONB, "\"[1,2]\""), "[1,2]");
+    assert_string_equal(enc1(PGT_JSONB, "\"[\\\"alpha\\\"]\""), "[\"alpha\"]");
+    assert_string_equal(enc1(PGT_JSONB, "\"{\\\"color\\\":\\\"sky blue\\\",\\\"price\\\":542.0}\""),
+                        "{\"color\":\"sky blue\",\"price\":542.0}");
+    /* an escape inside the JSON text gets its backslash doubled for COPY */
+    assert_string_equal(enc1(PGT_JSONB, "\"[\\\"a\\\\nb\\\"]\""), "[\"a\\\\nb\"]");
+    /* real arrays/objects (sqlStringifyArrays:false): compact, doubles as written, '/' kept */
+    assert_string_equal(enc1(PGT_JSONB, "[999.0,null,5.5]"), "[999.0,null,5.5]");
+    assert_string_equal(enc1(PGT_JSONB, "[1, 2 ,\"x\"]"), "[1,2,\"x\"]");
+    assert_string_equal(enc1(PGT_JSONB, "{\"a/b\":{\"c\":[1.0E7,\"😀\"]}}"),
+                        "{\"a/b\":{\"c\":[1.0E7,\"😀\"]}}");
+    assert_string_equal(enc1(PGT_JSONB, "{\"t\":\"x\\ty\"}"), "{\"t\":\"x\\\\ty\"}");
+    assert_string_equal(enc1(PGT_JSONB, "[9223372036854775807]"), "[9223372036854775807]");
+    assert_string_equal(enc1(PGT_JSONB, "42"), "42");
+    assert_string_equal(enc1(PGT_JSONB, "true"), "true");
+}
+
+static void test_row_shape_errors(void **state)
+{
+    (void)state;
+    struct rowenc_column cols[] = {{"__time", PGT_TIMESTAMPTZ}, {"added", PGT_BIGINT}};
+    assert_int_equal(enc(cols, 2, "[\"2015-09-12T00:46:58.771Z\"]", -1, NULL), -1);
+    assert_non_null(strstr(err_out, "1 values for 2 columns"));
+    assert_int_equal(enc(cols, 2, "[\"2015-09-12T00:46:58.771Z\",1,2]", -1, NULL), -1);
+    assert_int_equal(enc(cols, 2, "{\"__time\":1}", -1, NULL), -1);
+    assert_int_equal(enc(cols, 2, "[\"2015-09-12T00:46:58.771Z\",\"x\"]", -1, NULL), -1);
+    assert_non_null(strstr(err_out, "\"added\""));
+    assert_non_null(strstr(err_out, "bigint"));
+
+    /* a failing row leaves earlier output untouched */
+    struct rowenc *e = rowenc_new(cols, 2, 0, true);
+    struct buf out = BUF_INIT;
+    struct json_object *good = json_tokener_parse("[\"2015-09-12T00:46:58.771Z\",36]");
+    struct json_object *bad = json_tokener_parse("[\"2015-09-12T00:46:58.771Z\",\"x\"]");
+    int64_t inc = 0;
+    assert_int_equal(rowenc_encode(e, good, &out, &inc, err_out, sizeof err_out), 0);
+    char *copy = strdup(out.data);
+    size_t len = out.len;
+    inc = 99;
+    assert_int_equal(rowenc_encode(e, bad, &out, &inc, err_out, sizeof err_out), -1);
+    assert_int_equal(out.len, len);
+    assert_string_equal(out.data, copy);
+    assert_int_equal(inc, 99);
+    assert_int_equal(rowenc_rows(e), 1);
+    /* and does not take an occurrence number: the next good row is the second copy */
+    assert_int_equal(rowenc_encode(e, good, &out, &inc, err_out, sizeof err_out), 0);
+    assert_int_equal(rowenc_rows(e), 2);
+    assert_memory_not_equal(out.data, out.data + len, len);
+    assert_int_equal(rowenc_encode(e, bad, &out, &inc, NULL, 0), -1); /* no err buffer */
+    free(copy);
+    json_object_put(good);
+    json_object_put(bad);
+    buf_free(&out);
+    rowenc_free(e);
+}
+
+static void test_incremental_value(void **state)
+{
+    (void)state;
+    struct rowenc_column cols[] = {{"x", PGT_TEXT}, {"__time", PGT_TIMESTAMPTZ}};
+    int64_t inc = 0;
+    assert_int_equal(enc(cols, 2, "[\"a\",\"2015-09-12T00:46:58.771Z\"]", 1, &inc), 0);
+    assert_int_equal(inc, 1442018818771LL);
+    assert_int_equal(enc(cols, 2, "[\"a\",\"1969-12-31T23:59:59.999Z\"]", 1, &inc), 0);
+    assert_int_equal(inc, -1);
+    assert_int_equal(enc(cols, 2, "[\"a\",1442018818771]", 1, &inc), 0);
+    assert_int_equal(inc, 1442018818771LL);
+    assert_int_equal(enc(cols, 2, "[\"a\",null]", 1, &inc), 0);
+    assert_int_equal(inc, INT64_MIN);
+    inc = 5;
+    assert_int_equal(enc(cols, 2, "[\"a\",\"2015-09-12T00:46:58.771Z\"]", -1, &inc), 0);
+    assert_int_equal(inc, INT64_MIN); /* no incremental column */
+    assert_int_equal(enc(cols, 2, "[\"a\",\"2015-09-12T00:46:58.771Z\"]", 1, NULL), 0);
+    /* a bigint incremental column */
+    struct rowenc_column lc[] = {{"seq", PGT_BIGINT}};
+    assert_int_equal(enc(lc, 1, "[-9223372036854775807]", 0, &inc), 0);
+    assert_int_equal(inc, -9223372036854775807LL);
+    assert_int_equal(enc(lc, 1, "[\"77\"]", 0, &inc), 0);
+    assert_int_equal(inc, 77);
+    /* text incremental column holding something that is not a time */
+    struct rowenc_column tc[] = {{"when", PGT_TEXT}};
+    assert_int_equal(enc(tc, 1, "[\"soon\"]", 0, &inc), -1);
+    assert_non_null(strstr(err_out, "\"when\""));
+}
+
+static void test_copy_escape_direct(void **state)
+{
+    (void)state;
+    struct buf b = BUF_INIT;
+    char all[32];
+    for (int i = 0; i < 32; i++)
+        all[i] = (char)i;
+    rowenc_copy_escape(&b, all, sizeof all);
+    assert_string_equal(b.data, "\\000\\001\\002\\003\\004\\005\\006\\007\\b\\t\\n\\v\\f\\r"
+                                "\\016\\017\\020\\021\\022\\023\\024\\025\\026\\027\\030\\031"
+                                "\\032\\033\\034\\035\\036\\037");
+    buf_reset(&b);
+    rowenc_copy_escape(&b, "", 0);
+    assert_int_equal(b.len, 0);
+    rowenc_copy_escape(&b, "\\\\", 2);
+    assert_string_equal(b.data, "\\\\\\\\");
+    buf_free(&b);
+
+    uint8_t id[16];
+    for (int i = 0; i < 16; i++)
+        id[i] = (uint8_t)(i * 17);
+    char s[37];
+    rowenc_format_uuid(id, s);
+    assert_string_equal(s, "00112233-4455-6677-8899-aabbccddeeff");
+}
+
+/* ---- identity ---- */
+
+/* Encodes rows (JSON texts) in one slice; writes each row's id (36 chars + NUL). */
+static void ids_for(const struct rowenc_column *cols, size_t ncols, const char *const *rows,
+                    size_t nrows, char (*ids)[37])
+{
+    struct rowenc *e = rowenc_new(cols, ncols, -1, true);
+    assert_non_null(e);
+    rowenc_reset(e);
+    struct buf out = BUF_INIT;
+    for (size_t i = 0; i < nrows; i++) {
+        struct json_object *row = json_tokener_parse(rows[i]);
+        buf_reset(&out);
+        if (rowenc_encode(e, row, &out, NULL, err_out, sizeof err_out))
+            fail_msg("%s", err_out);
+        /* the id is the last field */
+        assert_true(out.len >= 37);
+        memcpy(ids[i], out.data + out.len - 37, 36);
+        ids[i][36] = '\0';
+        if (ncols)
+            assert_int_equal(out.data[out.len - 38], '\t');
+        json_object_put(row);
+    }
+    assert_int_equal(rowenc_rows(e), nrows);
+    buf_free(&out);
+    rowenc_free(e);
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+static const struct rowenc_column wiki_cols[] = {
+    {"__time", PGT_TIMESTAMPTZ}, {"channel", PGT_TEXT}, {"added", PGT_BIGINT},
+    {"isRobot", PGT_BOOLEAN},    {"delta", PGT_DOUBLE},
+};
+static const char *const wiki_rows[] = {
+    "[\"2015-09-12T00:46:58.771Z\",\"#en.wikipedia\",36,false,1.0]",
+    "[\"2015-09-12T00:46:58.771Z\",\"#en.wikipedia\",36,false,1.0]",
+    "[\"2015-09-12T00:46:58.771Z\",\"#ca.wikipedia\",17,true,null]",
+    "[\"2015-09-12T00:46:58.771Z\",\"#en.wikipedia\",36,false,1.0]",
+    "[\"2015-09-12T00:47:00.496Z\",null,0,null,-3.5]",
+};
+#define NWIKI (sizeof wiki_rows / sizeof *wiki_rows)
+
+static void test_ids_format_and_duplicates(void **state)
+{
+    (void)state;
+    char ids[NWIKI][37];
+    ids_for(wiki_cols, 5, wiki_rows, NWIKI, ids);
+    for (size_t i = 0; i < NWIKI; i++) {
+        /* 8-4-4-4-12 lowercase hex, version 8, variant 10 */
+        assert_int_equal(strlen(ids[i]), 36);
+        for (int k = 0; k < 36; k++) {
+            char c = ids[i][k];
+            if (k == 8 || k == 13 || k == 18 || k == 23)
+                assert_int_equal(c, '-');
+            else
+                assert_true((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+        }
+        assert_int_equal(ids[i][14], '8');
+        assert_non_null(strchr("89ab", ids[i][19]));
+        for (size_t j = 0; j < i; j++)
+            assert_string_not_equal(ids[i], ids[j]); /* identical rows get distinct ids */
+    }
+}
+
+static void test_ids_stable(void **state)
+{
+    (void)state;
+    char a[NWIKI][37], b[NWIKI][37];
+    ids_for(wiki_cols, 5, wiki_rows, NWIKI, a);
+    ids_for(wiki_cols, 5, wiki_rows, NWIKI, b);
+    for (size_t i = 0; i < NWIKI; i++)
+        assert_string_equal(a[i], b[i]);
+
+    /* the same rows in another order: the same multiset of ids */
+    const char *rev[NWIKI];
+    for (size_t i = 0; i < NWIKI; i++)
+        rev[i] = wiki_rows[NWIKI - 1 - i];
+    ids_for(wiki_cols, 5, rev, NWIKI, b);
+    qsort(a, NWIKI, sizeof *a, cmp_id);
+    qsort(b, NWIKI, sizeof *b, cmp_id);
+    for (size_t i = 0; i < NWIKI; i++)
+        assert_string_equal(a[i], b[i]);
+}
+
+static void test_ids_pinned(void **state)
+{
+    (void)state;
+    /* The id definition, recomputed here from its parts: content = XXH3-128 over
+     * name\0text\0 of the non-NULL fields in name order; id = XXH3-128 with the seed over
+     * the big-endian content hash and the big-endian occurrence number. */
+    struct rowenc_column cols[] = {{"b", PGT_BIGINT}, {"a", PGT_TEXT}, {"n", PGT_TEXT}};
+    const char *rows[] = {"[7,\"x\\ty\",null]", "[7,\"x\\ty\",null]"};
+    char ids[2][37];
+    ids_for(cols, 3, rows, 2, ids);
+    static const char content_in[] = "a\0x\\ty\0b\0007\0";
+    XXH128_hash_t content = XXH3_128bits(content_in, sizeof content_in - 1);
+    for (uint64_t occ = 0; occ < 2; occ++) {
+        uint8_t in[24];
+        XXH128_canonical_t c;
+        XXH128_canonicalFromHash(&c, content);
+        memcpy(in, c.digest, 16);
+        for (int i = 0; i < 8; i++)
+            in[16 + i] = (uint8_t)(occ >> (56 - 8 * i));
+        XXH128_canonicalFromHash(&c, XXH3_128bits_withSeed(in, 24, 0x64727569642d6964ULL));
+        c.digest[6] = (uint8_t)((c.digest[6] & 0x0f) | 0x80);
+        c.digest[8] = (uint8_t)((c.digest[8] & 0x3f) | 0x80);
+        char want[37];
+        rowenc_format_uuid(c.digest, want);
+        assert_string_equal(ids[occ], want);
+    }
+}
+
+static void test_ids_schema_drift(void **state)
+{
+    (void)state;
+    char a[NWIKI][37], b[NWIKI][37];
+    ids_for(wiki_cols, 5, wiki_rows, NWIKI, a);
+
+    /* a new column that is NULL in every row, placed first: ids unchanged */
+    struct rowenc_column more[6] = {{"aaa_new", PGT_TEXT}};
+    memcpy(more + 1, wiki_cols, sizeof wiki_cols);
+    const char *rows6[NWIKI];
+    char store[NWIKI][256];
+    for (size_t i = 0; i < NWIKI; i++) {
+        snprintf(store[i], sizeof store[i], "[null,%s", wiki_rows[i] + 1);
+        rows6[i] = store[i];
+    }
+    ids_for(more, 6, rows6, NWIKI, b);
+    for (size_t i = 0; i < NWIKI; i++)
+        assert_string_equal(a[i], b[i]);
+
+    /* the same columns in another order: ids unchanged */
+    struct rowenc_column swapped[] = {
+        {"delta", PGT_DOUBLE},    {"added", PGT_BIGINT},       {"channel", PGT_TEXT},
+        {"isRobot", PGT_BOOLEAN}, {"__time", PGT_TIMESTAMPTZ},
+    };
+    const char *rows_sw[] = {
+        "[1.0,36,\"#en.wikipedia\",false,\"2015-09-12T00:46:58.771Z\"]",
+        "[1.0,36,\"#en.wikipedia\",false,\"2015-09-12T00:46:58.771Z\"]",
+        "[null,17,\"#ca.wikipedia\",true,\"2015-09-12T00:46:58.771Z\"]",
+        "[1.0,36,\"#en.wikipedia\",false,\"2015-09-12T00:46:58.771Z\"]",
+        "[-3.5,0,null,null,\"2015-09-12T00:47:00.496Z\"]",
+    };
+    ids_for(swapped, 5, rows_sw, NWIKI, b);
+    for (size_t i = 0; i < NWIKI; i++)
+        assert_string_equal(a[i], b[i]);
+
+    /* a changed value changes the id */
+    const char *changed[] = {"[\"2015-09-12T00:46:58.771Z\",\"#en.wikipedia\",37,false,1.0]"};
+    ids_for(wiki_cols, 5, changed, 1, b);
+    assert_string_not_equal(a[0], b[0]);
+    /* NULL and empty string are different rows */
+    const char *n1[] = {"[\"2015-09-12T00:47:00.496Z\",null,0,null,-3.5]"};
+    const char *n2[] = {"[\"2015-09-12T00:47:00.496Z\",\"\",0,null,-3.5]"};
+    ids_for(wiki_cols, 5, n1, 1, a);
+    ids_for(wiki_cols, 5, n2, 1, b);
+    assert_string_not_equal(a[0], b[0]);
+}
+
+static void test_ids_reset_and_many(void **state)
+{
+    (void)state;
+    /* 3000 identical rows and 20000 distinct ones: every id distinct (table growth) */
+    struct rowenc_column cols[] = {{"k", PGT_BIGINT}};
+    struct rowenc *e = rowenc_new(cols, 1, -1, true);
+    struct buf out = BUF_INIT;
+    size_t n = 23000;
+    char(*ids)[37] = malloc(n * sizeof *ids);
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *row = json_object_new_array();
+        json_object_array_add(row, json_object_new_int64(i < 3000 ? -1 : (int64_t)i));
+        buf_reset(&out);
+        assert_int_equal(rowenc_encode(e, row, &out, NULL, NULL, 0), 0);
+        memcpy(ids[i], out.data + out.len - 37, 36);
+        ids[i][36] = '\0';
+        json_object_put(row);
+    }
+    assert_int_equal(rowenc_rows(e), n);
+    char first[37];
+    memcpy(first, ids[0], 37);
+    qsort(ids, n, sizeof *ids, cmp_id);
+    for (size_t i = 1; i < n; i++)
+        assert_string_not_equal(ids[i - 1], ids[i]);
+
+    /* after a reset the occurrence numbers start again */
+    rowenc_reset(e);
+    assert_int_equal(rowenc_rows(e), 0);
+    struct json_object *row = json_tokener_parse("[-1]");
+    buf_reset(&out);
+    assert_int_equal(rowenc_encode(e, row, &out, NULL, NULL, 0), 0);
+    assert_memory_equal(out.data + out.len - 37, first, 36);
+    assert_memory_equal(out.data, "-1\t", 3);
+    json_object_put(row);
+    free(ids);
+    buf_free(&out);
+    rowenc_free(e);
+}
+
+static void test_full_line(void **state)
+{
+    (void)state;
+    /* a whole wikiticker-like line, with the id */
+    struct rowenc *e = rowenc_new(wiki_cols, 5, 0, true);
+    struct json_object *row = json_tokener_parse(wiki_rows[0]);
+    struct buf out = BUF_INIT;
+    int64_t inc;
+    assert_int_equal(rowenc_encode(e, row, &out, &inc, NULL, 0), 0);
+    assert_int_equal(inc, 1442018818771LL);
+    assert_int_equal(out.len, strlen("2015-09-12T00:46:58.771Z\t#en.wikipedia\t36\tf\t1.0\t") + 37);
+    assert_memory_equal(out.data, "2015-09-12T00:46:58.771Z\t#en.wikipedia\t36\tf\t1.0\t", 48);
+    assert_int_equal(out.data[out.len - 1], '\n');
+    json_object_put(row);
+    buf_free(&out);
+    rowenc_free(e);
+
+    /* zero columns: just the id */
+    e = rowenc_new(NULL, 0, -1, true);
+    row = json_object_new_array();
+    assert_int_equal(rowenc_encode(e, row, &out, NULL, NULL, 0), 0);
+    assert_int_equal(out.len, 37);
+    json_object_put(row);
+    buf_free(&out);
+    rowenc_free(e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_text_escaping),
+        cmocka_unit_test(test_null_vs_empty),
+        cmocka_unit_test(test_text_from_other_json),
+        cmocka_unit_test(test_bigint),
+        cmocka_unit_test(test_double),
+        cmocka_unit_test(test_double_built_by_hand),
+        cmocka_unit_test(test_boolean),
+        cmocka_unit_test(test_timestamptz),
+        cmocka_unit_test(test_date),
+        cmocka_unit_test(test_jsonb),
+        cmocka_unit_test(test_row_shape_errors),
+        cmocka_unit_test(test_incremental_value),
+        cmocka_unit_test(test_copy_escape_direct),
+        cmocka_unit_test(test_ids_format_and_duplicates),
+        cmocka_unit_test(test_ids_stable),
+        cmocka_unit_test(test_ids_pinned),
+        cmocka_unit_test(test_ids_schema_drift),
+        cmocka_unit_test(test_ids_reset_and_many),
+        cmocka_unit_test(test_full_line),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
