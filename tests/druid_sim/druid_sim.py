@@ -432,9 +432,12 @@ def err_order_by(cols):
         legacy_class="org.apache.calcite.plan.RelOptPlanner$CannotPlanException")
 
 
-def err_unknown_table(name, sql="", pos=0, endpos=0):
+def err_unknown_table(name, sql="", pos=0, endpos=0, within=None):
     ctx = _sql_ctx(sql, pos, endpos) if sql else {}
-    if ctx:
+    if within:
+        # Calcite's wording for a qualified name in a known schema.
+        msg = "Object '%s' not found within '%s'" % (name, within)
+    elif ctx:
         msg = "Object '%s' not found (line [%s], column [%s])" % (name, ctx["line"], ctx["column"])
     else:
         msg = "Object '%s' not found" % name
@@ -1846,12 +1849,12 @@ class Planner:
             if schema == "druid":
                 t = st.tables.get(name)
                 if t is None or t.hidden:
-                    raise err_unknown_table(name, self.sql, toks[1].pos, toks[1].end)
+                    raise err_unknown_table(name, self.sql, toks[1].pos, toks[1].end, within=schema)
                 return t
             if schema in ("INFORMATION_SCHEMA", "sys"):
                 t = st.system.get((schema, name))
                 if t is None:
-                    raise err_unknown_table(name, self.sql, toks[1].pos, toks[1].end)
+                    raise err_unknown_table(name, self.sql, toks[1].pos, toks[1].end, within=schema)
                 return t
             raise err_unknown_table(schema, self.sql, toks[0].pos, toks[0].end)
         name = parts[0]
@@ -2456,7 +2459,7 @@ class Handler(BaseHTTPRequestHandler):
             if fault.get("retry_after") is not None:
                 id_headers.append(("Retry-After", str(fault["retry_after"])))
                 headers.append(("Retry-After", str(fault["retry_after"])))
-            if kind == "delay":
+            if kind == "delay" and not int(fault.get("after_rows") or 0):
                 end = time.time() + float(fault.get("delay_seconds", 1))
                 while time.time() < end:
                     if run.cancelled.is_set():
@@ -2505,6 +2508,11 @@ class Handler(BaseHTTPRequestHandler):
         limit_rows = None
         if fault and fault.get("kind") in ("truncate", "reset"):
             limit_rows = int(fault.get("after_rows", 0))
+        # A delay fault with after_rows stalls mid-stream (after the 200 went out),
+        # so cancellation and timeouts can hit a query that is already streaming.
+        stall_at = None
+        if fault and fault.get("kind") == "delay" and int(fault.get("after_rows") or 0):
+            stall_at = int(fault["after_rows"])
         sent = 0
         complete = False
         try:
@@ -2522,6 +2530,10 @@ class Handler(BaseHTTPRequestHandler):
                 for row in batch:
                     if limit_rows is not None and sent >= limit_rows:
                         raise Abort(fault["kind"])
+                    if stall_at is not None and sent == stall_at:
+                        stall_at = None
+                        body.flush()
+                        self._stall(float(fault.get("delay_seconds", 1)), run, deadline)
                     if run.cancelled.is_set():
                         if not body.started:
                             return fail(err_cancelled(qid))
@@ -2566,6 +2578,12 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             rec["complete"] = complete
             rec["finished"] = time.time()
+
+    @staticmethod
+    def _stall(seconds, run, deadline):
+        end = time.time() + seconds
+        while time.time() < end and not run.cancelled.is_set() and not (deadline and time.time() >= deadline):
+            time.sleep(0.02)
 
     @staticmethod
     def _sqlite_error(e):

@@ -343,6 +343,56 @@ class SimTest(unittest.TestCase):
         self.assertEqual(json.loads(out["r"][2])["category"], "CANCELED")
         self.assertGreaterEqual(self.sim.stats()["max_inflight"], 1)
 
+    def test_cancel_and_timeout_mid_stream(self):
+        # 200 already sent: the body simply stops, without the end marker.
+        self.sim.fault("delay", match="cnt3", after_rows=1, delay_seconds=5)
+        out = {}
+        th = threading.Thread(target=lambda: out.update(r=self.q("SELECT cnt FROM cnt3", header=False,
+                                                                 context={"sqlQueryId": "c2"})))
+        th.start()
+        for _ in range(200):
+            if any(q["rows_sent"] for q in self.sim.queries() if q["context"].get("sqlQueryId") == "c2"):
+                break
+            time.sleep(0.02)
+        self.assertEqual(self.sim.request("DELETE", "/druid/v2/sql/c2")[0], 202)
+        th.join()
+        self.assertEqual(out["r"][0], 200)
+        self.assertEqual(out["r"][2], b"[1]")
+        self.sim.fault("delay", match="cnt3", after_rows=2, delay_seconds=5)
+        t0 = time.time()
+        st, _h, body = self.q("SELECT cnt FROM cnt3", fmt="array", header=False, context={"timeout": 300})
+        self.assertEqual((st, body), (200, b"[[1],[1]"))
+        self.assertLess(time.time() - t0, 3)
+
+    def test_concurrent_queries_and_mutations(self):
+        self.sim.fault("delay", match="/*conc*/", delay_seconds=0.5, times=4)
+        results = []
+
+        def run():
+            results.append(self.q("SELECT /*conc*/ COUNT(*) FROM wikipedia", header=False))
+
+        def scan():
+            results.append(self.q("SELECT * FROM wikipedia", header=False))
+
+        ths = [threading.Thread(target=run) for _ in range(4)] + [threading.Thread(target=scan) for _ in range(2)]
+        for t in ths:
+            t.start()
+        # Mutate other datasources while the scans stream.
+        for i in range(5):
+            self.sim.datasource("churn", [("__time", TS), ("v", "BIGINT")], [{"__time": i, "v": i}] * 100)
+            self.sim.append("churn", [{"__time": 5, "v": 1}])
+        self.sim.drop("churn")
+        for t in ths:
+            t.join()
+        self.assertEqual(sorted(r[0] for r in results), [200] * 6)
+        for st, _h, body in results:
+            if body.startswith(b"[39244]"):
+                self.assertEqual(body, b"[39244]\n\n")
+            else:
+                self.assertEqual(body.count(b"\n"), 39244 + 1)
+                self.assertTrue(body.endswith(b"]\n\n"))
+        self.assertGreaterEqual(self.sim.stats()["max_inflight"], 4)
+
     # -- metadata (section 6)
     def test_information_schema(self):
         rows = lines(self.body_of('SELECT * FROM INFORMATION_SCHEMA.TABLES WHERE "TABLE_SCHEMA" = ?',
@@ -457,6 +507,22 @@ class SimTest(unittest.TestCase):
                                   '"my ""odd"" data source" WHERE "ts2" < ? GROUP BY 1',
                                   params=[(TS, "2022-01-01 00:00:02")], header=False))
         self.assertEqual(rows, [["2022-01-01T00:00:00.000Z", 1], ["2022-01-01T00:00:01.000Z", 1]])
+
+    def test_load_control_and_schema_inference(self):
+        path = os.path.join(SHARED, "wikipedia-2016-06-27.first500.json")
+        if not os.path.exists(path):
+            self.skipTest("no 2016 sample")
+        cols = dict(self.sim.load("wp2016", path, limit=100)["columns"])
+        self.assertEqual((cols["__time"], cols["isRobot"], cols["added"], cols["deltaBucket"], cols["cityName"]),
+                         ("TIMESTAMP", "VARCHAR", "BIGINT", "DOUBLE", "VARCHAR"))
+        self.assertEqual(lines(self.body_of("SELECT COUNT(*), MIN(__time) FROM druid.wp2016", header=False)),
+                         [[100, "2016-06-27T00:00:11.080Z"]])
+        self.assertEqual(lines(self.body_of('SELECT "isRobot", "deltaBucket" FROM wp2016 LIMIT 1', header=False)),
+                         [["true", 0.0]])
+        self.assertIn(b'"true",0.0]', self.body_of('SELECT "isRobot", "deltaBucket" FROM wp2016 LIMIT 1'))
+        e = self.assert_error("SELECT * FROM druid.nope", 400)
+        self.assertEqual(e["errorMessage"], "Object 'nope' not found within 'druid'")
+        self.sim.drop("wp2016")
 
     def test_status_and_log(self):
         self.assertEqual(self.sim.request("GET", "/status/health")[2], b"true")
