@@ -1907,8 +1907,14 @@ class Planner:
             for g in q.group:
                 gs.append(self.group_or_order_key(g, names, exprs, prefer_column=True))
             parts.append("GROUP BY " + ", ".join(gs))
-        if q.having is not None:
-            parts.append("HAVING " + self.expr(q.having)[0])
+        having = self.expr(q.having)[0] if q.having is not None else None
+        if (not grouped and select_has_aggs and self.table is not None and self.table.schema != "druid"):
+            # Druid answers a key-less aggregate over an empty system table with no
+            # row at all (live: SELECT COUNT(*) FROM sys.supervisors gave [["c"]]);
+            # over a datasource it is a timeseries and gives one row, like SQLite.
+            having = "COUNT(*) > 0" + (" AND (%s)" % having if having else "")
+        if having is not None:
+            parts.append("HAVING " + having)
         aggregating = grouped or select_has_aggs or self.has_aggs or q.distinct
         if q.order:
             os_ = []

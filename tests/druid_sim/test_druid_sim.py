@@ -520,6 +520,10 @@ class SimTest(unittest.TestCase):
         self.assertEqual(lines(self.body_of('SELECT "isRobot", "deltaBucket" FROM wp2016 LIMIT 1', header=False)),
                          [["true", 0.0]])
         self.assertIn(b'"true",0.0]', self.body_of('SELECT "isRobot", "deltaBucket" FROM wp2016 LIMIT 1'))
+        self.assertEqual(self.body_of("SELECT COUNT(*) AS c FROM sys.supervisors"), b'["c"]\n\n')
+        self.assertEqual(self.body_of("SELECT COUNT(*) AS c FROM wp2016 WHERE page = 'x'"), b'["c"]\n[0]\n\n')
+        self.assertEqual(self.body_of("SELECT page FROM wp2016 LIMIT ?", params=[("INTEGER", 1)], header=False),
+                         b'["Salo Toraut"]\n\n')
         e = self.assert_error("SELECT * FROM druid.nope", 400)
         self.assertEqual(e["errorMessage"], "Object 'nope' not found within 'druid'")
         self.sim.drop("wp2016")
