@@ -154,7 +154,8 @@ int plan_slices(struct plan *p, struct plan_slice **out, size_t *nout)
     *nout = 0;
     if (p->npend)
         return -1;
-    qsort(p->b, p->n, sizeof *p->b, cmp_bucket);
+    if (p->n)
+        qsort(p->b, p->n, sizeof *p->b, cmp_bucket);
     /* at most one slice per bucket, plus the first */
     struct plan_slice *s = malloc((p->n + 1) * sizeof *s);
     if (!s)
