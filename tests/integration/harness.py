@@ -118,10 +118,15 @@ class Env:
             json.dump(cfg, f)
         return cfg
 
-    def run(self, *args, timeout=300, check_exit=None):
-        """Runs druid-syncd with the current config; returns (exit code, stderr)."""
+    def run(self, *args, timeout=300, check_exit=None, env=None):
+        """Runs druid-syncd with the current config; returns (exit code, stderr).
+        env: extra environment variables for the process."""
+        e = None
+        if env:
+            e = dict(os.environ)
+            e.update(env)
         p = subprocess.run([BIN, "-c", self.config_path] + list(args), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, timeout=timeout)
+                           stderr=subprocess.PIPE, text=True, timeout=timeout, env=e)
         if check_exit is not None and p.returncode != check_exit:
             raise AssertionError(
                 f"druid-syncd exited {p.returncode}, expected {check_exit}\n{p.stderr[-6000:]}")
@@ -158,3 +163,99 @@ def wait_for(pred, timeout=60, interval=0.1, what="condition"):
 
 def main():
     unittest.main(verbosity=2)
+
+
+# ---------------------------------------------------------------------------
+# Helpers shared by the test modules (added with the integration tests).
+# ---------------------------------------------------------------------------
+
+def run_bin(argv, env=None, timeout=60, stdin=None):
+    """Runs druid-syncd with exactly `argv` (no implied -c); returns CompletedProcess."""
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([BIN] + list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=timeout, env=e, stdin=stdin)
+
+
+def tbl(name, schema="druid"):
+    """schema-qualified, quoted table name."""
+    return qident(schema) + "." + qident(name)
+
+
+def table_exists(pg, name, schema="druid"):
+    return pg.scalar(
+        "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = %s"
+        % (sqlstr(schema), sqlstr(name))) == "1"
+
+
+def sqlstr(s):
+    """A PostgreSQL string literal (E'' free, standard_conforming_strings on)."""
+    return "'" + s.replace("'", "''") + "'"
+
+
+def snapshot(pg, name, schema="druid"):
+    """Every row of a synced table with its xmin, ordered by id: equal snapshots mean
+    nothing was written (not even an identical UPDATE)."""
+    return pg.psql("SELECT t.xmin::text, t._druid_id::text, row_to_json(t)::text FROM %s t ORDER BY 2"
+                   % tbl(name, schema))
+
+
+def state_row(pg, datasource, schema="druid"):
+    """The druid_syncd_state row of a datasource as a dict (None if absent)."""
+    v = pg.scalar("SELECT row_to_json(s)::text FROM %s s WHERE datasource = %s"
+                  % (tbl("druid_syncd_state", schema), sqlstr(datasource)))
+    return None if v is None else json.loads(v)
+
+
+def pg_column_types(pg, name, schema="druid"):
+    """{column: data_type} from PostgreSQL's information_schema."""
+    rows = pg.psql("SELECT column_name, data_type, is_nullable FROM information_schema.columns"
+                   " WHERE table_schema = %s AND table_name = %s" % (sqlstr(schema), sqlstr(name)))
+    return {r[0]: r[1] for r in rows}
+
+
+def ms_iso(ms):
+    """Epoch millis -> 2015-09-12T00:46:58.771Z."""
+    import datetime
+    d = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(milliseconds=ms)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (ms % 1000)
+
+
+def iso_ms(s):
+    """ISO-8601 UTC text -> epoch millis."""
+    import datetime
+    d = datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=datetime.timezone.utc)
+    delta = d - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    return (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+PG_ISO_MS = "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'"
+
+
+def pg_iso(col):
+    """SQL expression: a timestamptz column as ISO UTC text with milliseconds."""
+    return "to_char(%s AT TIME ZONE 'UTC', %s)" % (col, PG_ISO_MS)
+
+
+def slice_match(sim, datasource):
+    """The text of the daemon's slice query up to its FROM clause (a fault `match` that hits
+    slice reads but not the COUNT planning queries). Needs one earlier sync of `datasource`;
+    falls back to 'FROM "ds"'."""
+    frm = "FROM " + qident(datasource)
+    for q in reversed(sim.queries()):
+        sql = q.get("sql") or ""
+        if frm in sql and "COUNT(" not in sql.upper() and "INFORMATION_SCHEMA" not in sql.upper():
+            return sql[:sql.index(frm) + len(frm)]
+    return frm
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 with nothing listening on it."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
