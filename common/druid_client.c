@@ -62,6 +62,7 @@ struct sockctx {
     uv_poll_t poll;
     curl_socket_t fd;
     struct druid_client *c;
+    bool closing;
 };
 
 static void check_done(struct druid_client *c);
@@ -97,8 +98,11 @@ static int on_curl_socket(CURL *e, curl_socket_t s, int what, void *userp, void 
     (void)e;
     struct druid_client *c = userp;
     struct sockctx *sc = socketp;
+    if (sc && sc->closing)
+        return 0; /* curl_multi_cleanup may report a socket we already let go of */
     if (what == CURL_POLL_REMOVE) {
         if (sc) {
+            sc->closing = true;
             uv_poll_stop(&sc->poll);
             uv_close((uv_handle_t *)&sc->poll, free_sockctx);
             curl_multi_assign(c->multi, s, NULL);

@@ -27,6 +27,7 @@ struct app {
     struct pgsink *sink;
     struct sched *sched;
     uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t exit_timer; /* teardown runs from here, never inside a module's callback */
     bool once;
     bool cli_log_level;
     int exit_code;
@@ -54,6 +55,7 @@ static void usage(FILE *f)
 
 static void close_all(struct app *a)
 {
+    uv_close((uv_handle_t *)&a->exit_timer, NULL);
     uv_close((uv_handle_t *)&a->sig_term, NULL);
     uv_close((uv_handle_t *)&a->sig_int, NULL);
     uv_close((uv_handle_t *)&a->sig_hup, NULL);
@@ -63,18 +65,29 @@ static void close_all(struct app *a)
     pgsink_free(a->sink);
 }
 
+static void on_exit_timer(uv_timer_t *t)
+{
+    close_all(t->data);
+}
+
+/* Ends the loop soon: the modules are freed after the callback that asked has returned. */
+static void request_exit(struct app *a, int code)
+{
+    if (code > a->exit_code)
+        a->exit_code = code;
+    uv_timer_start(&a->exit_timer, on_exit_timer, 0, 0);
+}
+
 static void on_finished(void *ud, int code)
 {
-    struct app *a = ud;
-    a->exit_code = code;
-    close_all(a);
+    request_exit(ud, code);
 }
 
 static void on_stop_signal(uv_signal_t *h, int signum)
 {
     struct app *a = h->data;
     if (!a->sched) {
-        close_all(a);
+        request_exit(a, 0);
         return;
     }
     if (a->stopping) {
@@ -137,12 +150,11 @@ static void on_sink_started(void *ud, const char *err)
     if (err) {
         log_error("pg", "PostgreSQL is not usable: %s", err);
         notify_status("start-up failed: PostgreSQL: %s", err);
-        a->exit_code = 1;
-        close_all(a);
+        request_exit(a, 1);
         return;
     }
     if (a->stopping) {
-        close_all(a);
+        request_exit(a, a->exit_code);
         return;
     }
     log_info("pg", "PostgreSQL ready; destination schema \"%s\"", a->cfg->destination_schema);
@@ -245,6 +257,8 @@ int main(int argc, char **argv)
     }
     struct sched_opts so = {a.once, (const char *const *)only, on_finished, &a};
     a.sched = sched_new(&a.loop, a.cfg, a.druid, a.sink, &so);
+    uv_timer_init(&a.loop, &a.exit_timer);
+    a.exit_timer.data = &a;
     uv_signal_init(&a.loop, &a.sig_term);
     uv_signal_init(&a.loop, &a.sig_int);
     uv_signal_init(&a.loop, &a.sig_hup);

@@ -557,6 +557,7 @@ static void slice_on_commit(void *ud, const char *err, const struct pgsink_slice
     d->rows_read += res->copied;
     d->inserted += res->inserted;
     d->vanished += res->vanished;
+    d->fast_slices += res->fast;
     log_debug("sched",
               "%s: slice %zu committed: %" PRId64 " rows, %" PRId64 " new, %" PRId64 " vanished",
               d->name, r->idx + 1, res->copied, res->inserted, res->vanished);
@@ -1369,6 +1370,11 @@ void sched_stop(struct sched *s, double timeout_seconds)
     check_finished(s);
 }
 
+static void free_dsync(uv_handle_t *h)
+{
+    free(h->data);
+}
+
 void sched_free(struct sched *s)
 {
     if (!s)
@@ -1381,7 +1387,7 @@ void sched_free(struct sched *s)
         ds_reset_cycle(d);
         free_cols(d->cols, d->ncols);
         free(d->name);
-        uv_close((uv_handle_t *)&d->timer, (uv_close_cb)free);
+        uv_close((uv_handle_t *)&d->timer, free_dsync);
     }
     uv_close((uv_handle_t *)&s->disc_timer, NULL);
     uv_close((uv_handle_t *)&s->stop_timer, NULL);

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
+
 enum op {
     OP_NONE,
     OP_CONNECT,
@@ -103,6 +105,13 @@ static void fail(struct pgconn *c, const char *msg)
     }
 }
 
+/* Server notices (e.g. "relation already exists, skipping") go to the debug log. */
+static void on_notice(void *arg, const char *msg)
+{
+    (void)arg;
+    log_debug("pg", "%s", msg);
+}
+
 static void continue_connect(struct pgconn *c)
 {
     switch (PQconnectPoll(c->pg)) {
@@ -114,6 +123,7 @@ static void continue_connect(struct pgconn *c)
         return;
     case PGRES_POLLING_OK:
         PQsetnonblocking(c->pg, 1);
+        PQsetNoticeProcessor(c->pg, on_notice, NULL);
         c->op = OP_NONE;
         watch(c, 0);
         c->connect_cb(c->ud, NULL);

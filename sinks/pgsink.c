@@ -64,44 +64,31 @@ static struct dstable *find_table(struct pgsink *s, const char *ds)
     return NULL;
 }
 
-/* "ISO" text for a bound, for parameters; NULL when unbounded */
-static const char *bound_text(int64_t ms, char *out)
+/* Appends the condition "[alias.]col >= $n AND [alias.]col < $n+1" for the slice range
+ * (only the bounds that exist) and fills p with their parameters; returns how many. */
+static int range_sql(struct buf *b, const struct dstable *t, const char *alias, int64_t lo,
+                     int64_t hi, int first, char lob[TIME_ISO_MAX], char hib[TIME_ISO_MAX],
+                     const char **p)
 {
-    if (ms == INT64_MIN || ms == INT64_MAX)
-        return NULL;
-    time_format_iso_ms(ms, out);
-    return out;
-}
-
-/* WHERE condition over the slice column, with $first and $first+1 as bounds */
-static void range_cond(struct buf *b, const struct dstable *t, const char *alias, int64_t lo,
-                       int64_t hi, int first)
-{
-    bool any = false;
+    int n = 0;
     if (t->slice_column && lo != INT64_MIN) {
         buf_printf(b, "%s%s", alias, alias[0] ? "." : "");
         sqlident_quote(b, t->slice_column);
-        buf_printf(b, " >= $%d::timestamptz", first);
-        any = true;
+        buf_printf(b, " >= $%d::timestamptz", first + n);
+        time_format_iso_ms(lo, lob);
+        p[n++] = lob;
     }
     if (t->slice_column && hi != INT64_MAX) {
-        buf_puts(b, any ? " AND " : "");
+        buf_puts(b, n ? " AND " : "");
         buf_printf(b, "%s%s", alias, alias[0] ? "." : "");
         sqlident_quote(b, t->slice_column);
-        buf_printf(b, " < $%d::timestamptz", first + 1);
-        any = true;
+        buf_printf(b, " < $%d::timestamptz", first + n);
+        time_format_iso_ms(hi, hib);
+        p[n++] = hib;
     }
-    if (!any)
+    if (!n)
         buf_puts(b, "true");
-}
-
-/* Parameters for range_cond: always two entries; unused ones are NULL and not referenced. */
-static int range_params(const struct dstable *t, int64_t lo, int64_t hi, char lob[TIME_ISO_MAX],
-                        char hib[TIME_ISO_MAX], const char **p)
-{
-    p[0] = t->slice_column ? bound_text(lo, lob) : NULL;
-    p[1] = t->slice_column ? bound_text(hi, hib) : NULL;
-    return 2;
+    return n;
 }
 
 /* ---- lifecycle ---- */
@@ -608,6 +595,7 @@ static void slice_step(struct pgsink_slice *sl)
     struct buf b = BUF_INIT;
     char lob[TIME_ISO_MAX], hib[TIME_ISO_MAX];
     const char *p[4];
+    int np;
     switch (sl->phase) {
     case SL_CONNECT:
         if (!pgconn_ok(sl->w->conn)) {
@@ -624,10 +612,9 @@ static void slice_step(struct pgsink_slice *sl)
         buf_puts(&b, "SELECT EXISTS (SELECT 1 FROM ");
         qtable(&b, s, sl->dest);
         buf_puts(&b, " WHERE ");
-        range_cond(&b, &sl->view, "", sl->lo, sl->hi, 1);
+        np = range_sql(&b, &sl->view, "", sl->lo, sl->hi, 1, lob, hib, p);
         buf_puts(&b, ")");
-        range_params(&sl->view, sl->lo, sl->hi, lob, hib, p);
-        slice_query(sl, b.data, 2, p);
+        slice_query(sl, b.data, np, p);
         break;
     case SL_STAGE:
         buf_puts(&b, "CREATE TEMP TABLE " STAGE_TABLE " (LIKE ");
@@ -679,14 +666,13 @@ static void slice_step(struct pgsink_slice *sl)
             qtable(&b, s, sl->dest);
             buf_puts(&b, " AS t WHERE ");
         }
-        range_cond(&b, &sl->view, "t", sl->lo, sl->hi, 1);
+        np = range_sql(&b, &sl->view, "t", sl->lo, sl->hi, 1, lob, hib, p);
         buf_puts(&b, " AND NOT EXISTS (SELECT 1 FROM " STAGE_TABLE " g WHERE g.");
         sqlident_quote(&b, s->col_id);
         buf_puts(&b, " = t.");
         sqlident_quote(&b, s->col_id);
         buf_puts(&b, ")");
-        range_params(&sl->view, sl->lo, sl->hi, lob, hib, p);
-        slice_query(sl, b.data, 2, p);
+        slice_query(sl, b.data, np, p);
         break;
     case SL_STATE: {
         char ins[32];
@@ -747,6 +733,7 @@ static void slice_on_result(void *ud, PGresult *res, const char *err)
         return;
     case SL_COPY_END:
         sl->res.copied = cmd_tuples(res);
+        sl->res.fast = sl->fast;
         if (sl->fast) {
             sl->res.inserted = sl->res.copied;
             sl->phase = SL_STATE;

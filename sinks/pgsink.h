@@ -80,6 +80,7 @@ struct pgsink_slice_result {
     int64_t copied;   /* rows received */
     int64_t inserted; /* rows new to the table (or un-flagged) */
     int64_t vanished; /* rows flagged deleted or deleted */
+    bool fast;        /* the fast path: plain COPY into an empty range */
 };
 typedef void (*pgsink_commit_cb)(void *ud, const char *err, const struct pgsink_slice_result *r);
 /* Ends the COPY, merges, writes the state row (cursor = the greater of the stored one and
