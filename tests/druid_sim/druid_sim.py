@@ -2384,7 +2384,10 @@ class Handler(BaseHTTPRequestHandler):
             req, ctx, qid = {}, {}, qid or str(uuid.uuid4())
             req_error = err_general(500, str(e))
         # A list (not rebuilt later) so a fault can add Retry-After for fail() too.
-        id_headers = [("X-Druid-SQL-Query-Id", qid), ("X-Druid-Query-Id", qid)]
+        # X-Druid-Query-Id arrived with the shared QueryResultPusher in 25.
+        id_headers = [("X-Druid-SQL-Query-Id", qid)]
+        if _version_tuple(st.args.version) >= (25,):
+            id_headers.append(("X-Druid-Query-Id", qid))
 
         def fail(e):
             rec["status"] = e.status
@@ -2454,7 +2457,12 @@ class Handler(BaseHTTPRequestHandler):
         stringify = ctx.get("sqlStringifyArrays", True)
         stringify = not (stringify is False or str(stringify).lower() == "false")
         trailers = _version_tuple(st.args.version) >= (31,) and not st.args.no_trailers
-        headers = [("Content-Type", "application/json")] + id_headers
+        ctype_out = "application/json"
+        if st.args.documented_content_types:
+            # What sql-api.md documents (the code sends application/json; section 4).
+            ctype_out = {"arrayLines": "text/plain", "objectLines": "text/plain", "csv": "text/csv"}.get(
+                fmt, ctype_out)
+        headers = [("Content-Type", ctype_out)] + id_headers
         if header:
             headers.append(("X-Druid-SQL-Header-Included", "yes"))
 
@@ -2733,6 +2741,8 @@ def main(argv=None):
     ap.add_argument("--legacy-errors", action="store_true")
     ap.add_argument("--version", default="37.0.0")
     ap.add_argument("--no-trailers", action="store_true", help="do not send the Druid 31+ HTTP trailer")
+    ap.add_argument("--documented-content-types", action="store_true",
+                    help="text/plain for the line formats and text/csv for csv, as the docs say")
     args = ap.parse_args(argv)
 
     store = Store()

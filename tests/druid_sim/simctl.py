@@ -182,6 +182,10 @@ class Sim:
     def stats(self):
         return self._control("GET", "stats")
 
+    def reset_stats(self):
+        """Restart max_inflight counting from the current inflight count."""
+        return self._control("DELETE", "stats")
+
     # -- Druid API
     def sql(self, query, params=None, fmt="arrayLines", header=True, types_header=False, sql_types_header=False,
             context=None, auth=None, content_type="application/json", raw_body=None, timeout=60, extra=None):

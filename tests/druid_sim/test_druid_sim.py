@@ -553,6 +553,13 @@ class LegacyAndAuth(unittest.TestCase):
             self.assertEqual((st, json.loads(body)["error"]), (429, "Query capacity exceeded"))
             self.assertEqual(list(json.loads(body)), ["error", "errorMessage", "errorClass", "host"])
 
+    def test_version_options(self):
+        with Sim.start(version="24.0.2", extra_args=["--no-trailers", "--documented-content-types"]) as sim:
+            st, h, body = sim.sql("SELECT 1", fmt="csv", context={"sqlQueryId": "v24"})
+            self.assertEqual((st, body, h["Content-Type"]), (200, b"EXPR$0\n1\n\n", "text/csv"))
+            self.assertEqual((h["X-Druid-SQL-Query-Id"], h["X-Druid-Query-Id"], h["Trailer"]), ("v24", None, None))
+            self.assertEqual(json.loads(sim.request("GET", "/status")[2])["version"], "24.0.2")
+
     def test_basic_auth(self):
         with Sim.start(auth="admin:secret") as sim:
             st, h, body = sim.sql("SELECT 1", auth=False)
