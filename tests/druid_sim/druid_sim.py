@@ -1244,8 +1244,6 @@ class Store:
             if not any(c[0] == "__time" for c in specs):
                 specs.insert(0, ("__time", tsimple("TIMESTAMP")))
             for i, (cname, ctype) in enumerate(specs):
-                if ctype.sql == "ARRAY" and ctype.native == "ARRAY<STRING>" and not mapping:
-                    pass
                 t.columns.append(Column(cname, ctype, "c%d" % i))
             self._create_sqlite_table(t)
             try:
@@ -2314,7 +2312,7 @@ class Handler(BaseHTTPRequestHandler):
             if path in ("/druid/v2/sql", "/druid/v2/sql/") and method == "POST":
                 return self.sql_query()
             if path.startswith("/druid/v2/sql/") and method == "DELETE":
-                body = self.read_body()  # noqa: F841 (keep the connection in sync)
+                self.read_body()  # keep the keep-alive connection in sync
                 a = self.auth_check()
                 if a:
                     return self.send_auth_failure(a)

@@ -9,7 +9,6 @@ beside the repository root).
 
 import http.client
 import json
-import math
 import os
 import sys
 import threading
