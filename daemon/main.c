@@ -28,6 +28,8 @@ struct app {
     struct sched *sched;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t exit_timer; /* teardown runs from here, never inside a module's callback */
+    uv_timer_t probe_timer;
+    int probe_attempts;
     bool once;
     bool cli_log_level;
     int exit_code;
@@ -56,6 +58,7 @@ static void usage(FILE *f)
 static void close_all(struct app *a)
 {
     uv_close((uv_handle_t *)&a->exit_timer, NULL);
+    uv_close((uv_handle_t *)&a->probe_timer, NULL);
     uv_close((uv_handle_t *)&a->sig_term, NULL);
     uv_close((uv_handle_t *)&a->sig_int, NULL);
     uv_close((uv_handle_t *)&a->sig_hup, NULL);
@@ -144,6 +147,51 @@ static void on_hup(uv_signal_t *h, int signum)
     notify_ready();
 }
 
+static void probe_druid(struct app *a);
+
+static void on_probe_retry(uv_timer_t *t)
+{
+    probe_druid(t->data);
+}
+
+static void on_probe_done(void *ud, const struct druid_error *e)
+{
+    struct app *a = ud;
+    if (a->stopping) {
+        request_exit(a, a->exit_code);
+        return;
+    }
+    if (e->kind != DRUID_OK) {
+        bool again = druid_err_retryable(e->kind) && a->probe_attempts < a->cfg->max_retries;
+        log_error("druid", "Druid at %s:%d is not usable: %s%s", a->cfg->druid_host,
+                  a->cfg->druid_port, e->message, again ? "; retrying" : "");
+        if (again) {
+            a->probe_attempts++;
+            double secs = a->cfg->retry_initial_seconds * (double)(1u << (a->probe_attempts - 1));
+            if (secs > a->cfg->retry_max_seconds)
+                secs = a->cfg->retry_max_seconds;
+            notify_status("waiting for Druid: %s", e->message);
+            uv_timer_start(&a->probe_timer, on_probe_retry, (uint64_t)(secs * 1000), 0);
+            return;
+        }
+        notify_status("start-up failed: Druid %s:%d: %s", a->cfg->druid_host, a->cfg->druid_port,
+                      e->message);
+        request_exit(a, 1);
+        return;
+    }
+    log_info("druid", "Druid at %s:%d answers", a->cfg->druid_host, a->cfg->druid_port);
+    notify_ready();
+    notify_status("started; discovering datasources");
+    sched_start(a->sched);
+}
+
+/* READY=1 means both ends were reached: a cheap query proves Druid's SQL and our auth. */
+static void probe_druid(struct app *a)
+{
+    static const struct druid_query_ops ops = {NULL, NULL, on_probe_done};
+    druid_query_submit(a->druid, "SELECT 1", NULL, 0, &ops, a);
+}
+
 static void on_sink_started(void *ud, const char *err)
 {
     struct app *a = ud;
@@ -158,8 +206,7 @@ static void on_sink_started(void *ud, const char *err)
         return;
     }
     log_info("pg", "PostgreSQL ready; destination schema \"%s\"", a->cfg->destination_schema);
-    notify_ready();
-    sched_start(a->sched);
+    probe_druid(a);
 }
 
 int main(int argc, char **argv)
@@ -259,6 +306,8 @@ int main(int argc, char **argv)
     a.sched = sched_new(&a.loop, a.cfg, a.druid, a.sink, &so);
     uv_timer_init(&a.loop, &a.exit_timer);
     a.exit_timer.data = &a;
+    uv_timer_init(&a.loop, &a.probe_timer);
+    a.probe_timer.data = &a;
     uv_signal_init(&a.loop, &a.sig_term);
     uv_signal_init(&a.loop, &a.sig_int);
     uv_signal_init(&a.loop, &a.sig_hup);
