@@ -98,8 +98,16 @@ void rowenc_free(struct rowenc *e)
 
 void rowenc_reset(struct rowenc *e)
 {
-    if (e->occ)
+    if (e->occ_used == 0) {
+        /* nothing to forget: callers reset once per timestamp group, often per row */
+    } else if (e->occ_cap > 4096) {
+        /* a large table from one big group: give it back rather than clear it every time */
+        free(e->occ);
+        e->occ = NULL;
+        e->occ_cap = 0;
+    } else {
         memset(e->occ, 0, e->occ_cap * sizeof *e->occ);
+    }
     e->occ_used = 0;
     e->rows = 0;
 }
@@ -456,7 +464,7 @@ static int inc_value(const struct rowenc *e, struct json_object *v, int64_t *ms,
 static uint64_t occ_next(struct rowenc *e, XXH128_hash_t h)
 {
     if (e->occ_used * 2 >= e->occ_cap) {
-        size_t ncap = e->occ_cap ? e->occ_cap * 2 : 1024;
+        size_t ncap = e->occ_cap ? e->occ_cap * 2 : 16;
         struct occ_slot *n = calloc(ncap, sizeof *n);
         if (!n)
             abort(); /* same policy as buf: no progress is possible without memory */

@@ -56,7 +56,9 @@ struct slicerun {
     struct rowenc *enc;
     struct buf out;
     int64_t max_seen;
+    int64_t group_ms; /* ordered reads: the timestamp whose identical rows are being counted */
     uint64_t rows;
+    bool ordered;
     bool committing;
     char err[1024];
 };
@@ -88,6 +90,7 @@ struct dsync {
     enum pgtype *types;
     char *slice_col;
     int inc_idx;
+    int time_idx; /* index of __time, -1 if the datasource has none */
     bool incremental;
     int64_t start_ms;
     struct plan *plan;
@@ -99,6 +102,7 @@ struct dsync {
     struct slicerun *runs;
     struct delayed *delays;
     bool failed;
+    bool unordered; /* Druid refused ORDER BY "__time" for this datasource */
     char err[1024];
     uint64_t t0;
     int64_t rows_read, inserted, vanished;
@@ -460,6 +464,18 @@ static void slice_failed(struct slicerun *r, const struct druid_error *e)
     struct dsync *d = r->d;
     size_t idx = r->idx;
     struct slice_st *st = &d->slices[idx];
+    if (r->ordered && e->kind == DRUID_ERR_QUERY && strstr(e->message, "ime ordering")) {
+        /* too many segments per time chunk for an ordered scan: read unordered from now on
+         * (occurrence numbers are then counted over the whole slice) */
+        log_warning("sched",
+                    "%s: Druid cannot order this scan by __time (%s); reading "
+                    "slices unordered",
+                    d->name, e->message);
+        d->unordered = true;
+        run_end(r);
+        slice_start(d, idx);
+        return;
+    }
     st->attempts++;
     char msg[1100];
     snprintf(msg, sizeof msg, "%s", r->err[0] ? r->err : e->message);
@@ -531,6 +547,17 @@ static int slice_on_row(void *ud, struct json_object *row)
 {
     struct slicerun *r = ud;
     int64_t ms = INT64_MIN;
+    if (r->ordered) {
+        /* identical rows share their timestamp: with rows in time order, occurrence
+         * numbers only need counting within one timestamp, which bounds the memory */
+        struct json_object *t = json_object_array_get_idx(row, (size_t)r->d->time_idx);
+        int64_t tms;
+        if (t && json_object_is_type(t, json_type_string) &&
+            time_parse_iso_ms(json_object_get_string(t), &tms) == 0 && tms != r->group_ms) {
+            rowenc_reset(r->enc);
+            r->group_ms = tms;
+        }
+    }
     if (rowenc_encode(r->enc, row, &r->out, &ms, r->err, sizeof r->err) != 0)
         return -1;
     if (ms > r->max_seen)
@@ -651,6 +678,10 @@ static void slice_on_ready(void *ud, struct pgsink_slice *sl, const char *err)
     sqlident_quote(&b, d->name);
     if (d->slice_col)
         where_range(&b, d->slice_col, st->r.lo, st->r.hi, p, &np);
+    r->ordered = d->time_idx >= 0 && !d->unordered;
+    r->group_ms = INT64_MIN;
+    if (r->ordered)
+        buf_puts(&b, " ORDER BY \"__time\"");
     r->q = druid_query_submit(d->s->druid, b.data, p, np, &ops, r);
     buf_free(&b);
     if (!r->q)
@@ -852,6 +883,7 @@ static void ds_start_cycle(struct dsync *d)
             time_idx = (int)i;
     }
     d->incremental = d->inc_idx >= 0;
+    d->time_idx = time_idx;
     int slice_idx = d->incremental ? d->inc_idx : time_idx;
     d->slice_col = slice_idx >= 0 ? xstrdup(d->ccols[slice_idx].name) : NULL;
     log_info("sched", "%s: cycle starts (%s mode, %zu columns)", d->name,
