@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 
 #include <json-c/json.h>
 
@@ -65,6 +66,7 @@ struct cf_key {
 };
 
 static int check_host(const struct cf_key *k, struct config *c, char *err, size_t errlen);
+static int check_listen(const struct cf_key *k, struct config *c, char *err, size_t errlen);
 static int check_log_level(const struct cf_key *k, struct config *c, char *err, size_t errlen);
 
 /* clang-format off */
@@ -108,6 +110,8 @@ static const struct cf_key cf_keys[] = {
     NUM ("retry_initial_seconds",   retry_initial_seconds,   "1",         CF_GT, 0),
     NUM ("retry_max_seconds",       retry_max_seconds,       "60",        CF_GT, 0),
     STR ("log_level",               log_level,               NULL,        CF_NONEMPTY, check_log_level),
+    NUM ("shutdown_timeout_seconds", shutdown_timeout_seconds, "30",      CF_GT, 0),
+    STR ("metrics_listen",          metrics_listen,          NULL,        CF_NONEMPTY, check_listen),
 };
 /* clang-format on */
 
@@ -434,6 +438,49 @@ static int check_host(const struct cf_key *k, struct config *c, char *err, size_
                    k->name, h);
             return -1;
         }
+    }
+    return 0;
+}
+
+int config_parse_listen(const char *s, char *host, size_t hostlen, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s)
+        return -1;
+    const char *h = s;
+    size_t hl = (size_t)(colon - s);
+    if (h[0] == '[') {
+        if (hl < 3 || h[hl - 1] != ']')
+            return -1;
+        h++;
+        hl -= 2;
+    }
+    if (hl + 1 > hostlen)
+        return -1;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    char *end;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (errno || *end || end == colon + 1 || p < 1 || p > 65535)
+        return -1;
+    unsigned char addr[16];
+    if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1)
+        return -1;
+    *port = (int)p;
+    return 0;
+}
+
+static int check_listen(const struct cf_key *k, struct config *c, char *err, size_t errlen)
+{
+    char host[64];
+    int port;
+    if (config_parse_listen(c->metrics_listen, host, sizeof host, &port) != 0) {
+        seterr(err, errlen,
+               "%s: expected \"IP:port\" or \"[IPv6]:port\" (e.g. \"127.0.0.1:9187\"), "
+               "got \"%s\"",
+               k->name, c->metrics_listen);
+        return -1;
     }
     return 0;
 }

@@ -23,7 +23,7 @@ struct config {
     char *postgres; /* libpq conninfo or URI; "" = libpq defaults */
     char *destination_schema;
     /* selection */
-    char **datasources; /* NULL-terminated; NULL when the key is absent (= all) */
+    char **datasources;         /* NULL-terminated; NULL when the key is absent (= all) */
     char **exclude_datasources; /* NULL-terminated; never NULL (empty list) */
     /* pacing */
     double sync_interval_seconds;
@@ -34,10 +34,12 @@ struct config {
     bool soft_deletes;
     char *metadata_column_prefix;
     /* additions beyond SPEC 2 (documented in the README) */
-    int max_retries;              /* attempts per slice before the cycle fails; default 5 */
-    double retry_initial_seconds; /* first backoff, doubled each retry; default 1 */
-    double retry_max_seconds;     /* backoff cap; default 60 */
-    char *log_level;              /* NULL or "error"/"warning"/"info"/"debug" */
+    int max_retries;                 /* attempts per slice before the cycle fails; default 5 */
+    double retry_initial_seconds;    /* first backoff, doubled each retry; default 1 */
+    double retry_max_seconds;        /* backoff cap; default 60 */
+    char *log_level;                 /* NULL or "error"/"warning"/"info"/"debug" */
+    double shutdown_timeout_seconds; /* SIGTERM: grace for slices in flight; default 30 */
+    char *metrics_listen;            /* NULL (off) or "IP:port" / "[IPv6]:port" for /metrics */
 };
 
 /* Exit code for configuration errors (EX_CONFIG). */
@@ -52,6 +54,10 @@ void config_free(struct config *c);
 
 /* Does the configuration select this datasource? (datasources / exclude_datasources) */
 bool config_selects(const struct config *c, const char *datasource);
+
+/* Parses an "IP:port" or "[IPv6]:port" listen address (as metrics_listen) into host (at
+ * least 64 bytes) and port. 0 or -1. */
+int config_parse_listen(const char *s, char *host, size_t hostlen, int *port);
 
 /* Names of the system columns: prefix + "id" / "synced" / "deleted". Writes into out. */
 void config_system_column(const struct config *c, const char *suffix, char *out, size_t outlen);

@@ -11,6 +11,19 @@
 
 static enum log_level g_level = LOG_LVL_INFO;
 static int g_journal; /* JOURNAL_STREAM set: "<N>" prefixes, no timestamps */
+static void (*g_before)(void);
+static void (*g_after)(void);
+
+void log_set_hooks(void (*before)(void), void (*after)(void))
+{
+    g_before = before;
+    g_after = after;
+}
+
+int log_is_tty(void)
+{
+    return !g_journal && isatty(STDERR_FILENO);
+}
 
 void log_init(void)
 {
@@ -88,6 +101,10 @@ void log_msg(enum log_level lvl, const char *subsys, const char *fmt, ...)
         if (line[i] == '\n' || line[i] == '\r')
             line[i] = ' ';
     line[n++] = '\n';
+    if (g_before)
+        g_before();
     ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;
+    if (g_after)
+        g_after();
 }

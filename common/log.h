@@ -24,6 +24,12 @@ const char *log_level_name(enum log_level lvl);
 void log_msg(enum log_level lvl, const char *subsys, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Called around every line written, so that a live progress display on the terminal can
+ * erase itself before a log line and redraw after it. NULL removes them. */
+void log_set_hooks(void (*before)(void), void (*after)(void));
+/* Is stderr a terminal (and not the journal)? */
+int log_is_tty(void);
+
 #define log_error(sub, ...) log_msg(LOG_LVL_ERROR, sub, __VA_ARGS__)
 #define log_warning(sub, ...) log_msg(LOG_LVL_WARNING, sub, __VA_ARGS__)
 #define log_info(sub, ...) log_msg(LOG_LVL_INFO, sub, __VA_ARGS__)

@@ -11,13 +11,14 @@
 #include "config.h"
 #include "druid_client.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "pgsink.h"
+#include "progress.h"
 #include "scheduler.h"
 
 #define EXIT_USAGE 64
 #define DEFAULT_CONFIG "/etc/druid-syncd/config.json"
-#define STOP_TIMEOUT_SECONDS 30.0
 
 struct app {
     uv_loop_t loop;
@@ -26,6 +27,8 @@ struct app {
     struct druid_client *druid;
     struct pgsink *sink;
     struct sched *sched;
+    struct metrics *metrics;
+    struct progress *progress;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t exit_timer; /* teardown runs from here, never inside a module's callback */
     uv_timer_t probe_timer;
@@ -63,6 +66,10 @@ static void close_all(struct app *a)
     uv_close((uv_handle_t *)&a->sig_int, NULL);
     uv_close((uv_handle_t *)&a->sig_hup, NULL);
     notify_close();
+    progress_stop(a->progress);
+    a->progress = NULL;
+    metrics_stop(a->metrics);
+    a->metrics = NULL;
     sched_free(a->sched);
     druid_client_free(a->druid);
     pgsink_free(a->sink);
@@ -95,15 +102,16 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     }
     if (a->stopping) {
         log_warning("main", "second %s: rolling back everything in flight now", strsignal(signum));
-    } else {
-        log_info("main", "%s: stopping; slices in flight may finish within %.0f s",
-                 strsignal(signum), STOP_TIMEOUT_SECONDS);
-        notify_stopping();
+        sched_stop(a->sched, 0);
+        return;
     }
-    if (a->once && !a->stopping)
+    log_info("main", "%s: stopping; slices in flight may finish within %.0f s", strsignal(signum),
+             a->cfg->shutdown_timeout_seconds);
+    notify_stopping();
+    if (a->once)
         a->exit_code = 1; /* an interrupted --once run did not sync everything */
     a->stopping = true;
-    sched_stop(a->sched, a->stopping ? STOP_TIMEOUT_SECONDS : 0);
+    sched_stop(a->sched, a->cfg->shutdown_timeout_seconds);
 }
 
 static void on_hup(uv_signal_t *h, int signum)
@@ -120,11 +128,16 @@ static void on_hup(uv_signal_t *h, int signum)
         return;
     }
     /* keys that shape connections already open take effect for new ones only */
+    bool same_metrics = (!n->metrics_listen && !a->cfg->metrics_listen) ||
+                        (n->metrics_listen && a->cfg->metrics_listen &&
+                         strcmp(n->metrics_listen, a->cfg->metrics_listen) == 0);
     if (strcmp(n->postgres, a->cfg->postgres) != 0 ||
         strcmp(n->destination_schema, a->cfg->destination_schema) != 0 ||
-        n->max_concurrent_queries != a->cfg->max_concurrent_queries)
-        log_warning("config", "postgres, destination_schema and max_concurrent_queries "
-                              "changes need a restart; the running values are kept");
+        strcmp(n->metadata_column_prefix, a->cfg->metadata_column_prefix) != 0 ||
+        n->max_concurrent_queries != a->cfg->max_concurrent_queries || !same_metrics)
+        log_warning("config", "changes to postgres, destination_schema, metadata_column_prefix, "
+                              "max_concurrent_queries and metrics_listen need a restart; the "
+                              "running values are kept");
     if (!a->cli_log_level && n->log_level) {
         enum log_level lvl;
         if (log_level_parse(n->log_level, &lvl) == 0)
@@ -136,6 +149,10 @@ static void on_hup(uv_signal_t *h, int signum)
     free(n->destination_schema);
     n->destination_schema = strdup(a->cfg->destination_schema);
     n->max_concurrent_queries = a->cfg->max_concurrent_queries;
+    free(n->metadata_column_prefix);
+    n->metadata_column_prefix = strdup(a->cfg->metadata_column_prefix);
+    free(n->metrics_listen);
+    n->metrics_listen = a->cfg->metrics_listen ? strdup(a->cfg->metrics_listen) : NULL;
     druid_client_set_config(a->druid, n);
     pgsink_set_config(a->sink, n);
     sched_set_config(a->sched, n);
@@ -316,6 +333,23 @@ int main(int argc, char **argv)
     uv_signal_start(&a.sig_int, on_stop_signal, SIGINT);
     uv_signal_start(&a.sig_hup, on_hup, SIGHUP);
     notify_init(&a.loop);
+    if (a.cfg->metrics_listen) {
+        a.metrics = metrics_start(&a.loop, a.cfg->metrics_listen, a.sched, a.druid, a.sink, err,
+                                  sizeof err);
+        if (!a.metrics) {
+            log_error("metrics", "%s", err);
+            notify_status("start-up failed: %s", err);
+            a.exit_code = 1;
+            close_all(&a);
+            uv_run(&a.loop, UV_RUN_DEFAULT);
+            uv_loop_close(&a.loop);
+            free(a.sched);
+            config_free(a.cfg);
+            free(only);
+            return 1;
+        }
+    }
+    a.progress = progress_start(&a.loop, a.sched, a.once && log_is_tty());
     log_info("main", "druid-syncd %s starting: Druid %s:%d schema \"%s\"%s", DSYNC_VERSION,
              a.cfg->druid_host, a.cfg->druid_port, a.cfg->schema_name,
              a.once ? " (one cycle)" : "");

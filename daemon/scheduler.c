@@ -56,8 +56,10 @@ struct slicerun {
     struct rowenc *enc;
     struct buf out;
     int64_t max_seen;
-    int64_t group_ms; /* ordered reads: the timestamp whose identical rows are being counted */
+    int64_t cursor_sent; /* the cursor this slice's commit carries, INT64_MIN none */
+    int64_t group_ms;    /* ordered reads: the timestamp whose identical rows are being counted */
     uint64_t rows;
+    uint64_t bytes;
     bool ordered;
     bool committing;
     char err[1024];
@@ -107,6 +109,12 @@ struct dsync {
     uint64_t t0;
     int64_t rows_read, inserted, vanished;
     size_t fast_slices;
+    int64_t est_rows;
+    /* since start, for metrics and progress */
+    uint64_t rows_total, bytes_total, slices_total, cycles_ok, cycles_failed;
+    double last_success;
+    int64_t cursor_ms;       /* committed cursor, INT64_MIN unknown */
+    int64_t druid_newest_ms; /* newest incremental value seen in Druid, INT64_MIN unknown */
 };
 
 struct sched {
@@ -126,6 +134,7 @@ struct sched {
     bool once_discovered;
     int disc_attempts;
     char last_error[512];
+    struct sched_counters counters;
     /* discovery in progress */
     struct buf tables_copy, cols_copy;
     struct rowenc *meta_enc;
@@ -303,6 +312,11 @@ static int count_on_row(void *ud, struct json_object *row)
         return -1;
     }
     pb.count = json_object_get_int64(n);
+    struct json_object *mx = json_object_array_get_idx(row, 2);
+    int64_t mxms;
+    if (mx && json_object_is_type(mx, json_type_string) &&
+        time_parse_iso_ms(json_object_get_string(mx), &mxms) == 0 && mxms > cq->d->druid_newest_ms)
+        cq->d->druid_newest_ms = mxms;
     if (plan_add(cq->d->plan, &pb, 1) != 0)
         return -1;
     return 0;
@@ -331,6 +345,7 @@ static void plan_done(struct dsync *d)
     for (size_t i = 0; i < n; i++) {
         d->slices[i].r = sl[i];
         d->slices[i].max_seen = INT64_MIN;
+        d->est_rows += sl[i].est_rows;
     }
     d->nslices = n;
     free(sl);
@@ -361,12 +376,14 @@ static void count_on_done(void *ud, const struct druid_error *e)
     if (e->kind != DRUID_OK) {
         double delay = retry_delay(d, e, ++cq->attempts);
         if (delay >= 0 && !d->failed) {
+            d->s->counters.retries[e->kind]++;
             log_warning("druid", "%s: counting rows failed (%s: %s); retry %d in %.1f s", d->name,
                         druid_err_kind_name(e->kind), e->message, cq->attempts, delay);
             call_later(d, delay, count_retry, cq);
             return;
         }
         free(cq);
+        d->s->counters.errors[e->kind]++;
         ds_fail(d, "counting rows failed: %s", e->message);
         return;
     }
@@ -395,7 +412,9 @@ static void submit_count(struct dsync *d, struct countq *cq)
     } else {
         sqlident_quote(&b, d->slice_col);
     }
-    buf_puts(&b, " AS \"b\", COUNT(*) AS \"n\" FROM ");
+    buf_puts(&b, " AS \"b\", COUNT(*) AS \"n\", MAX(");
+    sqlident_quote(&b, d->slice_col);
+    buf_puts(&b, ") AS \"mx\" FROM ");
     sqlident_quote(&b, d->name);
     where_range(&b, d->slice_col, cq->lo, cq->hi, p, &np);
     buf_puts(&b, " GROUP BY 1");
@@ -458,8 +477,9 @@ static void slice_retry(struct dsync *d, void *arg)
     slice_start(d, idx);
 }
 
-/* A slice attempt failed; its transaction is (being) rolled back. */
-static void slice_failed(struct slicerun *r, const struct druid_error *e)
+/* A slice attempt failed; its transaction is (being) rolled back. ekind is the counter
+ * (e->kind, or SCHED_ERR_POSTGRES). */
+static void slice_failed(struct slicerun *r, const struct druid_error *e, int ekind)
 {
     struct dsync *d = r->d;
     size_t idx = r->idx;
@@ -482,20 +502,23 @@ static void slice_failed(struct slicerun *r, const struct druid_error *e)
     run_end(r);
     double delay = retry_delay(d, e, st->attempts);
     if (delay >= 0 && !d->failed) {
+        d->s->counters.retries[ekind]++;
         log_warning("sched", "%s: slice %zu failed (%s: %s); retry %d in %.1f s", d->name, idx + 1,
                     druid_err_kind_name(e->kind), msg, st->attempts, delay);
         call_later(d, delay, slice_retry, (void *)(uintptr_t)idx);
         return;
     }
     st->status = SL_PENDING;
+    d->s->counters.errors[ekind]++;
     ds_fail(d, "slice %zu failed: %s", idx + 1, msg);
 }
 
-static void slice_failed_msg(struct slicerun *r, enum druid_err_kind kind, const char *msg)
+/* PostgreSQL failures are retried like a Druid server error. */
+static void slice_failed_pg(struct slicerun *r, const char *msg)
 {
     struct druid_error e;
-    druid_error_set(&e, kind, "%s", msg);
-    slice_failed(r, &e);
+    druid_error_set(&e, DRUID_ERR_SERVER, "%s", msg);
+    slice_failed(r, &e, SCHED_ERR_POSTGRES);
 }
 
 static void on_drain(void *ud)
@@ -509,6 +532,7 @@ static int flush_out(struct slicerun *r)
 {
     if (!r->out.len)
         return 0;
+    r->bytes += r->out.len;
     int rc = pgsink_slice_write(r->sl, r->out.data, r->out.len);
     buf_reset(&r->out);
     if (rc < 0) {
@@ -560,8 +584,11 @@ static int slice_on_row(void *ud, struct json_object *row)
     }
     if (rowenc_encode(r->enc, row, &r->out, &ms, r->err, sizeof r->err) != 0)
         return -1;
-    if (ms > r->max_seen)
+    if (ms > r->max_seen) {
         r->max_seen = ms;
+        if (ms > r->d->druid_newest_ms)
+            r->d->druid_newest_ms = ms;
+    }
     r->rows++;
     if (r->out.len >= COPY_CHUNK)
         return flush_out(r);
@@ -575,7 +602,7 @@ static void slice_on_commit(void *ud, const char *err, const struct pgsink_slice
     r->sl = NULL;
     if (err) {
         snprintf(r->err, sizeof r->err, "PostgreSQL: %s", err);
-        slice_failed_msg(r, DRUID_ERR_SERVER, r->err);
+        slice_failed_pg(r, r->err);
         return;
     }
     struct slice_st *st = &d->slices[r->idx];
@@ -585,6 +612,11 @@ static void slice_on_commit(void *ud, const char *err, const struct pgsink_slice
     d->inserted += res->inserted;
     d->vanished += res->vanished;
     d->fast_slices += res->fast;
+    d->rows_total += (uint64_t)res->copied;
+    d->bytes_total += r->bytes;
+    d->slices_total++;
+    if (r->cursor_sent != INT64_MIN && r->cursor_sent > d->cursor_ms)
+        d->cursor_ms = r->cursor_sent;
     log_debug("sched",
               "%s: slice %zu committed: %" PRId64 " rows, %" PRId64 " new, %" PRId64 " vanished",
               d->name, r->idx + 1, res->copied, res->inserted, res->vanished);
@@ -635,12 +667,15 @@ static void slice_on_done(void *ud, const struct druid_error *e)
             druid_error_set(&copy, DRUID_ERR_SERVER, "%s", r->err);
         pgsink_slice_abort(r->sl);
         r->sl = NULL;
-        slice_failed(r, &copy);
+        slice_failed(r, &copy, e ? (int)copy.kind : SCHED_ERR_POSTGRES);
         return;
     }
     char cur[TIME_ISO_MAX];
     bool have;
     prefix_cursor(d, r->idx, r->max_seen, cur, &have);
+    r->cursor_sent = INT64_MIN;
+    if (have)
+        time_parse_iso_ms(cur, &r->cursor_sent);
     r->committing = true;
     pgsink_slice_commit(r->sl, have ? cur : NULL, slice_on_commit, r);
 }
@@ -652,7 +687,7 @@ static void slice_on_ready(void *ud, struct pgsink_slice *sl, const char *err)
     struct dsync *d = r->d;
     if (err) {
         snprintf(r->err, sizeof r->err, "PostgreSQL: %s", err);
-        slice_failed_msg(r, DRUID_ERR_SERVER, r->err);
+        slice_failed_pg(r, r->err);
         return;
     }
     r->sl = sl;
@@ -694,6 +729,7 @@ static void slice_start(struct dsync *d, size_t idx)
     r->d = d;
     r->idx = idx;
     r->max_seen = INT64_MIN;
+    r->cursor_sent = INT64_MIN;
     struct rowenc_column *rc = xcalloc(d->nccols, sizeof *rc);
     for (size_t i = 0; i < d->nccols; i++) {
         rc[i].name = d->ccols[i].name;
@@ -739,6 +775,7 @@ static void ds_reset_cycle(struct dsync *d)
     d->failed = false;
     d->err[0] = '\0';
     d->rows_read = d->inserted = d->vanished = 0;
+    d->est_rows = 0;
 }
 
 static void on_ds_timer(uv_timer_t *t);
@@ -755,6 +792,12 @@ static void on_cycle_end(void *ud, const char *err)
     double secs = (double)(uv_now(s->loop) - d->t0) / 1000.0;
     if (err)
         log_error("pg", "%s: recording the end of the cycle failed: %s", d->name, err);
+    if (d->failed || err)
+        d->cycles_failed++;
+    else {
+        d->cycles_ok++;
+        d->last_success = (double)time_now_ms() / 1000.0;
+    }
     if (d->failed) {
         log_error("sched", "%s: cycle failed after %.1f s: %s", d->name, secs, d->err);
         set_last_error(s, "%s: %s", d->name, d->err);
@@ -790,6 +833,8 @@ static void ds_finish(struct dsync *d)
         if (m != INT64_MIN) {
             time_format_iso_ms(m, cur);
             have = true;
+            if (m > d->cursor_ms)
+                d->cursor_ms = m;
         }
     }
     bool incomplete = s->stopping && !d->failed && d->next_slice < d->nslices;
@@ -844,9 +889,11 @@ static void on_prepared(void *ud, const char *err, const struct pgsink_table_inf
     d->start_ms = PLAN_UNBOUNDED_LO;
     if (d->incremental && info->cursor) {
         int64_t c;
-        if (time_parse_iso_ms(info->cursor, &c) == 0)
+        if (time_parse_iso_ms(info->cursor, &c) == 0) {
             d->start_ms = c - (int64_t)(s->cfg->lookback_seconds * 1000.0);
-        else
+            if (c > d->cursor_ms)
+                d->cursor_ms = c;
+        } else
             log_warning("sched", "%s: ignoring unreadable cursor \"%s\"", d->name, info->cursor);
     }
     pgsink_state_cycle_start(s->sink, d->name, on_cycle_started, d);
@@ -1112,6 +1159,8 @@ static void disc_apply(struct sched *s)
             d = xcalloc(1, sizeof *d);
             d->s = s;
             d->name = xstrdup(name);
+            d->cursor_ms = INT64_MIN;
+            d->druid_newest_ms = INT64_MIN;
             uv_timer_init(s->loop, &d->timer);
             d->timer.data = d;
             d->next = s->ds;
@@ -1438,4 +1487,66 @@ void sched_status(const struct sched *s, char *out, size_t n)
     }
     snprintf(out, n, "%zu of %zu datasources syncing%s%s", active, total,
              s->last_error[0] ? "; last error: " : "", s->last_error);
+}
+
+static const char *phase_name(enum ds_state st)
+{
+    switch (st) {
+    case DS_IDLE:
+        return "idle";
+    case DS_PREPARING:
+        return "preparing";
+    case DS_PLANNING:
+        return "planning";
+    case DS_RUNNING:
+        return "syncing";
+    case DS_FINISHING:
+        return "finishing";
+    }
+    return "?";
+}
+
+void sched_foreach(const struct sched *s, void (*fn)(void *ud, const struct sched_ds_info *i),
+                   void *ud)
+{
+    for (const struct dsync *d = s->ds; d; d = d->next) {
+        struct sched_ds_info i;
+        memset(&i, 0, sizeof i);
+        i.name = d->name;
+        i.phase = phase_name(d->st);
+        i.selected = d->present && d->selected;
+        i.rows_total = d->rows_total;
+        i.bytes_total = d->bytes_total;
+        i.slices_total = d->slices_total;
+        i.cycles_ok = d->cycles_ok;
+        i.cycles_failed = d->cycles_failed;
+        i.last_success = d->last_success;
+        i.lag_seconds = -1;
+        if (d->cursor_ms != INT64_MIN && d->druid_newest_ms != INT64_MIN)
+            i.lag_seconds = d->druid_newest_ms > d->cursor_ms
+                                ? (double)(d->druid_newest_ms - d->cursor_ms) / 1000.0
+                                : 0.0;
+        if (d->st != DS_IDLE) {
+            i.cycle_rows = (uint64_t)d->rows_read;
+            for (const struct slicerun *r = d->runs; r; r = r->next)
+                if (!r->committing)
+                    i.cycle_rows += r->rows;
+            for (size_t k = 0; k < d->nslices; k++)
+                i.slices_done += d->slices[k].status == SL_DONE;
+            i.slices_planned = d->nslices;
+            i.cycle_est_rows = d->est_rows;
+            i.cycle_seconds = (double)(uv_now(s->loop) - d->t0) / 1000.0;
+        }
+        fn(ud, &i);
+    }
+}
+
+const struct sched_counters *sched_get_counters(const struct sched *s)
+{
+    return &s->counters;
+}
+
+const char *sched_err_kind_name(int kind)
+{
+    return kind == SCHED_ERR_POSTGRES ? "postgres" : druid_err_kind_name((enum druid_err_kind)kind);
 }

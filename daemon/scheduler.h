@@ -8,6 +8,7 @@
 #define DSYNC_SCHED_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "config.h"
@@ -37,5 +38,35 @@ void sched_stop(struct sched *s, double timeout_seconds);
 
 /* One line for systemd STATUS= and logs. Writes into out. */
 void sched_status(const struct sched *s, char *out, size_t n);
+
+/* A snapshot of one datasource, for progress lines and metrics. */
+struct sched_ds_info {
+    const char *name;
+    const char *phase;     /* "idle", "preparing", "planning", "syncing", "finishing" */
+    bool selected;         /* selected and in Druid's catalog */
+    uint64_t rows_total;   /* rows read from Druid and committed, since start */
+    uint64_t bytes_total;  /* COPY bytes committed, since start */
+    uint64_t slices_total; /* slices committed, since start */
+    uint64_t cycles_ok, cycles_failed;
+    uint64_t cycle_rows; /* this cycle: rows read so far (committed or in flight) */
+    size_t slices_done, slices_planned;
+    int64_t cycle_est_rows; /* this cycle: rows counted at planning */
+    double cycle_seconds;   /* this cycle: time since it started */
+    double last_success;    /* unix time of the last successful cycle, 0 if none */
+    double lag_seconds;     /* newest Druid row minus committed cursor; < 0 unknown */
+};
+
+/* Error kinds counted by sched_counters: the druid_err_kind values, then PostgreSQL. */
+#define SCHED_ERR_POSTGRES 8
+#define SCHED_ERR_KINDS 9
+struct sched_counters {
+    uint64_t retries[SCHED_ERR_KINDS];
+    uint64_t errors[SCHED_ERR_KINDS]; /* failures that ended a cycle */
+};
+const char *sched_err_kind_name(int kind);
+
+void sched_foreach(const struct sched *s, void (*fn)(void *ud, const struct sched_ds_info *i),
+                   void *ud);
+const struct sched_counters *sched_get_counters(const struct sched *s);
 
 #endif

@@ -252,3 +252,8 @@ void pgjob_submit(struct pgjob_queue *q, struct pgjob *j)
     q->tail = j;
     run_next(q);
 }
+
+bool pgjob_queue_connected(const struct pgjob_queue *q)
+{
+    return pgconn_ok(q->conn);
+}

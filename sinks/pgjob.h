@@ -6,6 +6,7 @@
 #define DSYNC_PGJOB_H
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "pgconn.h"
@@ -29,5 +30,6 @@ struct pgjob_queue;
 struct pgjob_queue *pgjob_queue_new(uv_loop_t *loop, const char *conninfo);
 void pgjob_queue_free(struct pgjob_queue *q);
 void pgjob_submit(struct pgjob_queue *q, struct pgjob *j);
+bool pgjob_queue_connected(const struct pgjob_queue *q);
 
 #endif

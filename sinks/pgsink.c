@@ -122,6 +122,14 @@ void pgsink_set_config(struct pgsink *s, const struct config *cfg)
     config_system_column(cfg, "deleted", s->col_deleted, sizeof s->col_deleted);
 }
 
+size_t pgsink_connections(const struct pgsink *s)
+{
+    size_t n = pgjob_queue_connected(s->control) ? 1 : 0;
+    for (size_t i = 0; i < s->nwriters; i++)
+        n += pgconn_ok(s->writers[i].conn);
+    return n;
+}
+
 void pgsink_free(struct pgsink *s)
 {
     if (!s)
@@ -501,7 +509,8 @@ struct pgsink_slice {
     struct pgsink_slice_result res;
     void (*drain_cb)(void *ud);
     void *drain_ud;
-    bool aborted; /* caller gave up: roll back quietly */
+    bool aborted;      /* caller gave up: roll back quietly */
+    bool soft_deletes; /* as configured when the slice began: a reload does not change it */
     char err[1024];
 };
 
@@ -651,7 +660,7 @@ static void slice_step(struct pgsink_slice *sl)
         slice_query(sl, b.data, 0, NULL);
         break;
     case SL_VANISH:
-        if (s->cfg->soft_deletes) {
+        if (sl->soft_deletes) {
             buf_puts(&b, "UPDATE ");
             qtable(&b, s, sl->dest);
             buf_puts(&b, " AS t SET ");
@@ -782,6 +791,7 @@ void pgsink_slice_begin(struct pgsink *s, const char *datasource, int64_t lo, in
     sl->view.slice_column = t->slice_column ? strdup(t->slice_column) : NULL;
     sl->lo = lo;
     sl->hi = hi;
+    sl->soft_deletes = s->cfg->soft_deletes;
     sl->ready_cb = cb;
     sl->ready_ud = ud;
     for (size_t i = 0; i < s->nwriters; i++) {

@@ -34,6 +34,8 @@ struct pgsink *pgsink_new(uv_loop_t *loop, const struct config *cfg);
  * Accepts NULL. */
 void pgsink_free(struct pgsink *s);
 void pgsink_set_config(struct pgsink *s, const struct config *cfg);
+/* PostgreSQL connections open now (control and writers), for metrics. */
+size_t pgsink_connections(const struct pgsink *s);
 
 /* Connects the control connection; creates the destination schema and the state table. */
 void pgsink_start(struct pgsink *s, pgsink_cb cb, void *ud);

@@ -1,0 +1,339 @@
+/* metrics: Prometheus text exposition on the loop. See metrics.h.
+ *
+ * The responder understands exactly one request per connection (GET, headers up to 8 KiB)
+ * and closes after answering: scrapers need nothing more, and it keeps the code small. */
+#include "metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "config.h"
+#include "log.h"
+
+#define REQ_MAX 8192
+#define CONN_TIMEOUT_MS 10000
+
+struct metrics {
+    uv_loop_t *loop;
+    uv_tcp_t server;
+    const struct sched *s;
+    const struct druid_client *d;
+    const struct pgsink *p;
+    struct mconn *conns;
+};
+
+struct mconn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    struct metrics *m;
+    struct mconn *next, *prev;
+    char req[REQ_MAX];
+    size_t len;
+    char *resp;
+    uv_write_t wr;
+    int closing; /* handles still to close */
+};
+
+/* Label values: backslash, double quote and newline are escaped (text format 0.0.4). */
+static void label(struct buf *b, const char *v)
+{
+    buf_putc(b, '"');
+    for (const char *c = v; *c; c++) {
+        if (*c == '\\' || *c == '"')
+            buf_putc(b, '\\');
+        if (*c == '\n') {
+            buf_puts(b, "\\n");
+            continue;
+        }
+        buf_putc(b, *c);
+    }
+    buf_putc(b, '"');
+}
+
+struct render {
+    struct buf *b;
+    const char *metric;
+    int which;
+};
+
+enum {
+    M_ROWS,
+    M_BYTES,
+    M_SLICES,
+    M_CYCLES_OK,
+    M_CYCLES_FAILED,
+    M_LAG,
+    M_LAST_SUCCESS,
+    M_SYNCING,
+    M_COUNT
+};
+
+static void per_ds(void *ud, const struct sched_ds_info *i)
+{
+    struct render *r = ud;
+    if (!i->selected)
+        return;
+    struct buf *b = r->b;
+    const char *suffix = "";
+    char val[64];
+    switch (r->which) {
+    case M_ROWS:
+        snprintf(val, sizeof val, "%llu", (unsigned long long)i->rows_total);
+        break;
+    case M_BYTES:
+        snprintf(val, sizeof val, "%llu", (unsigned long long)i->bytes_total);
+        break;
+    case M_SLICES:
+        snprintf(val, sizeof val, "%llu", (unsigned long long)i->slices_total);
+        break;
+    case M_CYCLES_OK:
+        suffix = ",result=\"ok\"";
+        snprintf(val, sizeof val, "%llu", (unsigned long long)i->cycles_ok);
+        break;
+    case M_CYCLES_FAILED:
+        suffix = ",result=\"failed\"";
+        snprintf(val, sizeof val, "%llu", (unsigned long long)i->cycles_failed);
+        break;
+    case M_LAG:
+        if (i->lag_seconds < 0)
+            return;
+        snprintf(val, sizeof val, "%.3f", i->lag_seconds);
+        break;
+    case M_LAST_SUCCESS:
+        if (i->last_success <= 0)
+            return;
+        snprintf(val, sizeof val, "%.3f", i->last_success);
+        break;
+    case M_SYNCING:
+        snprintf(val, sizeof val, "%d", strcmp(i->phase, "idle") != 0);
+        break;
+    default:
+        return;
+    }
+    buf_printf(b, "%s{datasource=", r->metric);
+    label(b, i->name);
+    buf_printf(b, "%s} %s\n", suffix, val);
+}
+
+static void family(struct buf *b, const struct sched *s, const char *name, const char *type,
+                   const char *help, int which, int which2)
+{
+    buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    struct render r = {b, name, which};
+    sched_foreach(s, per_ds, &r);
+    if (which2 >= 0) {
+        r.which = which2;
+        sched_foreach(s, per_ds, &r);
+    }
+}
+
+char *metrics_render(const struct sched *s, const struct druid_client *d, const struct pgsink *p)
+{
+    struct buf b = BUF_INIT;
+    family(&b, s, "druid_syncd_rows_synced_total", "counter",
+           "Rows read from Druid and committed to PostgreSQL.", M_ROWS, -1);
+    family(&b, s, "druid_syncd_bytes_synced_total", "counter",
+           "Bytes of COPY data committed to PostgreSQL.", M_BYTES, -1);
+    family(&b, s, "druid_syncd_slices_total", "counter", "Slices committed.", M_SLICES, -1);
+    family(&b, s, "druid_syncd_cycles_total", "counter", "Sync cycles by result.", M_CYCLES_OK,
+           M_CYCLES_FAILED);
+    family(&b, s, "druid_syncd_lag_seconds", "gauge",
+           "Newest Druid row minus the committed cursor.", M_LAG, -1);
+    family(&b, s, "druid_syncd_last_success_timestamp_seconds", "gauge",
+           "Unix time of the last successful cycle.", M_LAST_SUCCESS, -1);
+    family(&b, s, "druid_syncd_syncing", "gauge", "1 while a cycle of the datasource runs.",
+           M_SYNCING, -1);
+    const struct sched_counters *c = sched_get_counters(s);
+    buf_puts(&b, "# HELP druid_syncd_retries_total Failures that were retried, by kind.\n"
+                 "# TYPE druid_syncd_retries_total counter\n");
+    for (int k = 1; k < SCHED_ERR_KINDS; k++)
+        buf_printf(&b, "druid_syncd_retries_total{kind=\"%s\"} %llu\n", sched_err_kind_name(k),
+                   (unsigned long long)c->retries[k]);
+    buf_puts(&b, "# HELP druid_syncd_errors_total Failures that ended a cycle, by kind.\n"
+                 "# TYPE druid_syncd_errors_total counter\n");
+    for (int k = 1; k < SCHED_ERR_KINDS; k++)
+        buf_printf(&b, "druid_syncd_errors_total{kind=\"%s\"} %llu\n", sched_err_kind_name(k),
+                   (unsigned long long)c->errors[k]);
+    buf_printf(&b,
+               "# HELP druid_syncd_druid_queries_in_flight Druid queries running now.\n"
+               "# TYPE druid_syncd_druid_queries_in_flight gauge\n"
+               "druid_syncd_druid_queries_in_flight %zu\n"
+               "# HELP druid_syncd_postgres_connections PostgreSQL connections open now.\n"
+               "# TYPE druid_syncd_postgres_connections gauge\n"
+               "druid_syncd_postgres_connections %zu\n",
+               druid_client_inflight(d), pgsink_connections(p));
+    return buf_steal(&b);
+}
+
+static void conn_closed(uv_handle_t *h)
+{
+    struct mconn *c = h->data;
+    if (--c->closing == 0) {
+        free(c->resp);
+        free(c);
+    }
+}
+
+static void conn_close(struct mconn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 2;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->m->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, conn_closed);
+    uv_close((uv_handle_t *)&c->tcp, conn_closed);
+}
+
+static void on_written(uv_write_t *w, int status)
+{
+    (void)status;
+    conn_close(w->data);
+}
+
+static void respond(struct mconn *c, int code, const char *reason, const char *ctype,
+                    const char *body)
+{
+    struct buf b = BUF_INIT;
+    buf_printf(&b,
+               "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+               "Connection: close\r\n\r\n%s",
+               code, reason, ctype, strlen(body), body);
+    c->resp = buf_steal(&b);
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_buf_t ub = uv_buf_init(c->resp, (unsigned)strlen(c->resp));
+    c->wr.data = c;
+    if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &ub, 1, on_written) != 0)
+        conn_close(c);
+}
+
+static void handle_request(struct mconn *c)
+{
+    struct metrics *m = c->m;
+    if (strncmp(c->req, "GET ", 4) != 0 && strncmp(c->req, "HEAD ", 5) != 0) {
+        respond(c, 405, "Method Not Allowed", "text/plain", "only GET\n");
+        return;
+    }
+    const char *path = strchr(c->req, ' ') + 1;
+    if (strncmp(path, "/metrics ", 9) == 0 || strncmp(path, "/metrics?", 9) == 0 ||
+        strncmp(path, "/ ", 2) == 0) {
+        char *text = metrics_render(m->s, m->d, m->p);
+        respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", text);
+        free(text);
+        return;
+    }
+    respond(c, 404, "Not Found", "text/plain", "not found; try /metrics\n");
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    (void)suggested;
+    struct mconn *c = h->data;
+    b->base = c->req + c->len;
+    b->len = REQ_MAX - 1 - c->len;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    (void)b;
+    struct mconn *c = s->data;
+    if (n < 0) {
+        conn_close(c);
+        return;
+    }
+    c->len += (size_t)n;
+    c->req[c->len] = '\0';
+    if (strstr(c->req, "\r\n\r\n") || strstr(c->req, "\n\n"))
+        handle_request(c);
+    else if (c->len >= REQ_MAX - 1)
+        respond(c, 431, "Request Header Fields Too Large", "text/plain", "too large\n");
+}
+
+static void free_metrics(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void on_conn_timeout(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct metrics *m = server->data;
+    if (status < 0)
+        return;
+    struct mconn *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    c->m = m;
+    uv_tcp_init(m->loop, &c->tcp);
+    uv_timer_init(m->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->next = m->conns;
+    if (m->conns)
+        m->conns->prev = c;
+    m->conns = c;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, on_conn_timeout, CONN_TIMEOUT_MS, 0);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+struct metrics *metrics_start(uv_loop_t *loop, const char *listen, const struct sched *s,
+                              const struct druid_client *d, const struct pgsink *p, char *err,
+                              size_t errlen)
+{
+    char host[64];
+    int port;
+    if (config_parse_listen(listen, host, sizeof host, &port) != 0) {
+        snprintf(err, errlen, "metrics_listen: cannot parse \"%s\"", listen);
+        return NULL;
+    }
+    struct sockaddr_storage ss;
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
+        snprintf(err, errlen, "metrics_listen: \"%s\" is not an IP address", host);
+        return NULL;
+    }
+    struct metrics *m = calloc(1, sizeof *m);
+    if (!m) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    m->loop = loop;
+    m->s = s;
+    m->d = d;
+    m->p = p;
+    uv_tcp_init(loop, &m->server);
+    m->server.data = m;
+    int r = uv_tcp_bind(&m->server, (const struct sockaddr *)&ss, 0);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&m->server, 64, on_connection);
+    if (r != 0) {
+        snprintf(err, errlen, "metrics_listen %s: %s", listen, uv_strerror(r));
+        uv_close((uv_handle_t *)&m->server, free_metrics);
+        return NULL;
+    }
+    log_info("metrics", "serving Prometheus metrics on http://%s/metrics", listen);
+    return m;
+}
+
+void metrics_stop(struct metrics *m)
+{
+    if (!m)
+        return;
+    while (m->conns)
+        conn_close(m->conns);
+    uv_close((uv_handle_t *)&m->server, free_metrics);
+}
