@@ -89,10 +89,11 @@ class Postgres:
 class Env:
     """PostgreSQL + the Druid test server + a config file for one test class."""
 
-    def __init__(self, load=None, auth=None):
+    def __init__(self, load=None, auth=None, **sim_kw):
+        """sim_kw: more Sim.start arguments (legacy_errors=, version=, extra_args=)."""
         self.pg = Postgres()
         try:
-            self.sim = Sim.start(load=load or {}, auth=auth)
+            self.sim = Sim.start(load=load or {}, auth=auth, **sim_kw)
         except Exception:
             self.pg.stop()
             raise
