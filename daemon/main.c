@@ -33,6 +33,7 @@ struct app {
     uv_timer_t exit_timer; /* teardown runs from here, never inside a module's callback */
     uv_timer_t probe_timer;
     int probe_attempts;
+    bool auth_refused; /* Druid answered 401/403 to the start-up probe: wait for a reload */
     bool once;
     bool cli_log_level;
     int exit_code;
@@ -114,6 +115,8 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     sched_stop(a->sched, a->cfg->shutdown_timeout_seconds);
 }
 
+static void probe_druid(struct app *a);
+
 static void on_hup(uv_signal_t *h, int signum)
 {
     (void)signum;
@@ -162,9 +165,12 @@ static void on_hup(uv_signal_t *h, int signum)
     a->cfg = n;
     log_info("config", "configuration reloaded from %s", a->config_path);
     notify_ready();
+    if (a->auth_refused) {
+        a->auth_refused = false;
+        a->probe_attempts = 0;
+        probe_druid(a); /* start-up had stopped at the credentials: try them again */
+    }
 }
-
-static void probe_druid(struct app *a);
 
 static void on_probe_retry(uv_timer_t *t)
 {
@@ -176,6 +182,19 @@ static void on_probe_done(void *ud, const struct druid_error *e)
     struct app *a = ud;
     if (a->stopping) {
         request_exit(a, a->exit_code);
+        return;
+    }
+    if (e->kind == DRUID_ERR_AUTH && !a->once) {
+        /* the credentials are wrong: retrying cannot help, restarting cannot either; stay up
+         * (so that systemctl reload works) and wait for a corrected configuration */
+        log_error("druid",
+                  "Druid at %s:%d refused our credentials (HTTP %ld): %s; syncing waits until "
+                  "the configuration is reloaded",
+                  a->cfg->druid_host, a->cfg->druid_port, e->http_status, e->message);
+        a->auth_refused = true;
+        notify_ready();
+        notify_status("Druid refused our credentials (HTTP %ld): %s; fix them and reload",
+                      e->http_status, e->message);
         return;
     }
     if (e->kind != DRUID_OK) {

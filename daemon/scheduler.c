@@ -127,6 +127,7 @@ struct sched {
     uv_timer_t disc_timer;
     uv_timer_t stop_timer;
     bool discovering;
+    bool started;
     bool stopping;
     bool stop_hard;
     bool auth_blocked;
@@ -1372,6 +1373,7 @@ struct sched *sched_new(uv_loop_t *loop, const struct config *cfg, struct druid_
 
 void sched_start(struct sched *s)
 {
+    s->started = true;
     discover(s);
 }
 
@@ -1381,7 +1383,7 @@ void sched_set_config(struct sched *s, const struct config *cfg)
     s->auth_blocked = false;
     for (struct dsync *d = s->ds; d; d = d->next)
         d->selected = is_selected(s, d->name);
-    if (!s->stopping && !s->opts.once) {
+    if (s->started && !s->stopping && !s->opts.once) {
         uv_timer_stop(&s->disc_timer);
         discover(s);
     }
