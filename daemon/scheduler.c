@@ -1141,13 +1141,6 @@ static int cmp_ordinal(const void *a, const void *b)
     return (x->ordinal > y->ordinal) - (x->ordinal < y->ordinal);
 }
 
-static void on_missing_marked(void *ud, const char *err)
-{
-    (void)ud;
-    if (err)
-        log_warning("pg", "marking datasources missing from the catalog failed: %s", err);
-}
-
 /* The catalog is read: refresh the datasource list and start the cycles that are due. */
 static void disc_apply(struct sched *s)
 {
@@ -1186,13 +1179,6 @@ static void disc_apply(struct sched *s)
         }
         qsort(d->cols, d->ncols, sizeof *d->cols, cmp_ordinal);
     }
-    /* state rows of datasources that vanished from the catalog: their tables stay */
-    struct json_object *arr = json_object_new_array();
-    for (size_t i = 0; i < s->npresent; i++)
-        json_object_array_add(arr, json_object_new_string(s->present[i]));
-    pgsink_state_mark_missing(s->sink, json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN),
-                              on_missing_marked, s);
-    json_object_put(arr);
 
     size_t started = 0, selected = 0;
     for (struct dsync *d = s->ds; d; d = d->next) {
@@ -1240,11 +1226,11 @@ static void disc_apply(struct sched *s)
     check_finished(s);
 }
 
-static void on_columns_written(void *ud, const char *err)
+static void on_missing_marked(void *ud, const char *err)
 {
     struct sched *s = ud;
     if (err) {
-        disc_failed(s, "writing information_schema_columns", err);
+        disc_failed(s, "recording datasources missing from the catalog", err);
         return;
     }
     s->discovering = false;
@@ -1256,6 +1242,22 @@ static void on_columns_written(void *ud, const char *err)
         uv_timer_start(&s->disc_timer, on_disc_timer,
                        (uint64_t)(s->cfg->sync_interval_seconds * 1000.0), 0);
     check_finished(s);
+}
+
+static void on_columns_written(void *ud, const char *err)
+{
+    struct sched *s = ud;
+    if (err) {
+        disc_failed(s, "writing information_schema_columns", err);
+        return;
+    }
+    /* state rows of datasources that vanished from the catalog: their tables stay */
+    struct json_object *arr = json_object_new_array();
+    for (size_t i = 0; i < s->npresent; i++)
+        json_object_array_add(arr, json_object_new_string(s->present[i]));
+    pgsink_state_mark_missing(s->sink, json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN),
+                              on_missing_marked, s);
+    json_object_put(arr);
 }
 
 static void columns_on_done(void *ud, const struct druid_error *e)
@@ -1467,6 +1469,13 @@ void sched_free(struct sched *s)
         struct dsync *d = s->ds;
         s->ds = d->next;
         cancel_all(d);
+        while (d->runs) { /* those the sink still holds: pgsink_free reclaims its side */
+            struct slicerun *r = d->runs;
+            LIST_DEL(d->runs, r);
+            if (r->q)
+                druid_query_cancel(r->q);
+            run_free(r);
+        }
         ds_reset_cycle(d);
         free_cols(d->cols, d->ncols);
         free(d->name);

@@ -20,6 +20,7 @@ struct pgjob {
     size_t n, cap, i;
     pgjob_done done;
     void *ud;
+    void (*ud_free)(void *);
     struct pgjob *next;
     bool failed;
     char err[1024];
@@ -40,6 +41,11 @@ struct pgjob *pgjob_new(pgjob_done done, void *ud)
     j->done = done;
     j->ud = ud;
     return j;
+}
+
+void pgjob_set_ud_free(struct pgjob *j, void (*ud_free)(void *))
+{
+    j->ud_free = ud_free;
 }
 
 static struct step *add_step(struct pgjob *j)
@@ -237,6 +243,8 @@ void pgjob_queue_free(struct pgjob_queue *q)
     while (q->head) {
         struct pgjob *j = q->head;
         q->head = j->next;
+        if (j->ud_free)
+            j->ud_free(j->ud);
         job_free(j);
     }
     pgconn_free(q->conn);

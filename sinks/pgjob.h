@@ -19,6 +19,9 @@ typedef int (*pgjob_hook)(struct pgjob *j, PGresult *res, void *ud, char *err, s
 typedef void (*pgjob_done)(void *ud, const char *err);
 
 struct pgjob *pgjob_new(pgjob_done done, void *ud);
+/* When the job is dropped without running to its end (the queue is freed), ud_free(ud)
+ * is called instead of the done callback. */
+void pgjob_set_ud_free(struct pgjob *j, void (*ud_free)(void *));
 /* Adds a statement; sql and params are copied. nparams 0 allows several statements. */
 void pgjob_sql(struct pgjob *j, const char *sql, int nparams, const char *const *params,
                pgjob_hook hook);

@@ -46,6 +46,7 @@ struct pgsink {
     struct writer *writers;
     size_t nwriters;
     struct waiter *wait_head, *wait_tail;
+    struct pgsink_slice *live; /* every slice not yet freed, so pgsink_free can reclaim them */
     char col_id[64], col_synced[64], col_deleted[64];
 };
 
@@ -122,6 +123,8 @@ void pgsink_set_config(struct pgsink *s, const struct config *cfg)
     config_system_column(cfg, "deleted", s->col_deleted, sizeof s->col_deleted);
 }
 
+static void slice_free(struct pgsink_slice *sl);
+
 size_t pgsink_connections(const struct pgsink *s)
 {
     size_t n = pgjob_queue_connected(s->control) ? 1 : 0;
@@ -151,6 +154,10 @@ void pgsink_free(struct pgsink *s)
         s->wait_head = w->next;
         free(w);
     }
+    /* slices still rolling back (or waiting) when the daemon exits: closing their
+     * connections rolls them back; only the memory is left to reclaim */
+    while (s->live)
+        slice_free(s->live);
     free(s);
 }
 
@@ -173,7 +180,9 @@ static struct pgjob *job_with_cb(pgsink_cb cb, void *ud)
         abort();
     c->cb = cb;
     c->ud = ud;
-    return pgjob_new(cbctx_done, c);
+    struct pgjob *j = pgjob_new(cbctx_done, c);
+    pgjob_set_ud_free(j, free); /* a job dropped unrun (at exit) still frees its context */
+    return j;
 }
 
 void pgsink_start(struct pgsink *s, pgsink_cb cb, void *ud)
@@ -287,6 +296,11 @@ static void prep_free(struct prep *p)
     free(p->types);
     free(p->cursor);
     free(p);
+}
+
+static void prep_drop(void *p)
+{
+    prep_free(p);
 }
 
 static int prep_state_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
@@ -460,6 +474,7 @@ void pgsink_prepare_table(struct pgsink *s, const struct pgsink_table_req *req, 
     sqlident_pg_name(req->datasource, p->dest);
 
     struct pgjob *j = pgjob_new(prep_done, p);
+    pgjob_set_ud_free(j, prep_drop);
     struct buf b = BUF_INIT;
     pgjob_sql(j, "BEGIN", 0, NULL, NULL);
     qtable(&b, s, p->dest);
@@ -494,6 +509,7 @@ enum slice_phase {
 
 struct pgsink_slice {
     struct pgsink *s;
+    struct pgsink_slice *live_next, *live_prev;
     struct writer *w;
     char *datasource;
     char dest[SQLIDENT_PG_MAX + 1];
@@ -519,6 +535,12 @@ static void slice_on_result(void *ud, PGresult *res, const char *err);
 
 static void slice_free(struct pgsink_slice *sl)
 {
+    if (sl->live_prev)
+        sl->live_prev->live_next = sl->live_next;
+    else
+        sl->s->live = sl->live_next;
+    if (sl->live_next)
+        sl->live_next->live_prev = sl->live_prev;
     free(sl->datasource);
     free(sl->view.copy_cols);
     free(sl->view.slice_column);
@@ -785,6 +807,10 @@ void pgsink_slice_begin(struct pgsink *s, const char *datasource, int64_t lo, in
     if (!sl)
         abort();
     sl->s = s;
+    sl->live_next = s->live;
+    if (s->live)
+        s->live->live_prev = sl;
+    s->live = sl;
     sl->datasource = strdup(datasource);
     memcpy(sl->dest, t->dest, sizeof sl->dest);
     sl->view.copy_cols = strdup(t->copy_cols);
