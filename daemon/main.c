@@ -315,8 +315,11 @@ int main(int argc, char **argv)
     char err[1024];
     a.cfg = config_load(a.config_path, err, sizeof err);
     if (!a.cfg) {
-        if (check)
-            printf("%s\n", err);
+        if (check) {
+            printf("%s\n", err); /* the answer --check-config was asked for */
+            free(only);
+            return CONFIG_EXIT;
+        }
         log_error("config", "%s", err);
         notify_status("start-up failed: configuration: %s", err);
         free(only);

@@ -862,6 +862,31 @@ static void test_every_key_named_on_type_error(void **state)
     }
 }
 
+static void test_shutdown_timeout_and_metrics_listen(void **state)
+{
+    (void)state;
+    struct config *c = accept("");
+    assert_true(c->shutdown_timeout_seconds == 30.0);
+    assert_null(c->metrics_listen); /* off unless asked for */
+    config_free(c);
+    c = accept("\"shutdown_timeout_seconds\":2.5,\"metrics_listen\":\"127.0.0.1:9187\"");
+    assert_true(c->shutdown_timeout_seconds == 2.5);
+    assert_string_equal(c->metrics_listen, "127.0.0.1:9187");
+    config_free(c);
+    c = accept("\"metrics_listen\":\"[::1]:9187\"");
+    char host[64];
+    int port;
+    assert_int_equal(config_parse_listen(c->metrics_listen, host, sizeof host, &port), 0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 9187);
+    config_free(c);
+    reject("\"shutdown_timeout_seconds\":0", "shutdown_timeout_seconds", NULL);
+    reject("\"metrics_listen\":\"nonsense\"", "metrics_listen", "IP:port");
+    reject("\"metrics_listen\":\"127.0.0.1:0\"", "metrics_listen", NULL);
+    reject("\"metrics_listen\":\"localhost:9187\"", "metrics_listen", NULL);
+    reject("\"metrics_listen\":9187", "metrics_listen", NULL);
+}
+
 static void test_free_null(void **state)
 {
     (void)state;
@@ -872,6 +897,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_defaults, setup),
+        cmocka_unit_test_setup(test_shutdown_timeout_and_metrics_listen, setup),
         cmocka_unit_test_setup(test_original_connector, setup),
         cmocka_unit_test_setup(test_etc_config_json, setup),
         cmocka_unit_test_setup(test_etc_config_minimal_json, setup),
