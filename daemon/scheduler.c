@@ -62,6 +62,7 @@ struct slicerun {
     uint64_t bytes;
     bool ordered;
     bool committing;
+    bool pg_failed; /* the consumer side failed: PostgreSQL, not Druid */
     char err[1024];
 };
 
@@ -538,6 +539,7 @@ static int flush_out(struct slicerun *r)
     buf_reset(&r->out);
     if (rc < 0) {
         snprintf(r->err, sizeof r->err, "writing to PostgreSQL failed");
+        r->pg_failed = true;
         return -1;
     }
     if (rc == 1 && r->q) {
@@ -668,6 +670,12 @@ static void slice_on_done(void *ud, const struct druid_error *e)
             druid_error_set(&copy, DRUID_ERR_SERVER, "%s", r->err);
         pgsink_slice_abort(r->sl);
         r->sl = NULL;
+        if (r->pg_failed) {
+            /* a lost PostgreSQL connection is worth a retry, like a Druid reset */
+            druid_error_set(&copy, DRUID_ERR_SERVER, "%s", r->err);
+            slice_failed(r, &copy, SCHED_ERR_POSTGRES);
+            return;
+        }
         slice_failed(r, &copy, e ? (int)copy.kind : SCHED_ERR_POSTGRES);
         return;
     }
