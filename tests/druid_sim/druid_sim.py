@@ -2741,6 +2741,9 @@ def main(argv=None):
     ap.add_argument("--no-trailers", action="store_true", help="do not send the Druid 31+ HTTP trailer")
     ap.add_argument("--documented-content-types", action="store_true",
                     help="text/plain for the line formats and text/csv for csv, as the docs say")
+    ap.add_argument("--tls-cert", help="also serve HTTPS (same data) with this PEM certificate")
+    ap.add_argument("--tls-key", help="the certificate's PEM private key")
+    ap.add_argument("--tls-port-file", help="where to write the HTTPS port")
     args = ap.parse_args(argv)
 
     store = Store()
@@ -2758,9 +2761,29 @@ def main(argv=None):
             f.write("%d\n" % port)
         os.replace(tmp, args.port_file)
     print("druid_sim listening on %s:%d" % (args.host, port), flush=True)
+    tls_srv = None
+    if args.tls_cert:
+        # A second listener with TLS over the same state: the control API stays plain HTTP
+        # on the first port, the daemon under test talks HTTPS to this one.
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        tls_srv = Server((args.host, 0), Handler)
+        tls_srv.socket = ctx.wrap_socket(tls_srv.socket, server_side=True)
+        tls_port = tls_srv.server_address[1]
+        if args.tls_port_file:
+            tmp = args.tls_port_file + ".tmp%d" % os.getpid()
+            with open(tmp, "w") as f:
+                f.write("%d\n" % tls_port)
+            os.replace(tmp, args.tls_port_file)
+        threading.Thread(target=tls_srv.serve_forever, kwargs={"poll_interval": 0.2},
+                         daemon=True).start()
+        print("druid_sim listening with TLS on %s:%d" % (args.host, tls_port), flush=True)
 
     def stop(_sig, _frm):
         threading.Thread(target=srv.shutdown, daemon=True).start()
+        if tls_srv:
+            threading.Thread(target=tls_srv.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
