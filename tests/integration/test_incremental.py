@@ -200,6 +200,46 @@ class IncrementalTest(unittest.TestCase):
         self.sync(ds, lookback_seconds=3600)
         self.assertEqual(snapshot(self.pg, ds), snap)
 
+    def test_lookback_boundary_is_inclusive(self):
+        ds = "inc_boundary"
+        self.sim.datasource(ds, COLS, rows(*[(i, i, "b") for i in range(0, 101, 10)]))  # cursor 100 s
+        self.sync(ds, lookback_seconds=10)
+        self.assertEqual(state_row(self.pg, ds)["cursor"], t(100))
+        # exactly cursor - lookback (90.000 s) is re-read; 89.999 s is not
+        self.sim.append(ds, [{"__time": t(90), "k": 500, "v": "at-lo"},
+                             {"__time": t(89, 999), "k": 501, "v": "before-lo"},
+                             {"__time": t(99, 999), "k": 502, "v": "just-before-cursor"}])
+        self.sync(ds, lookback_seconds=10)
+        ks = sorted(int(r[0]) for r in self.pg.psql("SELECT k FROM %s WHERE k >= 500" % tbl(ds)))
+        self.assertEqual(ks, [500, 502])
+
+    def test_whole_window_deleted(self):
+        ds = "inc_window_gone"
+        self.sim.datasource(ds, COLS, rows(*[(i, i, "w") for i in range(10)]))
+        self.sync(ds, lookback_seconds=5)
+        self.sim.delete(ds, t(5), t(10))  # everything from cursor - lookback on
+        self.sync(ds, lookback_seconds=5)
+        self.assertEqual(sorted(int(k) for _t, k, _v in self.flagged(ds)), [5, 6, 7, 8, 9])
+        self.assertSynced(ds)
+        self.sim.append(ds, rows((20, 20, "later")))
+        self.sync(ds, lookback_seconds=5)
+        self.assertSynced(ds)
+        self.assertEqual(state_row(self.pg, ds)["cursor"], t(20))
+
+    def test_one_of_two_duplicates_vanishes(self):
+        ds = "inc_dup_vanish"
+        self.sim.datasource(ds, COLS, rows((1, 1, "twin"), (1, 1, "twin"), (1, 1, "twin"), (2, 2, "x")))
+        self.sync(ds, lookback_seconds=60)
+        self.sim.replace(ds, t(1), t(2), rows((1, 1, "twin")))
+        self.sync(ds, lookback_seconds=60)
+        self.assertSynced(ds)
+        self.assertEqual(self.flagged(ds), collections.Counter({(t(1), "1", "twin"): 2}))
+        # and they come back: un-flagged, no new copies
+        self.sim.replace(ds, t(1), t(2), rows((1, 1, "twin"), (1, 1, "twin"), (1, 1, "twin")))
+        self.sync(ds, lookback_seconds=60)
+        self.assertSynced(ds)
+        self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s" % tbl(ds)), "4")
+
     def test_multi_slice_rows_synced(self):
         ds = "inc_slices"
         self.sim.datasource(ds, COLS, rows(*[(i, i, "s") for i in range(95)]))

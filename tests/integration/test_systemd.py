@@ -510,26 +510,38 @@ class ReloadDuringSyncTest(unittest.TestCase):
 # ---------------------------------------------------------------------------
 
 class ShutdownTest(unittest.TestCase):
-    """ds: 2000 rows synced first; 6000 more appended; one slice of the new rows stalls."""
+    """Per test a datasource: 2000 rows synced first; 6000 more appended; the last slice of
+    the new rows stalls mid-stream (after 300 of its 2000 rows) for a minute."""
 
     N0, N1 = 2000, 6000
+    n = 0
+
+    @classmethod
+    def setUpClass(cls):
+        cls.env = Env()
+        cls.pg, cls.sim = cls.env.pg, cls.env.sim
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.env.close()
 
     def setUp(self):
-        self.env = Env()
-        self.pg, self.sim = self.env.pg, self.env.sim
-        self.sim.datasource("ds", COLS, rows(self.N0))
+        ShutdownTest.n += 1
+        self.ds = "ds%d" % ShutdownTest.n
+        self.sim.clear_faults()
+        self.sim.datasource(self.ds, COLS, rows(self.N0))
         self.env.config(batch_size=2000, max_concurrent_queries=2, shutdown_timeout_seconds=3)
-        self.env.once(expect=0)
-        self.assertEqual(count_rows(self.pg, "ds"), self.N0)
-        match = harness.slice_match(self.sim, "ds")
-        self.assertNotEqual(match, 'FROM "ds"')
-        self.sim.append("ds", rows(self.N1, self.N0))
+        self.env.once("--datasource", self.ds, expect=0)
+        self.assertEqual(count_rows(self.pg, self.ds), self.N0)
+        self.sim.append(self.ds, rows(self.N1, self.N0))
         self.sim.clear_queries()
-        # Stall the first slice read after 300 rows, for far longer than the stop timeout.
-        self.sim.fault("delay", match=match, times=1, after_rows=300, delay_seconds=60)
+        # Only the open-ended last slice matches (the first sync read everything in one
+        # unbounded query); it holds 2000 rows, so the stall after 300 always happens.
+        self.sim.fault("delay", match='"v" FROM %s WHERE "__time" >= ? ORDER BY' % harness.qident(self.ds),
+                       times=1, after_rows=300, delay_seconds=60)
 
     def tearDown(self):
-        self.env.close()
+        self.sim.clear_faults()
 
     def druid_count(self, lo, hi):
         n = 0
@@ -541,7 +553,7 @@ class ShutdownTest(unittest.TestCase):
 
     def wait_stalled(self):
         def stalled():
-            for q in slice_queries(self.sim, "ds"):
+            for q in slice_queries(self.sim, self.ds):
                 if q.get("rows_sent") == 300 and not q.get("finished"):
                     return q
             return None
@@ -551,23 +563,23 @@ class ShutdownTest(unittest.TestCase):
         lo, hi = slice_range(stalled_q)
         new_lo = BASE + self.N0 * 1000
         lo = new_lo if lo is None or lo < new_lo else lo
-        self.assertEqual(pg_count_range(self.pg, "ds", lo, hi), 0,
+        self.assertEqual(pg_count_range(self.pg, self.ds, lo, hi), 0,
                          "rows of the interrupted slice [%s, %s) were committed" % (lo, hi))
-        for q in slice_queries(self.sim, "ds"):
+        for q in slice_queries(self.sim, self.ds):
             qlo, qhi = slice_range(q)
             if qhi is not None and qhi <= new_lo:
                 continue
             qlo = new_lo if qlo is None or qlo < new_lo else qlo  # only the appended rows
-            got = pg_count_range(self.pg, "ds", qlo, qhi)
+            got = pg_count_range(self.pg, self.ds, qlo, qhi)
             want = self.druid_count(qlo, qhi)
             self.assertIn(got, (0, want), "slice [%s, %s) holds %d rows, Druid has %d: a partial slice"
                           % (qlo, qhi, got, want))
-        self.assertTrue(no_duplicates(self.pg, "ds"))
+        self.assertTrue(no_duplicates(self.pg, self.ds))
         # the original rows are intact
-        self.assertEqual(pg_count_range(self.pg, "ds", None, BASE + self.N0 * 1000), self.N0)
+        self.assertEqual(pg_count_range(self.pg, self.ds, None, BASE + self.N0 * 1000), self.N0)
 
     def test_sigterm_waits_then_rolls_back(self):
-        d = Daemon(self.env)
+        d = Daemon(self.env, "--datasource", self.ds)
         try:
             q = self.wait_stalled()
             time.sleep(0.5)
@@ -575,7 +587,7 @@ class ShutdownTest(unittest.TestCase):
             self.assertIsNotNone(rc, "no exit within shutdown_timeout_seconds (3) + 7 s\n" + d.tail())
             self.assertEqual(rc, 0, d.tail())
             self.assertLess(secs, 3 + 3, "took %.1f s with shutdown_timeout_seconds 3" % secs)
-            q = [x for x in slice_queries(self.sim, "ds") if x.get("sql") == q["sql"]
+            q = [x for x in slice_queries(self.sim, self.ds) if x.get("sql") == q["sql"]
                  and x.get("parameters") == q["parameters"]][0]
             self.check_whole_slices(q)
             self.assertIn("stopping", d.stderr())
@@ -583,7 +595,7 @@ class ShutdownTest(unittest.TestCase):
             d.kill()
 
     def test_second_sigterm_is_prompt(self):
-        d = Daemon(self.env)
+        d = Daemon(self.env, "--datasource", self.ds)
         try:
             q = self.wait_stalled()
             time.sleep(0.3)
@@ -601,7 +613,7 @@ class ShutdownTest(unittest.TestCase):
             d.kill()
 
     def test_sigterm_under_once_exits_1(self):
-        d = Daemon(self.env, "--once")
+        d = Daemon(self.env, "--once", "--datasource", self.ds)
         try:
             q = self.wait_stalled()
             time.sleep(0.3)

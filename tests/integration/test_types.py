@@ -189,5 +189,64 @@ class TypesTest(unittest.TestCase):
         self.env.config()
 
 
+
+class TimesAndSizesTest(unittest.TestCase):
+    """Timestamps far from today, huge values, a wide datasource."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.env = Env()
+        cls.pg, cls.sim = cls.env.pg, cls.env.sim
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.env.close()
+
+    def test_times_around_the_epoch_and_far_away(self):
+        ds = "times"
+        stamps = ["1900-01-01T00:00:00.000Z", "1969-12-31T23:59:59.999Z", "1970-01-01T00:00:00.000Z",
+                  "1970-01-01T00:00:00.001Z", "2038-01-19T03:14:08.000Z", "9999-12-31T23:59:59.999Z"]
+        self.sim.datasource(ds, [("__time", "TIMESTAMP"), ("k", "BIGINT")],
+                            [{"__time": s, "k": i} for i, s in enumerate(stamps)])
+        self.env.config(datasources=[ds], batch_size=2)
+        self.env.once()
+        got = [r[0] for r in self.pg.psql("SELECT %s FROM %s ORDER BY k" % (harness.pg_iso("__time"), tbl(ds)))]
+        self.assertEqual(got, stamps)
+        self.assertEqual(harness.state_row(self.pg, ds)["cursor"], stamps[-1])
+        snap = harness.snapshot(self.pg, ds)
+        self.env.once()
+        self.assertEqual(harness.snapshot(self.pg, ds), snap)
+
+    def test_huge_values(self):
+        ds = "huge"
+        big = ("\u00e9\t\\" + "x" * 997) * 1000  # ~1 MB, awkward bytes throughout
+        data = [{"__time": "2020-01-01T00:00:00.000Z", "k": i, "s": big + str(i),
+                 "j": {"list": list(range(20000))}} for i in range(3)]
+        self.sim.datasource(ds, [("__time", "TIMESTAMP"), ("k", "BIGINT"), ("s", "VARCHAR"),
+                                 ("j", "COMPLEX<json>")], data)
+        self.env.config(datasources=[ds])
+        self.env.once()
+        import hashlib
+        for i in range(3):
+            want = hashlib.md5((big + str(i)).encode("utf-8")).hexdigest()
+            self.assertEqual(self.pg.scalar("SELECT md5(convert_to(s, 'UTF8')) FROM %s WHERE k = %d"
+                                            % (tbl(ds), i)), want)
+            self.assertEqual(self.pg.scalar("SELECT jsonb_array_length(j->'list') FROM %s WHERE k = %d"
+                                            % (tbl(ds), i)), "20000")
+
+    def test_wide_datasource(self):
+        ds = "wide"
+        cols = [("__time", "TIMESTAMP")] + [("c%03d" % i, "BIGINT" if i % 2 else "VARCHAR") for i in range(300)]
+        data = [dict({"__time": "2020-01-01T00:00:0%d.000Z" % r},
+                     **{"c%03d" % i: (i * 1000 + r if i % 2 else "s%d-%d" % (i, r)) for i in range(300)})
+                for r in range(5)]
+        self.sim.datasource(ds, cols, data)
+        self.env.config(datasources=[ds])
+        self.env.once()
+        self.assertEqual(len(harness.pg_column_types(self.pg, ds)), 301 + 3)
+        self.assertEqual(self.pg.scalar("SELECT sum(c299) FROM %s" % tbl(ds)), str(sum(299000 + r for r in range(5))))
+        self.assertEqual(self.pg.scalar("SELECT c298 FROM %s WHERE c001 = 1004" % tbl(ds)), "s298-4")
+
+
 if __name__ == "__main__":
     harness.main()
