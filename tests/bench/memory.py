@@ -1,0 +1,62 @@
+"""Memory benchmark: the daemon's peak RSS while syncing one datasource in a single slice,
+for a small and a 5x larger datasource. Bounded memory means the ratio stays near 1.0.
+Not part of the test suite (it takes a minute); run it by hand:
+
+    /usr/bin/python3 tests/bench/memory.py [ROWS_SMALL] [ROWS_LARGE]
+
+Uses the real binary (build/druid-syncd), a throwaway PostgreSQL and the Druid test server.
+"""
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+import harness  # noqa: E402
+
+COLS = [{"name": "__time", "type": "TIMESTAMP"}, {"name": "s", "type": "VARCHAR"},
+        {"name": "n", "type": "BIGINT"}]
+
+
+def fill(sim, name, n):
+    sim.datasource(name, COLS, [])
+    chunk = []
+    for i in range(n):
+        chunk.append({"__time": 1442016000000 + i * 7, "s": ("x%d" % i) * 20, "n": i})
+        if len(chunk) == 20000:
+            sim.append(name, chunk)
+            chunk = []
+    if chunk:
+        sim.append(name, chunk)
+
+
+def peak_rss_kb(env, name):
+    env.config(datasources=[name], batch_size=10_000_000)  # one slice for everything
+    t0 = time.time()
+    p = subprocess.run(["/usr/bin/time", "-f", "%M", harness.BIN, "-c", env.config_path,
+                        "--once", "--log-level", "warning"], capture_output=True, text=True)
+    secs = time.time() - t0
+    if p.returncode != 0:
+        raise SystemExit("druid-syncd failed:\n" + p.stderr[-3000:])
+    rows = int(env.pg.scalar("SELECT count(*) FROM druid.%s" % harness.qident(name)))
+    return int(p.stderr.strip().splitlines()[-1]), rows, secs
+
+
+def main():
+    small = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    large = int(sys.argv[2]) if len(sys.argv) > 2 else 5 * small
+    env = harness.Env()
+    try:
+        fill(env.sim, "small", small)
+        fill(env.sim, "large", large)
+        rs, ns, ts = peak_rss_kb(env, "small")
+        rl, nl, tl = peak_rss_kb(env, "large")
+    finally:
+        env.close()
+    print("rows %9d  one slice  peak RSS %7.1f MiB  %5.1f s  %8.0f rows/s" % (ns, rs / 1024, ts, ns / ts))
+    print("rows %9d  one slice  peak RSS %7.1f MiB  %5.1f s  %8.0f rows/s" % (nl, rl / 1024, tl, nl / tl))
+    print("data ratio %.1fx, peak RSS ratio %.2fx" % (nl / ns, rl / rs))
+
+
+if __name__ == "__main__":
+    main()
