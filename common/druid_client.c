@@ -445,7 +445,8 @@ static char *dup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
-static void apply_config(struct druid_client *c, const struct config *cfg)
+/* The password is scrubbed before its memory goes back to the allocator. */
+static void free_settings(struct druid_client *c)
 {
     free(c->url);
     free(c->user);
@@ -453,6 +454,11 @@ static void apply_config(struct druid_client *c, const struct config *cfg)
         explicit_bzero(c->pass, strlen(c->pass));
     free(c->pass);
     free(c->ca);
+}
+
+static void apply_config(struct druid_client *c, const struct config *cfg)
+{
+    free_settings(c);
     struct buf u = BUF_INIT;
     const char *host = cfg->druid_host;
     bool v6 = strchr(host, ':') != NULL && host[0] != '[';
@@ -521,12 +527,7 @@ void druid_client_free(struct druid_client *c)
         query_free(q);
     }
     curl_multi_cleanup(c->multi);
-    free(c->url);
-    free(c->user);
-    if (c->pass)
-        explicit_bzero(c->pass, strlen(c->pass));
-    free(c->pass);
-    free(c->ca);
+    free_settings(c);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, free_client_cb);
 }
