@@ -161,9 +161,10 @@ class LogFormatTest(unittest.TestCase):
         self.assertEqual([l for l in plain_levels(err) if l != "error"], [],
                          "--log-level error did not override log_level debug:\n" + err)
         path = self.cfg(log_level="verbose")
-        rc, err = run(path, "--check-config")
-        self.assertEqual(rc, 78, err)
-        self.assertIn("log_level", err)
+        p = subprocess.run([BIN, "-c", path, "--check-config"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, timeout=30)
+        self.assertEqual(p.returncode, 78, p.stderr)
+        self.assertIn("log_level", p.stdout + p.stderr)
 
     @unittest.skipUnless(shutil.which("script"), "script(1) from util-linux not installed")
     def test_live_progress_on_a_terminal(self):

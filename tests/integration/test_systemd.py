@@ -734,6 +734,8 @@ class MetricsTest(unittest.TestCase):
     def test_02_after_sync(self):
         st = state_row(self.pg, "wikipedia")
         self.assertEqual(st and st["rows_synced"], WIKI_ROWS, self.d.tail())
+        time.sleep(1.6)  # a few more (empty) cycles at sync_interval_seconds 0.5
+        st = state_row(self.pg, "wikipedia")
         status, _ct, text = self.scrape()
         samples, types = parse_prom(text)
         # rows synced = rows committed as new (the state's rows_synced), not rows re-read
@@ -766,7 +768,8 @@ class MetricsTest(unittest.TestCase):
         _s, _c, text = self.scrape()
         self.assertIn('datasource="we\\"ird\\\\ds"', text)
         samples, _t = parse_prom(text)
-        self.assertEqual(get(samples, "druid_syncd_rows_synced_total", datasource=QUOTED), 20)
+        self.assertEqual(get(samples, "druid_syncd_rows_synced_total", datasource=QUOTED), 20,
+                         "rows_synced_total of a 20-row datasource after several cycles")
 
     def test_04_retries_after_429(self):
         _s, _c, text = self.scrape()
