@@ -103,7 +103,10 @@ class DaemonTest(unittest.TestCase):
         wait_for(lambda: self.count("dm_late") == 7, timeout=30, what="new datasource")
         self.sim.append(ds, rows(5, start=75))
         wait_for(lambda: self.count(ds) == 80, timeout=30, what="second append")
-        time.sleep(1.2)  # a few more idle cycles over unchanged data
+        time.sleep(1.2)  # settle
+        snap = harness.snapshot(self.pg, ds)
+        time.sleep(2.0)  # several idle cycles over unchanged data write nothing
+        self.assertEqual(harness.snapshot(self.pg, ds), snap, "idle cycles rewrote rows")
         self.assertEqual(self.count(ds, ""), 80)
         self.assertNoDuplicates(ds)
         self.assertIsNone(state_row(self.pg, ds)["last_error"])

@@ -92,6 +92,24 @@ class NamesTest(unittest.TestCase):
         for d in dests:
             self.assertEqual(self.count(d), 5)
 
+    def test_name_boundary_and_case(self):
+        n63 = "b" * 63          # fits: verbatim
+        n64 = "b" * 64          # does not: shortened, and must not collide with n63
+        upper, lower = "CaseDS", "caseds"
+        names = [n63, n64, upper, lower]
+        for n in names:
+            self.sim.datasource(n, COLS, rows(2 + len(n) % 3))
+        self.sync(names)
+        self.assertEqual(state_row(self.pg, n63)["destination_table"], n63)
+        d64 = state_row(self.pg, n64)["destination_table"]
+        self.assertNotEqual(d64, n63)
+        self.assertLessEqual(len(d64.encode()), 63)
+        for n in names:
+            dest = state_row(self.pg, n)["destination_table"]
+            self.assertEqual(self.count(dest), 2 + len(n) % 3, n)
+        self.assertEqual(state_row(self.pg, upper)["destination_table"], upper)
+        self.assertEqual(state_row(self.pg, lower)["destination_table"], lower)
+
     def test_added_column(self):
         ds = "drift"
         self.sim.datasource(ds, COLS, rows(5))

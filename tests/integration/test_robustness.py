@@ -176,6 +176,25 @@ class RobustnessTest(unittest.TestCase):
         self.assertLess(time.time() - t0, 60)
         self.assertIn("postgres", err.lower())
 
+    def test_query_limit_across_datasources(self):
+        names = ["rb_conc_%d" % i for i in range(4)]
+        for n in names:
+            self.sim.datasource(n, COLS, rows(60))
+        self.sim.fault("delay", match=None, times=-1, delay_seconds=0.05)
+        self.sim._control("DELETE", "stats")
+        self.env.config(datasources=names, batch_size=10, max_concurrent_queries=1)
+        self.env.once()
+        self.assertEqual(self.sim.stats()["max_inflight"], 1)
+        self.sim._control("DELETE", "stats")
+        self.env.config(datasources=names, batch_size=10, max_concurrent_queries=3)
+        for n in names:
+            self.sim.append(n, rows(40, start=100))
+        self.env.once()
+        self.assertLessEqual(self.sim.stats()["max_inflight"], 3)
+        self.sim.clear_faults()
+        for n in names:
+            self.assertExact(n)
+
     def test_request_timeout_in_context(self):
         ds = "rb_ctx"
         self.sim.datasource(ds, COLS, rows(3))
