@@ -240,6 +240,40 @@ class IncrementalTest(unittest.TestCase):
         self.assertSynced(ds)
         self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s" % tbl(ds)), "4")
 
+    def test_replace_across_many_slices(self):
+        ds = "inc_replace_slices"
+        self.sim.datasource(ds, COLS, rows(*[(i, i, "m%d" % i) for i in range(30)]))
+        self.sync(ds, lookback_seconds=100, batch_size=3)
+        synced_before = self.pg.scalar("SELECT max(_druid_synced)::text FROM %s" % tbl(ds))
+        keep = [5, 8, 13]
+        self.sim.replace(ds, t(5), t(15), rows(*[(i, i, "m%d" % i) for i in keep] + [(14, 99, "new")]))
+        self.sync(ds, lookback_seconds=100, batch_size=3)
+        self.assertSynced(ds)
+        flagged = sorted(int(k) for _t, k, _v in self.flagged(ds))
+        self.assertEqual(flagged, [i for i in range(5, 15) if i not in keep])
+        # flagging is a write: _druid_synced moves forward on the flagged rows only
+        self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s WHERE _druid_deleted AND _druid_synced <= '%s'"
+                                        % (tbl(ds), synced_before)), "0")
+        self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s WHERE NOT _druid_deleted AND k < 5"
+                                        " AND _druid_synced > '%s'" % (tbl(ds), synced_before)), "0")
+
+    def test_other_timestamp_as_incremental_column(self):
+        ds = "inc_other_col"
+        cols = [("__time", "TIMESTAMP"), ("ingested_at", "TIMESTAMP"), ("k", "BIGINT"), ("v", "VARCHAR")]
+        self.sim.datasource(ds, cols, [{"__time": t(i), "ingested_at": t(1000 + i), "k": i, "v": "o"}
+                                       for i in range(10)])
+        self.sync(ds, incremental_column="ingested_at")
+        st = state_row(self.pg, ds)
+        self.assertEqual(st["mode"], "incremental")
+        self.assertEqual(st["incremental_column"], "ingested_at")
+        self.assertEqual(st["cursor"], t(1009))
+        # an old event ingested late: ordered by ingested_at, so it is new data
+        self.sim.append(ds, [{"__time": t(0), "ingested_at": t(2000), "k": 100, "v": "late event"}])
+        self.sync(ds, incremental_column="ingested_at")
+        self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s WHERE k = 100" % tbl(ds)), "1")
+        self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s" % tbl(ds)), "11")
+        self.assertEqual(state_row(self.pg, ds)["cursor"], t(2000))
+
     def test_multi_slice_rows_synced(self):
         ds = "inc_slices"
         self.sim.datasource(ds, COLS, rows(*[(i, i, "s") for i in range(95)]))

@@ -212,6 +212,33 @@ class DiscoveryTest(unittest.TestCase):
                             % tbl("information_schema_columns"))
         self.assertEqual(cols, [["__time"], ["k"], ["v"]])
 
+    def test_metadata_tables_equal_druid(self):
+        self.sim.datasource("meta_a", [("__time", "TIMESTAMP"), ("x", "DOUBLE"), ("y", "ARRAY<BIGINT>"),
+                                       ("z", "COMPLEX<json>")], [])
+        self.env.config()
+        self.env.once()
+        status, _h, body = self.sim.sql(
+            "SELECT TABLE_NAME, COLUMN_NAME, ORDINAL_POSITION, DATA_TYPE, IS_NULLABLE, JDBC_TYPE"
+            " FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = 'druid'")
+        self.assertEqual(status, 200)
+        want = sorted([None if v is None else str(v) for v in json.loads(x)]
+                      for x in body.decode().splitlines()[1:] if x.strip())
+        got = sorted(self.pg.psql("SELECT table_name, column_name, ordinal_position::text, data_type, is_nullable,"
+                                  " jdbc_type::text FROM %s WHERE table_schema = 'druid'"
+                                  % tbl("information_schema_columns")))
+        self.assertEqual(got, want)
+        status, _h, body = self.sim.sql("SELECT TABLE_NAME, TABLE_TYPE FROM INFORMATION_SCHEMA.TABLES"
+                                        " WHERE TABLE_SCHEMA = 'druid'")
+        want = sorted(json.loads(x) for x in body.decode().splitlines()[1:] if x.strip())
+        got = sorted(self.pg.psql("SELECT table_name, table_type FROM %s WHERE table_schema = 'druid'"
+                                  % tbl("information_schema_tables")))
+        self.assertEqual(got, want)
+        pgt = dict(self.pg.psql("SELECT column_name, pg_type FROM %s WHERE table_name = 'meta_a'"
+                                % tbl("information_schema_columns")))
+        norm = {"timestamptz": "timestamp with time zone", "float8": "double precision"}
+        self.assertEqual({k: norm.get(v, v) for k, v in pgt.items()},
+                         {"__time": "timestamp with time zone", "x": "double precision", "y": "jsonb", "z": "jsonb"})
+
     def test_metadata_tables_follow_drops(self):
         self.sim.datasource("dropme", COLS, rows(2))
         self.env.config()

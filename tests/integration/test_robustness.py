@@ -110,6 +110,32 @@ class RobustnessTest(unittest.TestCase):
         self.env.once()
         self.assertExact(ds)
 
+    def test_postgres_connections_killed_mid_run(self):
+        ds = "rb_pgkill"
+        self.sim.datasource(ds, COLS, rows(2000))
+        self.env.config(datasources=[ds], batch_size=50, max_concurrent_queries=2)
+        self.sim.fault("delay", match='FROM "rb_pgkill"', times=-1, delay_seconds=0.05)
+        p = subprocess.Popen([BIN, "-c", self.env.config_path, "--once"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            harness.wait_for(lambda: table_exists(self.pg, ds) and
+                             int(self.pg.scalar("SELECT count(*) FROM %s" % tbl(ds))) > 0,
+                             timeout=30, what="first slices")
+            self.pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                         " WHERE datname = 'sync' AND pid <> pg_backend_pid()")
+            _out, err = p.communicate(timeout=120)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.assertIn(p.returncode, (0, 1), err[-3000:])
+        extra = pg_rows(self.pg, ds) - druid_rows(self.sim, ds)
+        self.assertEqual(extra, collections.Counter(), "duplicates after PostgreSQL connections were killed")
+        self.sim.clear_faults()
+        self.env.once()
+        self.assertExact(ds)
+        self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s" % tbl(ds)), "2000")
+
     def test_schema_drift_vanished_column_and_widened_type(self):
         ds = "rb_drift"
         cols = COLS + [("gone", "BIGINT"), ("x", "BIGINT")]
