@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 
 import harness
-from harness import BIN, WIKI, Env, free_port, iso_ms, ms_iso, sqlstr, state_row, table_exists, tbl, wait_for
+from harness import BIN, WIKI, Env, free_port, iso_ms, ms_iso, state_row, table_exists, tbl, wait_for
 
 COLS = [("__time", "TIMESTAMP"), ("k", "BIGINT"), ("v", "VARCHAR")]
 BASE = iso_ms("2025-01-01T00:00:00.000Z")
@@ -139,10 +139,6 @@ class Daemon:
 
     def tail(self, n=4000):
         return self.stderr()[-n:]
-
-
-def write_config(env, **overrides):
-    return env.config(**overrides)
 
 
 def write_raw_config(env, obj):
@@ -331,7 +327,6 @@ class StartupFailureTest(unittest.TestCase):
         rc, ms, err = self.run_failing(postgres="host=/nonexistent-dsync-dir port=5 user=postgres dbname=x "
                                                 "connect_timeout=2")
         self.assertNotEqual(rc, 0, err)
-        self.assertNotIn(0, [rc])
         self.assertNotEqual(rc, 78, "an unreachable PostgreSQL is not a configuration error\n" + err)
         statuses = [m[1]["STATUS"] for m in ms if "STATUS" in m[1]]
         self.assertTrue(any(s.startswith("start-up failed:") and "PostgreSQL" in s for s in statuses),
