@@ -206,6 +206,58 @@ class FaultsTest(unittest.TestCase):
         self.assertEqual(sum(1 for q in self.sim.queries() if q["status"] == 400 and "f_bad400" in q["sql"]) <= 4,
                          True, "a 400 (not transient) was retried many times")
 
+    # -- discovery (INFORMATION_SCHEMA) failures
+    def test_discovery_one_shot_faults_retried(self):
+        ds = "f_disc"
+        self.sim.datasource(ds, COLS, rows(12))
+        self.sim.fault("reset", match="INFORMATION_SCHEMA.TABLES", times=1, after_rows=0)
+        self.sim.fault("status", match="INFORMATION_SCHEMA.COLUMNS", times=1, error="unavailable")
+        self.sync([ds])
+        self.assertExact(ds)
+        hits = [f.get("hits", 0) for f in self.sim._control("GET", "faults")]
+        self.assertEqual(hits, [1, 1], "discovery faults did not fire")
+
+    def test_discovery_failure_changes_nothing(self):
+        ds = "f_disc_down"
+        self.sim.datasource(ds, COLS, rows(12))
+        self.sync([ds])
+        meta = lambda: (self.pg.psql("SELECT row_to_json(t)::text FROM %s t ORDER BY 1"
+                                     % tbl("information_schema_columns")),
+                        self.pg.psql("SELECT row_to_json(t)::text FROM %s t ORDER BY 1"
+                                     % tbl("information_schema_tables")))
+        before_meta, snap = meta(), snapshot(self.pg, ds)
+        st = self.data_state(ds)
+        # COLUMNS cut short on every attempt: no partial metadata, nobody marked missing
+        self.sim.fault("truncate", match="INFORMATION_SCHEMA.COLUMNS", times=-1, after_rows=3)
+        rc, err = self.env.run("--once")
+        self.assertEqual(rc, 1, err[-3000:])
+        self.assertEqual(meta(), before_meta, "metadata tables replaced from a truncated response")
+        self.assertEqual(snapshot(self.pg, ds), snap)
+        self.assertEqual(self.data_state(ds), st)
+        self.sim.clear_faults()
+        # TABLES failing for good: the datasource is not declared missing from the catalog
+        self.sim.fault("status", match="INFORMATION_SCHEMA.TABLES", times=-1, error="unavailable")
+        rc, err = self.env.run("--once")
+        self.assertEqual(rc, 1, err[-3000:])
+        self.assertIs(state_row(self.pg, ds)["in_catalog"], True,
+                      "a failed discovery marked the datasource missing from the catalog")
+        self.assertEqual(meta(), before_meta)
+        self.assertEqual(snapshot(self.pg, ds), snap)
+
+    def test_state_timestamps_move(self):
+        ds = "f_state_ts"
+        self.sim.datasource(ds, COLS, rows(5))
+        self.sync([ds])
+        first = state_row(self.pg, ds)
+        self.assertLessEqual(first["last_started"], first["last_finished"])
+        time.sleep(0.05)
+        self.sim.append(ds, rows(2, start=5))
+        self.sync([ds])
+        second = state_row(self.pg, ds)
+        self.assertGreater(second["last_success"], first["last_success"])
+        self.assertGreater(second["updated_at"], first["updated_at"])
+        self.assertEqual(second["cursor"], t(6))
+
     # -- Druid not there at all
     def test_unreachable_druid(self):
         self.env.config(druid_port=free_port())
