@@ -157,7 +157,12 @@ void druid_error_from_response(long http_status, const char *body, size_t len,
         if ((http_status >= 500 || http_status == 429) && by_status != DRUID_ERR_TRANSIENT &&
             by_status != DRUID_ERR_AUTH)
             out->kind = DRUID_ERR_TRANSPORT;
-        if (!body || !len) {
+        if (by_status == DRUID_ERR_AUTH) {
+            /* Jetty's HTML page for a bad Basic header says nothing a reader needs */
+            snprintf(out->message, sizeof out->message, "HTTP %ld: %s", http_status,
+                     http_status == 401 ? "Druid refused the credentials (Unauthorized)"
+                                        : "the user may not read this (Forbidden)");
+        } else if (!body || !len) {
             snprintf(out->message, sizeof out->message, "HTTP %ld with an empty body", http_status);
         } else {
             char excerpt[200];

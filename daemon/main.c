@@ -197,6 +197,14 @@ static void on_probe_done(void *ud, const struct druid_error *e)
                       e->http_status, e->message);
         return;
     }
+    if (e->kind == DRUID_ERR_AUTH) {
+        log_error("druid", "Druid at %s:%d refused our credentials (HTTP %ld): %s",
+                  a->cfg->druid_host, a->cfg->druid_port, e->http_status, e->message);
+        notify_status("start-up failed: Druid refused our credentials (HTTP %ld): %s",
+                      e->http_status, e->message);
+        request_exit(a, 1);
+        return;
+    }
     if (e->kind != DRUID_OK) {
         bool again = druid_err_retryable(e->kind) && a->probe_attempts < a->cfg->max_retries;
         log_error("druid", "Druid at %s:%d is not usable: %s%s", a->cfg->druid_host,

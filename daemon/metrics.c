@@ -60,6 +60,7 @@ struct render {
 
 enum {
     M_ROWS,
+    M_ROWS_READ,
     M_BYTES,
     M_SLICES,
     M_CYCLES_OK,
@@ -81,6 +82,9 @@ static void per_ds(void *ud, const struct sched_ds_info *i)
     switch (r->which) {
     case M_ROWS:
         snprintf(val, sizeof val, "%llu", (unsigned long long)i->rows_total);
+        break;
+    case M_ROWS_READ:
+        snprintf(val, sizeof val, "%llu", (unsigned long long)i->rows_read_total);
         break;
     case M_BYTES:
         snprintf(val, sizeof val, "%llu", (unsigned long long)i->bytes_total);
@@ -133,9 +137,11 @@ char *metrics_render(const struct sched *s, const struct druid_client *d, const 
 {
     struct buf b = BUF_INIT;
     family(&b, s, "druid_syncd_rows_synced_total", "counter",
-           "Rows read from Druid and committed to PostgreSQL.", M_ROWS, -1);
+           "Rows newly stored in PostgreSQL (new identities).", M_ROWS, -1);
+    family(&b, s, "druid_syncd_rows_read_total", "counter",
+           "Rows read from Druid in committed slices (re-reads included).", M_ROWS_READ, -1);
     family(&b, s, "druid_syncd_bytes_synced_total", "counter",
-           "Bytes of COPY data committed to PostgreSQL.", M_BYTES, -1);
+           "Bytes of COPY data in committed slices.", M_BYTES, -1);
     family(&b, s, "druid_syncd_slices_total", "counter", "Slices committed.", M_SLICES, -1);
     family(&b, s, "druid_syncd_cycles_total", "counter", "Sync cycles by result.", M_CYCLES_OK,
            M_CYCLES_FAILED);

@@ -78,7 +78,7 @@ static void fmt_eta(char *out, size_t n, double secs)
 static void one(void *ud, const struct sched_ds_info *i)
 {
     struct collect *c = ud;
-    c->rows += i->rows_total;
+    c->rows += i->rows_read_total;
     if (!i->selected || strcmp(i->phase, "idle") == 0)
         return;
     c->active++;

@@ -112,7 +112,7 @@ struct dsync {
     size_t fast_slices;
     int64_t est_rows;
     /* since start, for metrics and progress */
-    uint64_t rows_total, bytes_total, slices_total, cycles_ok, cycles_failed;
+    uint64_t rows_total, rows_read_total, bytes_total, slices_total, cycles_ok, cycles_failed;
     double last_success;
     int64_t cursor_ms;       /* committed cursor, INT64_MIN unknown */
     int64_t druid_newest_ms; /* newest incremental value seen in Druid, INT64_MIN unknown */
@@ -615,7 +615,8 @@ static void slice_on_commit(void *ud, const char *err, const struct pgsink_slice
     d->inserted += res->inserted;
     d->vanished += res->vanished;
     d->fast_slices += res->fast;
-    d->rows_total += (uint64_t)res->copied;
+    d->rows_total += (uint64_t)res->inserted;
+    d->rows_read_total += (uint64_t)res->copied;
     d->bytes_total += r->bytes;
     d->slices_total++;
     if (r->cursor_sent != INT64_MIN && r->cursor_sent > d->cursor_ms)
@@ -1535,6 +1536,7 @@ void sched_foreach(const struct sched *s, void (*fn)(void *ud, const struct sche
         i.phase = phase_name(d->st);
         i.selected = d->present && d->selected;
         i.rows_total = d->rows_total;
+        i.rows_read_total = d->rows_read_total;
         i.bytes_total = d->bytes_total;
         i.slices_total = d->slices_total;
         i.cycles_ok = d->cycles_ok;

@@ -42,11 +42,12 @@ void sched_status(const struct sched *s, char *out, size_t n);
 /* A snapshot of one datasource, for progress lines and metrics. */
 struct sched_ds_info {
     const char *name;
-    const char *phase;     /* "idle", "preparing", "planning", "syncing", "finishing" */
-    bool selected;         /* selected and in Druid's catalog */
-    uint64_t rows_total;   /* rows read from Druid and committed, since start */
-    uint64_t bytes_total;  /* COPY bytes committed, since start */
-    uint64_t slices_total; /* slices committed, since start */
+    const char *phase;        /* "idle", "preparing", "planning", "syncing", "finishing" */
+    bool selected;            /* selected and in Druid's catalog */
+    uint64_t rows_total;      /* rows newly stored (new identities), since start */
+    uint64_t rows_read_total; /* rows read from Druid in committed slices, since start */
+    uint64_t bytes_total;     /* COPY bytes of committed slices, since start */
+    uint64_t slices_total;    /* slices committed, since start */
     uint64_t cycles_ok, cycles_failed;
     uint64_t cycle_rows; /* this cycle: rows read so far (committed or in flight) */
     size_t slices_done, slices_planned;
