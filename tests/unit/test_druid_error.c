@@ -189,7 +189,7 @@ static void test_auth(void **state)
               "User authentication failed username[x].</h2></body></html>",
               NULL);
     assert_int_equal(e.kind, DRUID_ERR_AUTH);
-    assert_non_null(strstr(e.message, "HTTP 401 with a non-JSON body"));
+    assert_non_null(strstr(e.message, "HTTP 401: Druid refused the credentials"));
 
     e = parse(403, "{\"error\":\"Unauthorized\"}", NULL);
     assert_int_equal(e.kind, DRUID_ERR_AUTH);
