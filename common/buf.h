@@ -11,7 +11,10 @@ struct buf {
     size_t cap;
 };
 
-#define BUF_INIT {NULL, 0, 0}
+#define BUF_INIT                                                                                   \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 /* All appends abort() on out-of-memory: a daemon that cannot allocate a few bytes cannot
  * make progress, and callers stay simple. */
