@@ -20,11 +20,11 @@ enum druid_err_kind {
 
 struct druid_error {
     enum druid_err_kind kind;
-    long http_status;     /* 0 when no response */
-    char code[96];        /* legacy "error" value, else "errorCode"; "" if none */
-    char category[48];    /* 27+ "category"; "" if none */
-    char message[1024];   /* Druid's errorMessage, or our own description */
-    double retry_after;   /* seconds from a Retry-After header; -1 when absent */
+    long http_status;   /* 0 when no response */
+    char code[96];      /* legacy "error" value, else "errorCode"; "" if none */
+    char category[48];  /* 27+ "category"; "" if none */
+    char message[1024]; /* Druid's errorMessage, or our own description */
+    double retry_after; /* seconds from a Retry-After header; -1 when absent */
 };
 
 /* Fills out from an HTTP error response. body may be NULL/empty or non-JSON (a proxy or

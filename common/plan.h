@@ -32,9 +32,9 @@ struct plan_bucket {
 };
 
 struct plan_slice {
-    int64_t lo;        /* inclusive; PLAN_UNBOUNDED_LO for no lower bound */
-    int64_t hi;        /* exclusive; PLAN_UNBOUNDED_HI for no upper bound */
-    int64_t est_rows;  /* rows counted at planning time */
+    int64_t lo;       /* inclusive; PLAN_UNBOUNDED_LO for no lower bound */
+    int64_t hi;       /* exclusive; PLAN_UNBOUNDED_HI for no upper bound */
+    int64_t est_rows; /* rows counted at planning time */
 };
 
 struct plan; /* opaque */
