@@ -274,6 +274,25 @@ class IncrementalTest(unittest.TestCase):
         self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s" % tbl(ds)), "11")
         self.assertEqual(state_row(self.pg, ds)["cursor"], t(2000))
 
+    def test_delete_at_cursor_without_lookback(self):
+        # lookback 0 still re-reads the cursor's own timestamp: deletions there are seen.
+        ds = "inc_cursor_delete"
+        self.sim.datasource(ds, COLS, rows((0, 0, "a"), (4, 1, "b"), (4, 2, "c")))
+        self.sync(ds)
+        self.sim.replace(ds, t(4), t(5), rows((4, 1, "b")))
+        self.sync(ds)
+        self.assertSynced(ds)
+        self.assertEqual(self.flagged(ds), collections.Counter([(t(4), "2", "c")]))
+        # every row at the cursor gone: the (empty) range is still read
+        self.sim.delete(ds, t(4), t(5))
+        self.sync(ds)
+        self.assertSynced(ds)
+        self.assertEqual(sorted(k for _t, k, _v in self.flagged(ds)), ["1", "2"])
+        self.sim.append(ds, rows((9, 9, "z")))
+        self.sync(ds)
+        self.assertSynced(ds)
+        self.assertEqual(state_row(self.pg, ds)["cursor"], t(9))
+
     def test_multi_slice_rows_synced(self):
         ds = "inc_slices"
         self.sim.datasource(ds, COLS, rows(*[(i, i, "s") for i in range(95)]))

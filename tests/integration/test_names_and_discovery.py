@@ -110,6 +110,19 @@ class NamesTest(unittest.TestCase):
         self.assertEqual(state_row(self.pg, upper)["destination_table"], upper)
         self.assertEqual(state_row(self.pg, lower)["destination_table"], lower)
 
+    def test_long_column_name(self):
+        ds = "long_col"
+        long_col = "a_column_name_that_is_much_longer_than_postgresql_identifiers_allow_x"
+        self.assertGreater(len(long_col), 63)
+        self.sim.datasource(ds, [("__time", "TIMESTAMP"), (long_col, "VARCHAR"), ("k", "BIGINT")],
+                            [{"__time": t(i), long_col: "L%d" % i, "k": i} for i in range(3)])
+        self.sync([ds])
+        self.assertEqual(self.count(ds), 3)
+        self.sim.append(ds, [{"__time": t(10), long_col: "L10", "k": 10}])
+        self.sync([ds])
+        self.assertEqual(self.count(ds, "WHERE NOT _druid_deleted"), 4)
+        self.assertEqual(self.count(ds, "WHERE _druid_deleted"), 0)
+
     def test_added_column(self):
         ds = "drift"
         self.sim.datasource(ds, COLS, rows(5))
