@@ -266,6 +266,43 @@ class DiscoveryTest(unittest.TestCase):
         self.assertIs(state_row(self.pg, "dropme")["in_catalog"], False)
 
 
+class ReservedNamesTest(unittest.TestCase):
+    """A Druid datasource named like one of the daemon's own tables must never alter them."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.env = Env()
+        cls.pg, cls.sim = cls.env.pg, cls.env.sim
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.env.close()
+
+    def columns(self, table):
+        return sorted(harness.pg_column_types(self.pg, table).items())
+
+    def test_datasource_named_like_daemon_tables(self):
+        self.sim.datasource("normal", COLS, rows(5))
+        self.env.config()
+        self.env.once()
+        own = {n: self.columns(n) for n in ("druid_syncd_state", "information_schema_tables",
+                                             "information_schema_columns")}
+        for n in own:
+            self.sim.datasource(n, [("__time", "TIMESTAMP"), ("k", "BIGINT"), ("intruder", "VARCHAR")],
+                                [{"__time": t(0), "k": 1, "intruder": "x"}])
+        self.sim.append("normal", rows(3, start=10))
+        self.env.run("--once")
+        for n, cols in own.items():
+            self.assertEqual(self.columns(n), cols, "the daemon's table %s was altered by a datasource "
+                                                    "of the same name" % n)
+        self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s" % tbl("normal")), "8")
+        self.assertEqual(state_row(self.pg, "normal")["cursor"], t(12))
+        # and the daemon still works afterwards
+        self.sim.append("normal", rows(1, start=20))
+        self.env.run("--once")
+        self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s" % tbl("normal")), "9")
+
+
 class SelectionTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
