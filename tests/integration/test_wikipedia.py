@@ -207,5 +207,31 @@ class WikipediaTest(unittest.TestCase):
         self.assertGreaterEqual(self.first_stats["max_inflight"], 1)
 
 
+    def test_09_small_slices_and_full_mode_deletes(self):
+        # The same data read in ~40 slices of 997 rows, then in full mode with an hour
+        # deleted in the middle of the day.
+        ds = "wiki_small"
+        self.sim.load(ds, WIKI)
+        self.env.config(datasources=[ds], batch_size=997, max_concurrent_queries=4)
+        self.env.once(expect=0, timeout=600)
+        expected = source_canon(self.source)
+        got = collections.Counter(r[0] for r in self.pg.psql(pg_canon_sql(tbl(ds))))
+        self.assertTrue(got == expected, "small-slice copy differs: %d missing, %d extra"
+                        % (sum((expected - got).values()), sum((got - expected).values())))
+        self.assertGreaterEqual(state_row(self.pg, ds)["slices_committed"], 39)
+        gone = sum(1 for r in self.source if "2015-09-12T10:00:00.000Z" <= r["time"] < "2015-09-12T11:00:00.000Z")
+        self.assertGreater(gone, 0)
+        self.sim.delete(ds, "2015-09-12T10:00:00.000Z", "2015-09-12T11:00:00.000Z")
+        self.env.config(datasources=[ds], batch_size=5000, incremental_column="no_such_column")
+        self.env.once(expect=0, timeout=600)
+        self.assertEqual(state_row(self.pg, ds)["mode"], "full")
+        self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s WHERE _druid_deleted" % tbl(ds)), str(gone))
+        self.assertEqual(self.pg.scalar(
+            "SELECT count(*) FROM %s WHERE _druid_deleted AND __time >= '2015-09-12T10:00:00Z'"
+            " AND __time < '2015-09-12T11:00:00Z'" % tbl(ds)), str(gone))
+        self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s WHERE NOT _druid_deleted" % tbl(ds)),
+                         str(39244 - gone))
+        self.env.config(batch_size=10000, max_concurrent_queries=2)
+
 if __name__ == "__main__":
     harness.main()
