@@ -19,5 +19,8 @@ void sqlident_quote2(struct buf *out, const char *schema, const char *name);
  * character boundary) + "_" + 16 hex digits of a hash of the whole name. out must hold
  * SQLIDENT_PG_MAX + 1 bytes. */
 void sqlident_pg_name(const char *name, char *out);
+/* Always the shortened form (prefix + "_" + hash), even for a short name: for a name that
+ * must not be used verbatim (it is taken by one of the daemon's own tables). */
+void sqlident_pg_name_hashed(const char *name, char *out);
 
 #endif

@@ -1278,7 +1278,7 @@ static void columns_on_done(void *ud, const struct druid_error *e)
         disc_failed(s, "reading INFORMATION_SCHEMA.COLUMNS", e->message);
         return;
     }
-    pgsink_replace_metadata(s->sink, "information_schema_columns", s->meta_cols, s->meta_ncols,
+    pgsink_replace_metadata(s->sink, PGSINK_META_COLUMNS, s->meta_cols, s->meta_ncols,
                             s->cols_copy.data ? s->cols_copy.data : "", s->cols_copy.len,
                             on_columns_written, s);
 }
@@ -1312,7 +1312,7 @@ static void tables_on_done(void *ud, const struct druid_error *e)
         disc_failed(s, "reading INFORMATION_SCHEMA.TABLES", e->message);
         return;
     }
-    pgsink_replace_metadata(s->sink, "information_schema_tables", s->meta_cols, s->meta_ncols,
+    pgsink_replace_metadata(s->sink, PGSINK_META_TABLES, s->meta_cols, s->meta_ncols,
                             s->tables_copy.data ? s->tables_copy.data : "", s->tables_copy.len,
                             on_tables_written, s);
 }

@@ -92,6 +92,17 @@ static int range_sql(struct buf *b, const struct dstable *t, const char *alias, 
     return n;
 }
 
+/* The table for a datasource: its name verbatim, shortened when longer than 63 bytes, and
+ * hashed when it would be one of the daemon's own tables. */
+static void dest_name(const char *datasource, char *out)
+{
+    if (strcmp(datasource, STATE_TABLE) == 0 || strcmp(datasource, PGSINK_META_TABLES) == 0 ||
+        strcmp(datasource, PGSINK_META_COLUMNS) == 0)
+        sqlident_pg_name_hashed(datasource, out);
+    else
+        sqlident_pg_name(datasource, out);
+}
+
 /* ---- lifecycle ---- */
 
 struct pgsink *pgsink_new(uv_loop_t *loop, const struct config *cfg)
@@ -465,13 +476,20 @@ void pgsink_prepare_table(struct pgsink *s, const struct pgsink_table_req *req, 
     p->cols = calloc(req->ncols ? req->ncols : 1, sizeof *p->cols);
     p->types = calloc(req->ncols ? req->ncols : 1, sizeof *p->types);
     for (size_t i = 0; i < req->ncols; i++) {
-        p->cols[i].name = strdup(req->cols[i].name);
+        /* PostgreSQL would silently cut a longer name; shorten it the same way as tables */
+        char pgname[SQLIDENT_PG_MAX + 1];
+        sqlident_pg_name(req->cols[i].name, pgname);
+        p->cols[i].name = strdup(pgname);
         p->cols[i].type = req->cols[i].type;
     }
-    p->slice_column = req->slice_column ? strdup(req->slice_column) : NULL;
+    if (req->slice_column) {
+        char pgname[SQLIDENT_PG_MAX + 1];
+        sqlident_pg_name(req->slice_column, pgname);
+        p->slice_column = strdup(pgname);
+    }
     p->mode = strdup(req->mode);
     p->inc = strdup(req->incremental_column);
-    sqlident_pg_name(req->datasource, p->dest);
+    dest_name(req->datasource, p->dest);
 
     struct pgjob *j = pgjob_new(prep_done, p);
     pgjob_set_ud_free(j, prep_drop);

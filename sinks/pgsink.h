@@ -16,6 +16,10 @@
 #include "config.h"
 #include "typemap.h"
 
+/* The metadata tables (SPEC 3.2). */
+#define PGSINK_META_TABLES "information_schema_tables"
+#define PGSINK_META_COLUMNS "information_schema_columns"
+
 struct pgsink;       /* opaque */
 struct pgsink_slice; /* opaque: one slice transaction on one writer connection */
 
