@@ -72,6 +72,18 @@ static void shortening_never_splits_a_utf8_character(void **state)
     assert_true(strlen(out) <= SQLIDENT_PG_MAX);
 }
 
+static void hashed_form_for_reserved_names(void **state)
+{
+    (void)state;
+    char out[SQLIDENT_PG_MAX + 1], plain[SQLIDENT_PG_MAX + 1];
+    sqlident_pg_name_hashed("druid_syncd_state", out);
+    sqlident_pg_name("druid_syncd_state", plain);
+    assert_string_equal(plain, "druid_syncd_state");
+    assert_int_equal(strncmp(out, "druid_syncd_state_", 18), 0);
+    assert_int_equal(strlen(out), 17 + 17); /* name + '_' + 16 hex digits */
+    assert_string_not_equal(out, plain);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -79,6 +91,7 @@ int main(void)
         cmocka_unit_test(short_names_are_kept_verbatim),
         cmocka_unit_test(long_names_are_shortened_deterministically),
         cmocka_unit_test(shortening_never_splits_a_utf8_character),
+        cmocka_unit_test(hashed_form_for_reserved_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
