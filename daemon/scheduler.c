@@ -1,7 +1,6 @@
 /* sched: discovery, planning, slices, retries and the cycle timers. See sched.h. */
 #include "scheduler.h"
 
-#include <ctype.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -10,6 +9,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "discovery.h"
 #include "log.h"
 #include "plan.h"
 #include "rowenc.h"
@@ -17,12 +17,6 @@
 #include "timeutil.h"
 
 #define COPY_CHUNK (256 * 1024) /* COPY data handed to libpq at a time */
-
-struct dcol {
-    char *name;
-    char *sql_type;
-    int64_t ordinal;
-};
 
 enum ds_state { DS_IDLE, DS_PREPARING, DS_PLANNING, DS_RUNNING, DS_FINISHING };
 
@@ -78,7 +72,7 @@ struct dsync {
     struct sched *s;
     struct dsync *next;
     char *name;
-    struct dcol *cols; /* as last discovered */
+    struct discovery_column *cols; /* as last discovered */
     size_t ncols;
     bool present;
     bool selected;
@@ -88,7 +82,7 @@ struct dsync {
     bool once_done;
     bool once_failed;
     /* the current cycle */
-    struct dcol *ccols;
+    struct discovery_column *ccols;
     size_t nccols;
     enum pgtype *types;
     char *slice_col;
@@ -127,7 +121,6 @@ struct sched {
     struct dsync *ds;
     uv_timer_t disc_timer;
     uv_timer_t stop_timer;
-    bool discovering;
     bool started;
     bool stopping;
     bool stop_hard;
@@ -137,18 +130,7 @@ struct sched {
     int disc_attempts;
     char last_error[512];
     struct sched_counters counters;
-    /* discovery in progress */
-    struct buf tables_copy, cols_copy;
-    struct rowenc *meta_enc;
-    struct pgsink_column *meta_cols;
-    size_t meta_ncols;
-    char **meta_names;
-    int idx_table_name, idx_table_type, idx_column_name, idx_ordinal, idx_data_type;
-    char **present;
-    size_t npresent;
-    struct dcol *all_cols; /* every column row of COLUMNS */
-    char **all_cols_table; /* its table name */
-    size_t nall_cols, cap_all_cols;
+    struct discovery *disc; /* the catalog read in progress, if any */
 };
 
 static void ds_pump(struct dsync *d);
@@ -186,7 +168,18 @@ static void *xcalloc(size_t n, size_t sz)
     return p;
 }
 
-static void free_cols(struct dcol *c, size_t n)
+static struct discovery_column *copy_cols(const struct discovery_column *c, size_t n)
+{
+    struct discovery_column *out = xcalloc(n, sizeof *out);
+    for (size_t i = 0; i < n; i++) {
+        out[i].name = xstrdup(c[i].name);
+        out[i].sql_type = xstrdup(c[i].sql_type);
+        out[i].ordinal = c[i].ordinal;
+    }
+    return out;
+}
+
+static void free_cols(struct discovery_column *c, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         free(c[i].name);
@@ -922,15 +915,12 @@ static void ds_start_cycle(struct dsync *d)
     d->t0 = uv_now(s->loop);
     d->fast_slices = 0;
     d->nccols = d->ncols;
-    d->ccols = xcalloc(d->ncols, sizeof *d->ccols);
+    d->ccols = copy_cols(d->cols, d->ncols); /* discovery may change d->cols mid-cycle */
     d->types = xcalloc(d->ncols, sizeof *d->types);
     struct pgsink_column *pc = xcalloc(d->ncols, sizeof *pc);
     d->inc_idx = -1;
     int time_idx = -1;
     for (size_t i = 0; i < d->ncols; i++) {
-        d->ccols[i].name = xstrdup(d->cols[i].name);
-        d->ccols[i].sql_type = xstrdup(d->cols[i].sql_type);
-        d->ccols[i].ordinal = d->cols[i].ordinal;
         pc[i].name = d->ccols[i].name;
         pc[i].type = typemap_from_druid(d->ccols[i].sql_type);
         bool ts = typemap_from_druid(d->ccols[i].sql_type) == PGT_TIMESTAMPTZ;
@@ -982,46 +972,25 @@ static struct dsync *find_ds(struct sched *s, const char *name)
     return NULL;
 }
 
-static void disc_reset(struct sched *s)
-{
-    buf_free(&s->tables_copy);
-    buf_free(&s->cols_copy);
-    rowenc_free(s->meta_enc);
-    s->meta_enc = NULL;
-    for (size_t i = 0; i < s->meta_ncols; i++)
-        free(s->meta_names[i]);
-    free(s->meta_names);
-    free(s->meta_cols);
-    s->meta_names = NULL;
-    s->meta_cols = NULL;
-    s->meta_ncols = 0;
-    for (size_t i = 0; i < s->npresent; i++)
-        free(s->present[i]);
-    free(s->present);
-    s->present = NULL;
-    s->npresent = 0;
-    for (size_t i = 0; i < s->nall_cols; i++)
-        free(s->all_cols_table[i]);
-    free(s->all_cols_table);
-    free_cols(s->all_cols, s->nall_cols);
-    s->all_cols = NULL;
-    s->all_cols_table = NULL;
-    s->nall_cols = s->cap_all_cols = 0;
-}
-
 static void on_disc_timer(uv_timer_t *t)
 {
     discover(t->data);
 }
 
-static void disc_failed(struct sched *s, const char *what, const char *msg)
+static void disc_failed(struct sched *s, const struct discovery_error *e)
 {
-    s->discovering = false;
-    disc_reset(s);
+    if (e->kind == DRUID_ERR_AUTH) {
+        if (!s->auth_blocked)
+            log_error("druid",
+                      "Druid refused our credentials (HTTP %ld): %s; syncing stops until the "
+                      "configuration is reloaded",
+                      e->http_status, e->message);
+        s->auth_blocked = true;
+    }
     s->disc_attempts++;
-    set_last_error(s, "%s: %s", what, msg);
+    set_last_error(s, "%s: %s", e->what, e->message);
     if (s->opts.once && (s->disc_attempts > s->cfg->max_retries || s->auth_blocked)) {
-        log_error("sched", "discovery failed: %s: %s", what, msg);
+        log_error("sched", "discovery failed: %s: %s", e->what, e->message);
         if (!s->finished_reported && s->opts.on_finished) {
             s->finished_reported = true;
             s->opts.on_finished(s->opts.ud, 1);
@@ -1031,137 +1000,25 @@ static void disc_failed(struct sched *s, const char *what, const char *msg)
     double delay = backoff_seconds(s->cfg, s->disc_attempts, -1);
     if (!s->opts.once && delay > s->cfg->sync_interval_seconds)
         delay = s->cfg->sync_interval_seconds;
-    log_error("sched", "discovery failed: %s: %s; retry in %.1f s", what, msg, delay);
+    log_error("sched", "discovery failed: %s: %s; retry in %.1f s", e->what, e->message, delay);
     if (!s->stopping)
         uv_timer_start(&s->disc_timer, on_disc_timer, (uint64_t)(delay * 1000.0), 0);
     else
         check_finished(s);
 }
 
-static int name_index(const struct druid_header *h, const char *name)
-{
-    for (size_t i = 0; i < h->ncols; i++)
-        if (strcmp(h->names[i], name) == 0)
-            return (int)i;
-    return -1;
-}
-
-/* Sets up the metadata encoder for TABLES or COLUMNS from the header rows. */
-static int meta_header(struct sched *s, const struct druid_header *h, bool with_pg_type)
-{
-    for (size_t i = 0; i < s->meta_ncols; i++)
-        free(s->meta_names[i]);
-    free(s->meta_names);
-    free(s->meta_cols);
-    rowenc_free(s->meta_enc);
-    s->meta_ncols = h->ncols + (with_pg_type ? 1 : 0);
-    s->meta_names = xcalloc(s->meta_ncols, sizeof *s->meta_names);
-    s->meta_cols = xcalloc(s->meta_ncols, sizeof *s->meta_cols);
-    struct rowenc_column *rc = xcalloc(s->meta_ncols, sizeof *rc);
-    for (size_t i = 0; i < s->meta_ncols; i++) {
-        const char *nm = i < h->ncols ? h->names[i] : "pg_type";
-        s->meta_names[i] = xstrdup(nm);
-        for (char *p = s->meta_names[i]; *p; p++)
-            *p = (char)tolower((unsigned char)*p);
-        s->meta_cols[i].name = s->meta_names[i];
-        s->meta_cols[i].type = i < h->ncols ? typemap_from_druid(h->sql_types[i]) : PGT_TEXT;
-        rc[i].name = s->meta_names[i];
-        rc[i].type = s->meta_cols[i].type;
-    }
-    s->meta_enc = rowenc_new(rc, s->meta_ncols, -1, false);
-    free(rc);
-    return s->meta_enc ? 0 : -1;
-}
-
-static int tables_on_header(void *ud, const struct druid_header *h)
-{
-    struct sched *s = ud;
-    s->idx_table_name = name_index(h, "TABLE_NAME");
-    s->idx_table_type = name_index(h, "TABLE_TYPE");
-    if (s->idx_table_name < 0)
-        return -1;
-    return meta_header(s, h, false);
-}
-
-static int tables_on_row(void *ud, struct json_object *row)
-{
-    struct sched *s = ud;
-    char err[256];
-    if (rowenc_encode(s->meta_enc, row, &s->tables_copy, NULL, err, sizeof err) != 0)
-        return -1;
-    struct json_object *name = json_object_array_get_idx(row, (size_t)s->idx_table_name);
-    struct json_object *type =
-        s->idx_table_type >= 0 ? json_object_array_get_idx(row, (size_t)s->idx_table_type) : NULL;
-    if (!name || (type && strcmp(json_object_get_string(type), "TABLE") != 0))
-        return 0;
-    s->present = realloc(s->present, (s->npresent + 1) * sizeof *s->present);
-    if (!s->present)
-        abort();
-    s->present[s->npresent++] = xstrdup(json_object_get_string(name));
-    return 0;
-}
-
-static int columns_on_header(void *ud, const struct druid_header *h)
-{
-    struct sched *s = ud;
-    s->idx_table_name = name_index(h, "TABLE_NAME");
-    s->idx_column_name = name_index(h, "COLUMN_NAME");
-    s->idx_ordinal = name_index(h, "ORDINAL_POSITION");
-    s->idx_data_type = name_index(h, "DATA_TYPE");
-    if (s->idx_table_name < 0 || s->idx_column_name < 0 || s->idx_data_type < 0)
-        return -1;
-    return meta_header(s, h, true);
-}
-
-static int columns_on_row(void *ud, struct json_object *row)
-{
-    struct sched *s = ud;
-    char err[256];
-    struct json_object *tn = json_object_array_get_idx(row, (size_t)s->idx_table_name);
-    struct json_object *cn = json_object_array_get_idx(row, (size_t)s->idx_column_name);
-    struct json_object *dt = json_object_array_get_idx(row, (size_t)s->idx_data_type);
-    struct json_object *op =
-        s->idx_ordinal >= 0 ? json_object_array_get_idx(row, (size_t)s->idx_ordinal) : NULL;
-    const char *dts = dt ? json_object_get_string(dt) : "VARCHAR";
-    json_object_array_add(row, json_object_new_string(typemap_pg_name(typemap_from_druid(dts))));
-    if (rowenc_encode(s->meta_enc, row, &s->cols_copy, NULL, err, sizeof err) != 0)
-        return -1;
-    if (!tn || !cn)
-        return 0;
-    if (s->nall_cols == s->cap_all_cols) {
-        s->cap_all_cols = s->cap_all_cols ? s->cap_all_cols * 2 : 64;
-        s->all_cols = realloc(s->all_cols, s->cap_all_cols * sizeof *s->all_cols);
-        s->all_cols_table = realloc(s->all_cols_table, s->cap_all_cols * sizeof(char *));
-        if (!s->all_cols || !s->all_cols_table)
-            abort();
-    }
-    struct dcol *c = &s->all_cols[s->nall_cols];
-    c->name = xstrdup(json_object_get_string(cn));
-    c->sql_type = xstrdup(dts);
-    c->ordinal = op ? json_object_get_int64(op) : (int64_t)s->nall_cols;
-    s->all_cols_table[s->nall_cols] = xstrdup(json_object_get_string(tn));
-    s->nall_cols++;
-    return 0;
-}
-
-static int cmp_ordinal(const void *a, const void *b)
-{
-    const struct dcol *x = a, *y = b;
-    return (x->ordinal > y->ordinal) - (x->ordinal < y->ordinal);
-}
-
 /* The catalog is read: refresh the datasource list and start the cycles that are due. */
-static void disc_apply(struct sched *s)
+static void disc_apply(struct sched *s, const struct discovery_result *r)
 {
     for (struct dsync *d = s->ds; d; d = d->next)
         d->present = false;
-    for (size_t i = 0; i < s->npresent; i++) {
-        const char *name = s->present[i];
-        struct dsync *d = find_ds(s, name);
+    for (size_t i = 0; i < r->ntables; i++) {
+        const struct discovery_table *t = &r->tables[i];
+        struct dsync *d = find_ds(s, t->name);
         if (!d) {
             d = xcalloc(1, sizeof *d);
             d->s = s;
-            d->name = xstrdup(name);
+            d->name = xstrdup(t->name);
             d->cursor_ms = INT64_MIN;
             d->druid_newest_ms = INT64_MIN;
             uv_timer_init(s->loop, &d->timer);
@@ -1170,23 +1027,10 @@ static void disc_apply(struct sched *s)
             s->ds = d;
         }
         d->present = true;
-        d->selected = is_selected(s, name);
+        d->selected = is_selected(s, t->name);
         free_cols(d->cols, d->ncols);
-        size_t n = 0;
-        for (size_t k = 0; k < s->nall_cols; k++)
-            if (strcmp(s->all_cols_table[k], name) == 0)
-                n++;
-        d->cols = xcalloc(n, sizeof *d->cols);
-        d->ncols = 0;
-        for (size_t k = 0; k < s->nall_cols; k++) {
-            if (strcmp(s->all_cols_table[k], name) != 0)
-                continue;
-            d->cols[d->ncols].name = xstrdup(s->all_cols[k].name);
-            d->cols[d->ncols].sql_type = xstrdup(s->all_cols[k].sql_type);
-            d->cols[d->ncols].ordinal = s->all_cols[k].ordinal;
-            d->ncols++;
-        }
-        qsort(d->cols, d->ncols, sizeof *d->cols, cmp_ordinal);
+        d->cols = copy_cols(t->cols, t->ncols);
+        d->ncols = t->ncols;
     }
 
     size_t started = 0, selected = 0;
@@ -1231,108 +1075,37 @@ static void disc_apply(struct sched *s)
         }
     }
     log_info("sched", "discovery: %zu datasources in schema \"%s\", %zu selected, %zu started",
-             s->npresent, s->cfg->schema_name, selected, started);
-    check_finished(s);
+             r->ntables, s->cfg->schema_name, selected, started);
 }
 
-static void on_missing_marked(void *ud, const char *err)
+static void on_discovered(void *ud, const struct discovery_result *r,
+                          const struct discovery_error *e)
 {
     struct sched *s = ud;
-    if (err) {
-        disc_failed(s, "recording datasources missing from the catalog", err);
+    s->disc = NULL; /* the run frees itself after this returns */
+    if (e) {
+        disc_failed(s, e);
         return;
     }
-    s->discovering = false;
     s->disc_attempts = s->disc_attempts < 0 ? -1 : 0;
     if (!s->stopping)
-        disc_apply(s);
-    disc_reset(s);
+        disc_apply(s, r);
     if (!s->opts.once && !s->stopping)
         uv_timer_start(&s->disc_timer, on_disc_timer,
                        (uint64_t)(s->cfg->sync_interval_seconds * 1000.0), 0);
     check_finished(s);
 }
 
-static void on_columns_written(void *ud, const char *err)
-{
-    struct sched *s = ud;
-    if (err) {
-        disc_failed(s, "writing information_schema_columns", err);
-        return;
-    }
-    /* state rows of datasources that vanished from the catalog: their tables stay */
-    struct json_object *arr = json_object_new_array();
-    for (size_t i = 0; i < s->npresent; i++)
-        json_object_array_add(arr, json_object_new_string(s->present[i]));
-    pgsink_state_mark_missing(s->sink, json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN),
-                              on_missing_marked, s);
-    json_object_put(arr);
-}
-
-static void columns_on_done(void *ud, const struct druid_error *e)
-{
-    struct sched *s = ud;
-    if (e->kind != DRUID_OK) {
-        if (e->kind == DRUID_ERR_AUTH)
-            s->auth_blocked = true;
-        disc_failed(s, "reading INFORMATION_SCHEMA.COLUMNS", e->message);
-        return;
-    }
-    pgsink_replace_metadata(s->sink, PGSINK_META_COLUMNS, s->meta_cols, s->meta_ncols,
-                            s->cols_copy.data ? s->cols_copy.data : "", s->cols_copy.len,
-                            on_columns_written, s);
-}
-
-static void on_tables_written(void *ud, const char *err)
-{
-    static const struct druid_query_ops ops = {columns_on_header, columns_on_row, columns_on_done};
-    struct sched *s = ud;
-    if (err) {
-        disc_failed(s, "writing information_schema_tables", err);
-        return;
-    }
-    struct druid_param p = {DRUID_PARAM_VARCHAR, 0, s->cfg->schema_name};
-    druid_query_submit(s->druid,
-                       "SELECT * FROM INFORMATION_SCHEMA.COLUMNS WHERE \"TABLE_SCHEMA\" = ?", &p, 1,
-                       &ops, s);
-}
-
-static void tables_on_done(void *ud, const struct druid_error *e)
-{
-    struct sched *s = ud;
-    if (e->kind != DRUID_OK) {
-        if (e->kind == DRUID_ERR_AUTH) {
-            if (!s->auth_blocked)
-                log_error("druid",
-                          "Druid refused our credentials (HTTP %ld): %s; syncing stops "
-                          "until the configuration is reloaded",
-                          e->http_status, e->message);
-            s->auth_blocked = true;
-        }
-        disc_failed(s, "reading INFORMATION_SCHEMA.TABLES", e->message);
-        return;
-    }
-    pgsink_replace_metadata(s->sink, PGSINK_META_TABLES, s->meta_cols, s->meta_ncols,
-                            s->tables_copy.data ? s->tables_copy.data : "", s->tables_copy.len,
-                            on_tables_written, s);
-}
-
 static void discover(struct sched *s)
 {
-    static const struct druid_query_ops ops = {tables_on_header, tables_on_row, tables_on_done};
-    if (s->discovering || s->stopping)
+    if (s->disc || s->stopping)
         return;
     if (s->auth_blocked) {
         log_warning("sched", "discovery skipped: Druid refused our credentials; reload the "
                              "configuration (SIGHUP) after fixing them");
         return;
     }
-    s->discovering = true;
-    disc_reset(s);
-    struct druid_param p = {DRUID_PARAM_VARCHAR, 0, s->cfg->schema_name};
-    druid_query_submit(s->druid,
-                       "SELECT * FROM INFORMATION_SCHEMA.TABLES WHERE \"TABLE_SCHEMA\" = ?", &p, 1,
-                       &ops, s);
+    s->disc = discovery_run(s->druid, s->sink, s->cfg->schema_name, on_discovered, s);
 }
 
 /* ---- public ---- */
@@ -1342,7 +1115,7 @@ static void check_finished(struct sched *s)
     if (s->finished_reported || !s->opts.on_finished)
         return;
     if (s->stopping) {
-        if (s->discovering)
+        if (s->disc)
             return;
         for (struct dsync *d = s->ds; d; d = d->next)
             if (d->st != DS_IDLE)
@@ -1473,7 +1246,8 @@ void sched_free(struct sched *s)
 {
     if (!s)
         return;
-    disc_reset(s);
+    discovery_cancel(s->disc);
+    s->disc = NULL;
     while (s->ds) {
         struct dsync *d = s->ds;
         s->ds = d->next;

@@ -1,7 +1,7 @@
-/* scheduler (sched_): the scheduler. Owns the sync cycles: discovery of the Druid schema (and the
- * metadata tables), then per datasource: prepare its table, plan slices from per-bucket
- * row counts, run the slices (Druid query -> row encoder -> PostgreSQL COPY, several in
- * flight), commit each with its state row, retry failures with backoff, and schedule the
+/* scheduler (sched_): the scheduler. Owns the sync cycles: a discovery of the Druid schema
+ * (discovery.c) at start and every interval, then per datasource: prepare its table, plan slices
+ * from per-bucket row counts, run the slices (Druid query -> row encoder -> PostgreSQL COPY,
+ * several in flight), commit each with its state row, retry failures with backoff, and schedule the
  * next cycle. It connects the Druid client and the PostgreSQL sink; it writes no SQL for
  * PostgreSQL itself and builds only the Druid queries. */
 #ifndef DSYNC_SCHED_H
