@@ -1061,16 +1061,18 @@ static void disc_apply(struct sched *s, const struct discovery_result *r)
     }
     if (s->opts.once && !s->once_discovered) {
         s->once_discovered = true;
-        /* explicitly requested datasources that Druid does not list fail the run */
-        if (s->opts.only) {
-            for (const char *const *o = s->opts.only; *o; o++) {
+        /* datasources asked for by name (--datasource, or the datasources key) that Druid
+         * does not list did not sync: the run fails, their tables stay untouched */
+        const char *const *lists[2] = {s->opts.only, (const char *const *)s->cfg->datasources};
+        for (int l = 0; l < 2; l++) {
+            for (const char *const *o = lists[l]; o && *o; o++) {
                 struct dsync *d = find_ds(s, *o);
-                if (!d || !d->present) {
-                    log_error("sched", "%s: not in Druid's catalog (schema \"%s\")", *o,
-                              s->cfg->schema_name);
-                    set_last_error(s, "%s: not in Druid's catalog", *o);
-                    s->disc_attempts = -1; /* remembered as a failure for the exit code */
-                }
+                if ((d && d->present) || !is_selected(s, *o))
+                    continue;
+                log_error("sched", "%s: not in Druid's catalog (schema \"%s\"); not synced", *o,
+                          s->cfg->schema_name);
+                set_last_error(s, "%s: not in Druid's catalog", *o);
+                s->disc_attempts = -1; /* remembered as a failure for the exit code */
             }
         }
     }
