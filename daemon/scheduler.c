@@ -924,8 +924,15 @@ static void ds_start_cycle(struct dsync *d)
         pc[i].name = d->ccols[i].name;
         pc[i].type = typemap_from_druid(d->ccols[i].sql_type);
         bool ts = typemap_from_druid(d->ccols[i].sql_type) == PGT_TIMESTAMPTZ;
-        if (ts && strcmp(d->ccols[i].name, s->cfg->incremental_column) == 0)
-            d->inc_idx = (int)i;
+        if (strcmp(d->ccols[i].name, s->cfg->incremental_column) == 0) {
+            if (ts)
+                d->inc_idx = (int)i;
+            else
+                log_warning("sched",
+                            "%s: incremental_column \"%s\" is %s, not a TIMESTAMP: "
+                            "syncing in full mode",
+                            d->name, d->ccols[i].name, d->ccols[i].sql_type);
+        }
         if (ts && strcmp(d->ccols[i].name, "__time") == 0)
             time_idx = (int)i;
     }
