@@ -51,7 +51,7 @@ struct slicerun {
     struct buf out;
     int64_t max_seen;
     int64_t cursor_sent; /* the cursor this slice's commit carries, INT64_MIN none */
-    int64_t group_ms;    /* ordered reads: the timestamp whose identical rows are being counted */
+    char group_key[48];  /* ordered reads: the timestamp whose identical rows are counted */
     uint64_t rows;
     uint64_t bytes;
     bool ordered;
@@ -569,13 +569,14 @@ static int slice_on_row(void *ud, struct json_object *row)
     int64_t ms = INT64_MIN;
     if (r->ordered) {
         /* identical rows share their timestamp: with rows in time order, occurrence
-         * numbers only need counting within one timestamp, which bounds the memory */
+         * numbers only need counting within one timestamp, which bounds the memory.
+         * Druid prints an instant one way, so comparing the text is enough. (A value too
+         * long to keep never resets: counting over the whole slice is always correct.) */
         struct json_object *t = json_object_array_get_idx(row, (size_t)r->d->time_idx);
-        int64_t tms;
-        if (t && json_object_is_type(t, json_type_string) &&
-            time_parse_iso_ms(json_object_get_string(t), &tms) == 0 && tms != r->group_ms) {
+        const char *ts = t ? json_object_get_string(t) : "";
+        if (strlen(ts) < sizeof r->group_key && strcmp(ts, r->group_key) != 0) {
             rowenc_reset(r->enc);
-            r->group_ms = tms;
+            snprintf(r->group_key, sizeof r->group_key, "%s", ts);
         }
     }
     if (rowenc_encode(r->enc, row, &r->out, &ms, r->err, sizeof r->err) != 0)
@@ -717,7 +718,7 @@ static void slice_on_ready(void *ud, struct pgsink_slice *sl, const char *err)
     if (d->slice_col)
         where_range(&b, d->slice_col, st->r.lo, st->r.hi, p, &np);
     r->ordered = d->time_idx >= 0 && !d->unordered;
-    r->group_ms = INT64_MIN;
+    r->group_key[0] = '\0';
     if (r->ordered)
         buf_puts(&b, " ORDER BY \"__time\"");
     r->q = druid_query_submit(d->s->druid, b.data, p, np, &ops, r);
