@@ -24,7 +24,6 @@ struct pgconn {
     int fd;
     enum op op;
     bool broken;
-    bool closing;
     PGresult *last;
     char errbuf[1024];
     pgconn_cb connect_cb;
@@ -204,8 +203,6 @@ static void collect_results(struct pgconn *c)
 static void on_poll(uv_poll_t *h, int status, int events)
 {
     struct pgconn *c = h->data;
-    if (c->closing)
-        return;
     if (status < 0) {
         snprintf(c->errbuf, sizeof c->errbuf, "PostgreSQL socket error: %s", uv_strerror(status));
         fail(c, c->errbuf);
@@ -273,7 +270,6 @@ void pgconn_free(struct pgconn *c)
 {
     if (!c)
         return;
-    c->closing = true;
     drop_poll(c);
     if (c->last)
         PQclear(c->last);

@@ -588,8 +588,6 @@ static void slice_end(struct pgsink_slice *sl, const char *err)
 {
     struct pgsink *s = sl->s;
     struct writer *w = sl->w;
-    bool was_ready = sl->phase >= SL_COPYING;
-    (void)was_ready;
     if (!sl->aborted) {
         if (sl->commit_cb)
             sl->commit_cb(sl->commit_ud, err, err ? NULL : &sl->res);
