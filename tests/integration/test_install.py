@@ -1,0 +1,34 @@
+"""`cmake --install` puts the binary, the example configuration and the unit files where the
+README says, and the installed example configuration passes --check-config."""
+import os
+import subprocess
+import tempfile
+import unittest
+
+import harness
+
+
+class InstallTest(unittest.TestCase):
+    def test_install_tree(self):
+        build = os.path.dirname(os.path.abspath(harness.BIN))
+        with tempfile.TemporaryDirectory(prefix="dsync-install-") as dest:
+            subprocess.run(["cmake", "--install", build, "--prefix", dest], check=True,
+                           stdout=subprocess.DEVNULL)
+            binary = os.path.join(dest, "bin", "druid-syncd")
+            example = os.path.join(dest, "etc", "druid-syncd", "config.json.example")
+            units = os.path.join(dest, "lib", "systemd", "system")
+            self.assertTrue(os.access(binary, os.X_OK))
+            for unit in ("druid-syncd.service", "druid-syncd@.service"):
+                with open(os.path.join(units, unit)) as f:
+                    self.assertIn("Type=notify", f.read())
+            self.assertTrue(os.path.exists(os.path.join(dest, "share", "doc", "druid-syncd",
+                                                        "README.md")))
+            p = subprocess.run([binary, "--check-config", "-c", example], capture_output=True,
+                               text=True)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            v = subprocess.run([binary, "--version"], capture_output=True, text=True)
+            self.assertRegex(v.stdout, r"^druid-syncd \d+\.\d+\.\d+")
+
+
+if __name__ == "__main__":
+    harness.main()
