@@ -148,6 +148,22 @@ class Env:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+class EnvTestCase(unittest.TestCase):
+    """A test class with one Env (PostgreSQL + Druid test server) for all its tests:
+    self.env, self.pg, self.sim. env_args are passed to Env."""
+
+    env_args = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.env = Env(**cls.env_args)
+        cls.pg, cls.sim = cls.env.pg, cls.env.sim
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.env.close()
+
+
 def qident(name):
     return '"' + name.replace('"', '""') + '"'
 

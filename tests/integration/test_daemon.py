@@ -11,7 +11,7 @@ import time
 import unittest
 
 import harness
-from harness import BIN, Env, iso_ms, ms_iso, state_row, table_exists, tbl, wait_for
+from harness import EnvTestCase, BIN, iso_ms, ms_iso, state_row, table_exists, tbl, wait_for
 
 COLS = [("__time", "TIMESTAMP"), ("k", "BIGINT"), ("v", "VARCHAR")]
 BASE = iso_ms("2025-01-01T00:00:00.000Z")
@@ -59,15 +59,7 @@ class Daemon:
             self.proc.wait()
 
 
-class DaemonTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.env = Env()
-        cls.pg, cls.sim = cls.env.pg, cls.env.sim
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
+class DaemonTest(EnvTestCase):
 
     def setUp(self):
         self.daemons = []

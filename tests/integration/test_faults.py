@@ -6,7 +6,7 @@ import time
 import unittest
 
 import harness
-from harness import Env, free_port, iso_ms, ms_iso, slice_match, snapshot, state_row, table_exists, tbl
+from harness import EnvTestCase, free_port, iso_ms, ms_iso, slice_match, snapshot, state_row, table_exists, tbl
 
 BASE = iso_ms("2022-02-02T00:00:00.000Z")
 COLS = [("__time", "TIMESTAMP"), ("k", "BIGINT"), ("v", "VARCHAR")]
@@ -25,15 +25,7 @@ def rows(n, start=0):
     return [{"__time": t(i), "k": i, "v": "v%d" % i} for i in range(start, start + n)]
 
 
-class FaultsTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.env = Env()
-        cls.pg, cls.sim = cls.env.pg, cls.env.sim
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
+class FaultsTest(EnvTestCase):
 
     def setUp(self):
         self.sim.clear_faults()

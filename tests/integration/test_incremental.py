@@ -5,7 +5,7 @@ import collections
 import unittest
 
 import harness
-from harness import Env, ms_iso, iso_ms, snapshot, state_row, tbl
+from harness import EnvTestCase, ms_iso, iso_ms, snapshot, state_row, tbl
 
 COLS = [("__time", "TIMESTAMP"), ("k", "BIGINT"), ("v", "VARCHAR")]
 BASE = iso_ms("2024-03-01T12:00:00.000Z")
@@ -20,15 +20,7 @@ def rows(*spec):
     return [{"__time": t(s), "k": k, "v": v} for s, k, v in spec]
 
 
-class IncrementalTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.env = Env()
-        cls.pg, cls.sim = cls.env.pg, cls.env.sim
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
+class IncrementalTest(EnvTestCase):
 
     # -- helpers
     def sync(self, ds, expect=0, **cfg):

@@ -5,7 +5,7 @@ import json
 import unittest
 
 import harness
-from harness import Env, iso_ms, ms_iso, qident, snapshot, sqlstr, state_row, table_exists, tbl
+from harness import EnvTestCase, Env, iso_ms, ms_iso, qident, snapshot, sqlstr, state_row, table_exists, tbl
 
 BASE = iso_ms("2023-05-05T00:00:00.000Z")
 COLS = [("__time", "TIMESTAMP"), ("k", "BIGINT"), ("v", "VARCHAR")]
@@ -19,15 +19,7 @@ def rows(n, start=0, v="v"):
     return [{"__time": t(i), "k": i, "v": "%s%d" % (v, i)} for i in range(start, start + n)]
 
 
-class NamesTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.env = Env()
-        cls.pg, cls.sim = cls.env.pg, cls.env.sim
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
+class NamesTest(EnvTestCase):
 
     def sync(self, names, expect=0, **cfg):
         self.env.config(datasources=list(names), **cfg)
@@ -200,15 +192,7 @@ class NamesTest(unittest.TestCase):
         self.assertEqual(self.count(ds, "WHERE NOT _druid_deleted"), 27)
 
 
-class DiscoveryTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.env = Env()
-        cls.pg, cls.sim = cls.env.pg, cls.env.sim
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
+class DiscoveryTest(EnvTestCase):
 
     def test_new_datasource_picked_up(self):
         self.sim.datasource("first", COLS, rows(3))
@@ -268,17 +252,9 @@ class DiscoveryTest(unittest.TestCase):
         self.assertIs(state_row(self.pg, "dropme")["in_catalog"], False)
 
 
-class ReservedNamesTest(unittest.TestCase):
+class ReservedNamesTest(EnvTestCase):
     """A Druid datasource named like one of the daemon's own tables must never alter them."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.env = Env()
-        cls.pg, cls.sim = cls.env.pg, cls.env.sim
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
 
     def columns(self, table):
         return sorted(harness.pg_column_types(self.pg, table).items())

@@ -6,7 +6,7 @@ import json
 import unittest
 
 import harness
-from harness import Env, iso_ms, ms_iso, tbl
+from harness import EnvTestCase, iso_ms, ms_iso, tbl
 
 COLS = [("__time", "TIMESTAMP"), ("k", "BIGINT"), ("v", "VARCHAR")]
 BASE = iso_ms("2022-03-03T00:00:00.000Z")
@@ -34,15 +34,7 @@ def rows():
     return out
 
 
-class OrderingTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.env = Env()
-        cls.pg, cls.sim = cls.env.pg, cls.env.sim
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
+class OrderingTest(EnvTestCase):
 
     def ids(self, ds):
         return sorted(r[0] for r in self.pg.psql("SELECT _druid_id::text FROM %s" % tbl(ds)))

@@ -7,7 +7,7 @@ import time
 import unittest
 
 import harness
-from harness import Env, iso_ms, ms_iso, slice_match, snapshot, state_row, tbl
+from harness import EnvTestCase, iso_ms, ms_iso, slice_match, snapshot, state_row, tbl
 
 COLS = [("__time", "TIMESTAMP"), ("k", "BIGINT"), ("v", "VARCHAR")]
 BASE = iso_ms("2020-02-02T00:00:00.000Z")
@@ -18,15 +18,7 @@ def rows(n, start=0):
             for i in range(start, start + n)]
 
 
-class PostgresFaultsTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.env = Env()
-        cls.pg, cls.sim = cls.env.pg, cls.env.sim
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
+class PostgresFaultsTest(EnvTestCase):
 
     def tearDown(self):
         self.sim.clear_faults()

@@ -10,7 +10,7 @@ import time
 import unittest
 
 import harness
-from harness import BIN, Env, iso_ms, ms_iso, slice_match, snapshot, state_row, table_exists, tbl
+from harness import EnvTestCase, BIN, iso_ms, ms_iso, slice_match, snapshot, state_row, table_exists, tbl
 
 COLS = [("__time", "TIMESTAMP"), ("k", "BIGINT"), ("v", "VARCHAR")]
 BASE = iso_ms("2019-09-09T00:00:00.000Z")
@@ -40,15 +40,7 @@ def pg_rows(pg, ds, schema="druid", deleted_col="_druid_deleted"):
         "SELECT %s, k::text, v FROM %s WHERE NOT %s" % (harness.pg_iso("__time"), tbl(ds, schema), deleted_col)))
 
 
-class RobustnessTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.env = Env()
-        cls.pg, cls.sim = cls.env.pg, cls.env.sim
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
+class RobustnessTest(EnvTestCase):
 
     def tearDown(self):
         self.sim.clear_faults()
@@ -248,18 +240,11 @@ class RobustnessTest(unittest.TestCase):
         self.assertExact(ds)
 
 
-class OldDruidTest(unittest.TestCase):
+class OldDruidTest(EnvTestCase):
     """Druid 30 (no HTTP trailer: truncation shows only as a missing end marker) with the
     legacy error envelope."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.env = Env(legacy_errors=True, version="30.0.0")
-        cls.pg, cls.sim = cls.env.pg, cls.env.sim
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
+    env_args = dict(legacy_errors=True, version="30.0.0")
 
     def tearDown(self):
         self.sim.clear_faults()

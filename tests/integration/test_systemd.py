@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 
 import harness
-from harness import BIN, WIKI, Env, free_port, iso_ms, ms_iso, state_row, table_exists, tbl, wait_for
+from harness import EnvTestCase, BIN, WIKI, Env, free_port, iso_ms, ms_iso, state_row, table_exists, tbl, wait_for
 
 COLS = [("__time", "TIMESTAMP"), ("k", "BIGINT"), ("v", "VARCHAR")]
 BASE = iso_ms("2025-01-01T00:00:00.000Z")
@@ -504,21 +504,13 @@ class ReloadDuringSyncTest(unittest.TestCase):
 # 3. SIGTERM during a slice
 # ---------------------------------------------------------------------------
 
-class ShutdownTest(unittest.TestCase):
+class ShutdownTest(EnvTestCase):
     """Per test a datasource: 2000 rows synced first; 6000 more appended; the last slice of
     the new rows stalls mid-stream (after 300 of its 2000 rows) for a minute."""
 
     N0, N1 = 2000, 6000
     n = 0
 
-    @classmethod
-    def setUpClass(cls):
-        cls.env = Env()
-        cls.pg, cls.sim = cls.env.pg, cls.env.sim
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
 
     def setUp(self):
         ShutdownTest.n += 1

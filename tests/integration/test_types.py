@@ -6,7 +6,7 @@ import json
 import unittest
 
 import harness
-from harness import Env, tbl
+from harness import EnvTestCase, Env, tbl
 
 DS = "types"
 COLS = [
@@ -190,17 +190,9 @@ class TypesTest(unittest.TestCase):
 
 
 
-class TimesAndSizesTest(unittest.TestCase):
+class TimesAndSizesTest(EnvTestCase):
     """Timestamps far from today, huge values, a wide datasource."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.env = Env()
-        cls.pg, cls.sim = cls.env.pg, cls.env.sim
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
 
     def test_times_around_the_epoch_and_far_away(self):
         ds = "times"
