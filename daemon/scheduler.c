@@ -130,7 +130,8 @@ struct sched {
     int disc_attempts;
     char last_error[512];
     struct sched_counters counters;
-    struct discovery *disc; /* the catalog read in progress, if any */
+    struct discovery *disc;             /* the catalog read in progress, if any */
+    size_t last_ntables, last_selected; /* to log discoveries that changed something */
 };
 
 static void ds_pump(struct dsync *d);
@@ -806,10 +807,13 @@ static void on_cycle_end(void *ud, const char *err)
         log_error("sched", "%s: cycle failed after %.1f s: %s", d->name, secs, d->err);
         set_last_error(s, "%s: %s", d->name, d->err);
     } else {
-        log_info("sched",
-                 "%s: cycle done in %.1f s: %" PRId64 " rows read, %" PRId64 " new, %" PRId64
-                 " vanished, %zu slices (%zu fast)",
-                 d->name, secs, d->rows_read, d->inserted, d->vanished, d->nslices, d->fast_slices);
+        /* a daemon repeats quiet cycles for months: only cycles that changed something
+         * (and every --once cycle) are worth an info line */
+        bool news = s->opts.once || d->inserted > 0 || d->vanished > 0;
+        log_msg(news ? LOG_LVL_INFO : LOG_LVL_DEBUG, "sched",
+                "%s: cycle done in %.1f s: %" PRId64 " rows read, %" PRId64 " new, %" PRId64
+                " vanished, %zu slices (%zu fast)",
+                d->name, secs, d->rows_read, d->inserted, d->vanished, d->nslices, d->fast_slices);
     }
     if (s->opts.once) {
         d->once_done = true;
@@ -941,8 +945,9 @@ static void ds_start_cycle(struct dsync *d)
     d->time_idx = time_idx;
     int slice_idx = d->incremental ? d->inc_idx : time_idx;
     d->slice_col = slice_idx >= 0 ? xstrdup(d->ccols[slice_idx].name) : NULL;
-    log_info("sched", "%s: cycle starts (%s mode, %zu columns)", d->name,
-             d->incremental ? "incremental" : "full", d->ncols);
+    log_msg(s->opts.once ? LOG_LVL_INFO : LOG_LVL_DEBUG, "sched",
+            "%s: cycle starts (%s mode, %zu columns)", d->name,
+            d->incremental ? "incremental" : "full", d->ncols);
     struct pgsink_table_req req = {d->name,
                                    pc,
                                    d->ncols,
@@ -1084,8 +1089,12 @@ static void disc_apply(struct sched *s, const struct discovery_result *r)
             }
         }
     }
-    log_info("sched", "discovery: %zu datasources in schema \"%s\", %zu selected, %zu started",
-             r->ntables, s->cfg->schema_name, selected, started);
+    bool changed = r->ntables != s->last_ntables || selected != s->last_selected;
+    s->last_ntables = r->ntables;
+    s->last_selected = selected;
+    log_msg(s->opts.once || changed ? LOG_LVL_INFO : LOG_LVL_DEBUG, "sched",
+            "discovery: %zu datasources in schema \"%s\", %zu selected, %zu started", r->ntables,
+            s->cfg->schema_name, selected, started);
 }
 
 static void on_discovered(void *ud, const struct discovery_result *r,
