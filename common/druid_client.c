@@ -27,6 +27,7 @@ struct druid_client {
     long timeout_ms;
     size_t max_inflight;
     size_t inflight;
+    size_t cancels;                 /* DELETE requests in flight */
     struct druid_query *active;     /* running transfers (doubly linked) */
     struct druid_query *queue_head; /* waiting for a slot, FIFO */
     struct druid_query *queue_tail;
@@ -54,6 +55,7 @@ struct druid_query {
     struct druid_error err; /* set when we abort the transfer ourselves */
     bool running;
     bool cancelled;
+    bool internal; /* our own DELETE /druid/v2/sql/{id}: no caller, no slot */
     bool want_pause;
     bool curl_paused;
 };
@@ -313,6 +315,66 @@ static void list_remove(struct druid_query **head, struct druid_query *q)
     q->next = q->prev = NULL;
 }
 
+/* Options every request to Druid shares: auth, TLS, bookkeeping. */
+static void common_options(struct druid_client *c, struct druid_query *q)
+{
+    CURL *e = q->easy;
+    curl_easy_setopt(e, CURLOPT_PRIVATE, q);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, q->curl_err);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    if (c->user) {
+        curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        curl_easy_setopt(e, CURLOPT_USERNAME, c->user);
+        curl_easy_setopt(e, CURLOPT_PASSWORD, c->pass ? c->pass : "");
+    }
+    if (c->ca)
+        curl_easy_setopt(e, CURLOPT_CAINFO, c->ca);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, c->verify ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, c->verify ? 2L : 0L);
+}
+
+static size_t discard(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    (void)ptr;
+    (void)ud;
+    return size * nmemb;
+}
+
+/* Best effort: Druid would otherwise run an abandoned query to its end (or its timeout). */
+static void send_cancel(struct druid_client *c, const char *id)
+{
+    struct druid_query *q = calloc(1, sizeof *q);
+    if (!q)
+        return;
+    q->c = c;
+    q->internal = true;
+    snprintf(q->id, sizeof q->id, "%s", id);
+    q->easy = curl_easy_init();
+    if (!q->easy) {
+        free(q);
+        return;
+    }
+    struct buf u = BUF_INIT;
+    buf_printf(&u, "%s/%s", c->url, id); /* ids are ours: "druid-syncd-" and hex */
+    curl_easy_setopt(q->easy, CURLOPT_URL, u.data);
+    buf_free(&u);
+    curl_easy_setopt(q->easy, CURLOPT_CUSTOMREQUEST, "DELETE");
+    curl_easy_setopt(q->easy, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(q->easy, CURLOPT_TIMEOUT_MS, 5000L);
+    common_options(c, q);
+    if (curl_multi_add_handle(c->multi, q->easy) != CURLM_OK) {
+        query_free(q);
+        return;
+    }
+    c->cancels++;
+    q->running = true;
+    q->next = c->active;
+    if (c->active)
+        c->active->prev = q;
+    c->active = q;
+}
+
 static int query_start(struct druid_query *q)
 {
     struct druid_client *c = q->c;
@@ -332,24 +394,12 @@ static int query_start(struct druid_query *q)
     curl_easy_setopt(e, CURLOPT_WRITEDATA, q);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header_line);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, q);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, q);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, q->curl_err);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    common_options(c, q);
     /* Druid enforces the query timeout itself (context.timeout) and answers 504; ours is a
      * backstop a little later for a server that stops answering altogether. */
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms + 5000);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    if (c->user) {
-        curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-        curl_easy_setopt(e, CURLOPT_USERNAME, c->user);
-        curl_easy_setopt(e, CURLOPT_PASSWORD, c->pass ? c->pass : "");
-    }
-    if (c->ca)
-        curl_easy_setopt(e, CURLOPT_CAINFO, c->ca);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, c->verify ? 1L : 0L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, c->verify ? 2L : 0L);
     if (curl_multi_add_handle(c->multi, e) != CURLM_OK)
         return -1;
     q->running = true;
@@ -367,6 +417,14 @@ static void query_finish(struct druid_query *q, CURLcode res)
     struct druid_client *c = q->c;
     curl_multi_remove_handle(c->multi, q->easy);
     list_remove(&c->active, q);
+    if (q->internal) {
+        long st = 0;
+        curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &st);
+        log_debug("druid", "cancel of %s: %s, HTTP %ld", q->id, curl_easy_strerror(res), st);
+        c->cancels--;
+        query_free(q);
+        return;
+    }
     c->inflight--;
     q->running = false;
     if (q->cancelled) {
@@ -620,6 +678,7 @@ void druid_query_cancel(struct druid_query *q)
         curl_multi_remove_handle(c->multi, q->easy);
         list_remove(&c->active, q);
         c->inflight--;
+        send_cancel(c, q->id);
         query_free(q);
         start_pending(c);
         return;
@@ -657,4 +716,9 @@ const char *druid_query_id(const struct druid_query *q)
 size_t druid_client_inflight(const struct druid_client *c)
 {
     return c->inflight;
+}
+
+size_t druid_client_cancels_pending(const struct druid_client *c)
+{
+    return c->cancels;
 }

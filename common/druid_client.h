@@ -64,7 +64,8 @@ void druid_client_free(struct druid_client *c);
 struct druid_query *druid_query_submit(struct druid_client *c, const char *sql,
                                        const struct druid_param *params, size_t nparams,
                                        const struct druid_query_ops *ops, void *ud);
-/* Stops a query; no callback is called afterwards. */
+/* Stops a query; no callback is called afterwards. A query already running is also
+ * cancelled in Druid (DELETE /druid/v2/sql/{sqlQueryId}, best effort). */
 void druid_query_cancel(struct druid_query *q);
 /* Backpressure: stop/resume reading the response body. */
 void druid_query_pause(struct druid_query *q, bool paused);
@@ -73,5 +74,7 @@ const char *druid_query_id(const struct druid_query *q);
 
 /* Queries running now (not queued), for metrics and tests. */
 size_t druid_client_inflight(const struct druid_client *c);
+/* Cancel requests still on their way to Druid (let them go out before exiting). */
+size_t druid_client_cancels_pending(const struct druid_client *c);
 
 #endif

@@ -32,6 +32,7 @@ struct app {
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t exit_timer; /* teardown runs from here, never inside a module's callback */
     uv_timer_t probe_timer;
+    uint64_t exit_requested_at;
     int probe_attempts;
     bool auth_refused; /* Druid answered 401/403 to the start-up probe: wait for a reload */
     bool once;
@@ -76,9 +77,19 @@ static void close_all(struct app *a)
     pgsink_free(a->sink);
 }
 
+#define CANCEL_GRACE_MS 1000
+
 static void on_exit_timer(uv_timer_t *t)
 {
-    close_all(t->data);
+    struct app *a = t->data;
+    /* queries abandoned at a hard stop are being cancelled in Druid: let those short
+     * requests go out, for a moment */
+    if (druid_client_cancels_pending(a->druid) > 0 &&
+        uv_now(&a->loop) - a->exit_requested_at < CANCEL_GRACE_MS) {
+        uv_timer_start(t, on_exit_timer, 20, 0);
+        return;
+    }
+    close_all(a);
 }
 
 /* Ends the loop soon: the modules are freed after the callback that asked has returned. */
@@ -86,6 +97,7 @@ static void request_exit(struct app *a, int code)
 {
     if (code > a->exit_code)
         a->exit_code = code;
+    a->exit_requested_at = uv_now(&a->loop);
     uv_timer_start(&a->exit_timer, on_exit_timer, 0, 0);
 }
 

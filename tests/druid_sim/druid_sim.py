@@ -2144,6 +2144,7 @@ class SimState:
         self.faults = []
         self.queries = []
         self.running = {}  # sqlQueryId -> list of QueryRun
+        self.cancel_requests = []  # ids named by DELETE /druid/v2/sql/{id}, in order
         self.inflight = 0
         self.max_inflight = 0
 
@@ -2341,6 +2342,7 @@ class Handler(BaseHTTPRequestHandler):
         qid = unquote(qid)
         with self.state.lock:
             runs = list(self.state.running.get(qid, []))
+            self.state.cancel_requests.append(qid)
         for r in runs:
             r.cancelled.set()
         self.send_bytes(202 if runs else 404, b"", ctype=None)
@@ -2683,7 +2685,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send_json(200, {"ok": True})
             if method == "GET" and ep == "stats":
                 with st.lock:
-                    return self.send_json(200, {"max_inflight": st.max_inflight, "inflight": st.inflight})
+                    return self.send_json(200, {"max_inflight": st.max_inflight, "inflight": st.inflight,
+                                                "cancel_requests": list(st.cancel_requests)})
             if method == "DELETE" and ep == "stats":
                 with st.lock:
                     st.max_inflight = st.inflight
