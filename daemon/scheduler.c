@@ -274,17 +274,23 @@ static bool is_selected(const struct sched *s, const char *name)
     return false;
 }
 
+/* 401/403: every Druid query stops until a reload lifts it (SPEC 4); said once. */
+static void block_on_auth(struct sched *s, long http_status, const char *message)
+{
+    if (!s->auth_blocked)
+        log_error("druid",
+                  "Druid refused our credentials (HTTP %ld): %s; syncing stops until the "
+                  "configuration is reloaded",
+                  http_status, message);
+    s->auth_blocked = true;
+}
+
 /* Classifies a Druid failure: retry later (returns the delay) or give up (-1). */
 static double retry_delay(struct dsync *d, const struct druid_error *e, int attempts)
 {
     struct sched *s = d->s;
     if (e->kind == DRUID_ERR_AUTH) {
-        if (!s->auth_blocked)
-            log_error("druid",
-                      "Druid refused our credentials (HTTP %ld): %s; syncing stops until the "
-                      "configuration is reloaded",
-                      e->http_status, e->message);
-        s->auth_blocked = true;
+        block_on_auth(s, e->http_status, e->message);
         set_last_error(s, "Druid HTTP %ld: %s", e->http_status, e->message);
         return -1;
     }
@@ -624,15 +630,15 @@ static void slice_on_commit(void *ud, const char *err, const struct pgsink_slice
     ds_maybe_finish(d);
 }
 
-/* The cursor a slice may commit: the greatest value in the committed prefix of slices
- * (this one counted as committed), or NULL when an earlier slice is still open. */
-static void prefix_cursor(struct dsync *d, size_t upto, int64_t this_max, char *out, bool *have)
+/* The greatest incremental value in the committed prefix of slices, with slice `upto`
+ * counted as committed with `this_max` (upto = SIZE_MAX: none). INT64_MIN when the prefix
+ * holds no value, or when `upto` is not part of the prefix (an earlier slice is open). A
+ * cursor never passes an uncommitted slice: a crash then re-reads from there. */
+static int64_t prefix_max(const struct dsync *d, size_t upto, int64_t this_max)
 {
     int64_t m = INT64_MIN;
-    *have = false;
-    if (!d->incremental)
-        return;
-    for (size_t i = 0; i < d->nslices; i++) {
+    size_t i = 0;
+    for (; i < d->nslices; i++) {
         int64_t v;
         if (i == upto)
             v = this_max;
@@ -642,13 +648,8 @@ static void prefix_cursor(struct dsync *d, size_t upto, int64_t this_max, char *
             break;
         if (v > m)
             m = v;
-        if (i >= upto && i + 1 < d->nslices && d->slices[i + 1].status != SL_DONE)
-            break;
     }
-    if (m != INT64_MIN) {
-        time_format_iso_ms(m, out);
-        *have = true;
-    }
+    return upto != SIZE_MAX && i <= upto ? INT64_MIN : m;
 }
 
 static void slice_on_done(void *ud, const struct druid_error *e)
@@ -676,13 +677,11 @@ static void slice_on_done(void *ud, const struct druid_error *e)
         return;
     }
     char cur[TIME_ISO_MAX];
-    bool have;
-    prefix_cursor(d, r->idx, r->max_seen, cur, &have);
-    r->cursor_sent = INT64_MIN;
-    if (have)
-        time_parse_iso_ms(cur, &r->cursor_sent);
+    r->cursor_sent = d->incremental ? prefix_max(d, r->idx, r->max_seen) : INT64_MIN;
+    if (r->cursor_sent != INT64_MIN)
+        time_format_iso_ms(r->cursor_sent, cur);
     r->committing = true;
-    pgsink_slice_commit(r->sl, have ? cur : NULL, slice_on_commit, r);
+    pgsink_slice_commit(r->sl, r->cursor_sent != INT64_MIN ? cur : NULL, slice_on_commit, r);
 }
 
 static void slice_on_ready(void *ud, struct pgsink_slice *sl, const char *err)
@@ -832,18 +831,12 @@ static void ds_finish(struct dsync *d)
     d->st = DS_FINISHING;
     char cur[TIME_ISO_MAX];
     bool have = false;
-    if (d->incremental && d->slices) {
-        /* the committed prefix decides the cursor */
-        int64_t m = INT64_MIN;
-        for (size_t i = 0; i < d->nslices && d->slices[i].status == SL_DONE; i++)
-            if (d->slices[i].max_seen > m)
-                m = d->slices[i].max_seen;
-        if (m != INT64_MIN) {
-            time_format_iso_ms(m, cur);
-            have = true;
-            if (m > d->cursor_ms)
-                d->cursor_ms = m;
-        }
+    int64_t m = d->incremental ? prefix_max(d, SIZE_MAX, INT64_MIN) : INT64_MIN;
+    if (m != INT64_MIN) {
+        time_format_iso_ms(m, cur);
+        have = true;
+        if (m > d->cursor_ms)
+            d->cursor_ms = m;
     }
     bool incomplete = s->stopping && !d->failed && d->next_slice < d->nslices;
     if (incomplete)
@@ -993,12 +986,7 @@ static void on_disc_timer(uv_timer_t *t)
 static void disc_failed(struct sched *s, const struct discovery_error *e)
 {
     if (e->kind == DRUID_ERR_AUTH) {
-        if (!s->auth_blocked)
-            log_error("druid",
-                      "Druid refused our credentials (HTTP %ld): %s; syncing stops until the "
-                      "configuration is reloaded",
-                      e->http_status, e->message);
-        s->auth_blocked = true;
+        block_on_auth(s, e->http_status, e->message);
     }
     s->disc_attempts++;
     set_last_error(s, "%s: %s", e->what, e->message);
