@@ -7,7 +7,7 @@ import os
 import unittest
 
 import harness
-from harness import Env, iso_ms, ms_iso, run_bin, state_row, table_exists, tbl
+from harness import EnvTestCase, Env, iso_ms, ms_iso, run_bin, state_row, table_exists, tbl
 
 COLS = [("__time", "TIMESTAMP"), ("k", "BIGINT"), ("v", "VARCHAR")]
 BASE = iso_ms("2021-07-07T07:07:07.000Z")
@@ -18,18 +18,12 @@ def rows(n, start=0):
     return [{"__time": ms_iso(BASE + i * 1000), "k": i, "v": "v%d" % i} for i in range(start, start + n)]
 
 
-class CliTest(unittest.TestCase):
+class CliTest(EnvTestCase):
     """Tests that need no Druid at all (a PostgreSQL is still started for the five-key test)."""
-
     @classmethod
     def setUpClass(cls):
-        cls.env = Env()
-        cls.pg, cls.sim = cls.env.pg, cls.env.sim
+        super().setUpClass()
         cls.sim.datasource("cli_ds", COLS, rows(12))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
 
     def write(self, obj, name="cfg.json"):
         path = os.path.join(self.env.tmp, name)
@@ -131,16 +125,13 @@ class CliTest(unittest.TestCase):
         self.assertEqual(state_row(self.pg, "cli_ds")["mode"], "incremental")
 
 
-class AuthTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.env = Env(auth="%s:%s" % (USER, PASSWORD))
-        cls.pg, cls.sim = cls.env.pg, cls.env.sim
-        cls.sim.datasource("auth_ds", COLS, rows(20))
+class AuthTest(EnvTestCase):
+    env_args = dict(auth="%s:%s" % (USER, PASSWORD))
 
     @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.sim.datasource("auth_ds", COLS, rows(20))
 
     def assertNoSecret(self, text):
         b64 = base64.b64encode(("%s:%s" % (USER, PASSWORD)).encode()).decode()

@@ -13,7 +13,7 @@ import time
 import unittest
 
 import harness
-from harness import BIN, Env, iso_ms, ms_iso
+from harness import EnvTestCase, BIN, Env, iso_ms, ms_iso
 
 COLS = [("__time", "TIMESTAMP"), ("k", "BIGINT"), ("v", "VARCHAR")]
 BASE = iso_ms("2025-01-01T00:00:00.000Z")
@@ -57,18 +57,13 @@ def journal_levels(text):
     return [JOURNAL_RE.match(l).group(1) for l in lines(text) if JOURNAL_RE.match(l)]
 
 
-class LogFormatTest(unittest.TestCase):
+class LogFormatTest(EnvTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.env = Env()
-        cls.sim = cls.env.sim
+        super().setUpClass()
         cls.sim.datasource("small", COLS, rows(200))
         cls.sim.datasource("prog_live", COLS, rows(300))
         cls.sim.datasource("prog_plain", COLS, rows(300))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
 
     def cfg(self, **kw):
         self.env.config(**kw)
@@ -221,17 +216,18 @@ def secrets():
     return out
 
 
-class PasswordTest(unittest.TestCase):
+class PasswordTest(EnvTestCase):
+    env_args = dict(auth="%s:%s" % (USER, PASSWORD))
+
     @classmethod
     def setUpClass(cls):
-        cls.env = Env(auth="%s:%s" % (USER, PASSWORD))
-        cls.pg, cls.sim = cls.env.pg, cls.env.sim
+        super().setUpClass()
         cls.sim.datasource("small", COLS, rows(50))
         cls.tmp = tempfile.mkdtemp(prefix="dsync-pw-")
 
     @classmethod
     def tearDownClass(cls):
-        cls.env.close()
+        super().tearDownClass()
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def assertNoSecret(self, text):

@@ -281,17 +281,12 @@ class ReservedNamesTest(EnvTestCase):
         self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s" % tbl("normal")), "9")
 
 
-class SelectionTest(unittest.TestCase):
+class SelectionTest(EnvTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.env = Env()
-        cls.pg, cls.sim = cls.env.pg, cls.env.sim
+        super().setUpClass()
         for n in ("sel_a", "sel_b", "sel_c", "sel_d"):
             cls.sim.datasource(n, COLS, rows(3))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
 
     def synced(self):
         return sorted(n for n in ("sel_a", "sel_b", "sel_c", "sel_d") if table_exists(self.pg, n))

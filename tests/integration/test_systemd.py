@@ -298,16 +298,11 @@ class NotifyProtocolTest(unittest.TestCase):
         self.assertGreaterEqual(i, start)
 
 
-class StartupFailureTest(unittest.TestCase):
+class StartupFailureTest(EnvTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.env = Env()
-        cls.sim = cls.env.sim
+        super().setUpClass()
         cls.sim.datasource("small", COLS, rows(10))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
 
     def run_failing(self, timeout=30, **cfg):
         ns = NotifySocket()
@@ -412,17 +407,14 @@ WIKI_ROWS = 39244
 WIKI_SUMS = [["9385573", "394298", "8991275"]]
 
 
-class ReloadDuringSyncTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.env = Env(load={"wikipedia": WIKI})
-        cls.pg, cls.sim = cls.env.pg, cls.env.sim
-        cls.sim.datasource("alpha", COLS, rows(50))
-        cls.sim.datasource("beta", COLS, rows(40))
+class ReloadDuringSyncTest(EnvTestCase):
+    env_args = dict(load={"wikipedia": WIKI})
 
     @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.sim.datasource("alpha", COLS, rows(50))
+        cls.sim.datasource("beta", COLS, rows(40))
 
     def base_cfg(self, **kw):
         cfg = dict(batch_size=2000, max_concurrent_queries=1, exclude_datasources=["beta"],

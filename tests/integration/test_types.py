@@ -60,18 +60,13 @@ def jsonlit(v):
     return "'" + json.dumps(v, ensure_ascii=False).replace("'", "''") + "'::jsonb"
 
 
-class TypesTest(unittest.TestCase):
+class TypesTest(EnvTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.env = Env()
-        cls.pg, cls.sim = cls.env.pg, cls.env.sim
+        super().setUpClass()
         cls.sim.datasource(DS, COLS, ROWS)
         cls.env.config()
         cls.stderr = cls.env.once(expect=0)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
 
     def where(self, k, cond):
         """Asserts that cond holds for the row k (and that the row exists once)."""

@@ -9,7 +9,7 @@ import re
 import unittest
 
 import harness
-from harness import Env, WIKI, pg_iso, snapshot, state_row, tbl
+from harness import EnvTestCase, Env, WIKI, pg_iso, snapshot, state_row, tbl
 
 DS = "wikipedia"
 # Column order and Druid types as the simulator's loader infers them from the file
@@ -74,21 +74,17 @@ def pg_canon_sql(table, where=""):
     return "SELECT md5(concat_ws(',', %s)) FROM %s %s" % (", ".join(exprs), table, where)
 
 
-class WikipediaTest(unittest.TestCase):
+class WikipediaTest(EnvTestCase):
+    env_args = dict(load={DS: WIKI})
+
     @classmethod
     def setUpClass(cls):
-        cls.env = Env(load={DS: WIKI})
-        cls.pg = cls.env.pg
-        cls.sim = cls.env.sim
+        super().setUpClass()
         cls.env.config(batch_size=10000, max_concurrent_queries=2)
         cls.first_stderr = cls.env.once(expect=0, timeout=600)
         cls.first_queries = cls.sim.queries()
         cls.first_stats = cls.sim.stats()
         cls.source = source_rows()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.env.close()
 
     def test_01_counts_and_sums(self):
         t = tbl(DS)
