@@ -1,0 +1,66 @@
+/* pgsink_int: what the parts of the PostgreSQL sink share and nobody else sees: the sink's
+ * state (control queue, writer pool, prepared tables, system column names) and small SQL
+ * helpers. pgsink.c owns the lifecycle, pgschema.c the DDL and schema evolution, pgslice.c
+ * the slice transaction, pgstate.c the state table. */
+#ifndef DSYNC_PGSINK_INT_H
+#define DSYNC_PGSINK_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "pgconn.h"
+#include "pgjob.h"
+#include "pgsink.h"
+#include "sqlident.h"
+
+#define STATE_TABLE "druid_syncd_state"
+#define STAGE_TABLE "druid_syncd_stage"
+
+/* What the sink knows of one datasource's table, from pgsink_prepare_table. */
+struct dstable {
+    struct dstable *next;
+    char *datasource;
+    char dest[SQLIDENT_PG_MAX + 1];
+    char *copy_cols;    /* "c1","c2",...,"<prefix>id" */
+    char *slice_column; /* NULL: whole-table slices */
+};
+
+struct writer {
+    struct pgconn *conn;
+    bool in_use;
+};
+
+struct waiter {
+    struct waiter *next;
+    struct pgsink_slice *sl;
+};
+
+struct pgsink {
+    uv_loop_t *loop;
+    const struct config *cfg;
+    struct pgjob_queue *control;
+    struct dstable *tables;
+    struct writer *writers;
+    size_t nwriters;
+    struct waiter *wait_head, *wait_tail;
+    struct pgsink_slice *live; /* every slice not yet freed, so pgsink_free can reclaim them */
+    char col_id[64], col_synced[64], col_deleted[64];
+};
+
+/* "schema"."name" in the destination schema. */
+void pgsink_qtable(struct buf *b, const struct pgsink *s, const char *name);
+struct dstable *pgsink_find_table(struct pgsink *s, const char *ds);
+/* A control-connection job that reports to cb(ud, err) when it ends. */
+struct pgjob *pgsink_job(pgsink_cb cb, void *ud);
+/* "c1", "c2", ... */
+void pgsink_column_list(struct buf *b, const struct pgsink_column *cols, size_t n);
+
+/* pgstate.c: the state table's DDL, as a step of a job. */
+void pgstate_add_create(struct pgjob *j, const struct pgsink *s);
+/* pgslice.c: frees a slice that is still alive when the sink is freed. */
+void pgslice_free_live(struct pgsink *s);
+/* pgschema.c: frees the prepared-table list. */
+void pgschema_free_tables(struct pgsink *s);
+
+#endif

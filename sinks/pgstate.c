@@ -1,0 +1,81 @@
+/* pgstate: the state table druid_syncd_state: its DDL and the updates outside slices
+ * (cycle start and end, datasources missing from the catalog). See pgsink.h. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "log.h"
+#include "pgsink_int.h"
+#include "sqlident.h"
+#include "timeutil.h"
+
+void pgstate_add_create(struct pgjob *j, const struct pgsink *s)
+{
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "CREATE TABLE IF NOT EXISTS ");
+    pgsink_qtable(&b, s, STATE_TABLE);
+    buf_puts(&b, " (datasource text PRIMARY KEY, destination_table text NOT NULL,"
+                 " mode text, incremental_column text, cursor text,"
+                 " rows_synced bigint NOT NULL DEFAULT 0, last_started timestamptz,"
+                 " last_finished timestamptz, last_success timestamptz, last_error text,"
+                 " updated_at timestamptz NOT NULL DEFAULT now(),"
+                 " status text, in_catalog boolean NOT NULL DEFAULT true,"
+                 " slices_committed bigint NOT NULL DEFAULT 0)");
+    pgjob_sql(j, b.data, 0, NULL, NULL);
+    buf_free(&b);
+}
+
+/* ---- state rows ---- */
+
+/* set_clause may use $2 and $3 when nparams is 3 */
+static void state_update(struct pgsink *s, const char *set_clause, int nparams,
+                         const char *datasource, const char *p2, const char *p3, pgsink_cb cb,
+                         void *ud)
+{
+    struct pgjob *j = pgsink_job(cb, ud);
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "UPDATE ");
+    pgsink_qtable(&b, s, STATE_TABLE);
+    buf_printf(&b, " AS st SET %s, updated_at = now() WHERE datasource = $1", set_clause);
+    const char *p[3] = {datasource, p2, p3};
+    pgjob_sql(j, b.data, nparams, p, NULL);
+    buf_free(&b);
+    pgjob_submit(s->control, j);
+}
+
+void pgsink_state_cycle_start(struct pgsink *s, const char *datasource, pgsink_cb cb, void *ud)
+{
+    state_update(s, "last_started = now(), status = 'syncing', in_catalog = true", 1, datasource,
+                 NULL, NULL, cb, ud);
+}
+
+void pgsink_state_cycle_end(struct pgsink *s, const char *datasource, const char *error,
+                            const char *cursor, pgsink_cb cb, void *ud)
+{
+    state_update(s,
+                 "last_finished = now(),"
+                 " last_success = CASE WHEN $2::text IS NULL THEN now() ELSE last_success END,"
+                 " last_error = $2::text,"
+                 " status = CASE WHEN $2::text IS NULL THEN 'ok' ELSE 'error' END,"
+                 " cursor = CASE WHEN $3::text IS NULL THEN st.cursor"
+                 " WHEN st.cursor IS NULL THEN $3::text"
+                 " ELSE GREATEST(st.cursor COLLATE \"C\", $3::text COLLATE \"C\") END",
+                 3, datasource, error, cursor, cb, ud);
+}
+
+void pgsink_state_mark_missing(struct pgsink *s, const char *present_json, pgsink_cb cb, void *ud)
+{
+    struct pgjob *j = pgsink_job(cb, ud);
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "UPDATE ");
+    pgsink_qtable(&b, s, STATE_TABLE);
+    buf_puts(&b, " SET in_catalog = false, status = 'missing from the Druid catalog',"
+                 " updated_at = now() WHERE in_catalog AND datasource NOT IN"
+                 " (SELECT jsonb_array_elements_text($1::jsonb))");
+    const char *p[1] = {present_json};
+    pgjob_sql(j, b.data, 1, p, NULL);
+    buf_free(&b);
+    pgjob_submit(s->control, j);
+}
