@@ -24,6 +24,17 @@ void pgstate_add_create(struct pgjob *j, const struct pgsink *s)
                  " status text, in_catalog boolean NOT NULL DEFAULT true,"
                  " slices_committed bigint NOT NULL DEFAULT 0)");
     pgjob_sql(j, b.data, 0, NULL, NULL);
+    /* columns added after the first release: a state table from then gains them */
+    static const char *const added[] = {
+        "column_names jsonb", /* Druid column name -> PostgreSQL column name */
+    };
+    for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
+        buf_reset(&b);
+        buf_puts(&b, "ALTER TABLE ");
+        pgsink_qtable(&b, s, STATE_TABLE);
+        buf_printf(&b, " ADD COLUMN IF NOT EXISTS %s", added[i]);
+        pgjob_sql(j, b.data, 0, NULL, NULL);
+    }
     buf_free(&b);
 }
 
