@@ -13,7 +13,6 @@
 #include "log.h"
 
 #define ERRBODY_MAX (64 * 1024)
-#define LINE_MAX_BYTES (256u * 1024 * 1024) /* one row; Druid rows are far smaller */
 
 struct druid_client {
     uv_loop_t *loop;
@@ -49,6 +48,8 @@ struct druid_query {
     size_t ncols;
     uint64_t rows;
     long status;
+    size_t header_bytes; /* all response header lines so far, for DRUID_HEADERS_MAX */
+    bool body_started;   /* on_write was called: the headers are complete */
     struct buf errbody;
     char retry_after[64];
     char curl_err[CURL_ERROR_SIZE];
@@ -208,6 +209,14 @@ static int on_line(void *ud, char *line, size_t len)
     struct druid_query *q = ud;
     json_tokener_reset(q->tok);
     struct json_object *obj = json_tokener_parse_ex(q->tok, line, (int)len);
+    if (!obj && json_tokener_get_error(q->tok) == json_tokener_error_depth) {
+        druid_error_set(&q->err, DRUID_ERR_PROTOCOL,
+                        "line %llu of the response nests JSON deeper than the limit of %d "
+                        "levels in a value (json-c: %s)",
+                        (unsigned long long)(q->nhdr + q->rows + 1), DRUID_JSON_DEPTH,
+                        json_tokener_error_desc(json_tokener_error_depth));
+        return -1;
+    }
     if (!obj || json_tokener_get_error(q->tok) != json_tokener_success ||
         json_tokener_get_parse_end(q->tok) != len || !json_object_is_type(obj, json_type_array)) {
         druid_error_set(&q->err, DRUID_ERR_PROTOCOL,
@@ -245,6 +254,7 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
         q->curl_paused = true;
         return CURL_WRITEFUNC_PAUSE;
     }
+    q->body_started = true;
     if (q->status == 0)
         curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &q->status);
     if (q->status != 200) {
@@ -258,8 +268,18 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
         if (q->err.kind == DRUID_OK) {
             if (rc == DRUID_LINES_E_AFTER_END)
                 druid_error_set(&q->err, DRUID_ERR_PROTOCOL, "data after the end marker");
+            else if (rc == DRUID_LINES_E_TOOLONG && q->nhdr < 3)
+                druid_error_set(&q->err, DRUID_ERR_PROTOCOL,
+                                "a response line exceeds the %u MiB limit (header row %zu)",
+                                DRUID_LINE_MAX >> 20, q->nhdr + 1);
             else if (rc == DRUID_LINES_E_TOOLONG)
-                druid_error_set(&q->err, DRUID_ERR_PROTOCOL, "a response line is too long");
+                druid_error_set(&q->err, DRUID_ERR_PROTOCOL,
+                                "a response line exceeds the %u MiB limit (row %llu)",
+                                DRUID_LINE_MAX >> 20, (unsigned long long)q->rows + 1);
+            else if (rc == DRUID_LINES_E_NOMEM)
+                druid_error_set(&q->err, DRUID_ERR_PROTOCOL,
+                                "out of memory buffering response row %llu",
+                                (unsigned long long)q->rows + 1);
             else
                 druid_error_set(&q->err, DRUID_ERR_PROTOCOL, "response parse failed (%d)", rc);
         }
@@ -273,6 +293,16 @@ static size_t on_header_line(char *ptr, size_t size, size_t nmemb, void *ud)
     struct druid_query *q = ud;
     size_t n = size * nmemb;
     static const char key[] = "retry-after:";
+    /* libcurl keeps every header line until the transfer ends; a server sending endless
+     * headers would otherwise grow that without bound (returning less than n aborts). */
+    q->header_bytes += n;
+    if (q->header_bytes > DRUID_HEADERS_MAX) {
+        if (q->err.kind == DRUID_OK)
+            druid_error_set(&q->err, DRUID_ERR_PROTOCOL,
+                            "Druid's response headers exceed %u KiB (%zu bytes so far)",
+                            DRUID_HEADERS_MAX >> 10, q->header_bytes);
+        return 0;
+    }
     if (n > sizeof key && strncasecmp(ptr, key, sizeof key - 1) == 0) {
         size_t off = sizeof key - 1;
         while (off < n && (ptr[off] == ' ' || ptr[off] == '\t'))
@@ -379,8 +409,8 @@ static int query_start(struct druid_query *q)
 {
     struct druid_client *c = q->c;
     q->easy = curl_easy_init();
-    q->lines = druid_lines_new(LINE_MAX_BYTES, on_line, q);
-    q->tok = json_tokener_new();
+    q->lines = druid_lines_new(DRUID_LINE_MAX, on_line, q);
+    q->tok = json_tokener_new_ex(DRUID_JSON_DEPTH + 1); /* + 1: the row array */
     if (!q->easy || !q->lines || !q->tok)
         return -1;
     q->headers = curl_slist_append(q->headers, "Content-Type: application/json");
@@ -438,6 +468,15 @@ static void query_finish(struct druid_query *q, CURLcode res)
         curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &q->status);
     if (q->err.kind != DRUID_OK) {
         err = q->err;
+        err.http_status = q->status;
+    } else if (res == CURLE_OUT_OF_MEMORY && !q->body_started) {
+        /* libcurl's only out-of-memory before the body in practice: one header line longer
+         * than its 100 KiB line buffer (CURL_MAX_HTTP_HEADER), which it reports as OOM. */
+        druid_error_set(&err, DRUID_ERR_PROTOCOL,
+                        "Druid's response headers exceed %u KiB (one header line is longer "
+                        "than libcurl's 100 KiB line limit; %zu bytes of complete header lines "
+                        "before it)",
+                        DRUID_HEADERS_MAX >> 10, q->header_bytes);
         err.http_status = q->status;
     } else if (res != CURLE_OK) {
         druid_error_set(&err, DRUID_ERR_TRANSPORT, "%s: %s", curl_easy_strerror(res),

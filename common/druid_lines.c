@@ -2,6 +2,7 @@
 #include "druid_lines.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +16,8 @@ struct druid_lines {
     size_t max_line;
     druid_line_cb cb;
     void *ud;
-    char *line; /* the current, incomplete line; max_line + 1 bytes once allocated */
+    char *line; /* the current, incomplete line; cap bytes, NULL until the first byte */
+    size_t cap;
     size_t len;
     bool seen_any; /* any byte of the body has arrived */
     enum state st;
@@ -27,31 +29,57 @@ struct druid_lines *druid_lines_new(size_t max_line, druid_line_cb cb, void *ud)
     struct druid_lines *l = calloc(1, sizeof *l);
     if (!l)
         return NULL;
-    l->max_line = max_line;
+    /* keeps max_line + 1 and the doubling in reserve() from overflowing */
+    l->max_line = max_line < SIZE_MAX / 4 ? max_line : SIZE_MAX / 4;
     l->cb = cb;
     l->ud = ud;
     return l;
+}
+
+static void release(struct druid_lines *l)
+{
+    free(l->line);
+    l->line = NULL;
+    l->cap = 0;
+    l->len = 0;
 }
 
 void druid_lines_free(struct druid_lines *l)
 {
     if (!l)
         return;
-    free(l->line);
+    release(l);
     free(l);
+}
+
+/* Room for need bytes plus the '\0': doubling from DRUID_LINES_INITIAL, capped at
+ * max_line + 1, so a huge line costs at most twice its size and an endless one stops at
+ * the cap. The buffer is kept between lines: rows of one response tend to be alike. */
+static int reserve(struct druid_lines *l, size_t need)
+{
+    if (need + 1 <= l->cap)
+        return 0;
+    size_t limit = l->max_line + 1;
+    size_t cap = l->cap ? l->cap : DRUID_LINES_INITIAL;
+    while (cap < need + 1 && cap < limit)
+        cap = cap > limit / 2 ? limit : cap * 2;
+    if (cap > limit)
+        cap = limit;
+    char *p = realloc(l->line, cap);
+    if (!p)
+        return DRUID_LINES_E_NOMEM;
+    l->line = p;
+    l->cap = cap;
+    return 0;
 }
 
 static int append(struct druid_lines *l, const char *p, size_t n)
 {
     if (n > l->max_line - l->len)
         return DRUID_LINES_E_TOOLONG;
-    if (!l->line) {
-        /* Allocated once at the bound: lines are copied, never reallocated. The caller
-         * picks max_line, so this is the module's whole memory use. */
-        l->line = malloc(l->max_line + 1);
-        if (!l->line)
-            return DRUID_LINES_E_NOMEM;
-    }
+    int rc = reserve(l, l->len + n);
+    if (rc)
+        return rc;
     memcpy(l->line + l->len, p, n);
     l->len += n;
     return 0;
@@ -86,6 +114,8 @@ static int feed(struct druid_lines *l, const char *data, size_t len)
              * where the complete empty body "\n\n" needs both newlines. */
             l->st = l->seen_any ? ST_END : ST_EMPTY_FIRST;
             l->seen_any = true;
+            if (l->st == ST_END)
+                release(l); /* no line can follow */
             continue;
         }
         l->seen_any = true;
@@ -107,6 +137,8 @@ int druid_lines_feed(struct druid_lines *l, const char *data, size_t len)
         return l->err;
     int rc = feed(l, data, len);
     l->err = rc;
+    if (rc)
+        release(l); /* the failure is sticky: the buffer is never needed again */
     return rc;
 }
 
@@ -115,4 +147,14 @@ int druid_lines_finish(struct druid_lines *l)
     if (l->err || l->st != ST_END)
         return DRUID_LINES_E_TRUNCATED;
     return 0;
+}
+
+size_t druid_lines_capacity(const struct druid_lines *l)
+{
+    return l->cap;
+}
+
+size_t druid_lines_pending(const struct druid_lines *l)
+{
+    return l->len;
 }

@@ -2178,8 +2178,9 @@ class ChunkedBody:
 
     FLUSH_AT = 16384
 
-    def __init__(self, handler, headers, trailers):
+    def __init__(self, handler, headers, trailers, huge_header=None):
         self.h, self.headers, self.trailers = handler, headers, trailers
+        self.huge_header = huge_header  # (total bytes, bytes per line or None) or None
         self.buf = []
         self.size = 0
         self.started = False
@@ -2199,8 +2200,30 @@ class ChunkedBody:
         h.send_header("Transfer-Encoding", "chunked")
         if self.trailers:
             h.send_header("Trailer", "X-Druid-Response-Complete")
+        if self.huge_header:
+            h.flush_headers()
+            self._stream_huge_header(*self.huge_header)
         h.end_headers()
         self.started = True
+
+    def _stream_huge_header(self, total, per_line):
+        """The 'huge_header' fault: `total` bytes of header lines (CRLF included), as one
+        line or as lines of `per_line` bytes, written as fast as the client reads them."""
+        w = self.h.wfile
+        block = b"a" * 65536
+        n = 0
+        while n < total:
+            name = b"X-Sim-Huge-%d: " % n
+            line_len = min(per_line or total, total - n)
+            body_len = max(1, line_len - len(name) - 2)
+            w.write(name)
+            left = body_len
+            while left > 0:
+                k = min(left, len(block))
+                w.write(block[:k])
+                left -= k
+            w.write(b"\r\n")
+            n += len(name) + body_len + 2
 
     def flush(self, extra=()):
         if not self.started:
@@ -2518,7 +2541,17 @@ class Handler(BaseHTTPRequestHandler):
         # --- execute and stream
         formatters = [value_formatter(t, stringify) for t in plan.types]
         writer = Writer(fmt, plan.names)
-        body = ChunkedBody(self, headers, trailers)
+        huge = None
+        if fault and fault.get("kind") == "huge_header":
+            huge = (int(fault.get("bytes") or 2 * 1024 ** 3), int(fault.get("line_bytes") or 0) or None)
+        body = ChunkedBody(self, headers, trailers, huge_header=huge)
+        # endless_line: after after_rows rows, one row line that never ends.
+        # raw_line: after after_rows rows, the fault's `line` verbatim as one more row line.
+        endless_at = raw_at = None
+        if fault and fault.get("kind") == "endless_line":
+            endless_at = int(fault.get("after_rows") or 0)
+        if fault and fault.get("kind") == "raw_line":
+            raw_at = int(fault.get("after_rows") or 0)
         limit_rows = None
         if fault and fault.get("kind") in ("truncate", "reset"):
             limit_rows = int(fault.get("after_rows", 0))
@@ -2544,6 +2577,11 @@ class Handler(BaseHTTPRequestHandler):
                 for row in batch:
                     if limit_rows is not None and sent >= limit_rows:
                         raise Abort(fault["kind"])
+                    if endless_at is not None and sent >= endless_at:
+                        self._endless_line(body, writer, run)
+                    if raw_at is not None and sent >= raw_at:
+                        raw_at = None
+                        body.write(writer._sep() + fault["line"])
                     if stall_at is not None and sent == stall_at:
                         stall_at = None
                         body.flush()
@@ -2568,6 +2606,10 @@ class Handler(BaseHTTPRequestHandler):
                         raise Abort("error")
             if limit_rows is not None and sent >= limit_rows:
                 raise Abort(fault["kind"])
+            if endless_at is not None:
+                self._endless_line(body, writer, run)
+            if raw_at is not None:
+                body.write(writer._sep() + fault["line"])
             if run.cancelled.is_set() and not body.started:
                 return fail(err_cancelled(qid))
             body.write(writer.end())
@@ -2592,6 +2634,17 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             rec["complete"] = complete
             rec["finished"] = time.time()
+
+    def _endless_line(self, body, writer, run):
+        """Starts a row line and never ends it: 'x' at full speed, in 256 KiB chunks, until
+        the client goes away (BrokenPipeError, caught by the caller) or cancels the query."""
+        body.write(writer._sep() + '["')
+        body.flush()
+        chunk = b"x" * 262144
+        frame = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        while not run.cancelled.is_set():
+            self.wfile.write(frame)
+        raise Abort("cancel")
 
     @staticmethod
     def _stall(seconds, run, deadline):
@@ -2653,8 +2706,11 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send_json(200, {"ok": True, "columns": [[c.name, c.t.info] for c in t.columns]})
             if method == "POST" and ep == "fault":
                 kind = body.get("kind")
-                if kind not in ("truncate", "reset", "status", "retry_after", "delay", "garbage"):
+                if kind not in ("truncate", "reset", "status", "retry_after", "delay", "garbage", "endless_line",
+                                "huge_header", "raw_line"):
                     raise ValueError("unknown fault kind [%s]" % kind)
+                if kind == "raw_line" and not isinstance(body.get("line"), str):
+                    raise ValueError("raw_line needs a string `line`")
                 if kind == "status" and body.get("error") is not None:
                     fault_error(body["error"])  # validate the template name now
                 f = dict(body)
