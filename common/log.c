@@ -1,5 +1,7 @@
 /* log: see log.h. Lines are written with one write(2) each so that concurrent writers
- * (and journald's stream reader) never see a line torn in half. */
+ * (and journald's stream reader) never see a line torn in half. Every message passes
+ * through log_sanitize, so no text from outside can start a line of its own, forge a
+ * journald priority prefix or send a terminal escape. */
 #include "log.h"
 
 #include <stdarg.h>
@@ -70,11 +72,98 @@ const char *log_level_name(enum log_level lvl)
     return "?";
 }
 
+/* Length of the valid UTF-8 sequence at s (1-4), or 0 when s[0] does not start one. Strict
+ * (Unicode table 3-7): no overlong forms, no surrogates, nothing above U+10FFFF. Stops at
+ * the first byte that does not fit, so it never reads past a terminating NUL. */
+static size_t utf8_seq(const unsigned char *s)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xbf;
+    size_t n;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        if (c == 0xe0)
+            lo = 0xa0; /* overlong */
+        else if (c == 0xed)
+            hi = 0x9f; /* surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        if (c == 0xf0)
+            lo = 0x90; /* overlong */
+        else if (c == 0xf4)
+            hi = 0x8f; /* above U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return n;
+}
+
+size_t log_sanitize(char *dst, size_t dstlen, const char *src)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)(src ? src : "");
+    size_t total = 0, used = 0;
+    int full = 0; /* once one unit did not fit, nothing after it is written either */
+    while (*s) {
+        char esc[8];
+        const char *unit = esc;
+        size_t ulen, n = utf8_seq(s);
+        if (n == 1 && *s >= 0x20 && *s != 0x7f) {
+            unit = (const char *)s;
+            ulen = 1;
+        } else if (n == 1 && (*s == '\n' || *s == '\r' || *s == '\t')) {
+            esc[0] = '\\';
+            esc[1] = *s == '\n' ? 'n' : *s == '\r' ? 'r' : 't';
+            ulen = 2;
+        } else if (n <= 1) { /* a C0 control, DEL, or a byte outside valid UTF-8 */
+            esc[0] = '\\';
+            esc[1] = 'x';
+            esc[2] = hex[*s >> 4];
+            esc[3] = hex[*s & 15];
+            ulen = 4;
+            n = 1;
+        } else if ((n == 2 && s[0] == 0xc2 && s[1] < 0xa0) ||
+                   (n == 3 && s[0] == 0xe2 && s[1] == 0x80 && (s[2] == 0xa8 || s[2] == 0xa9))) {
+            /* C1 controls (U+009B is CSI on some terminals), line/paragraph separators */
+            unsigned cp = n == 2 ? s[1] : 0x2000u | (s[2] & 0x3fu);
+            esc[0] = '\\';
+            esc[1] = 'u';
+            esc[2] = hex[(cp >> 12) & 15];
+            esc[3] = hex[(cp >> 8) & 15];
+            esc[4] = hex[(cp >> 4) & 15];
+            esc[5] = hex[cp & 15];
+            ulen = 6;
+        } else {
+            unit = (const char *)s;
+            ulen = n;
+        }
+        if (!full && used + ulen < dstlen) {
+            memcpy(dst + used, unit, ulen);
+            used += ulen;
+        } else {
+            full = 1;
+        }
+        total += ulen;
+        s += n;
+    }
+    if (dstlen > 0)
+        dst[used] = '\0';
+    return total;
+}
+
 void log_msg(enum log_level lvl, const char *subsys, const char *fmt, ...)
 {
     if (lvl > g_level)
         return;
-    char line[4096];
+    char line[LOG_LINE_MAX];
     size_t n = 0;
     if (g_journal) {
         n = (size_t)snprintf(line, sizeof line, "<%d>%s: ", (int)lvl, subsys);
@@ -87,19 +176,26 @@ void log_msg(enum log_level lvl, const char *subsys, const char *fmt, ...)
         n += (size_t)snprintf(line + n, sizeof line - n, ".%03ldZ %-7s %s: ", ts.tv_nsec / 1000000,
                               log_level_name(lvl), subsys);
     }
+    if (n > sizeof line / 2) /* a subsystem tag is a short constant; never let it crowd out */
+        n = sizeof line / 2;
+    /* The raw message is as large as the whole line. Every source byte yields at least one
+     * output byte, so when vsnprintf cuts raw (perhaps inside a character), log_sanitize
+     * has run out of room well before it reaches that cut. */
+    char raw[LOG_LINE_MAX];
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
+    if (vsnprintf(raw, sizeof raw, fmt, ap) < 0)
+        raw[0] = '\0';
     va_end(ap);
-    if (m < 0)
-        m = 0;
-    n += (size_t)m;
-    if (n > sizeof line - 2)
-        n = sizeof line - 2;
-    /* A message must stay one line: fold embedded newlines (e.g. from Druid's messages). */
-    for (size_t i = 0; i < n; i++)
-        if (line[i] == '\n' || line[i] == '\r')
-            line[i] = ' ';
+    size_t room = sizeof line - n; /* message + its NUL, which becomes the newline */
+    size_t m = log_sanitize(line + n, room, raw);
+    if (m >= room) { /* cut: again, leaving room for the marker */
+        log_sanitize(line + n, room - (sizeof LOG_TRUNCATED - 1), raw);
+        m = strlen(line + n);
+        memcpy(line + n + m, LOG_TRUNCATED, sizeof LOG_TRUNCATED - 1);
+        m += sizeof LOG_TRUNCATED - 1;
+    }
+    n += m;
     line[n++] = '\n';
     if (g_before)
         g_before();

@@ -1,8 +1,17 @@
 /* log: the one logging module. Owns the log level, the line format (journald priority
- * prefixes when JOURNAL_STREAM is set, timestamps on a terminal) and the subsystem tag
- * every line carries. Nothing else in the daemon writes to stderr. */
+ * prefixes when JOURNAL_STREAM is set, timestamps on a terminal), the subsystem tag every
+ * line carries, and the sanitising rule that keeps text from outside (Druid and PostgreSQL
+ * messages, datasource and column names) from injecting lines or terminal escapes. Nothing
+ * else in the daemon writes to stderr. */
 #ifndef DSYNC_LOG_H
 #define DSYNC_LOG_H
+
+#include <stddef.h>
+
+/* Longest line log_msg writes, prefix and newline included. A longer message is cut at a
+ * character or escape boundary and ends in LOG_TRUNCATED. */
+#define LOG_LINE_MAX 4096
+#define LOG_TRUNCATED "... [truncated]"
 
 enum log_level {
     LOG_LVL_ERROR = 3,
@@ -20,9 +29,25 @@ int log_level_parse(const char *s, enum log_level *out);
 const char *log_level_name(enum log_level lvl);
 
 /* One line: level, subsystem ("config", "druid", "pg", "sched", "main", ...), message.
- * A trailing newline in fmt is not needed. */
+ * A trailing newline in fmt is not needed. The formatted message goes through log_sanitize,
+ * so it is always exactly one line. */
 void log_msg(enum log_level lvl, const char *subsys, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Copies src into dst so that it is one line of plain text, by this rule:
+ *   newline, carriage return, tab       -> the two characters \n, \r, \t
+ *   other C0 controls (0x01-0x1f), DEL  -> \x and two lowercase hex digits (ESC -> \x1b)
+ *   C1 controls U+0080-U+009F, U+2028 (line separator), U+2029 (paragraph separator)
+ *                                       -> \u and four lowercase hex digits (\u009b)
+ *   a byte that is not part of valid UTF-8 (stray continuation byte, overlong form,
+ *   surrogate, above U+10FFFF, cut sequence) -> \x and its two hex digits, one per byte
+ *   everything else (printable ASCII, the backslash itself, valid UTF-8) -> unchanged.
+ * The escapes are for reading, not for decoding: a backslash in src is not doubled.
+ * dst gets at most dstlen - 1 bytes and a NUL (nothing when dstlen is 0). It is cut only
+ * between units, never inside a UTF-8 character or an escape. Returns the length of the
+ * whole sanitised text, as snprintf does: dst was cut when the result is >= dstlen. src
+ * NULL counts as "". */
+size_t log_sanitize(char *dst, size_t dstlen, const char *src);
 
 /* Called around every line written, so that a live progress display on the terminal can
  * erase itself before a log line and redraw after it. NULL removes them. */
