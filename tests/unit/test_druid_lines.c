@@ -1,4 +1,5 @@
-/* test_druid_lines: arrayLines framing, end marker and truncation, at every split point. */
+/* test_druid_lines: arrayLines framing, end marker and truncation, at every split point; the
+ * line buffer's growth, its limit and its release. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "druid_client.h"
 #include "druid_lines.h"
 
 /* Lines joined with '|', so a test can compare what came out in one string. */
@@ -214,13 +216,255 @@ static void test_many_lines_bounded(void **state)
     druid_lines_free(l);
 }
 
+/* Counts lines and remembers the length of the last one (big lines do not fit `collect`). */
+struct count {
+    int nlines;
+    size_t last_len;
+    int bad; /* lines whose bytes are not all 'x' (or '[' / ']') */
+};
+
+static int count_cb(void *ud, char *line, size_t len)
+{
+    struct count *c = ud;
+    assert_int_equal(line[len], '\0');
+    for (size_t i = 0; i < len; i++)
+        if (line[i] != 'x' && line[i] != '[' && line[i] != ']')
+            c->bad++;
+    c->nlines++;
+    c->last_len = len;
+    return 0;
+}
+
+/* Feeds n bytes of 'x' in pieces of `piece` bytes; returns the first non-zero result. */
+static int feed_x(struct druid_lines *l, size_t n, size_t piece)
+{
+    static char xs[65536];
+    if (xs[0] != 'x')
+        memset(xs, 'x', sizeof xs);
+    assert_true(piece <= sizeof xs);
+    while (n > 0) {
+        size_t k = n < piece ? n : piece;
+        int rc = druid_lines_feed(l, xs, k);
+        if (rc)
+            return rc;
+        n -= k;
+    }
+    return 0;
+}
+
+static void test_nothing_reserved_up_front(void **state)
+{
+    (void)state;
+    struct count c = {0, 0, 0};
+    struct druid_lines *l = druid_lines_new(DRUID_LINE_MAX, count_cb, &c);
+    assert_int_equal(druid_lines_capacity(l), 0);
+    assert_int_equal(druid_lines_feed(l, "", 0), 0);
+    assert_int_equal(druid_lines_capacity(l), 0);
+    /* a small row costs the 64 KiB starting buffer, not the 4 MiB limit */
+    assert_int_equal(druid_lines_feed(l, "[1]\n[2", 6), 0);
+    assert_int_equal(druid_lines_capacity(l), 64 * 1024);
+    assert_int_equal(druid_lines_pending(l), 2);
+    assert_int_equal(c.nlines, 1);
+    druid_lines_free(l);
+}
+
+static void test_growth_is_geometric(void **state)
+{
+    (void)state;
+    struct count c = {0, 0, 0};
+    struct druid_lines *l = druid_lines_new(DRUID_LINE_MAX, count_cb, &c);
+    /* a 1.1 MB row (tests/integration/test_types.py test_huge_values), 1000 bytes at a time */
+    size_t want = 1100000, fed = 0, seen[16], nseen = 0;
+    while (fed < want) {
+        size_t k = want - fed < 1000 ? want - fed : 1000;
+        assert_int_equal(feed_x(l, k, 1000), 0);
+        fed += k;
+        size_t cap = druid_lines_capacity(l);
+        assert_true(cap >= fed + 1);
+        if (nseen == 0 || seen[nseen - 1] != cap) {
+            assert_true(nseen < 16);
+            seen[nseen++] = cap;
+        }
+    }
+    /* 64 KiB, doubling: 64K 128K 256K 512K 1M 2M, so at most twice what the line needs */
+    const size_t steps[] = {65536, 131072, 262144, 524288, 1048576, 2097152};
+    assert_int_equal(nseen, 6);
+    for (size_t i = 0; i < nseen; i++)
+        assert_int_equal(seen[i], steps[i]);
+    assert_int_equal(druid_lines_feed(l, "\n[x]\n\n", 6), 0);
+    assert_int_equal(druid_lines_finish(l), 0);
+    assert_int_equal(c.nlines, 2);
+    assert_int_equal(c.last_len, 3);
+    assert_int_equal(c.bad, 0);
+    druid_lines_free(l);
+}
+
+/* A line of exactly the limit passes; one byte more fails, however it is split. */
+static void test_limit_boundary(void **state)
+{
+    (void)state;
+    const size_t limit = 4u * 1024 * 1024;
+    assert_int_equal(DRUID_LINE_MAX, limit); /* the documented client limit */
+    /* pieces of 64 KiB, of an odd size, and (1) byte by byte around the boundary */
+    const size_t pieces[] = {65536, 4093, 1};
+    for (size_t p = 0; p < sizeof pieces / sizeof *pieces; p++) {
+        struct count c = {0, 0, 0};
+        struct druid_lines *l = druid_lines_new(limit, count_cb, &c);
+        size_t piece = pieces[p] == 1 ? 65536 : pieces[p];
+        assert_int_equal(feed_x(l, limit - 3, piece), 0);
+        assert_int_equal(feed_x(l, 3, pieces[p] == 1 ? 1 : 3), 0);
+        assert_int_equal(druid_lines_capacity(l), limit + 1); /* the cap, not a doubling past it */
+        assert_int_equal(druid_lines_feed(l, "\n", 1), 0);
+        assert_int_equal(c.nlines, 1);
+        assert_int_equal(c.last_len, limit);
+        /* the next line, one byte longer */
+        assert_int_equal(feed_x(l, limit, piece), 0);
+        assert_int_equal(druid_lines_feed(l, "x", 1), DRUID_LINES_E_TOOLONG);
+        assert_int_equal(druid_lines_capacity(l), 0); /* released at once */
+        assert_int_equal(druid_lines_feed(l, "\n\n", 2), DRUID_LINES_E_TOOLONG);
+        assert_int_equal(druid_lines_finish(l), DRUID_LINES_E_TRUNCATED);
+        assert_int_equal(c.nlines, 1);
+        druid_lines_free(l);
+    }
+    /* limit + 1 bytes arriving in one piece, with its newline */
+    struct count c = {0, 0, 0};
+    struct druid_lines *l = druid_lines_new(limit, count_cb, &c);
+    char *big = malloc(limit + 2);
+    memset(big, 'x', limit + 1);
+    big[limit + 1] = '\n';
+    assert_int_equal(druid_lines_feed(l, big, limit + 2), DRUID_LINES_E_TOOLONG);
+    assert_int_equal(c.nlines, 0);
+    assert_int_equal(druid_lines_capacity(l), 0);
+    druid_lines_free(l);
+    /* and exactly the limit in one piece */
+    l = druid_lines_new(limit, count_cb, &c);
+    big[limit] = '\n';
+    assert_int_equal(druid_lines_feed(l, big, limit + 1), 0);
+    assert_int_equal(c.nlines, 1);
+    assert_int_equal(c.last_len, limit);
+    free(big);
+    druid_lines_free(l);
+}
+
+/* An endless line: the buffer stops at the limit and the feed fails; nothing grows after. */
+static void test_endless_line_bounded(void **state)
+{
+    (void)state;
+    struct count c = {0, 0, 0};
+    struct druid_lines *l = druid_lines_new(DRUID_LINE_MAX, count_cb, &c);
+    assert_int_equal(druid_lines_feed(l, "[\"a\"]\n[\"", 8), 0);
+    size_t fed = 0, maxcap = 0;
+    int rc = 0;
+    while (rc == 0 && fed < 64u * 1024 * 1024) {
+        rc = feed_x(l, 65536, 65536);
+        fed += 65536;
+        if (druid_lines_capacity(l) > maxcap)
+            maxcap = druid_lines_capacity(l);
+    }
+    assert_int_equal(rc, DRUID_LINES_E_TOOLONG);
+    assert_true(fed <= 4u * 1024 * 1024 + 65536);
+    assert_true(maxcap <= 4u * 1024 * 1024 + 1);
+    assert_int_equal(druid_lines_capacity(l), 0);
+    assert_int_equal(feed_x(l, 65536, 65536), DRUID_LINES_E_TOOLONG);
+    assert_int_equal(druid_lines_capacity(l), 0);
+    assert_int_equal(c.nlines, 1);
+    druid_lines_free(l);
+}
+
+static int stop_cb(void *ud, char *line, size_t len)
+{
+    (void)ud;
+    (void)line;
+    (void)len;
+    return 9;
+}
+
+/* The buffer goes back as soon as no line can follow: end marker, a failure, a stop. */
+static void test_memory_released(void **state)
+{
+    (void)state;
+    struct count c = {0, 0, 0};
+    struct druid_lines *l = druid_lines_new(DRUID_LINE_MAX, count_cb, &c);
+    assert_int_equal(druid_lines_feed(l, "[", 1), 0);
+    assert_int_equal(feed_x(l, 300000, 65536), 0);
+    assert_true(druid_lines_capacity(l) >= 300002);
+    assert_int_equal(druid_lines_feed(l, "]\n", 2), 0);
+    assert_true(druid_lines_capacity(l) > 0); /* kept for the next row */
+    assert_int_equal(druid_lines_feed(l, "[1]\n\n", 5), 0);
+    assert_int_equal(druid_lines_capacity(l), 0);
+    assert_int_equal(druid_lines_finish(l), 0);
+    assert_int_equal(c.nlines, 2);
+    druid_lines_free(l);
+
+    l = druid_lines_new(100, count_cb, &c);
+    assert_int_equal(druid_lines_feed(l, "[1]\n\nX", 6), DRUID_LINES_E_AFTER_END);
+    assert_int_equal(druid_lines_capacity(l), 0);
+    druid_lines_free(l);
+
+    l = druid_lines_new(100, stop_cb, NULL);
+    assert_int_equal(druid_lines_feed(l, "[1]\n[2", 6), 9);
+    assert_int_equal(druid_lines_capacity(l), 0);
+    druid_lines_free(l);
+
+    /* freeing mid-line (a cancelled query) releases everything: ASan's leak check */
+    l = druid_lines_new(DRUID_LINE_MAX, count_cb, &c);
+    assert_int_equal(feed_x(l, 1000000, 65536), 0);
+    druid_lines_free(l);
+}
+
+/* The end-marker rules hold for lines that needed the buffer to grow, at every cut near
+ * the growth boundary and the end. */
+static void test_end_marker_after_big_lines(void **state)
+{
+    (void)state;
+    size_t big = 64 * 1024 + 10;
+    struct buf body = BUF_INIT;
+    buf_putc(&body, '[');
+    for (size_t i = 0; i < big; i++)
+        buf_putc(&body, 'x');
+    buf_append(&body, "]\n[x]\n\n", 7);
+    size_t len = body.len;
+    size_t cuts[] = {1, 65535, 65536, 65537, big + 1, big + 2, big + 3, len - 2, len - 1};
+    for (size_t k = 0; k < sizeof cuts / sizeof *cuts; k++) {
+        for (int mode = 0; mode < 3; mode++) {
+            /* mode 0: complete; 1: without the last '\n' (truncated); 2: a byte after the end */
+            size_t l0 = mode == 1 ? len - 1 : len;
+            struct count c = {0, 0, 0};
+            struct druid_lines *l = druid_lines_new(DRUID_LINE_MAX, count_cb, &c);
+            size_t cut = cuts[k] < l0 ? cuts[k] : l0;
+            int rc = druid_lines_feed(l, body.data, cut);
+            if (rc == 0)
+                rc = druid_lines_feed(l, body.data + cut, l0 - cut);
+            if (mode == 2 && rc == 0)
+                rc = druid_lines_feed(l, "[", 1);
+            assert_int_equal(rc, mode == 2 ? DRUID_LINES_E_AFTER_END : 0);
+            assert_int_equal(druid_lines_finish(l), mode == 0 ? 0 : DRUID_LINES_E_TRUNCATED);
+            assert_int_equal(c.nlines, 2);
+            assert_int_equal(c.last_len, 3);
+            assert_int_equal(c.bad, 0);
+            druid_lines_free(l);
+        }
+    }
+    buf_free(&body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reference_body), cmocka_unit_test(test_complete_small_bodies),
-        cmocka_unit_test(test_truncated),      cmocka_unit_test(test_empty_body),
-        cmocka_unit_test(test_after_end),      cmocka_unit_test(test_too_long),
-        cmocka_unit_test(test_callback_stops), cmocka_unit_test(test_many_lines_bounded),
+        cmocka_unit_test(test_reference_body),
+        cmocka_unit_test(test_complete_small_bodies),
+        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_empty_body),
+        cmocka_unit_test(test_after_end),
+        cmocka_unit_test(test_too_long),
+        cmocka_unit_test(test_callback_stops),
+        cmocka_unit_test(test_many_lines_bounded),
+        cmocka_unit_test(test_nothing_reserved_up_front),
+        cmocka_unit_test(test_growth_is_geometric),
+        cmocka_unit_test(test_limit_boundary),
+        cmocka_unit_test(test_endless_line_bounded),
+        cmocka_unit_test(test_memory_released),
+        cmocka_unit_test(test_end_marker_after_big_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
