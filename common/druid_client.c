@@ -410,7 +410,8 @@ static int query_start(struct druid_query *q)
     struct druid_client *c = q->c;
     q->easy = curl_easy_init();
     q->lines = druid_lines_new(DRUID_LINE_MAX, on_line, q);
-    q->tok = json_tokener_new_ex(DRUID_JSON_DEPTH + 1); /* + 1: the row array */
+    /* json-c accepts max_depth - 1 levels of nesting; one more level is the row array */
+    q->tok = json_tokener_new_ex(DRUID_JSON_DEPTH + 2);
     if (!q->easy || !q->lines || !q->tok)
         return -1;
     q->headers = curl_slist_append(q->headers, "Content-Type: application/json");

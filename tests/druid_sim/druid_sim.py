@@ -2578,7 +2578,7 @@ class Handler(BaseHTTPRequestHandler):
                     if limit_rows is not None and sent >= limit_rows:
                         raise Abort(fault["kind"])
                     if endless_at is not None and sent >= endless_at:
-                        self._endless_line(body, writer, run)
+                        self._endless_line(body, writer, run, float(fault.get("delay_seconds") or 0))
                     if raw_at is not None and sent >= raw_at:
                         raw_at = None
                         body.write(writer._sep() + fault["line"])
@@ -2607,7 +2607,7 @@ class Handler(BaseHTTPRequestHandler):
             if limit_rows is not None and sent >= limit_rows:
                 raise Abort(fault["kind"])
             if endless_at is not None:
-                self._endless_line(body, writer, run)
+                self._endless_line(body, writer, run, float(fault.get("delay_seconds") or 0))
             if raw_at is not None:
                 body.write(writer._sep() + fault["line"])
             if run.cancelled.is_set() and not body.started:
@@ -2635,11 +2635,15 @@ class Handler(BaseHTTPRequestHandler):
             rec["complete"] = complete
             rec["finished"] = time.time()
 
-    def _endless_line(self, body, writer, run):
+    def _endless_line(self, body, writer, run, delay):
         """Starts a row line and never ends it: 'x' at full speed, in 256 KiB chunks, until
-        the client goes away (BrokenPipeError, caught by the caller) or cancels the query."""
+        the client goes away (BrokenPipeError, caught by the caller) or cancels the query.
+        delay: seconds to stall first (after what came before went out), so that several
+        queries can be made to stream their endless lines at the same moment."""
         body.write(writer._sep() + '["')
         body.flush()
+        if delay:
+            self._stall(delay, run, None)
         chunk = b"x" * 262144
         frame = b"%x\r\n%s\r\n" % (len(chunk), chunk)
         while not run.cancelled.is_set():

@@ -320,6 +320,108 @@ class SimTest(unittest.TestCase):
         self.assertRaises(ValueError, json.loads, body)
         self.assertEqual(self.q("SELECT 1")[2], b'["EXPR$0"]\n[1]\n\n')
 
+    # -- response-size faults (endless_line, huge_header) and raw_line
+    def raw_post(self, sql, header=True):
+        """A socket with a POST /druid/v2/sql sent on it (arrayLines), for reading by hand."""
+        import socket
+        body = json.dumps({"query": sql, "resultFormat": "arrayLines", "header": header}).encode()
+        s = socket.create_connection(("127.0.0.1", self.sim.port), timeout=20)
+        s.sendall(b"POST /druid/v2/sql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        return s
+
+    @staticmethod
+    def read_until(s, pred, limit):
+        data = b""
+        while len(data) < limit and not pred(data):
+            b = s.recv(1 << 20)
+            if not b:
+                break
+            data += b
+        return data
+
+    @staticmethod
+    def dechunk(raw):
+        """(payload, complete) of a chunked body that may stop anywhere."""
+        out, i = [], 0
+        while True:
+            j = raw.find(b"\r\n", i)
+            if j < 0:
+                return b"".join(out), False
+            n = int(raw[i:j].split(b";")[0], 16)
+            if n == 0:
+                return b"".join(out), True
+            out.append(raw[j + 2:j + 2 + n])
+            if j + 2 + n + 2 > len(raw):
+                return b"".join(out), False
+            i = j + 2 + n + 2
+
+    def test_fault_endless_line(self):
+        self.sim.fault("endless_line", match="FROM cnt3", after_rows=2)
+        s = self.raw_post("SELECT cnt FROM cnt3")
+        raw = self.read_until(s, lambda d: len(d) > 20_000_000, 30_000_000)
+        s.close()
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 OK"), head[:200])
+        self.assertIn(b"Transfer-Encoding: chunked", head)
+        payload, complete = self.dechunk(rest)
+        self.assertFalse(complete)
+        self.assertGreater(len(payload), 19_000_000)  # it keeps coming at full speed
+        # the header row, two rows, then one row line that never ends: no newline, only 'x'
+        self.assertTrue(payload.startswith(b'["cnt"]\n[1]\n[1]\n["xxx'), payload[:100])
+        self.assertEqual(payload.count(b"\n"), 3)
+        self.assertEqual(payload[len(b'["cnt"]\n[1]\n[1]\n["'):].strip(b"x"), b"")
+        # the server is fine afterwards, and the rule was used up
+        self.assertEqual(self.body_of("SELECT cnt FROM cnt3", header=False), b"[1]\n[1]\n[1]\n\n")
+        # after_rows beyond the data: the endless line comes after the last row
+        self.sim.fault("endless_line", match="FROM cnt3", after_rows=10)
+        s = self.raw_post("SELECT cnt FROM cnt3", header=False)
+        payload, _ = self.dechunk(self.read_until(s, lambda d: len(d) > 1_000_000, 2_000_000)
+                                  .partition(b"\r\n\r\n")[2])
+        s.close()
+        self.assertTrue(payload.startswith(b'[1]\n[1]\n[1]\n["xxxx'), payload[:100])
+
+    def test_fault_huge_header(self):
+        # one header line of 300,000 bytes, then the normal response
+        self.sim.fault("huge_header", bytes=300000)
+        s = self.raw_post("SELECT cnt FROM cnt3", header=False)
+        raw = self.read_until(s, lambda d: d.endswith(b"0\r\nX-Druid-Response-Complete: true\r\n\r\n"),
+                              10_000_000)
+        s.close()
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        self.assertEqual(lines[0], b"HTTP/1.1 200 OK")
+        huge = [x for x in lines if x.startswith(b"X-Sim-Huge-")]
+        self.assertEqual(len(huge), 1)
+        self.assertGreaterEqual(len(huge[0]) + 2, 300000)
+        self.assertIn(b"X-Druid-SQL-Query-Id: ", head)
+        self.assertEqual(self.dechunk(rest), (b"[1]\n[1]\n[1]\n\n", True))
+        # many short lines adding up to the size
+        self.sim.fault("huge_header", bytes=200000, line_bytes=1000)
+        s = self.raw_post("SELECT cnt FROM cnt3", header=False)
+        raw = self.read_until(s, lambda d: d.endswith(b"true\r\n\r\n"), 10_000_000)
+        s.close()
+        head = raw.partition(b"\r\n\r\n")[0]
+        huge = [x for x in head.split(b"\r\n") if x.startswith(b"X-Sim-Huge-")]
+        self.assertEqual(len(huge), 200)
+        self.assertTrue(all(len(x) + 2 == 1000 for x in huge))
+        # the default is 2 GB, streamed: 20 MB of it arrive with no end of the headers in sight
+        self.sim.fault("huge_header")
+        s = self.raw_post("SELECT cnt FROM cnt3", header=False)
+        raw = self.read_until(s, lambda d: len(d) > 20_000_000, 30_000_000)
+        s.close()
+        self.assertGreater(len(raw), 20_000_000)
+        self.assertNotIn(b"\r\n\r\n", raw)
+        self.assertEqual(self.q("SELECT 1")[0], 200)
+
+    def test_fault_raw_line(self):
+        self.sim.fault("raw_line", match="FROM cnt3", after_rows=1, line='[[[[2]]]]')
+        self.assertEqual(self.body_of("SELECT cnt FROM cnt3", header=False), b"[1]\n[[[[2]]]]\n[1]\n[1]\n\n")
+        self.assertEqual(self.sim._control("POST", "fault", {"kind": "raw_line", "line": "x"})["ok"], True)
+        self.sim.clear_faults()
+        self.assertRaises(Exception, self.sim.fault, "raw_line")  # a line is required
+        self.assertRaises(Exception, self.sim.fault, "no_such_kind")
+
     def test_timeout_and_cancel(self):
         self.sim.fault("delay", delay_seconds=3)
         t0 = time.time()
