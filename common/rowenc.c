@@ -14,11 +14,6 @@
 /* Seed of the id hash: fixed forever, ids are stored in tables. */
 #define ID_SEED 0x64727569642d6964ULL /* "druid-id" */
 
-/* PostgreSQL's timestamptz/date input takes years 1..294276 AD (and BC forms we do not
- * write); we stay within four-digit years so the ISO text always parses. */
-#define MS_MIN (-62135596800000LL) /* 0001-01-01T00:00:00.000Z */
-#define MS_MAX 253402300799999LL   /* 9999-12-31T23:59:59.999Z */
-
 struct occ_slot {
     XXH128_hash_t h;
     uint64_t seen; /* identical rows seen so far in the slice; 0 marks an empty slot */
@@ -37,6 +32,7 @@ struct rowenc {
     struct occ_slot *occ;
     size_t occ_cap, occ_used; /* occ_cap is 0 or a power of two */
     uint64_t rows;
+    struct rowenc_stats stats, pend; /* pend: this row's counts, added when it is stored */
 };
 
 struct rowenc *rowenc_new(const struct rowenc_column *cols, size_t ncols, int inc_col, bool with_id)
@@ -115,6 +111,11 @@ void rowenc_reset(struct rowenc *e)
 uint64_t rowenc_rows(const struct rowenc *e)
 {
     return e->rows;
+}
+
+const struct rowenc_stats *rowenc_stats(const struct rowenc *e)
+{
+    return &e->stats;
 }
 
 /* 1 for bytes COPY text needs escaped: control characters and the backslash. */
@@ -281,12 +282,330 @@ static void put_json_text(struct buf *out, struct json_object *v)
     rowenc_copy_escape(out, t, strlen(t));
 }
 
-static int check_no_nul(const struct rowenc *e, size_t col, struct json_object *v, char *err,
-                        size_t errlen)
+/* Text with each NUL written as U+FFFD: PostgreSQL text cannot hold NUL. One memchr when
+ * there is none. */
+static void put_text(struct rowenc *e, struct buf *out, const char *s, size_t n)
 {
-    if (memchr(json_object_get_string(v), '\0', (size_t)json_object_get_string_len(v)))
-        return fail_value(e, col, v, "PostgreSQL text cannot hold a NUL byte", err, errlen);
+    const char *end = s + n, *nul;
+    while ((nul = memchr(s, '\0', (size_t)(end - s))) != NULL) {
+        rowenc_copy_escape(out, s, (size_t)(nul - s));
+        buf_append(out, "\xef\xbf\xbd", 3);
+        e->pend.nul_replaced++;
+        s = nul + 1;
+    }
+    rowenc_copy_escape(out, s, (size_t)(end - s));
+}
+
+/* --- JSON text as PostgreSQL's jsonb input takes it ---
+ * One pass, no allocation: RFC 8259 syntax as PostgreSQL's parser reads it, plus what jsonb
+ * refuses beyond syntax (\u0000, lone surrogate escapes, numbers outside numeric's range)
+ * and nesting beyond ROWENC_JSON_MAX_DEPTH. */
+
+enum jcheck {
+    JC_OK,  /* stored as it is */
+    JC_NUL, /* valid once its NULs (raw inside strings, or \u0000) become U+FFFD */
+    JC_BAD  /* stored as a JSON string of the text */
+};
+
+static const unsigned char *skip_ws(const unsigned char *p, const unsigned char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+static int hex4(const unsigned char *p, const unsigned char *end)
+{
+    if (end - p < 4)
+        return -1;
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = p[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* A string from just after its opening quote; *pp ends just after the closing quote. */
+static int scan_jstring(const unsigned char **pp, const unsigned char *end, bool *nul)
+{
+    const unsigned char *p = *pp;
+    for (;;) {
+        while (p < end && *p >= 0x20 && *p != '"' && *p != '\\')
+            p++;
+        if (p == end)
+            return -1;
+        unsigned char c = *p++;
+        if (c == '"')
+            break;
+        if (c == '\0') { /* becomes U+FFFD, which a string may hold */
+            *nul = true;
+            continue;
+        }
+        if (c != '\\' || p == end)
+            return -1; /* a raw control character, or a lone backslash at the end */
+        c = *p++;
+        if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' ||
+            c == 't')
+            continue;
+        int u = c == 'u' ? hex4(p, end) : -1;
+        if (u < 0)
+            return -1;
+        p += 4;
+        if (u == 0) {
+            *nul = true;
+        } else if (u >= 0xDC00 && u <= 0xDFFF) {
+            return -1;
+        } else if (u >= 0xD800 && u <= 0xDBFF) {
+            int lo = end - p >= 6 && p[0] == '\\' && p[1] == 'u' ? hex4(p + 2, end) : -1;
+            if (lo < 0xDC00 || lo > 0xDFFF)
+                return -1;
+            p += 6;
+        }
+    }
+    *pp = p;
     return 0;
+}
+
+/* A number, and within numeric's limits: at most 131072 digits before the point (weight)
+ * and 16383 after it (dscale, which counts the digits as written, minus the exponent). */
+static int scan_jnumber(const unsigned char **pp, const unsigned char *end)
+{
+    const unsigned char *p = *pp;
+    int64_t ilen = 0, flen = 0, fzeros = 0, ex = 0;
+    bool nonzero = false;
+    if (p < end && *p == '-')
+        p++;
+    if (p < end && *p == '0') {
+        p++;
+    } else if (p < end && *p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9')
+            p++, ilen++;
+        nonzero = true;
+    } else {
+        return -1;
+    }
+    if (p < end && *p == '.') {
+        const unsigned char *f = ++p;
+        for (; p < end && *p >= '0' && *p <= '9'; p++) {
+            if (!nonzero && *p == '0')
+                fzeros++;
+            else
+                nonzero = true;
+        }
+        flen = p - f;
+        if (flen == 0)
+            return -1;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        bool neg = p < end && *p == '-';
+        if (p < end && (*p == '-' || *p == '+'))
+            p++;
+        if (p == end || *p < '0' || *p > '9')
+            return -1;
+        for (; p < end && *p >= '0' && *p <= '9'; p++)
+            if (ex < 2000000000)
+                ex = ex * 10 + (*p - '0');
+        if (neg)
+            ex = -ex;
+    }
+    *pp = p;
+    if (ex > 1000000000 || ex < -1000000000 || flen - ex > 16383)
+        return -1;
+    if (nonzero && (ilen ? ilen + ex : ex - fzeros) > 131072)
+        return -1;
+    return 0;
+}
+
+static enum jcheck json_check(const char *text, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)text, *end = p + n;
+    unsigned char isobj[(ROWENC_JSON_MAX_DEPTH + 7) / 8]; /* per open level: object or array */
+    int depth = 0;
+    bool nul = false, obj;
+value:
+    p = skip_ws(p, end);
+    if (p == end)
+        return JC_BAD;
+    switch (*p) {
+    case '{':
+    case '[':
+        if (depth == ROWENC_JSON_MAX_DEPTH)
+            return JC_BAD;
+        obj = *p == '{';
+        if (obj)
+            isobj[depth >> 3] |= (unsigned char)(1u << (depth & 7));
+        else
+            isobj[depth >> 3] &= (unsigned char)~(1u << (depth & 7));
+        depth++;
+        p = skip_ws(p + 1, end);
+        if (p < end && *p == (obj ? '}' : ']')) {
+            p++;
+            depth--;
+            goto after;
+        }
+        if (obj)
+            goto key;
+        goto value;
+    case '"':
+        p++;
+        if (scan_jstring(&p, end, &nul))
+            return JC_BAD;
+        break;
+    case 't':
+    case 'f':
+    case 'n': {
+        const char *w = *p == 't' ? "true" : *p == 'f' ? "false" : "null";
+        size_t wl = strlen(w);
+        if ((size_t)(end - p) < wl || memcmp(p, w, wl) != 0)
+            return JC_BAD;
+        p += wl;
+        break;
+    }
+    default:
+        if (scan_jnumber(&p, end))
+            return JC_BAD;
+    }
+after:
+    p = skip_ws(p, end);
+    if (depth == 0)
+        return p != end ? JC_BAD : nul ? JC_NUL : JC_OK;
+    if (p == end)
+        return JC_BAD;
+    obj = isobj[(depth - 1) >> 3] >> ((depth - 1) & 7) & 1;
+    if (*p == ',') {
+        p++;
+        if (obj)
+            goto key;
+        goto value;
+    }
+    if (*p != (obj ? '}' : ']'))
+        return JC_BAD;
+    p++;
+    depth--;
+    goto after;
+key:
+    p = skip_ws(p, end);
+    if (p == end || *p != '"')
+        return JC_BAD;
+    p++;
+    if (scan_jstring(&p, end, &nul))
+        return JC_BAD;
+    p = skip_ws(p, end);
+    if (p == end || *p != ':')
+        return JC_BAD;
+    p++;
+    goto value;
+}
+
+/* Valid JSON text with its NULs replaced: raw ones (inside strings) by U+FFFD's bytes, the
+ * escape \u0000 by \ufffd. In valid JSON every backslash starts an escape, so stepping
+ * over escapes in pairs finds exactly the real \u0000. */
+static void put_json_nul_fixed(struct rowenc *e, struct buf *out, const char *s, size_t n)
+{
+    size_t run = 0, i = 0;
+    while (i < n) {
+        if (s[i] == '\0') {
+            rowenc_copy_escape(out, s + run, i - run);
+            buf_append(out, "\xef\xbf\xbd", 3);
+            e->pend.nul_replaced++;
+            run = ++i;
+        } else if (s[i] == '\\') {
+            if (i + 5 < n && memcmp(s + i + 1, "u0000", 5) == 0) {
+                rowenc_copy_escape(out, s + run, i - run);
+                buf_append(out, "\\\\ufffd", 7); /* COPY doubles the backslash */
+                e->pend.nul_replaced++;
+                i += 6;
+                run = i;
+            } else {
+                i += 2;
+            }
+        } else {
+            i++;
+        }
+    }
+    rowenc_copy_escape(out, s + run, n - run);
+}
+
+/* The text as a JSON string literal, written as COPY text (so each JSON escape's backslash
+ * is doubled): '"' and '\' escaped, control characters as \b \f \n \r \t or \u00XX, and a
+ * NUL as U+FFFD. */
+static void put_json_string_of(struct rowenc *e, struct buf *out, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    buf_putc(out, '"');
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        if (i > run)
+            buf_append(out, s + run, i - run);
+        run = i + 1;
+        char esc[7] = {'\\', '\\', 0, 0, 0, 0, 0};
+        size_t len = 3;
+        switch (c) {
+        case '"':
+            esc[2] = '"';
+            break;
+        case '\\':
+            esc[2] = '\\';
+            esc[3] = '\\';
+            len = 4;
+            break;
+        case '\b':
+            esc[2] = 'b';
+            break;
+        case '\f':
+            esc[2] = 'f';
+            break;
+        case '\n':
+            esc[2] = 'n';
+            break;
+        case '\r':
+            esc[2] = 'r';
+            break;
+        case '\t':
+            esc[2] = 't';
+            break;
+        case '\0':
+            memcpy(esc, "\xef\xbf\xbd", 3);
+            e->pend.nul_replaced++;
+            break;
+        default:
+            memcpy(esc + 2, "u00", 3);
+            esc[5] = hex[c >> 4];
+            esc[6] = hex[c & 15];
+            len = 7;
+        }
+        buf_append(out, esc, len);
+    }
+    if (n > run)
+        buf_append(out, s + run, n - run);
+    buf_putc(out, '"');
+    e->pend.json_as_string++;
+}
+
+static void put_jsonb(struct rowenc *e, struct buf *out, const char *s, size_t n)
+{
+    switch (json_check(s, n)) {
+    case JC_OK:
+        rowenc_copy_escape(out, s, n);
+        return;
+    case JC_NUL:
+        put_json_nul_fixed(e, out, s, n);
+        return;
+    case JC_BAD:
+        put_json_string_of(e, out, s, n);
+        return;
+    }
 }
 
 static int put_double(const struct rowenc *e, size_t col, struct buf *out, struct json_object *v,
@@ -309,32 +628,52 @@ static int put_double(const struct rowenc *e, size_t col, struct buf *out, struc
     return 0;
 }
 
-static int put_ts(const struct rowenc *e, size_t col, struct buf *out, struct json_object *v,
-                  int64_t ms, bool date_only, char *err, size_t errlen)
+/* A timestamp or date PostgreSQL cannot hold: the row is left out (ROWENC_SKIPPED). */
+static int skip_value(const struct rowenc *e, size_t col, struct json_object *v, char *err,
+                      size_t errlen)
 {
-    if (ms < MS_MIN || ms > MS_MAX)
-        return fail_value(e, col, v, "outside years 0001-9999", err, errlen);
+    fail_value(e, col, v,
+               e->cols[col].type == PGT_DATE
+                   ? "outside PostgreSQL's date range 4714-11-24 BC to 5874897-12-31; row skipped"
+                   : "outside PostgreSQL's timestamptz range 4714-11-24 BC 00:00:00 UTC to "
+                     "294276-12-31 23:59:59.999 UTC; row skipped",
+               err, errlen);
+    return ROWENC_SKIPPED;
+}
+
+static int put_ts(const struct rowenc *e, size_t col, struct buf *out, struct json_object *v,
+                  int64_t ms, char *err, size_t errlen)
+{
+    if (ms < TIME_PG_TS_MIN_MS || ms > TIME_PG_TS_MAX_MS)
+        return skip_value(e, col, v, err, errlen);
     char iso[TIME_ISO_MAX];
-    time_format_iso_ms(ms, iso);
-    buf_append(out, iso, date_only ? 10 : strlen(iso));
+    time_format_pg_ms(ms, iso);
+    buf_puts(out, iso);
     return 0;
 }
 
-static int encode_value(const struct rowenc *e, size_t col, struct json_object *v, struct buf *out,
+static int put_date(const struct rowenc *e, size_t col, struct buf *out, struct json_object *v,
+                    int64_t day, char *err, size_t errlen)
+{
+    if (day < TIME_PG_DATE_MIN_DAY || day > TIME_PG_DATE_MAX_DAY)
+        return skip_value(e, col, v, err, errlen);
+    char text[TIME_ISO_MAX];
+    time_format_pg_date(day, text);
+    buf_puts(out, text);
+    return 0;
+}
+
+static int encode_value(struct rowenc *e, size_t col, struct json_object *v, struct buf *out,
                         char *err, size_t errlen)
 {
     enum json_type jt = json_object_get_type(v);
     int64_t i64;
     switch (e->cols[col].type) {
     case PGT_TEXT:
-        if (jt == json_type_string) {
-            if (check_no_nul(e, col, v, err, errlen))
-                return -1;
-            rowenc_copy_escape(out, json_object_get_string(v),
-                               (size_t)json_object_get_string_len(v));
-        } else {
+        if (jt == json_type_string)
+            put_text(e, out, json_object_get_string(v), (size_t)json_object_get_string_len(v));
+        else
             put_json_text(out, v); /* numbers, booleans, and arrays/objects as JSON text */
-        }
         return 0;
 
     case PGT_BIGINT:
@@ -391,43 +730,44 @@ static int encode_value(const struct rowenc *e, size_t col, struct json_object *
         return fail_value(e, col, v, NULL, err, errlen);
 
     case PGT_TIMESTAMPTZ:
-    case PGT_DATE: {
-        bool date_only = e->cols[col].type == PGT_DATE;
         if (jt == json_type_int) {
             if (json_int64(v, &i64))
                 return fail_value(e, col, v, "out of range", err, errlen);
-            if (date_only) {
-                /* millis -> the UTC calendar day */
-                int64_t day = i64 / 86400000 - (i64 % 86400000 < 0);
-                i64 = day * 86400000;
-            }
-            return put_ts(e, col, out, v, i64, date_only, err, errlen);
-        }
-        if (jt == json_type_string) {
-            const char *s = json_object_get_string(v);
-            if (time_parse_iso_ms(s, &i64))
+        } else if (jt == json_type_string) {
+            if (time_parse_iso_ms(json_object_get_string(v), &i64))
                 return fail_value(e, col, v, "not an ISO-8601 timestamp", err, errlen);
-            if (!date_only)
-                return put_ts(e, col, out, v, i64, false, err, errlen);
-            /* Druid prints a DATE as a timestamp in sqlTimeZone: its first 10 characters
-             * are the calendar date whatever the offset (reference §3.1). */
-            if (s[4] != '-' || (s[0] == '0' && s[1] == '0' && s[2] == '0' && s[3] == '0'))
-                return fail_value(e, col, v, "outside years 0001-9999", err, errlen);
-            buf_append(out, s, 10);
-            return 0;
+        } else {
+            return fail_value(e, col, v, NULL, err, errlen);
         }
-        return fail_value(e, col, v, NULL, err, errlen);
+        return put_ts(e, col, out, v, i64, err, errlen);
+
+    case PGT_DATE: {
+        int64_t day;
+        if (jt == json_type_int) {
+            if (json_int64(v, &i64))
+                return fail_value(e, col, v, "out of range", err, errlen);
+            day = i64 / 86400000 - (i64 % 86400000 < 0); /* millis -> the UTC calendar day */
+        } else if (jt == json_type_string) {
+            /* Druid prints a DATE as a timestamp in sqlTimeZone: the date written before
+             * the time is the calendar date whatever the offset (reference §3.1). */
+            const char *s = json_object_get_string(v);
+            if (time_parse_iso_ms(s, &i64) || time_parse_iso_date(s, &day))
+                return fail_value(e, col, v, "not an ISO-8601 timestamp", err, errlen);
+        } else {
+            return fail_value(e, col, v, NULL, err, errlen);
+        }
+        return put_date(e, col, out, v, day, err, errlen);
     }
 
     case PGT_JSONB:
+        /* Druid sends ARRAY and COMPLEX<json> values as JSON text inside a string; real
+         * JSON values (sqlStringifyArrays:false) are checked as their text too. */
         if (jt == json_type_string) {
-            /* Druid sends ARRAY and COMPLEX<json> values as JSON text inside a string */
-            if (check_no_nul(e, col, v, err, errlen))
-                return -1;
-            rowenc_copy_escape(out, json_object_get_string(v),
-                               (size_t)json_object_get_string_len(v));
+            put_jsonb(e, out, json_object_get_string(v), (size_t)json_object_get_string_len(v));
         } else {
-            put_json_text(out, v);
+            const char *t = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
+                                                                  JSON_C_TO_STRING_NOSLASHESCAPE);
+            put_jsonb(e, out, t, strlen(t));
         }
         return 0;
     }
@@ -537,6 +877,8 @@ int rowenc_encode(struct rowenc *e, struct json_object *row, struct buf *out, in
     /* Written straight into out (no second copy on the hot path) and cut back on error. */
     size_t saved = out->len;
     int64_t inc = INT64_MIN;
+    int rc = -1;
+    memset(&e->pend, 0, sizeof e->pend);
     for (size_t i = 0; i < n; i++) {
         struct json_object *v = json_object_array_get_idx(row, i);
         if (i)
@@ -545,10 +887,10 @@ int rowenc_encode(struct rowenc *e, struct json_object *row, struct buf *out, in
         e->isnull[i] = v == NULL;
         if (!v)
             buf_append(out, "\\N", 2);
-        else if (encode_value(e, i, v, out, err, errlen))
+        else if ((rc = encode_value(e, i, v, out, err, errlen)) != 0)
             goto undo;
         e->fend[i] = out->len;
-        if ((int)i == e->inc_col && inc_value(e, v, &inc, err, errlen))
+        if ((int)i == e->inc_col && (rc = inc_value(e, v, &inc, err, errlen)) != 0)
             goto undo;
     }
     if (e->with_id) {
@@ -558,12 +900,20 @@ int rowenc_encode(struct rowenc *e, struct json_object *row, struct buf *out, in
     }
     buf_putc(out, '\n');
     e->rows++;
+    e->stats.nul_replaced += e->pend.nul_replaced;
+    e->stats.json_as_string += e->pend.json_as_string;
     if (inc_ms)
         *inc_ms = inc;
-    return 0;
+    return ROWENC_OK;
 undo:
     out->len = saved;
     if (out->data)
         out->data[saved] = '\0';
+    if (rc == ROWENC_SKIPPED) {
+        e->stats.rows_skipped++;
+        if (inc_ms)
+            *inc_ms = INT64_MIN; /* a row not stored moves no cursor */
+        return ROWENC_SKIPPED;
+    }
     return -1;
 }

@@ -31,13 +31,47 @@ void rowenc_free(struct rowenc *e);
  * identical rows always share a timestamp and a slice never splits a timestamp). */
 void rowenc_reset(struct rowenc *e);
 
+/* Return codes of rowenc_encode. */
+#define ROWENC_OK 0
+#define ROWENC_SKIPPED 1 /* the row cannot be stored by any rule: leave it out, go on */
+
+/* Deepest JSON nesting stored as jsonb. PostgreSQL 15 with max_stack_depth 2MB rejects
+ * input nested deeper than 13,090 objects or 14,544 arrays ("stack depth limit exceeded",
+ * measured); this leaves room for builds with larger stack frames. */
+#define ROWENC_JSON_MAX_DEPTH 5000
+
 /* Appends one COPY text line for row (fields separated by tabs, NULL as \N, then the id
  * when with_id, then '\n'). *inc_ms receives the incremental column's value in epoch
- * millis, or INT64_MIN when absent/NULL (inc_ms may be NULL). On a value that cannot be
- * stored in its column (e.g. a string in a bigint column, wrong arity) returns -1, leaves
- * out unchanged and writes a message naming the column into err. */
+ * millis, or INT64_MIN when absent/NULL (inc_ms may be NULL).
+ *
+ * Values PostgreSQL would reject are stored by rule instead, and counted (rowenc_stats):
+ * - a NUL character in a text or jsonb value (raw, or the escape \u0000 inside JSON text)
+ *   becomes U+FFFD;
+ * - a jsonb value that is not JSON PostgreSQL accepts (invalid text, a number beyond
+ *   numeric's range, a lone surrogate escape) or is nested deeper than
+ *   ROWENC_JSON_MAX_DEPTH is stored as a jsonb string holding the original text.
+ * Timestamps and dates are stored exactly over PostgreSQL's whole range (timeutil.h).
+ *
+ * Returns:
+ *  ROWENC_OK (0)       the line was appended.
+ *  ROWENC_SKIPPED (1)  a timestamp or date outside PostgreSQL's range: nothing appended,
+ *                      *inc_ms set to INT64_MIN, err names the column and the value; the
+ *                      row is counted in rows_skipped and not in rowenc_rows. The caller
+ *                      logs err and goes on with the next row.
+ *  -1                  a value that cannot be stored in its column (e.g. a string in a
+ *                      bigint column, wrong arity): out unchanged, err names the column;
+ *                      the slice fails. */
 int rowenc_encode(struct rowenc *e, struct json_object *row, struct buf *out, int64_t *inc_ms,
                   char *err, size_t errlen);
+
+/* Cumulative counts since rowenc_new (rowenc_reset keeps them), of rows that returned
+ * ROWENC_OK, except rows_skipped. */
+struct rowenc_stats {
+    uint64_t nul_replaced;   /* NUL characters written as U+FFFD */
+    uint64_t json_as_string; /* jsonb values stored as a JSON string of their text */
+    uint64_t rows_skipped;   /* rows that returned ROWENC_SKIPPED */
+};
+const struct rowenc_stats *rowenc_stats(const struct rowenc *e);
 
 /* Number of rows encoded since the last reset. */
 uint64_t rowenc_rows(const struct rowenc *e);

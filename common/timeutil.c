@@ -57,11 +57,10 @@ static int digits(const char **p, int n, int *out)
     return 0;
 }
 
-int time_parse_iso_ms(const char *s, int64_t *ms)
+/* The date part "[+-]YYYY...-MM-DD" at *p; advances *p past it. */
+static int parse_date_part(const char **pp, int64_t *year_out, int *mon_out, int *day_out)
 {
-    if (!s)
-        return -1;
-    const char *p = s;
+    const char *p = *pp;
     int neg = 0;
     if (*p == '-' || *p == '+') {
         neg = *p == '-';
@@ -80,10 +79,36 @@ int time_parse_iso_ms(const char *s, int64_t *ms)
         return -1;
     if (neg)
         year = -year;
-    int mon, day, hh = 0, mi = 0, ss = 0, frac = 0;
+    int mon, day;
     if (*p++ != '-' || digits(&p, 2, &mon) || *p++ != '-' || digits(&p, 2, &day))
         return -1;
     if (mon < 1 || mon > 12 || day < 1 || day > days_in_month(year, mon))
+        return -1;
+    *pp = p;
+    *year_out = year;
+    *mon_out = mon;
+    *day_out = day;
+    return 0;
+}
+
+int time_parse_iso_date(const char *s, int64_t *days)
+{
+    int64_t year;
+    int mon, day;
+    if (!s || parse_date_part(&s, &year, &mon, &day))
+        return -1;
+    *days = days_from_civil(year, mon, day);
+    return 0;
+}
+
+int time_parse_iso_ms(const char *s, int64_t *ms)
+{
+    if (!s)
+        return -1;
+    const char *p = s;
+    int64_t year;
+    int mon, day, hh = 0, mi = 0, ss = 0, frac = 0;
+    if (parse_date_part(&p, &year, &mon, &day))
         return -1;
     int64_t offset_min = 0;
     if (*p == 'T' || *p == ' ') {
@@ -148,7 +173,8 @@ int time_parse_iso_ms(const char *s, int64_t *ms)
     return 0;
 }
 
-void time_format_iso_ms(int64_t ms, char *out)
+/* Writes the instant; bc selects PostgreSQL's era notation for years before 1. */
+static void format_ms(int64_t ms, char *out, int bc)
 {
     /* Floor division so that instants before 1970 get the right day and a positive
      * time of day. */
@@ -161,9 +187,34 @@ void time_format_iso_ms(int64_t ms, char *out)
     int m, d;
     civil_from_days(days, &y, &m, &d);
     int msec = (int)(rem % 1000), sec = (int)(rem / 1000);
+    int era_bc = bc && y < 1;
+    if (era_bc)
+        y = 1 - y; /* astronomical 0 is 1 BC, -1 is 2 BC */
     /* Same shape as Joda's dateTime(): at least four year digits, '-' for negative years. */
-    snprintf(out, TIME_ISO_MAX, "%s%04lld-%02d-%02dT%02d:%02d:%02d.%03dZ", y < 0 ? "-" : "",
-             (long long)(y < 0 ? -y : y), m, d, sec / 3600, sec / 60 % 60, sec % 60, msec);
+    snprintf(out, TIME_ISO_MAX, "%s%04lld-%02d-%02dT%02d:%02d:%02d.%03dZ%s", y < 0 ? "-" : "",
+             (long long)(y < 0 ? -y : y), m, d, sec / 3600, sec / 60 % 60, sec % 60, msec,
+             era_bc ? " BC" : "");
+}
+
+void time_format_iso_ms(int64_t ms, char *out)
+{
+    format_ms(ms, out, 0);
+}
+
+void time_format_pg_ms(int64_t ms, char *out)
+{
+    format_ms(ms, out, 1);
+}
+
+void time_format_pg_date(int64_t days, char *out)
+{
+    int64_t y;
+    int m, d;
+    civil_from_days(days, &y, &m, &d);
+    int era_bc = y < 1;
+    if (era_bc)
+        y = 1 - y;
+    snprintf(out, TIME_ISO_MAX, "%04lld-%02d-%02d%s", (long long)y, m, d, era_bc ? " BC" : "");
 }
 
 int64_t time_now_ms(void)

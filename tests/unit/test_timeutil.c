@@ -131,6 +131,120 @@ static void test_malformed(void **state)
     assert_int_equal(parse_ok("2016-02-29"), 1456704000000LL);
 }
 
+/* Expected values below were taken from PostgreSQL 15 (extract(epoch ...) and date
+ * subtraction), not from this code. */
+static void test_wide_years(void **state)
+{
+    (void)state;
+    /* astronomical years, as Joda prints them: 0000 is 1 BC, -0001 is 2 BC */
+    assert_int_equal(parse_ok("0000-01-01T00:00:00.000Z"), -62167219200000LL);
+    assert_int_equal(parse_ok("0000-12-31T23:59:59.999Z"), -62135596800001LL);
+    assert_int_equal(parse_ok("-0001-12-31T23:59:59.999Z"), -62167219200001LL);
+    assert_int_equal(parse_ok("-4000-02-29T12:34:56.789Z"), -188389884303211LL);
+    assert_int_equal(parse_ok("-4713-11-24T00:00:00.000Z"), -210866803200000LL);
+    assert_int_equal(parse_ok("10000-01-01T00:00:00.000Z"), 253402300800000LL);
+    assert_int_equal(parse_ok("+10000-01-01T00:00:00.000Z"), 253402300800000LL);
+    assert_int_equal(parse_ok("100000-02-29T12:34:56.789Z"), 3093533123696789LL);
+    assert_int_equal(parse_ok("294276-12-31T23:59:59.999Z"), 9224318015999999LL);
+    assert_int_equal(parse_ok("294276-12-31T22:59:59.999-01:00"), 9224318015999999LL);
+
+    check_fmt(-62167219200000LL, "0000-01-01T00:00:00.000Z");
+    check_fmt(-62135596800001LL, "0000-12-31T23:59:59.999Z");
+    check_fmt(-62167219200001LL, "-0001-12-31T23:59:59.999Z");
+    check_fmt(-188389884303211LL, "-4000-02-29T12:34:56.789Z");
+    check_fmt(-210866803200000LL, "-4713-11-24T00:00:00.000Z");
+    check_fmt(253402300800000LL, "10000-01-01T00:00:00.000Z");
+    check_fmt(3093533123696789LL, "100000-02-29T12:34:56.789Z");
+    check_fmt(9224318015999999LL, "294276-12-31T23:59:59.999Z");
+}
+
+static void check_pg(int64_t ms, const char *want)
+{
+    char out[TIME_ISO_MAX];
+    time_format_pg_ms(ms, out);
+    assert_string_equal(out, want);
+}
+
+static void check_pg_date(int64_t days, const char *want)
+{
+    char out[TIME_ISO_MAX];
+    time_format_pg_date(days, out);
+    assert_string_equal(out, want);
+}
+
+static void test_pg_text(void **state)
+{
+    (void)state;
+    /* PostgreSQL's era notation: no year 0, BC suffix */
+    check_pg(-62135596800000LL, "0001-01-01T00:00:00.000Z");
+    check_pg(-62135596800001LL, "0001-12-31T23:59:59.999Z BC");
+    check_pg(-62167219200000LL, "0001-01-01T00:00:00.000Z BC");
+    check_pg(-62167219200001LL, "0002-12-31T23:59:59.999Z BC");
+    check_pg(-188389884303211LL, "4001-02-29T12:34:56.789Z BC");
+    check_pg(TIME_PG_TS_MIN_MS, "4714-11-24T00:00:00.000Z BC");
+    check_pg(TIME_PG_TS_MAX_MS, "294276-12-31T23:59:59.999Z");
+    check_pg(1442018818771LL, "2015-09-12T00:46:58.771Z");
+    check_pg(253402300800000LL, "10000-01-01T00:00:00.000Z");
+    /* the range constants are PostgreSQL's */
+    assert_int_equal(TIME_PG_TS_MIN_MS, -210866803200000LL);
+    assert_int_equal(TIME_PG_TS_MAX_MS, 9224318015999999LL);
+    assert_int_equal(TIME_PG_DATE_MIN_DAY, -2440588);
+    assert_int_equal(TIME_PG_DATE_MAX_DAY, 2145042905);
+
+    check_pg_date(0, "1970-01-01");
+    check_pg_date(10956, "1999-12-31");
+    check_pg_date(-719162, "0001-01-01");
+    check_pg_date(-719163, "0001-12-31 BC");
+    check_pg_date(-719528, "0001-01-01 BC");
+    check_pg_date(6585322, "20000-01-01");
+    check_pg_date(-2440588, "4714-11-24 BC");
+    check_pg_date(2145042905, "5874897-12-31");
+}
+
+static void test_parse_date(void **state)
+{
+    (void)state;
+    int64_t d = 42;
+    /* the date as written, whatever the time and offset */
+    assert_int_equal(time_parse_iso_date("1999-12-31T00:00:00.000-08:00", &d), 0);
+    assert_int_equal(d, 10956);
+    assert_int_equal(time_parse_iso_date("1999-12-31T23:59:59.999+14:00", &d), 0);
+    assert_int_equal(d, 10956);
+    assert_int_equal(time_parse_iso_date("1999-12-31", &d), 0);
+    assert_int_equal(d, 10956);
+    assert_int_equal(time_parse_iso_date("20000-01-01T00:00:00.000Z", &d), 0);
+    assert_int_equal(d, 6585322);
+    assert_int_equal(time_parse_iso_date("0000-01-01T00:00:00.000Z", &d), 0);
+    assert_int_equal(d, -719528);
+    assert_int_equal(time_parse_iso_date("-4713-11-24T00:00:00.000Z", &d), 0);
+    assert_int_equal(d, -2440588);
+    assert_int_equal(time_parse_iso_date("5874897-12-31T00:00:00.000Z", &d), 0);
+    assert_int_equal(d, 2145042905);
+    d = 42;
+    assert_int_equal(time_parse_iso_date("2000-13-01T00:00:00.000Z", &d), -1);
+    assert_int_equal(time_parse_iso_date("200-01-01", &d), -1);
+    assert_int_equal(time_parse_iso_date("2015-02-29", &d), -1);
+    assert_int_equal(time_parse_iso_date(NULL, &d), -1);
+    assert_int_equal(d, 42);
+}
+
+static void test_round_trip_wide(void **state)
+{
+    (void)state;
+    /* over PostgreSQL's whole timestamptz range: 6-digit and negative years both ways */
+    srand(11);
+    for (int i = 0; i < 20000; i++) {
+        uint64_t r = (uint64_t)rand() << 42 ^ (uint64_t)rand() << 21 ^ (uint64_t)rand();
+        int64_t span = TIME_PG_TS_MAX_MS - TIME_PG_TS_MIN_MS + 1;
+        int64_t ms = TIME_PG_TS_MIN_MS + (int64_t)(r % (uint64_t)span);
+        char out[TIME_ISO_MAX];
+        time_format_iso_ms(ms, out);
+        int64_t back;
+        if (time_parse_iso_ms(out, &back) != 0 || back != ms)
+            fail_msg("%lld -> \"%s\" did not read back", (long long)ms, out);
+    }
+}
+
 static void test_now(void **state)
 {
     (void)state;
@@ -145,6 +259,8 @@ int main(void)
         cmocka_unit_test(test_druid_shapes), cmocka_unit_test(test_fraction_digits),
         cmocka_unit_test(test_before_epoch), cmocka_unit_test(test_format),
         cmocka_unit_test(test_round_trip),   cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_wide_years),   cmocka_unit_test(test_pg_text),
+        cmocka_unit_test(test_parse_date),   cmocka_unit_test(test_round_trip_wide),
         cmocka_unit_test(test_now),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
