@@ -79,7 +79,12 @@ static const char *get_str(struct json_object *o, const char *key)
     return json_object_get_string(v);
 }
 
-/* Delta-seconds or an HTTP-date; -1 when absent or unreadable. */
+/* A delay larger than this is taken as this (RFC 9111 §1.2.2 does the same for an
+ * overflowing delta-seconds): it keeps "1e999" or twenty digits from becoming an infinite
+ * or overflowing timer. */
+#define RETRY_AFTER_MAX 2147483648.0
+
+/* Delta-seconds or an HTTP-date; -1 when absent or unreadable; at most RETRY_AFTER_MAX. */
 static double parse_retry_after(const char *h)
 {
     if (!h)
@@ -94,14 +99,14 @@ static double parse_retry_after(const char *h)
         while (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')
             end++;
         if (*end == '\0')
-            return v;
+            return v < RETRY_AFTER_MAX ? v : RETRY_AFTER_MAX;
         /* not a plain number: maybe a date starting with a digit ("07 Nov 2026 ...") */
     }
     time_t t = curl_getdate(h, NULL);
     if (t == (time_t)-1)
         return -1;
     double d = difftime(t, time(NULL));
-    return d > 0 ? d : 0;
+    return d <= 0 ? 0 : d < RETRY_AFTER_MAX ? d : RETRY_AFTER_MAX;
 }
 
 static void truncated_body_excerpt(char *out, size_t cap, const char *body, size_t len)

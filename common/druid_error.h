@@ -24,7 +24,7 @@ struct druid_error {
     char code[96];      /* legacy "error" value, else "errorCode"; "" if none */
     char category[48];  /* 27+ "category"; "" if none */
     char message[1024]; /* Druid's errorMessage, or our own description */
-    double retry_after; /* seconds from a Retry-After header; -1 when absent */
+    double retry_after; /* seconds from a Retry-After header, at most 2^31; -1 when absent */
 };
 
 /* Fills out from an HTTP error response. body may be NULL/empty or non-JSON (a proxy or

@@ -303,6 +303,15 @@ static void test_retry_after(void **state)
     /* a date in the past means "now" */
     e = parse(503, "", "Wed, 21 Oct 2015 07:28:00 GMT");
     assert_true(e.retry_after == 0);
+
+    /* Found by fuzz_druid_error: values that overflow a timer are capped at 2^31 s
+     * (RFC 9111 §1.2.2), never infinite. */
+    e = parse(429, cap, "1e999");
+    assert_true(e.retry_after == 2147483648.0);
+    e = parse(429, cap, "99999999999999999999999");
+    assert_true(e.retry_after == 2147483648.0);
+    e = parse(503, "", "2147483647");
+    assert_true(e.retry_after == 2147483647.0);
 }
 
 static void test_set_and_names(void **state)
