@@ -4,7 +4,12 @@
  * extra check), in the style of pgbouncer's config table: adding a key is adding a row.
  * Defaults are written as JSON text and go through the same code as the file's values, so
  * a default can never bypass validation. Rules that involve several keys (password
- * sources, retry bounds) live in finish(). */
+ * sources, retry bounds) live in finish().
+ *
+ * json-c builds the document and reports syntax errors; it keeps the last of two equal keys
+ * silently, so a second pass with yajl's event parser (which sees every key as written)
+ * finds duplicates. Warnings about passwords readable by others are collected in
+ * c->warnings for the caller to log. */
 #include "config.h"
 
 #include <ctype.h>
@@ -22,6 +27,9 @@
 #include <arpa/inet.h>
 
 #include <json-c/json.h>
+#include <libpq-fe.h>
+#include <malloc.h>
+#include <yajl/yajl_parse.h>
 
 #include "buf.h"
 #include "log.h"
@@ -31,6 +39,8 @@
 #define PREFIX_MAX 48                 /* 63-byte identifiers minus "deleted" (and margin) */
 #define SECONDS_MAX 1e9               /* ~31 years: keeps conversions to ms far from overflow */
 #define GOT_MAX 64                    /* longest value quoted back in a message */
+#define PG_TIMEOUT_MAX 2147483.0 /* statement_timeout is an int of milliseconds in PostgreSQL */
+#define DUP_DEPTH_MAX 64         /* json-c stops at 32 levels before the duplicate check runs */
 
 enum cf_type {
     CF_STRING, /* char *; CF_NONEMPTY, CF_READABLE (a path that must be readable) */
@@ -93,6 +103,8 @@ static const struct cf_key cf_keys[] = {
     /* PostgreSQL */
     STR ("postgres",                postgres,                "\"\"",      0, NULL),
     STR ("destination_schema",      destination_schema,      "\"druid\"", CF_NONEMPTY, NULL),
+    {"postgres_timeout_seconds", CF_NUMBER, F(postgres_timeout_seconds), "600", 0,
+     0, 0, 0.001, PG_TIMEOUT_MAX, 0, NULL}, /* >= 1 ms: 0 ms would mean no limit */
     /* selection */
     LIST("datasources",             datasources,             NULL,        CF_NONEMPTY),
     LIST("exclude_datasources",     exclude_datasources,     "[]",        0),
@@ -208,6 +220,36 @@ static int type_error(const struct cf_key *k, const json_object *v, char *err, s
     describe(v, k->flags & CF_SECRET, got, sizeof got);
     seterr(err, errlen, "%s: expected %s, got %s", k->name, exp, got);
     return -1;
+}
+
+/* A name from the file (a key) as it may be quoted in a message: one line, no control
+ * characters (log_sanitize's rule), at most GOT_MAX bytes plus "...". */
+static void shown_name(const char *name, char *out, size_t n)
+{
+    if (log_sanitize(out, n > GOT_MAX + 1 ? GOT_MAX + 1 : n, name) > GOT_MAX && n > GOT_MAX + 3)
+        strcat(out, "...");
+}
+
+/* Appends one warning to c->warnings. */
+static void add_warning(struct config *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void add_warning(struct config *c, const char *fmt, ...)
+{
+    size_t n = 0;
+    while (c->warnings[n])
+        n++;
+    char **more = realloc(c->warnings, (n + 2) * sizeof *more);
+    if (!more)
+        abort();
+    c->warnings = more;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vasprintf(&more[n], fmt, ap);
+    va_end(ap);
+    if (r < 0)
+        abort();
+    more[n + 1] = NULL;
 }
 
 /* ---- reading values ---- */
@@ -547,10 +589,7 @@ static void unknown_key(const char *name, char *err, size_t errlen)
         }
     }
     char shown[GOT_MAX + 4];
-    if (strlen(name) > GOT_MAX)
-        snprintf(shown, sizeof shown, "%.*s...", GOT_MAX, name);
-    else
-        snprintf(shown, sizeof shown, "%s", name);
+    shown_name(name, shown, sizeof shown);
     if (best)
         seterr(err, errlen, "unknown key \"%s\" (did you mean \"%s\"?)", shown, best);
     else
@@ -567,9 +606,10 @@ static void scrub_free(char *s)
     free(s);
 }
 
-/* Reads a whole (small) file. Returns 0 and *out (NUL-terminated, *len bytes); -1 with errno
- * set, or EFBIG when it is larger than max. */
-static int read_file(const char *path, size_t max, char **out, size_t *len)
+/* Reads a whole (small) file. Returns 0 and *out (NUL-terminated, *len bytes) and *mode
+ * (st_mode of the file read, for the permission warnings); -1 with errno set, or EFBIG when
+ * it is larger than max. */
+static int read_file(const char *path, size_t max, char **out, size_t *len, mode_t *mode)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -586,6 +626,7 @@ static int read_file(const char *path, size_t max, char **out, size_t *len)
         errno = EISDIR;
         return -1;
     }
+    *mode = st.st_mode;
     size_t cap = 4096, n = 0;
     char *data = malloc(cap + 1);
     if (!data)
@@ -638,11 +679,12 @@ static int read_file(const char *path, size_t max, char **out, size_t *len)
 
 /* Reads a password from path into *out: trailing newlines stripped, not empty, no NUL. The
  * message names what (a key, or the credential). */
-static int read_secret(const char *what, const char *path, char **out, char *err, size_t errlen)
+static int read_secret(const char *what, const char *path, char **out, mode_t *mode, char *err,
+                       size_t errlen)
 {
     char *data;
     size_t n;
-    if (read_file(path, SECRET_MAX_FILE, &data, &n) != 0) {
+    if (read_file(path, SECRET_MAX_FILE, &data, &n, mode) != 0) {
         seterr(err, errlen, "%s: cannot read \"%s\": %s", what, path,
                errno == EFBIG ? "file too large for a password" : strerror(errno));
         return -1;
@@ -676,9 +718,15 @@ static int finish(struct config *c, char *err, size_t errlen)
         return -1;
     }
     if (c->druid_password_file) {
-        if (read_secret("druid_password_file", c->druid_password_file, &c->druid_password, err,
-                        errlen) != 0)
+        mode_t mode;
+        if (read_secret("druid_password_file", c->druid_password_file, &c->druid_password, &mode,
+                        err, errlen) != 0)
             return -1;
+        if (mode & (S_IRGRP | S_IROTH))
+            add_warning(c,
+                        "druid_password_file: \"%s\" is readable by group or others (mode "
+                        "%04o); make it readable by its owner only (chmod 600)",
+                        c->druid_password_file, (unsigned)(mode & 07777));
     } else if (!c->druid_password) {
         /* systemd LoadCredential=druid_password:... */
         const char *dir = getenv("CREDENTIALS_DIRECTORY");
@@ -686,9 +734,10 @@ static int finish(struct config *c, char *err, size_t errlen)
             struct buf path = BUF_INIT;
             buf_printf(&path, "%s/druid_password", dir);
             int r = 0;
+            mode_t mode; /* systemd makes credentials private to the service */
             if (access(path.data, F_OK) == 0)
                 r = read_secret("druid_password (systemd credential)", path.data,
-                                &c->druid_password, err, errlen);
+                                &c->druid_password, &mode, err, errlen);
             buf_free(&path);
             if (r != 0)
                 return -1;
@@ -709,10 +758,274 @@ static int finish(struct config *c, char *err, size_t errlen)
     return 0;
 }
 
+/* ---- warnings about the configuration file ---- */
+
+/* Does the libpq connection string (key=value or URI) carry a password? libpq's own parser
+ * decides. A string it cannot parse gives no answer here (connecting reports it). */
+static bool conninfo_has_password(const char *conninfo)
+{
+    char *errmsg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &errmsg);
+    if (!opts) {
+        if (errmsg) { /* it may quote a piece of the string */
+            explicit_bzero(errmsg, strlen(errmsg));
+            PQfreemem(errmsg);
+        }
+        return false;
+    }
+    bool found = false;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (o->val && strcmp(o->keyword, "password") == 0) {
+            found = *o->val != '\0';
+            explicit_bzero(o->val, strlen(o->val));
+        }
+    }
+    PQconninfoFree(opts);
+    return found;
+}
+
+/* path (mode) was read and holds c: warn when it holds a password others can read. */
+static void warn_readable(struct config *c, const char *path, mode_t mode, bool pw_in_file)
+{
+    if (!(mode & (S_IRGRP | S_IROTH)))
+        return;
+    unsigned m = (unsigned)(mode & 07777);
+    if (pw_in_file)
+        add_warning(c,
+                    "%s: the file holds druid_password and is readable by group or others (mode "
+                    "%04o); make it readable by its owner only (chmod 600), or give the password "
+                    "in druid_password_file or the systemd credential druid_password",
+                    path, m);
+    if (conninfo_has_password(c->postgres))
+        add_warning(c,
+                    "%s: the file holds a PostgreSQL password in postgres and is readable by "
+                    "group or others (mode %04o); make it readable by its owner only (chmod "
+                    "600), or move the password to a libpq password file (PGPASSFILE, or the "
+                    "systemd credential pgpass)",
+                    path, m);
+}
+
+/* ---- duplicate keys ----
+ * A yajl event parser walks the text json-c has already accepted and keeps, per open
+ * object, the set of keys seen so far (a json-c object used as a hash set), so that the
+ * first repeated key can be reported with its line and path. */
+
+struct dup_frame {
+    json_object *keys; /* an object: the keys seen so far; NULL for an array */
+    char *key;         /* an object: the current key */
+    long idx;          /* an array: index of the current element (-1 before the first) */
+};
+
+struct dup_ctx {
+    yajl_handle h;
+    struct dup_frame st[DUP_DEPTH_MAX];
+    size_t depth;
+    char *dup;     /* the repeated key's path, once found */
+    size_t offset; /* where it was found */
+    bool too_deep;
+};
+
+/* Every value (scalar, object or array) counts as one element of an enclosing array. */
+static int dup_value(void *ud)
+{
+    struct dup_ctx *d = ud;
+    if (d->depth > 0 && !d->st[d->depth - 1].keys)
+        d->st[d->depth - 1].idx++;
+    return 1;
+}
+
+static int dup_bool(void *ud, int b)
+{
+    (void)b;
+    return dup_value(ud);
+}
+
+static int dup_number(void *ud, const char *s, size_t n)
+{
+    (void)s;
+    (void)n;
+    return dup_value(ud);
+}
+
+static int dup_string(void *ud, const unsigned char *s, size_t n)
+{
+    (void)s;
+    (void)n;
+    return dup_value(ud);
+}
+
+static int dup_push(struct dup_ctx *d, bool object)
+{
+    dup_value(d);
+    if (d->depth == DUP_DEPTH_MAX) {
+        d->too_deep = true;
+        return 0;
+    }
+    struct dup_frame *f = &d->st[d->depth++];
+    f->keys = object ? json_object_new_object() : NULL;
+    if (object && !f->keys)
+        abort();
+    f->key = NULL;
+    f->idx = -1;
+    return 1;
+}
+
+static int dup_start_map(void *ud)
+{
+    return dup_push(ud, true);
+}
+
+static int dup_start_array(void *ud)
+{
+    return dup_push(ud, false);
+}
+
+static int dup_pop(void *ud)
+{
+    struct dup_ctx *d = ud;
+    struct dup_frame *f = &d->st[--d->depth];
+    json_object_put(f->keys);
+    free(f->key);
+    return 1;
+}
+
+static int dup_key(void *ud, const unsigned char *key, size_t n)
+{
+    struct dup_ctx *d = ud;
+    struct dup_frame *f = &d->st[d->depth - 1];
+    free(f->key);
+    f->key = strndup((const char *)key, n); /* json-c too ends a key at a NUL */
+    if (!f->key)
+        abort();
+    if (!json_object_object_get_ex(f->keys, f->key, NULL)) {
+        if (json_object_object_add(f->keys, f->key, NULL) != 0)
+            abort();
+        return 1;
+    }
+    /* the path: keys of the enclosing objects, indexes of the enclosing arrays */
+    struct buf path = BUF_INIT;
+    for (size_t i = 0; i < d->depth; i++) {
+        const struct dup_frame *e = &d->st[i];
+        if (e->keys)
+            buf_printf(&path, "%s%s", path.len ? "." : "", e->key);
+        else
+            buf_printf(&path, "[%ld]", e->idx);
+    }
+    d->dup = buf_steal(&path);
+    d->offset = yajl_get_bytes_consumed(d->h);
+    return 0; /* stops the parse */
+}
+
+/* yajl's buffers may hold a decoded secret: overwrite them before they go back. */
+static void *dup_malloc(void *ud, size_t n)
+{
+    (void)ud;
+    return malloc(n);
+}
+
+static void dup_free(void *ud, void *p)
+{
+    (void)ud;
+    if (p)
+        explicit_bzero(p, malloc_usable_size(p));
+    free(p);
+}
+
+static void *dup_realloc(void *ud, void *p, size_t n)
+{
+    void *q = malloc(n);
+    if (q && p) {
+        size_t old = malloc_usable_size(p);
+        memcpy(q, p, old < n ? old : n);
+        dup_free(ud, p);
+    }
+    return q;
+}
+
+/* Line and column (from 1) of byte off of text. */
+static void position(const char *text, size_t off, size_t *line, size_t *col)
+{
+    *line = 1;
+    *col = 1;
+    for (size_t i = 0; i < off; i++) {
+        if (text[i] == '\n') {
+            ++*line;
+            *col = 1;
+        } else {
+            ++*col;
+        }
+    }
+}
+
+/* text is what json-c accepted. 0: it is JSON (RFC 8259) and no object repeats a key. -1:
+ * a key is repeated (before any problem of the next kind); the message names it. 1: it is
+ * not strict JSON although json-c took it (NaN, Infinity, 'single quotes', a raw control
+ * character in a string, "1."); the message is the syntax error, and keys after that point
+ * went unchecked. */
+static int check_duplicates(const char *text, size_t len, char *err, size_t errlen)
+{
+    static const yajl_callbacks cb = {
+        .yajl_null = dup_value,
+        .yajl_boolean = dup_bool,
+        .yajl_number = dup_number, /* raw text: no range checks, json-c did those */
+        .yajl_string = dup_string,
+        .yajl_start_map = dup_start_map,
+        .yajl_map_key = dup_key,
+        .yajl_end_map = dup_pop,
+        .yajl_start_array = dup_start_array,
+        .yajl_end_array = dup_pop,
+    };
+    yajl_alloc_funcs af = {dup_malloc, dup_realloc, dup_free, NULL};
+    struct dup_ctx d = {0};
+    d.h = yajl_alloc(&cb, &af, &d);
+    if (!d.h)
+        abort();
+    yajl_status st = yajl_parse(d.h, (const unsigned char *)text, len);
+    if (st == yajl_status_ok)
+        st = yajl_complete_parse(d.h);
+    int r = 0;
+    size_t line, col;
+    if (d.dup) {
+        char shown[GOT_MAX + 4];
+        shown_name(d.dup, shown, sizeof shown);
+        position(text, d.offset, &line, &col);
+        seterr(err, errlen,
+               "line %zu: duplicate key \"%s\" (JSON keeps only one of the values; give each key "
+               "once)",
+               line, shown);
+        r = -1;
+    } else if (d.too_deep) {
+        seterr(err, errlen, "the configuration is nested more than %d levels deep", DUP_DEPTH_MAX);
+        r = -1;
+    } else if (st != yajl_status_ok) {
+        unsigned char *msg = yajl_get_error(d.h, 0, (const unsigned char *)text, len);
+        size_t off = yajl_get_bytes_consumed(d.h);
+        char clean[256];
+        log_sanitize(clean, sizeof clean, msg ? (const char *)msg : "?");
+        size_t n = strlen(clean);
+        while (n >= 2 && strcmp(clean + n - 2, "\\n") == 0) /* yajl ends it with a newline */
+            clean[n -= 2] = '\0';
+        if (n > 0 && clean[n - 1] == '.')
+            clean[--n] = '\0';
+        position(text, off < len ? off : len, &line, &col);
+        seterr(err, errlen, "line %zu: JSON syntax error: %s (column %zu)", line, clean, col);
+        if (msg)
+            yajl_free_error(d.h, msg);
+        r = 1;
+    }
+    while (d.depth > 0)
+        dup_pop(&d);
+    free(d.dup);
+    yajl_free(d.h);
+    return r;
+}
+
 /* ---- entry points ---- */
 
-/* Validates a parsed document. Owns nothing of root. */
-static struct config *build(json_object *root, char *err, size_t errlen)
+/* Validates a parsed document. Owns nothing of root. path and mode: the file it was read
+ * from (NULL when it came from memory), for the warnings. */
+static struct config *build(json_object *root, const char *path, mode_t mode, char *err,
+                            size_t errlen)
 {
     if (!json_object_is_type(root, json_type_object)) {
         char got[GOT_MAX + 16];
@@ -732,6 +1045,9 @@ static struct config *build(json_object *root, char *err, size_t errlen)
 
     struct config *c = calloc(1, sizeof *c);
     if (!c)
+        abort();
+    c->warnings = calloc(1, sizeof *c->warnings);
+    if (!c->warnings)
         abort();
     for (size_t i = 0; i < N_KEYS; i++) {
         const struct cf_key *k = &cf_keys[i];
@@ -756,10 +1072,13 @@ static struct config *build(json_object *root, char *err, size_t errlen)
             return NULL;
         }
     }
+    bool pw_in_file = c->druid_password && *c->druid_password; /* before finish() adds others */
     if (finish(c, err, errlen) != 0) {
         config_free(c);
         return NULL;
     }
+    if (path)
+        warn_readable(c, path, mode, pw_in_file);
     return c;
 }
 
@@ -779,7 +1098,8 @@ static void scrub_secrets(json_object *root)
     }
 }
 
-static struct config *parse_len(const char *text, size_t len, char *err, size_t errlen)
+static struct config *parse_len(const char *text, size_t len, const char *path, mode_t mode,
+                                char *err, size_t errlen)
 {
     if (len > INT_MAX - 1) {
         seterr(err, errlen, "the configuration is too large");
@@ -800,17 +1120,8 @@ static struct config *parse_len(const char *text, size_t len, char *err, size_t 
     json_object *root = json_tokener_parse_ex(tok, text, (int)len + 1);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
     if (!root && jerr != json_tokener_success) { /* (a JSON null is NULL with success) */
-        size_t off = json_tokener_get_parse_end(tok), line = 1, col = 1;
-        if (off > len)
-            off = len;
-        for (size_t i = 0; i < off; i++) {
-            if (text[i] == '\n') {
-                line++;
-                col = 1;
-            } else {
-                col++;
-            }
-        }
+        size_t off = json_tokener_get_parse_end(tok), line, col;
+        position(text, off < len ? off : len, &line, &col);
         if (jerr == json_tokener_continue)
             seterr(err, errlen, "line %zu: JSON syntax error: unexpected end of data", line);
         else
@@ -820,7 +1131,21 @@ static struct config *parse_len(const char *text, size_t len, char *err, size_t 
         return NULL;
     }
     json_tokener_free(tok);
-    struct config *c = build(root, err, errlen);
+    char syntax[512];
+    struct config *c = NULL;
+    int d = check_duplicates(text, len, syntax, sizeof syntax);
+    if (d < 0) {
+        seterr(err, errlen, "%s", syntax);
+    } else {
+        c = build(root, path, mode, err, errlen);
+        if (c && d > 0) {
+            /* Not JSON, yet every value json-c made of it was accepted: report the syntax.
+             * When build() fails instead, its message names the key (e.g. a NaN port). */
+            config_free(c);
+            c = NULL;
+            seterr(err, errlen, "%s", syntax);
+        }
+    }
     scrub_secrets(root);
     json_object_put(root);
     return c;
@@ -832,7 +1157,7 @@ struct config *config_parse(const char *json_text, char *err, size_t errlen)
         seterr(err, errlen, "no configuration text");
         return NULL;
     }
-    return parse_len(json_text, strlen(json_text), err, errlen);
+    return parse_len(json_text, strlen(json_text), NULL, 0, err, errlen);
 }
 
 struct config *config_load(const char *path, char *err, size_t errlen)
@@ -843,13 +1168,14 @@ struct config *config_load(const char *path, char *err, size_t errlen)
     }
     char *text;
     size_t len;
-    if (read_file(path, CONFIG_MAX_FILE, &text, &len) != 0) {
+    mode_t mode;
+    if (read_file(path, CONFIG_MAX_FILE, &text, &len, &mode) != 0) {
         seterr(err, errlen, "%s: cannot read: %s", path,
                errno == EFBIG ? "file too large" : strerror(errno));
         return NULL;
     }
     char msg[1024] = "";
-    struct config *c = parse_len(text, len, msg, sizeof msg);
+    struct config *c = parse_len(text, len, path, mode, msg, sizeof msg);
     explicit_bzero(text, len);
     free(text);
     if (!c)
@@ -870,6 +1196,7 @@ void config_free(struct config *c)
             free_list(*(char ***)field);
     }
     scrub_free(c->druid_password); /* also when it came from a file or credential */
+    free_list(c->warnings);
     free(c);
 }
 

@@ -22,6 +22,7 @@ struct config {
     /* PostgreSQL */
     char *postgres; /* libpq conninfo or URI; "" = libpq defaults */
     char *destination_schema;
+    double postgres_timeout_seconds; /* statement_timeout and lock_timeout of each transaction */
     /* selection */
     char **datasources;         /* NULL-terminated; NULL when the key is absent (= all) */
     char **exclude_datasources; /* NULL-terminated; never NULL (empty list) */
@@ -40,15 +41,22 @@ struct config {
     char *log_level;                 /* NULL or "error"/"warning"/"info"/"debug" */
     double shutdown_timeout_seconds; /* SIGTERM: grace for slices in flight; default 30 */
     char *metrics_listen;            /* NULL (off) or "IP:port" / "[IPv6]:port" for /metrics */
+    /* Not keys: what the operator should fix although it stops nothing (a password readable
+     * by group or others). NULL-terminated, never NULL; each message names the file and
+     * never holds a secret. The caller logs them (log_warning "config") or prints them. */
+    char **warnings;
 };
 
 /* Exit code for configuration errors (EX_CONFIG). */
 #define CONFIG_EXIT 78
 
 /* Loads and validates path. On error returns NULL and writes one message naming the
- * offending key (or the file/JSON problem) into err. The caller frees with config_free. */
+ * offending key (or the file/JSON problem: a syntax error with its line, a duplicate key
+ * with its line and path) into err. The caller frees with config_free. Warnings (see
+ * struct config) cover path itself and the druid_password_file. */
 struct config *config_load(const char *path, char *err, size_t errlen);
-/* Same, from a JSON text already in memory (used by tests). */
+/* Same, from a JSON text already in memory (used by tests); no warning about the text's
+ * own file, since there is none. */
 struct config *config_parse(const char *json_text, char *err, size_t errlen);
 void config_free(struct config *c);
 

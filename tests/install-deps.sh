@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages druid-syncd needs to build, test and run its demo.
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
-PKGS=(cmake gcc make pkg-config libuv1-dev libcurl4-openssl-dev libjson-c-dev libpq-dev
+PKGS=(cmake gcc make pkg-config libuv1-dev libcurl4-openssl-dev libjson-c-dev libyajl-dev libpq-dev
       libsystemd-dev libxxhash-dev libcmocka-dev postgresql postgresql-client python3
       systemd clang-format openssl time)
 missing=()

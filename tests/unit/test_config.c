@@ -117,6 +117,9 @@ static void test_defaults(void **state)
     assert_true(c->retry_initial_seconds == 1.0);
     assert_true(c->retry_max_seconds == 60.0);
     assert_null(c->log_level);
+    assert_true(c->postgres_timeout_seconds == 600.0);
+    assert_non_null(c->warnings);
+    assert_null(c->warnings[0]);
     config_free(c);
 }
 
@@ -163,6 +166,7 @@ static void test_etc_config_json(void **state)
     assert_string_equal(c->druid_host, "localhost");
     assert_int_equal(c->druid_port, 8888);
     assert_string_equal(c->postgres, "dbname=druid_sync");
+    assert_true(c->postgres_timeout_seconds == 600.0);
     config_free(c);
 }
 
@@ -191,7 +195,8 @@ static void test_every_key_set(void **state)
                "\"sync_interval_seconds\":0.5,\"batch_size\":10,\"max_concurrent_queries\":256,"
                "\"request_timeout_seconds\":1.5,\"lookback_seconds\":3600,\"soft_deletes\":false,"
                "\"metadata_column_prefix\":\"_fivetran_\",\"max_retries\":0,"
-               "\"retry_initial_seconds\":0.25,\"retry_max_seconds\":0.25,\"log_level\":\"debug\"");
+               "\"retry_initial_seconds\":0.25,\"retry_max_seconds\":0.25,\"log_level\":\"debug\","
+               "\"postgres_timeout_seconds\":30");
     assert_int_equal(c->druid_port, 8082);
     assert_string_equal(c->schema_name, "s");
     assert_string_equal(c->incremental_column, "ts");
@@ -217,6 +222,7 @@ static void test_every_key_set(void **state)
     assert_true(c->retry_initial_seconds == 0.25);
     assert_true(c->retry_max_seconds == 0.25);
     assert_string_equal(c->log_level, "debug");
+    assert_true(c->postgres_timeout_seconds == 30.0);
     config_free(c);
 }
 
@@ -856,7 +862,10 @@ static void test_every_key_named_on_type_error(void **state)
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         char needle[64];
         snprintf(needle, sizeof needle, "%s: expected ", keys[i]);
-        assert_null(parsef("{\"druid_host\":\"h\",\"%s\":{\"x\":1}}", keys[i]));
+        if (strcmp(keys[i], "druid_host") == 0) /* given twice it would be a duplicate key */
+            assert_null(parsef("{\"druid_host\":{\"x\":1}}"));
+        else
+            assert_null(parsef("{\"druid_host\":\"h\",\"%s\":{\"x\":1}}", keys[i]));
         assert_contains(err, needle);
         assert_contains(err, "got an object");
     }
@@ -885,6 +894,259 @@ static void test_shutdown_timeout_and_metrics_listen(void **state)
     reject("\"metrics_listen\":\"127.0.0.1:0\"", "metrics_listen", NULL);
     reject("\"metrics_listen\":\"localhost:9187\"", "metrics_listen", NULL);
     reject("\"metrics_listen\":9187", "metrics_listen", NULL);
+}
+
+static void test_postgres_timeout_seconds(void **state)
+{
+    (void)state;
+    struct config *c = accept("\"postgres_timeout_seconds\":0.5");
+    assert_true(c->postgres_timeout_seconds == 0.5);
+    config_free(c);
+    c = accept("\"postgres_timeout_seconds\":0.001"); /* 1 ms, the smallest PostgreSQL limit */
+    assert_true(c->postgres_timeout_seconds == 0.001);
+    config_free(c);
+    c = accept("\"postgres_timeout_seconds\":2147483"); /* about 24.8 days */
+    assert_true(c->postgres_timeout_seconds == 2147483.0);
+    config_free(c);
+    /* 0 (or less than 1 ms) would switch statement_timeout off */
+    reject("\"postgres_timeout_seconds\":0", "postgres_timeout_seconds: expected a number >= 0.001",
+           "got 0");
+    reject("\"postgres_timeout_seconds\":0.0001", "postgres_timeout_seconds", NULL);
+    reject("\"postgres_timeout_seconds\":-1", "postgres_timeout_seconds", "got -1");
+    /* statement_timeout is an int of milliseconds */
+    reject("\"postgres_timeout_seconds\":2147484", "postgres_timeout_seconds",
+           "no larger than 2147483");
+    reject("\"postgres_timeout_seconds\":\"600\"", "postgres_timeout_seconds", "got \"600\"");
+    reject("\"postgres_timeout_seconds\":true", "postgres_timeout_seconds", "got true");
+    reject("\"postgres_timeout_seconds\":null", "postgres_timeout_seconds", "got null");
+}
+
+/* ---- duplicate keys ---- */
+
+static void test_duplicate_keys(void **state)
+{
+    (void)state;
+    /* json-c alone would keep the second value silently */
+    assert_null(parsef("{\"druid_host\":\"h\",\"batch_size\":10,\"batch_size\":20}"));
+    assert_contains(err, "line 1: duplicate key \"batch_size\"");
+    assert_null(
+        parsef("{\n  \"druid_host\": \"a\",\n  \"druid_port\": 1,\n  \"druid_host\": \"b\"\n}"));
+    assert_contains(err, "line 4: duplicate key \"druid_host\"");
+    /* the value of a secret is not quoted */
+    reject("\"druid_username\":\"u\",\"druid_password\":\"hunter2\",\"druid_password\":\"hunter3\"",
+           "duplicate key \"druid_password\"", NULL);
+    assert_null(strstr(err, "hunter"));
+    /* the same value twice, still an error: the file says it twice */
+    reject("\"use_ssl\":true,\"use_ssl\":true", "duplicate key \"use_ssl\"", NULL);
+    /* keys differing in case are two keys (and the second one is unknown) */
+    reject("\"batch_size\":1,\"Batch_size\":2", "unknown key \"Batch_size\"", NULL);
+    /* an escape spelling the same key is the same key */
+    reject("\"batch_size\":1,\"batch\\u005fsize\":2", "duplicate key \"batch_size\"", NULL);
+    /* a key with control characters is shown escaped */
+    reject("\"a\\u001b[2J\":1,\"a\\u001b[2J\":2", "duplicate key \"a\\x1b[2J\"", NULL);
+    assert_null(strchr(err, '\x1b'));
+    /* json-c takes NaN, 'quotes' and raw control characters; the duplicate check reads
+     * strict JSON. A value json-c turned into a wrong one is still named by its key... */
+    reject("\"batch_size\":NaN", "batch_size: expected an integer", NULL);
+    /* ...but when the only trace of the non-JSON part was overwritten, it is a syntax error */
+    reject("\"batch_size\":NaN,\"batch_size\":5", "line 1: JSON syntax error: ", "(column ");
+    assert_null(parsef("{\n\"druid_host\":'h'}"));
+    assert_contains(err, "line 2: JSON syntax error: ");
+    reject("\"postgres\":\"host=x\tdbname=y\"", "line 1: JSON syntax error: ", NULL);
+    reject("\"retry_max_seconds\":2.", "line 1: JSON syntax error: ", NULL);
+    /* equal strings in a list are values, not keys */
+    struct config *c = accept("\"exclude_datasources\":[\"a\",\"a\"]");
+    config_free(c);
+}
+
+static void test_duplicate_keys_nested(void **state)
+{
+    (void)state;
+    /* no key of the file takes an object, but a duplicate inside one is named by its path
+     * before the wrong type is */
+    reject("\"datasources\":[{\"a\":1,\"a\":2}]", "duplicate key \"datasources[0].a\"", NULL);
+    reject("\"postgres\":{\"x\":{\"y\":[1,\"s\",null,[],{\"z\":1,\"q\":{},\"z\":2}]}}",
+           "duplicate key \"postgres.x.y[4].z\"", NULL);
+    /* equal keys in two different objects are not duplicates: the type error remains */
+    reject("\"datasources\":[{\"a\":1},{\"a\":1}]", "datasources: element 1", NULL);
+    reject("\"postgres\":{\"a\":{\"a\":1}}", "postgres: expected a string", NULL);
+    /* a nested duplicate in a file, with its line */
+    assert_null(parsef("{\"druid_host\":\"h\",\n\"postgres\":{\n\"k\":1,\n\"k\":2}}"));
+    assert_contains(err, "line 4: duplicate key \"postgres.k\"");
+}
+
+/* ---- permission warnings ---- */
+
+/* Writes content to path with mode (whatever the umask) and loads it. */
+static struct config *load_mode(const char *path, const char *content, mode_t mode)
+{
+    write_file(path, content);
+    assert_int_equal(chmod(path, mode), 0);
+    err[0] = '\0';
+    struct config *c = config_load(path, err, sizeof err);
+    if (!c)
+        fail_msg("%s: %s", path, err);
+    return c;
+}
+
+static size_t n_warnings(const struct config *c)
+{
+    size_t n = 0;
+    while (c->warnings[n])
+        n++;
+    return n;
+}
+
+/* Exactly one warning, naming file and containing needle, and never secret. */
+static void one_warning(const struct config *c, const char *file, const char *needle,
+                        const char *secret)
+{
+    if (n_warnings(c) != 1)
+        fail_msg("%zu warnings, want 1 (first: %s)", n_warnings(c),
+                 c->warnings[0] ? c->warnings[0] : "none");
+    assert_contains(c->warnings[0], file);
+    assert_contains(c->warnings[0], needle);
+    assert_contains(c->warnings[0], "readable by group or others");
+    assert_null(strstr(c->warnings[0], secret));
+}
+
+static void test_warn_druid_password_in_readable_file(void **state)
+{
+    (void)state;
+    char dir[64], path[128];
+    tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    const char *cfg = "{\"druid_host\":\"h\",\"druid_username\":\"u\","
+                      "\"druid_password\":\"hunter2\"}";
+
+    struct config *c = load_mode(path, cfg, 0644);
+    one_warning(c, path, "druid_password", "hunter2");
+    assert_contains(c->warnings[0], "mode 0644");
+    config_free(c);
+    c = load_mode(path, cfg, 0640); /* group only */
+    one_warning(c, path, "druid_password", "hunter2");
+    config_free(c);
+    c = load_mode(path, cfg, 0604); /* others only */
+    one_warning(c, path, "druid_password", "hunter2");
+    config_free(c);
+    c = load_mode(path, cfg, 0600);
+    assert_int_equal(n_warnings(c), 0);
+    config_free(c);
+    c = load_mode(path, cfg, 0400);
+    assert_int_equal(n_warnings(c), 0);
+    config_free(c);
+
+    /* no password in the file: nothing to warn about */
+    c = load_mode(path, "{\"druid_host\":\"h\",\"druid_username\":\"u\"}", 0644);
+    assert_int_equal(n_warnings(c), 0);
+    config_free(c);
+    c = load_mode(path, "{\"druid_host\":\"h\",\"druid_username\":\"u\",\"druid_password\":\"\"}",
+                  0644);
+    assert_int_equal(n_warnings(c), 0);
+    config_free(c);
+
+    /* the same text from memory has no file to warn about */
+    c = config_parse(cfg, err, sizeof err);
+    assert_non_null(c);
+    assert_int_equal(n_warnings(c), 0);
+    config_free(c);
+
+    unlink(path);
+    rmdir(dir);
+}
+
+static void test_warn_postgres_password_in_readable_file(void **state)
+{
+    (void)state;
+    char dir[64], path[128], cfg[512];
+    tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    static const char *const with_pw[] = {
+        "host=db user=sync password=pgsecret dbname=x",
+        "host=db password='pg secret' dbname=x",
+        "postgresql://sync:pgsecret@db:5432/x",
+        "postgres://sync:pgsecret@db/x?sslmode=require",
+        "postgresql://sync@db/x?password=pgsecret",
+    };
+    for (size_t i = 0; i < sizeof with_pw / sizeof with_pw[0]; i++) {
+        snprintf(cfg, sizeof cfg, "{\"druid_host\":\"h\",\"postgres\":\"%s\"}", with_pw[i]);
+        struct config *c = load_mode(path, cfg, 0644);
+        one_warning(c, path, "PostgreSQL password in postgres", "secret");
+        config_free(c);
+        c = load_mode(path, cfg, 0600);
+        assert_int_equal(n_warnings(c), 0);
+        config_free(c);
+    }
+    static const char *const without_pw[] = {
+        "",
+        "host=db user=sync dbname=x",
+        "postgresql://sync@db:5432/x",
+        "host=db password='' dbname=x", /* empty: libpq sends none */
+        "host=db passfile=/etc/pgpass",
+        "not a valid conninfo string",
+    };
+    for (size_t i = 0; i < sizeof without_pw / sizeof without_pw[0]; i++) {
+        snprintf(cfg, sizeof cfg, "{\"druid_host\":\"h\",\"postgres\":\"%s\"}", without_pw[i]);
+        struct config *c = load_mode(path, cfg, 0644);
+        if (n_warnings(c) != 0)
+            fail_msg("postgres \"%s\": unexpected warning: %s", without_pw[i], c->warnings[0]);
+        config_free(c);
+    }
+    /* both passwords: one warning each */
+    struct config *c =
+        load_mode(path,
+                  "{\"druid_host\":\"h\",\"druid_username\":\"u\","
+                  "\"druid_password\":\"hunter2\",\"postgres\":\"password=pgsecret\"}",
+                  0644);
+    assert_int_equal(n_warnings(c), 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_contains(c->warnings[i], path);
+        assert_null(strstr(c->warnings[i], "hunter2"));
+        assert_null(strstr(c->warnings[i], "pgsecret"));
+    }
+    config_free(c);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void test_warn_readable_password_file(void **state)
+{
+    (void)state;
+    char dir[64], path[128], pw[128], extra[512];
+    tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    snprintf(pw, sizeof pw, "%s/druid-password", dir);
+    write_file(pw, "s3cret\n");
+    snprintf(extra, sizeof extra, "\"druid_username\":\"u\",\"druid_password_file\":\"%s\"", pw);
+
+    assert_int_equal(chmod(pw, 0644), 0);
+    struct config *c = accept(extra); /* from memory too: the password file is a file */
+    one_warning(c, pw, "druid_password_file", "s3cret");
+    assert_contains(c->warnings[0], "mode 0644");
+    config_free(c);
+    /* a readable config file without a password in it draws no warning of its own */
+    char cfg[640];
+    snprintf(cfg, sizeof cfg, "{\"druid_host\":\"h\",%s}", extra);
+    c = load_mode(path, cfg, 0644);
+    one_warning(c, pw, "druid_password_file", "s3cret");
+    assert_null(strstr(c->warnings[0], path));
+    config_free(c);
+
+    assert_int_equal(chmod(pw, 0640), 0);
+    c = accept(extra);
+    one_warning(c, pw, "druid_password_file", "s3cret");
+    config_free(c);
+    assert_int_equal(chmod(pw, 0600), 0);
+    c = accept(extra);
+    assert_int_equal(n_warnings(c), 0);
+    config_free(c);
+    c = load_mode(path, cfg, 0644);
+    assert_int_equal(n_warnings(c), 0);
+    config_free(c);
+
+    unlink(pw);
+    unlink(path);
+    rmdir(dir);
 }
 
 static void test_free_null(void **state)
@@ -926,6 +1188,12 @@ int main(void)
         cmocka_unit_test_setup(test_credentials_directory, setup),
         cmocka_unit_test_setup(test_tls_ca_file, setup),
         cmocka_unit_test_setup(test_every_key_named_on_type_error, setup),
+        cmocka_unit_test_setup(test_postgres_timeout_seconds, setup),
+        cmocka_unit_test_setup(test_duplicate_keys, setup),
+        cmocka_unit_test_setup(test_duplicate_keys_nested, setup),
+        cmocka_unit_test_setup(test_warn_druid_password_in_readable_file, setup),
+        cmocka_unit_test_setup(test_warn_postgres_password_in_readable_file, setup),
+        cmocka_unit_test_setup(test_warn_readable_password_file, setup),
         cmocka_unit_test_setup(test_free_null, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
