@@ -185,7 +185,7 @@ void druid_error_from_response(long http_status, const char *body, size_t len,
     const char *msg = get_str(root, "errorMessage");
     copy_str(out->code, sizeof out->code, code);
     copy_str(out->category, sizeof out->category, category);
-    if (msg)
+    if (msg && *msg) /* an empty errorMessage says as little as none */
         copy_str(out->message, sizeof out->message, msg);
     else if (code)
         snprintf(out->message, sizeof out->message, "HTTP %ld: %s", http_status, code);

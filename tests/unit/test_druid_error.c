@@ -56,6 +56,11 @@ static void test_legacy_envelope(void **state)
               NULL);
     assert_int_equal(e.kind, DRUID_ERR_TRANSIENT);
     assert_string_equal(e.message, "HTTP 500: Query timeout");
+    /* found by fuzz_druid_error: an empty errorMessage is no message either */
+    e = parse(500, "{\"error\":\"Query timeout\",\"errorMessage\":\"\"}", NULL);
+    assert_string_equal(e.message, "HTTP 500: Query timeout");
+    e = parse(20, "{\"errorMessage\":\"\"}", NULL);
+    assert_string_equal(e.message, "HTTP 20 with no error message");
     e = parse(500,
               "{\"error\":\"SQL parse failed\",\"errorMessage\":\"Encountered \\\"FROM\\\"\","
               "\"errorClass\":\"org.apache.calcite.sql.parser.SqlParseException\",\"host\":null}",
