@@ -19,15 +19,21 @@
 /* What one response may cost; each limit breached is DRUID_ERR_PROTOCOL for that query (not
  * retried), never an out-of-memory. Per query in flight, the client holds at most one line
  * buffer of DRUID_LINE_MAX + 1 bytes (grown on demand from 64 KiB, nothing reserved up front,
- * freed with the query), a DRUID_LINE_MAX-byte line's parsed JSON, and libcurl's buffers.
+ * freed with the query), one row's decoded JSON (its strings, at most DRUID_LINE_MAX bytes,
+ * plus at most DRUID_ROW_TREE_MAX of json-c objects), and libcurl's buffers.
  *  DRUID_LINE_MAX     the longest response line (one row, or one header row), in bytes.
  *  DRUID_HEADERS_MAX  all HTTP response header lines of a response together, in bytes
  *                     (libcurl itself refuses a single header line over 100 KiB).
  *  DRUID_JSON_DEPTH   the deepest nesting of a value inside a row (a value that is real JSON,
- *                     not a string); the row array itself is one more level. */
+ *                     not a string); the row array itself is one more level.
+ *  DRUID_ROW_TREE_MAX what one row's decoded JSON may cost beyond its string bytes, estimated
+ *                     before decoding: json-c takes ~90 bytes per value, ~180 per array and
+ *                     ~800 per object, so a 4 MiB line of "{}," would decode to over 1 GB.
+ *                     4 MiB is ~47,000 scalar values, or 2,000 nested levels many times over. */
 #define DRUID_LINE_MAX (4u * 1024 * 1024)
 #define DRUID_HEADERS_MAX (64u * 1024)
 #define DRUID_JSON_DEPTH 2000
+#define DRUID_ROW_TREE_MAX (4u * 1024 * 1024)
 
 enum druid_param_type {
     DRUID_PARAM_TIMESTAMP_MS, /* {"type":"TIMESTAMP","value":<millis>} */

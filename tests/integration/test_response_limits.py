@@ -1,7 +1,8 @@
 """Memory has a bound for any response: a row line that never ends fails its slice at the
 4 MiB line limit (and the cycle ends), eight of them at once keep the daemon under 64 MiB of
 peak RSS, endless response headers are a clear error (never curl's "Out of memory"), and JSON
-nested 2,000 levels deep decodes while one level more is an error naming the limit."""
+nested 2,000 levels deep decodes while one level more is an error naming the limit, and a
+row whose JSON would decode to far more than its text is refused before json-c builds it."""
 import os
 import subprocess
 import time
@@ -166,6 +167,32 @@ class ResponseLimitsTest(EnvTestCase):
         self.assertEqual(rc, 0, err[-3000:])
         self.assertEqual(self.pg.scalar("SELECT length(v) FROM %s WHERE k = 2000" % tbl(ds)),
                          str(len(deep(2000))))
+
+    # a line within 4 MiB whose JSON decodes to far more (json-c: ~800 bytes per "{}")
+    def test_row_of_many_json_values(self):
+        ds = "rl_tree"
+        match = self.prepared(ds, n=5, more=5)
+        snap = snapshot(self.pg, ds)
+        for unit in ("{}", "[]", "1"):
+            n = (4 * MIB - 100) // (len(unit) + 1)
+            line = '["%s",1,[%s]]' % (t(6), ",".join([unit] * n))
+            self.sim.clear_faults()
+            self.sim.fault("raw_line", match=match, times=-1, after_rows=1, line=line)
+            rc, err, _secs, rss_kb = run_measured(self.env.config_path, timeout=60)
+            self.assertEqual(rc, 1, err[-3000:])
+            self.assertIn("holds too many JSON values", err, err[-3000:])
+            self.assertIn("4 MiB limit of one row", err)
+            if not sanitized_build():
+                self.assertLess(rss_kb, RSS_BOUND_KB, "%s: peak RSS %.1f MiB" % (unit, rss_kb / 1024))
+            self.assertEqual(snapshot(self.pg, ds), snap)
+        # a real-JSON value of 20,000 numbers (the shape of test_types' huge row) still decodes
+        self.sim.clear_faults()
+        value = "[" + ",".join(str(i) for i in range(20000)) + "]"
+        self.sim.fault("raw_line", match=match, times=1, after_rows=1,
+                       line='["%s",20000,%s]' % (t(6), value))
+        rc, err = self.env.run("--once")
+        self.assertEqual(rc, 0, err[-3000:])
+        self.assertEqual(self.pg.scalar("SELECT length(v) FROM %s WHERE k = 20000" % tbl(ds)), str(len(value)))
 
 
 if __name__ == "__main__":
