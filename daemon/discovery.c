@@ -94,16 +94,19 @@ static int name_index(const struct druid_header *h, const char *name)
 }
 
 /* The metadata table mirrors the header: lowercase names, types from the SQL types row,
- * plus pg_type on the columns table. */
-static int meta_header(struct discovery *d, const struct druid_header *h, bool with_pg_type)
+ * plus pg_type and pg_column on the columns table. pg_column (the column's name in
+ * PostgreSQL) is written NULL here; pgsink_replace_metadata fills it from the mappings
+ * the state rows record, and preparing a table fills it for new columns. */
+static int meta_header(struct discovery *d, const struct druid_header *h, bool with_pg_cols)
 {
+    static const char *const pg_cols[] = {"pg_type", "pg_column"};
     meta_reset(d);
-    d->ncols = h->ncols + (with_pg_type ? 1 : 0);
+    d->ncols = h->ncols + (with_pg_cols ? 2 : 0);
     d->names = xcalloc(d->ncols, sizeof *d->names);
     d->cols = xcalloc(d->ncols, sizeof *d->cols);
     struct rowenc_column *rc = xcalloc(d->ncols, sizeof *rc);
     for (size_t i = 0; i < d->ncols; i++) {
-        d->names[i] = xstrdup(i < h->ncols ? h->names[i] : "pg_type");
+        d->names[i] = xstrdup(i < h->ncols ? h->names[i] : pg_cols[i - h->ncols]);
         for (char *p = d->names[i]; *p; p++)
             *p = (char)tolower((unsigned char)*p);
         d->cols[i].name = d->names[i];
@@ -186,6 +189,7 @@ static int columns_on_row(void *ud, struct json_object *row)
         d->idx_ordinal >= 0 ? json_object_array_get_idx(row, (size_t)d->idx_ordinal) : NULL;
     const char *dts = dt ? json_object_get_string(dt) : "VARCHAR";
     json_object_array_add(row, json_object_new_string(typemap_pg_name(typemap_from_druid(dts))));
+    json_object_array_add(row, NULL); /* pg_column: filled in PostgreSQL */
     if (rowenc_encode(d->enc, row, &d->copy, NULL, err, sizeof err) != 0)
         return -1;
     struct discovery_table *t = tn && cn ? find_table(d, json_object_get_string(tn)) : NULL;

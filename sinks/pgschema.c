@@ -1,26 +1,21 @@
 /* pgschema: DDL and schema evolution: the destination tables (names, creation, new columns,
- * widening, the range index) and the metadata tables. See pgsink.h. */
+ * widening, the range index) and the metadata tables. The names themselves are chosen by
+ * pgnames (no collisions); this module reads what is taken (pg_class, pg_type, the state
+ * rows) and records the choice (druid_syncd_state.destination_table and column_names,
+ * information_schema_columns.pg_column). See pgsink.h. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <json-c/json.h>
+
 #include "buf.h"
 #include "log.h"
+#include "pgnames.h"
 #include "pgsink_int.h"
 #include "sqlident.h"
 #include "timeutil.h"
-
-/* The table for a datasource: its name verbatim, shortened when longer than 63 bytes, and
- * hashed when it would be one of the daemon's own tables. */
-static void dest_name(const char *datasource, char *out)
-{
-    if (strcmp(datasource, STATE_TABLE) == 0 || strcmp(datasource, PGSINK_META_TABLES) == 0 ||
-        strcmp(datasource, PGSINK_META_COLUMNS) == 0)
-        sqlident_pg_name_hashed(datasource, out);
-    else
-        sqlident_pg_name(datasource, out);
-}
 
 /* ---- metadata tables ---- */
 
@@ -37,6 +32,14 @@ static void add_columns_ddl(struct buf *b, const struct pgsink *s, const char *t
         buf_printf(b, " %s", typemap_pg_name(cols[i].type));
     }
     buf_puts(b, ")");
+}
+
+static bool has_column(const struct pgsink_column *cols, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(cols[i].name, name) == 0)
+            return true;
+    return false;
 }
 
 void pgsink_replace_metadata(struct pgsink *s, const char *table, const struct pgsink_column *cols,
@@ -68,37 +71,68 @@ void pgsink_replace_metadata(struct pgsink *s, const char *table, const struct p
     pgsink_column_list(&b, cols, ncols);
     buf_puts(&b, ") FROM STDIN");
     pgjob_copy(j, b.data, copy_text, len);
+    if (strcmp(table, PGSINK_META_COLUMNS) == 0 && has_column(cols, ncols, "pg_column") &&
+        has_column(cols, ncols, "table_name") && has_column(cols, ncols, "column_name")) {
+        /* each column's PostgreSQL name, from the mapping its datasource's state row records */
+        buf_reset(&b);
+        buf_puts(&b, "UPDATE ");
+        pgsink_qtable(&b, s, table);
+        buf_puts(&b, " AS c SET pg_column = st.column_names ->> c.column_name FROM ");
+        pgsink_qtable(&b, s, STATE_TABLE);
+        buf_puts(&b, " AS st WHERE st.datasource = c.table_name AND st.column_names IS NOT NULL");
+        pgjob_sql(j, b.data, 0, NULL, NULL);
+    }
     pgjob_sql(j, "COMMIT", 0, NULL, NULL);
     buf_free(&b);
     pgjob_submit(s->control, j);
 }
 
-/* ---- table preparation ---- */
+/* ---- table preparation ----
+ *
+ * One transaction on the control connection, under an advisory lock per destination schema
+ * so that two instances never allocate the same name at once:
+ *   lock -> the state row (recorded table and column mapping) -> [every name taken in the
+ *   schema, to allocate a table name] -> [the table's columns] -> CREATE or ALTER ->
+ *   [the range index, looked up by column; when missing, a free name for it] -> the state
+ *   row with the mapping -> information_schema_columns.pg_column -> COMMIT.
+ * Each hook adds the steps that follow it. The choice of names is pgnames' (no SQL there). */
 
 struct prep {
     struct pgsink *s;
     pgsink_table_cb cb;
     void *ud;
     char *datasource;
-    struct pgsink_column *cols;
+    char **druid;               /* Druid column names, in query order */
+    struct pgsink_column *cols; /* their PostgreSQL names (once allocated) and types */
     size_t ncols;
-    char *slice_column;
+    char *slice_druid;  /* the Druid column slices are ranges of; NULL: whole-table slices */
+    char *slice_column; /* its PostgreSQL name */
     char *mode;
     char *inc;
-    char dest[SQLIDENT_PG_MAX + 1];
+    char dest[PGNAMES_LEN];
+    char *recorded;         /* destination_table of the state row; NULL: no state row */
+    bool table_exists;      /* dest is an existing table */
+    bool meta_pg_column;    /* information_schema_columns has pg_column */
+    struct pgnames_map map; /* recorded column mapping, then with the new columns */
     enum pgtype *types;
     char *cursor;
 };
 
 static void prep_free(struct prep *p)
 {
-    for (size_t i = 0; i < p->ncols; i++)
+    for (size_t i = 0; i < p->ncols; i++) {
         free((char *)p->cols[i].name);
+        free(p->druid[i]);
+    }
     free(p->cols);
+    free(p->druid);
     free(p->datasource);
+    free(p->slice_druid);
     free(p->slice_column);
     free(p->mode);
     free(p->inc);
+    free(p->recorded);
+    pgnames_map_free(&p->map);
     free(p->types);
     free(p->cursor);
     free(p);
@@ -107,6 +141,37 @@ static void prep_free(struct prep *p)
 static void prep_drop(void *p)
 {
     prep_free(p);
+}
+
+static const char *schema_of(const struct prep *p)
+{
+    return p->s->cfg->destination_schema;
+}
+
+/* Every name a new relation must not take: other datasources' recorded tables, every
+ * relation of the schema (tables, indexes, sequences, views), and its types other than the
+ * implicit array types (CREATE TABLE moves those out of the way). */
+static void add_taken_query(struct pgjob *j, struct prep *p, pgjob_hook hook)
+{
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "SELECT o.destination_table FROM ");
+    pgsink_qtable(&b, p->s, STATE_TABLE);
+    buf_puts(&b, " o WHERE o.datasource <> $1"
+                 " UNION SELECT c.relname::text FROM pg_class c"
+                 " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $2"
+                 " UNION SELECT t.typname::text FROM pg_type t"
+                 " JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = $2"
+                 " AND NOT EXISTS (SELECT 1 FROM pg_type e WHERE e.typarray = t.oid)");
+    const char *params[2] = {p->datasource, schema_of(p)};
+    pgjob_sql(j, b.data, 2, params, hook);
+    buf_free(&b);
+}
+
+static void taken_set(PGresult *res, struct pgnames_set *taken)
+{
+    for (int r = 0; r < PQntuples(res); r++)
+        if (!PQgetisnull(res, r, 0))
+            pgnames_set_add(taken, PQgetvalue(res, r, 0));
 }
 
 static int prep_state_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
@@ -120,16 +185,146 @@ static int prep_state_hook(struct pgjob *j, PGresult *res, void *ud, char *err, 
     return 0;
 }
 
-/* Reads the existing columns and adds the DDL that brings the table up to date. */
-static int prep_columns_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+/* The state row with the names, the pg_column of the metadata table, COMMIT. */
+static void add_tail(struct pgjob *j, struct prep *p)
+{
+    struct pgsink *s = p->s;
+    struct json_object *m = json_object_new_object();
+    for (size_t i = 0; i < p->map.n; i++)
+        json_object_object_add(m, p->map.druid[i], json_object_new_string(p->map.pg[i]));
+    const char *mapping = json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN);
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "INSERT INTO ");
+    pgsink_qtable(&b, s, STATE_TABLE);
+    buf_puts(
+        &b,
+        " AS st (datasource, destination_table, mode, incremental_column, column_names,"
+        " in_catalog, status) VALUES ($1, $2, $3, $4, $5::jsonb, true, 'syncing')"
+        " ON CONFLICT (datasource) DO UPDATE SET destination_table = EXCLUDED.destination_table,"
+        " mode = EXCLUDED.mode, incremental_column = EXCLUDED.incremental_column,"
+        " column_names = EXCLUDED.column_names, in_catalog = true, updated_at = now(),"
+        /* switching modes, or moving to another table, invalidates the cursor */
+        " cursor = CASE WHEN st.mode IS DISTINCT FROM EXCLUDED.mode"
+        " OR st.incremental_column IS DISTINCT FROM EXCLUDED.incremental_column"
+        " OR st.destination_table IS DISTINCT FROM EXCLUDED.destination_table"
+        " THEN NULL ELSE st.cursor END");
+    const char *params[5] = {p->datasource, p->dest, p->mode, p->inc, mapping};
+    pgjob_sql(j, b.data, 5, params, NULL);
+    if (p->meta_pg_column) {
+        buf_reset(&b);
+        buf_puts(&b, "UPDATE ");
+        pgsink_qtable(&b, s, PGSINK_META_COLUMNS);
+        buf_puts(&b, " SET pg_column = $2::jsonb ->> column_name WHERE table_name = $1"
+                     " AND pg_column IS DISTINCT FROM $2::jsonb ->> column_name");
+        const char *mp[2] = {p->datasource, mapping};
+        pgjob_sql(j, b.data, 2, mp, NULL);
+    }
+    buf_reset(&b);
+    buf_puts(&b, "SELECT cursor FROM ");
+    pgsink_qtable(&b, s, STATE_TABLE);
+    buf_puts(&b, " WHERE datasource = $1");
+    pgjob_sql(j, b.data, 1, params, prep_state_hook);
+    pgjob_sql(j, "COMMIT", 0, NULL, NULL);
+    buf_free(&b);
+    json_object_put(m);
+}
+
+/* No index leads with the slice column: create one under a free name. */
+static int prep_index_taken_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
 {
     struct prep *p = ud;
-    struct pgsink *s = p->s;
-    int n = PQntuples(res);
+    struct pgnames_set taken = PGNAMES_SET_INIT;
+    taken_set(res, &taken);
+    char idx[PGNAMES_LEN];
+    char *base = pgnames_index_base(p->datasource, p->slice_column);
+    int rc = pgnames_pick(base, &taken, true, idx);
+    free(base);
+    pgnames_set_free(&taken);
+    if (rc != 0) {
+        snprintf(err, errlen, "no free name for the index of %s", p->dest);
+        return -1;
+    }
     struct buf b = BUF_INIT;
+    buf_puts(&b, "CREATE INDEX ");
+    sqlident_quote(&b, idx);
+    buf_puts(&b, " ON ");
+    pgsink_qtable(&b, p->s, p->dest);
+    buf_puts(&b, " (");
+    sqlident_quote(&b, p->slice_column);
+    buf_puts(&b, ")");
+    pgjob_sql(j, b.data, 0, NULL, NULL);
+    buf_free(&b);
+    add_tail(j, p);
+    return 0;
+}
+
+/* Is there a valid btree index without predicate whose first key is the slice column?
+ * Found by column, not by name: any name will do, and an index made by hand counts. */
+static int prep_index_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
     (void)err;
     (void)errlen;
-    if (n == 0) {
+    struct prep *p = ud;
+    if (PQntuples(res) > 0)
+        add_tail(j, p);
+    else
+        add_taken_query(j, p, prep_index_taken_hook);
+    return 0;
+}
+
+static void add_index_steps(struct pgjob *j, struct prep *p)
+{
+    if (!p->table_exists) {
+        add_taken_query(j, p, prep_index_taken_hook); /* a new table has no index yet */
+        return;
+    }
+    const char *params[3] = {p->dest, schema_of(p), p->slice_column};
+    pgjob_sql(j,
+              "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid"
+              " JOIN pg_namespace n ON n.oid = c.relnamespace"
+              " JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam"
+              " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]"
+              " WHERE n.nspname = $2 AND c.relname = $1 AND a.attname = $3"
+              " AND am.amname = 'btree' AND i.indisvalid AND i.indpred IS NULL LIMIT 1",
+              3, params, prep_index_hook);
+}
+
+/* Allocates the column names and adds the DDL that creates the table or brings it up to
+ * date. existing: the table's columns (name, type), NULL for a table to create. */
+static int prep_ddl(struct pgjob *j, struct prep *p, PGresult *existing, char *err, size_t errlen)
+{
+    struct pgsink *s = p->s;
+    const char *sys[3] = {s->col_id, s->col_synced, s->col_deleted};
+    const char **pg = calloc(p->ncols ? p->ncols : 1, sizeof *pg);
+    if (!pg)
+        abort();
+    if (pgnames_columns(&p->map, (const char *const *)p->druid, p->ncols, sys, 3, pg) != 0) {
+        free(pg);
+        snprintf(err, errlen, "no free column name in %s", p->dest);
+        return -1;
+    }
+    for (size_t i = 0; i < p->ncols; i++) {
+        p->cols[i].name = strdup(pg[i]);
+        if (!p->cols[i].name)
+            abort();
+        if (strcmp(pg[i], p->druid[i]) != 0)
+            log_debug("pg", "%s: column %s is %s in PostgreSQL", p->datasource, p->druid[i], pg[i]);
+    }
+    free(pg);
+    if (p->slice_druid) {
+        const char *sc = pgnames_map_get(&p->map, p->slice_druid);
+        char fallback[PGNAMES_LEN];
+        if (!sc) { /* not among the columns: then it has its plain name */
+            sqlident_pg_name(p->slice_druid, fallback);
+            sc = fallback;
+        }
+        p->slice_column = strdup(sc);
+        if (!p->slice_column)
+            abort();
+    }
+
+    struct buf b = BUF_INIT;
+    if (!existing) {
         buf_puts(&b, "CREATE TABLE ");
         pgsink_qtable(&b, s, p->dest);
         buf_puts(&b, " (");
@@ -139,6 +334,7 @@ static int prep_columns_hook(struct pgjob *j, PGresult *res, void *ud, char *err
             p->types[i] = p->cols[i].type;
         }
         sqlident_quote(&b, s->col_id);
+        /* the implicit index name is PostgreSQL's: it skips names already taken */
         buf_puts(&b, " uuid PRIMARY KEY, ");
         sqlident_quote(&b, s->col_synced);
         buf_puts(&b, " timestamptz NOT NULL DEFAULT now(), ");
@@ -146,10 +342,11 @@ static int prep_columns_hook(struct pgjob *j, PGresult *res, void *ud, char *err
         buf_puts(&b, " boolean NOT NULL DEFAULT false)");
         pgjob_sql(j, b.data, 0, NULL, NULL);
     } else {
+        int n = PQntuples(existing);
         for (size_t i = 0; i < p->ncols; i++) {
             int row = -1;
             for (int r = 0; r < n; r++)
-                if (strcmp(PQgetvalue(res, r, 0), p->cols[i].name) == 0)
+                if (strcmp(PQgetvalue(existing, r, 0), p->cols[i].name) == 0)
                     row = r;
             buf_reset(&b);
             if (row < 0) {
@@ -166,7 +363,7 @@ static int prep_columns_hook(struct pgjob *j, PGresult *res, void *ud, char *err
                 continue;
             }
             enum pgtype have;
-            if (typemap_from_pg_name(PQgetvalue(res, row, 1), &have) != 0)
+            if (typemap_from_pg_name(PQgetvalue(existing, row, 1), &have) != 0)
                 have = PGT_TEXT; /* a type someone changed by hand: write text into it */
             enum pgtype want = typemap_widen(have, p->cols[i].type);
             p->types[i] = want;
@@ -184,44 +381,113 @@ static int prep_columns_hook(struct pgjob *j, PGresult *res, void *ud, char *err
             }
         }
     }
-    if (p->slice_column) {
-        /* the range index: fast-path checks and merges look up rows by slice range */
-        char idx[SQLIDENT_PG_MAX + 1], raw[256];
-        snprintf(raw, sizeof raw, "druid_syncd_%s_%s", p->datasource, p->slice_column);
-        sqlident_pg_name(raw, idx);
-        buf_reset(&b);
-        buf_puts(&b, "CREATE INDEX IF NOT EXISTS ");
-        sqlident_quote(&b, idx);
-        buf_puts(&b, " ON ");
-        pgsink_qtable(&b, s, p->dest);
-        buf_puts(&b, " (");
-        sqlident_quote(&b, p->slice_column);
-        buf_puts(&b, ")");
-        pgjob_sql(j, b.data, 0, NULL, NULL);
-    }
-    buf_reset(&b);
-    buf_puts(&b, "INSERT INTO ");
-    pgsink_qtable(&b, s, STATE_TABLE);
-    buf_puts(
-        &b,
-        " AS st (datasource, destination_table, mode, incremental_column, in_catalog,"
-        " status) VALUES ($1, $2, $3, $4, true, 'syncing')"
-        " ON CONFLICT (datasource) DO UPDATE SET destination_table = EXCLUDED.destination_table,"
-        " mode = EXCLUDED.mode, incremental_column = EXCLUDED.incremental_column,"
-        " in_catalog = true, updated_at = now(),"
-        /* switching modes invalidates the cursor */
-        " cursor = CASE WHEN st.mode IS DISTINCT FROM EXCLUDED.mode"
-        " OR st.incremental_column IS DISTINCT FROM EXCLUDED.incremental_column"
-        " THEN NULL ELSE st.cursor END");
-    const char *params[4] = {p->datasource, p->dest, p->mode, p->inc};
-    pgjob_sql(j, b.data, 4, params, NULL);
-    buf_reset(&b);
-    buf_puts(&b, "SELECT cursor FROM ");
-    pgsink_qtable(&b, s, STATE_TABLE);
-    buf_puts(&b, " WHERE datasource = $1");
-    pgjob_sql(j, b.data, 1, params, prep_state_hook);
-    pgjob_sql(j, "COMMIT", 0, NULL, NULL);
     buf_free(&b);
+    if (p->slice_column)
+        add_index_steps(j, p);
+    else
+        add_tail(j, p);
+    return 0;
+}
+
+static int prep_columns_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    return prep_ddl(j, ud, res, err, errlen);
+}
+
+/* A table name had to be allocated: the first free candidate of the datasource's name. */
+static int prep_table_taken_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    struct prep *p = ud;
+    struct pgnames_set taken = PGNAMES_SET_INIT;
+    taken_set(res, &taken);
+    int rc = pgnames_pick(p->datasource, &taken, true, p->dest);
+    pgnames_set_free(&taken);
+    if (rc != 0) {
+        snprintf(err, errlen, "no free table name for datasource %s", p->datasource);
+        return -1;
+    }
+    if (p->recorded)
+        log_warning("pg",
+                    "%s: table %s belongs to something else now (another datasource recorded it,"
+                    " or it is not a table); syncing into a new table %s from the beginning",
+                    p->datasource, p->recorded, p->dest);
+    else if (strcmp(p->dest, p->datasource) != 0)
+        log_info("pg", "%s: table name %s", p->datasource, p->dest);
+    p->table_exists = false;
+    return prep_ddl(j, p, NULL, err, errlen);
+}
+
+static int parse_mapping(struct prep *p, const char *text, char *err, size_t errlen)
+{
+    struct json_object *m = json_tokener_parse(text);
+    if (!m || !json_object_is_type(m, json_type_object)) {
+        json_object_put(m);
+        snprintf(err, errlen, "%s: column_names in the state row is not a JSON object",
+                 p->datasource);
+        return -1;
+    }
+    json_object_object_foreach(m, key, val)
+    {
+        if (json_object_is_type(val, json_type_string))
+            pgnames_map_put(&p->map, key, json_object_get_string(val));
+    }
+    json_object_put(m);
+    return 0;
+}
+
+/* The state row: keep its table when it is still ours, else allocate a name. */
+static int prep_row_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    struct prep *p = ud;
+    if (PQntuples(res) == 0) {
+        snprintf(err, errlen, "destination schema %s does not exist", schema_of(p));
+        return -1;
+    }
+    p->meta_pg_column = strcmp(PQgetvalue(res, 0, 5), "t") == 0;
+    if (PQgetisnull(res, 0, 0)) { /* a new datasource */
+        add_taken_query(j, p, prep_table_taken_hook);
+        return 0;
+    }
+    p->recorded = strdup(PQgetvalue(res, 0, 0));
+    if (!p->recorded)
+        abort();
+    if (!PQgetisnull(res, 0, 1) && parse_mapping(p, PQgetvalue(res, 0, 1), err, errlen) != 0)
+        return -1;
+    const char *relkind = PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2);
+    bool is_table = relkind && (strcmp(relkind, "r") == 0 || strcmp(relkind, "p") == 0);
+    bool other = relkind ? !is_table : strcmp(PQgetvalue(res, 0, 3), "t") == 0;
+    /* rivals: other state rows recording the same table (left by older versions) */
+    const char **rivals = NULL;
+    size_t nrivals = 0;
+    struct json_object *arr =
+        PQgetisnull(res, 0, 4) ? NULL : json_tokener_parse(PQgetvalue(res, 0, 4));
+    if (arr && json_object_is_type(arr, json_type_array)) {
+        nrivals = json_object_array_length(arr);
+        rivals = calloc(nrivals ? nrivals : 1, sizeof *rivals);
+        if (!rivals)
+            abort();
+        for (size_t i = 0; i < nrivals; i++)
+            rivals[i] = json_object_get_string(json_object_array_get_idx(arr, i));
+    }
+    bool keep = pgnames_keeps_table(p->datasource, p->recorded, rivals, nrivals, other);
+    free(rivals);
+    json_object_put(arr);
+    if (!keep || strlen(p->recorded) > SQLIDENT_PG_MAX) {
+        add_taken_query(j, p, prep_table_taken_hook);
+        return 0;
+    }
+    strcpy(p->dest, p->recorded);
+    p->table_exists = is_table;
+    if (!is_table)
+        return prep_ddl(j, p, NULL, err, errlen); /* dropped by hand: created again */
+    const char *params[2] = {p->dest, schema_of(p)};
+    pgjob_sql(j,
+              "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+              " JOIN pg_class c ON c.oid = a.attrelid"
+              " JOIN pg_namespace n ON n.oid = c.relnamespace"
+              " WHERE n.nspname = $2 AND c.relname = $1 AND c.relkind IN ('r', 'p')"
+              " AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+              2, params, prep_columns_hook);
     return 0;
 }
 
@@ -269,34 +535,47 @@ void pgsink_prepare_table(struct pgsink *s, const struct pgsink_table_req *req, 
     p->datasource = strdup(req->datasource);
     p->ncols = req->ncols;
     p->cols = calloc(req->ncols ? req->ncols : 1, sizeof *p->cols);
+    p->druid = calloc(req->ncols ? req->ncols : 1, sizeof *p->druid);
     p->types = calloc(req->ncols ? req->ncols : 1, sizeof *p->types);
+    if (!p->datasource || !p->cols || !p->druid || !p->types)
+        abort();
     for (size_t i = 0; i < req->ncols; i++) {
-        /* PostgreSQL would silently cut a longer name; shorten it the same way as tables */
-        char pgname[SQLIDENT_PG_MAX + 1];
-        sqlident_pg_name(req->cols[i].name, pgname);
-        p->cols[i].name = strdup(pgname);
-        p->cols[i].type = req->cols[i].type;
+        p->druid[i] = strdup(req->cols[i].name);
+        if (!p->druid[i])
+            abort();
+        p->cols[i].type = req->cols[i].type; /* the name comes with the allocation */
     }
-    if (req->slice_column) {
-        char pgname[SQLIDENT_PG_MAX + 1];
-        sqlident_pg_name(req->slice_column, pgname);
-        p->slice_column = strdup(pgname);
-    }
+    p->slice_druid = req->slice_column ? strdup(req->slice_column) : NULL;
     p->mode = strdup(req->mode);
     p->inc = strdup(req->incremental_column);
-    dest_name(req->datasource, p->dest);
 
     struct pgjob *j = pgjob_new(prep_done, p);
     pgjob_set_ud_free(j, prep_drop);
-    struct buf b = BUF_INIT;
     pgjob_sql(j, "BEGIN", 0, NULL, NULL);
-    pgsink_qtable(&b, s, p->dest);
-    const char *params[1] = {b.data};
-    pgjob_sql(j,
-              "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
-              " WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped"
-              " ORDER BY attnum",
-              1, params, prep_columns_hook);
+    /* transaction-scoped: released by COMMIT or ROLLBACK, also when the connection drops */
+    char key[32];
+    snprintf(key, sizeof key, "%" PRId64, pgnames_lock_key(s->cfg->destination_schema));
+    const char *lp[1] = {key};
+    pgjob_sql(j, "SELECT pg_advisory_xact_lock($1::bigint)", 1, lp, NULL);
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "SELECT st.destination_table, st.column_names::text,"
+                 " (SELECT c.relkind::text FROM pg_class c"
+                 "  WHERE c.relnamespace = n.oid AND c.relname = st.destination_table),"
+                 " EXISTS (SELECT 1 FROM pg_type t WHERE t.typnamespace = n.oid"
+                 "  AND t.typname = st.destination_table AND t.typrelid = 0"
+                 "  AND NOT EXISTS (SELECT 1 FROM pg_type e WHERE e.typarray = t.oid)),"
+                 " (SELECT json_agg(o.datasource ORDER BY o.datasource)::text FROM ");
+    pgsink_qtable(&b, s, STATE_TABLE);
+    buf_puts(&b, " o WHERE o.destination_table = st.destination_table"
+                 "  AND o.datasource <> st.datasource),"
+                 " EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+                 "  WHERE c.relnamespace = n.oid AND c.relname = '" PGSINK_META_COLUMNS "'"
+                 "  AND c.relkind = 'r' AND a.attname = 'pg_column' AND NOT a.attisdropped)"
+                 " FROM pg_namespace n LEFT JOIN ");
+    pgsink_qtable(&b, s, STATE_TABLE);
+    buf_puts(&b, " st ON st.datasource = $1 WHERE n.nspname = $2");
+    const char *params[2] = {p->datasource, s->cfg->destination_schema};
+    pgjob_sql(j, b.data, 2, params, prep_row_hook);
     buf_free(&b);
     pgjob_submit(s->control, j);
 }
