@@ -32,6 +32,7 @@ struct app {
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t exit_timer; /* teardown runs from here, never inside a module's callback */
     uv_timer_t probe_timer;
+    uv_timer_t stop_deadline; /* a stop ends by this, whatever is still waiting */
     uint64_t exit_requested_at;
     int probe_attempts;
     bool auth_refused; /* Druid answered 401/403 to the start-up probe: wait for a reload */
@@ -64,6 +65,7 @@ static void close_all(struct app *a)
 {
     uv_close((uv_handle_t *)&a->exit_timer, NULL);
     uv_close((uv_handle_t *)&a->probe_timer, NULL);
+    uv_close((uv_handle_t *)&a->stop_deadline, NULL);
     uv_close((uv_handle_t *)&a->sig_term, NULL);
     uv_close((uv_handle_t *)&a->sig_int, NULL);
     uv_close((uv_handle_t *)&a->sig_hup, NULL);
@@ -106,6 +108,20 @@ static void on_finished(void *ud, int code)
     request_exit(ud, code);
 }
 
+/* Seconds a stop may take beyond shutdown_timeout_seconds: rollbacks, the last state
+ * writes and Druid cancels get this long, then the daemon exits anyway (closing its
+ * connections rolls back whatever is still open, server-side). */
+#define STOP_MARGIN_SECONDS 5.0
+#define HARD_STOP_SECONDS 1.5
+
+static void on_stop_deadline(uv_timer_t *t)
+{
+    struct app *a = t->data;
+    log_warning("main", "stop: work still waiting on Druid or PostgreSQL after the stop timeout; "
+                        "exiting now (open transactions are rolled back by PostgreSQL)");
+    request_exit(a, a->exit_code);
+}
+
 static void on_stop_signal(uv_signal_t *h, int signum)
 {
     struct app *a = h->data;
@@ -116,6 +132,8 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     if (a->stopping) {
         log_warning("main", "second %s: rolling back everything in flight now", strsignal(signum));
         sched_stop(a->sched, 0);
+        uv_timer_start(&a->stop_deadline, on_stop_deadline, (uint64_t)(HARD_STOP_SECONDS * 1000),
+                       0);
         return;
     }
     log_info("main", "%s: stopping; slices in flight may finish within %.0f s", strsignal(signum),
@@ -124,6 +142,8 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     if (a->once)
         a->exit_code = 1; /* an interrupted --once run did not sync everything */
     a->stopping = true;
+    uv_timer_start(&a->stop_deadline, on_stop_deadline,
+                   (uint64_t)((a->cfg->shutdown_timeout_seconds + STOP_MARGIN_SECONDS) * 1000), 0);
     sched_stop(a->sched, a->cfg->shutdown_timeout_seconds);
 }
 
@@ -248,6 +268,24 @@ static void probe_druid(struct app *a)
     druid_query_submit(a->druid, "SELECT 1", NULL, 0, &ops, a);
 }
 
+static void on_state_recovered(void *ud, const char *err)
+{
+    struct app *a = ud;
+    if (err)
+        log_warning("pg", "correcting state rows left 'syncing' by an earlier run failed: %s", err);
+    if (a->stopping) {
+        request_exit(a, a->exit_code);
+        return;
+    }
+    probe_druid(a);
+}
+
+static bool sched_ok(void *ud)
+{
+    struct app *a = ud;
+    return !a->sched || sched_healthy(a->sched, NULL);
+}
+
 static void on_sink_started(void *ud, const char *err)
 {
     struct app *a = ud;
@@ -262,7 +300,9 @@ static void on_sink_started(void *ud, const char *err)
         return;
     }
     log_info("pg", "PostgreSQL ready; destination schema \"%s\"", a->cfg->destination_schema);
-    probe_druid(a);
+    /* a previous run that ended mid-cycle (killed, or PostgreSQL unreachable at its end)
+     * left 'syncing' behind: say what happened */
+    pgsink_state_recover(a->sink, on_state_recovered, a);
 }
 
 int main(int argc, char **argv)
@@ -367,6 +407,8 @@ int main(int argc, char **argv)
     a.exit_timer.data = &a;
     uv_timer_init(&a.loop, &a.probe_timer);
     a.probe_timer.data = &a;
+    uv_timer_init(&a.loop, &a.stop_deadline);
+    a.stop_deadline.data = &a;
     uv_signal_init(&a.loop, &a.sig_term);
     uv_signal_init(&a.loop, &a.sig_int);
     uv_signal_init(&a.loop, &a.sig_hup);
@@ -374,7 +416,7 @@ int main(int argc, char **argv)
     uv_signal_start(&a.sig_term, on_stop_signal, SIGTERM);
     uv_signal_start(&a.sig_int, on_stop_signal, SIGINT);
     uv_signal_start(&a.sig_hup, on_hup, SIGHUP);
-    notify_init(&a.loop);
+    notify_init(&a.loop, sched_ok, &a);
     if (a.cfg->metrics_listen) {
         a.metrics = metrics_start(&a.loop, a.cfg->metrics_listen, a.sched, a.druid, a.sink, err,
                                   sizeof err);

@@ -68,6 +68,9 @@ enum {
     M_LAG,
     M_LAST_SUCCESS,
     M_SYNCING,
+    M_ADJ_NUL,
+    M_ADJ_JSON,
+    M_SKIPPED,
     M_COUNT
 };
 
@@ -113,6 +116,17 @@ static void per_ds(void *ud, const struct sched_ds_info *i)
     case M_SYNCING:
         snprintf(val, sizeof val, "%d", strcmp(i->phase, "idle") != 0);
         break;
+    case M_ADJ_NUL:
+        suffix = ",rule=\"nul\"";
+        snprintf(val, sizeof val, "%llu", (unsigned long long)i->nul_replaced_total);
+        break;
+    case M_ADJ_JSON:
+        suffix = ",rule=\"json_as_string\"";
+        snprintf(val, sizeof val, "%llu", (unsigned long long)i->json_as_string_total);
+        break;
+    case M_SKIPPED:
+        snprintf(val, sizeof val, "%llu", (unsigned long long)i->rows_skipped_total);
+        break;
     default:
         return;
     }
@@ -151,6 +165,11 @@ char *metrics_render(const struct sched *s, const struct druid_client *d, const 
            "Unix time of the last successful cycle.", M_LAST_SUCCESS, -1);
     family(&b, s, "druid_syncd_syncing", "gauge", "1 while a cycle of the datasource runs.",
            M_SYNCING, -1);
+    family(&b, s, "druid_syncd_values_adjusted_total", "counter",
+           "Values stored by a documented rule instead of verbatim, by rule.", M_ADJ_NUL,
+           M_ADJ_JSON);
+    family(&b, s, "druid_syncd_rows_skipped_total", "counter",
+           "Rows left out because no PostgreSQL value can hold them.", M_SKIPPED, -1);
     const struct sched_counters *c = sched_get_counters(s);
     buf_puts(&b, "# HELP druid_syncd_retries_total Failures that were retried, by kind.\n"
                  "# TYPE druid_syncd_retries_total counter\n");

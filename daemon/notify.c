@@ -10,16 +10,30 @@
 
 static uv_timer_t g_watchdog;
 static bool g_watchdog_on;
+static bool (*g_healthy)(void *ud);
+static void *g_healthy_ud;
+static bool g_said_stuck;
 
 static void on_watchdog(uv_timer_t *t)
 {
     (void)t;
-    /* sent from the loop itself: a stuck loop stops the pings and systemd restarts us */
+    /* sent from the loop itself: a stuck loop stops the pings and systemd restarts us; so
+     * does work that has stopped moving */
+    if (g_healthy && !g_healthy(g_healthy_ud)) {
+        if (!g_said_stuck)
+            log_error("main", "no progress for longer than any timeout allows: watchdog pings "
+                              "stop, systemd will restart the daemon");
+        g_said_stuck = true;
+        return;
+    }
+    g_said_stuck = false;
     sd_notify(0, "WATCHDOG=1");
 }
 
-void notify_init(uv_loop_t *loop)
+void notify_init(uv_loop_t *loop, bool (*healthy)(void *ud), void *ud)
 {
+    g_healthy = healthy;
+    g_healthy_ud = ud;
     uint64_t usec = 0;
     if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
         uv_timer_init(loop, &g_watchdog);
@@ -39,12 +53,13 @@ void notify_ready(void)
 
 void notify_status(const char *fmt, ...)
 {
-    char msg[512];
+    char msg[512], clean[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    sd_notifyf(0, "STATUS=%s", msg);
+    log_sanitize(clean, sizeof clean, msg);
+    sd_notifyf(0, "STATUS=%s", clean);
 }
 
 void notify_reloading(void)

@@ -56,7 +56,8 @@ struct slicerun {
     uint64_t bytes;
     bool ordered;
     bool committing;
-    bool pg_failed; /* the consumer side failed: PostgreSQL, not Druid */
+    bool pg_failed;   /* the consumer side failed: PostgreSQL, not Druid */
+    struct pgerr pge; /* ... and why */
     char err[1024];
 };
 
@@ -107,7 +108,14 @@ struct dsync {
     int64_t est_rows;
     /* since start, for metrics and progress */
     uint64_t rows_total, rows_read_total, bytes_total, slices_total, cycles_ok, cycles_failed;
+    uint64_t nul_replaced_total, json_as_string_total, rows_skipped_total;
     double last_success;
+    int failed_cycles;           /* consecutive failed cycles: the next one waits longer */
+    struct pgsink_table_req req; /* the table request of this cycle, until it is sent */
+    struct pgsink_column *req_cols;
+    int end_attempts;        /* tries to record the end of this cycle */
+    int64_t end_cursor_ms;   /* the cursor that end records, INT64_MIN none */
+    bool interrupted;        /* this cycle was stopped before every slice committed */
     int64_t cursor_ms;       /* committed cursor, INT64_MIN unknown */
     int64_t druid_newest_ms; /* newest incremental value seen in Druid, INT64_MIN unknown */
 };
@@ -122,6 +130,9 @@ struct sched {
     uv_timer_t disc_timer;
     uv_timer_t stop_timer;
     bool started;
+    uint64_t last_progress; /* loop time of the last row, drain, answer or timer of ours */
+    bool schema_lost;       /* PostgreSQL said the destination schema or a table is gone */
+    bool ensuring;          /* discovery waits for the schema to be created again */
     bool stopping;
     bool stop_hard;
     bool auth_blocked;
@@ -135,6 +146,10 @@ struct sched {
 };
 
 static void ds_pump(struct dsync *d);
+static void cycle_done(struct dsync *d, const char *err);
+static void retry_cycle_end(struct dsync *d, void *arg);
+static void slice_retry(struct dsync *d, void *arg);
+static void count_retry(struct dsync *d, void *arg);
 static void set_last_error(struct sched *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void ds_maybe_finish(struct dsync *d);
@@ -143,6 +158,12 @@ static void discover(struct sched *s);
 static void check_finished(struct sched *s);
 
 /* ---- small helpers ---- */
+
+/* Something moved: the watchdog's evidence that work in flight is not stuck. */
+static void touch(struct sched *s)
+{
+    s->last_progress = uv_now(s->loop);
+}
 
 /* Truncation is intended: the last error is a one-line summary for STATUS=. */
 static void set_last_error(struct sched *s, const char *fmt, ...)
@@ -221,6 +242,7 @@ static void on_delay(uv_timer_t *t)
 {
     struct delayed *dl = t->data;
     struct dsync *d = dl->d;
+    touch(d->s);
     LIST_DEL(d->delays, dl);
     d->outstanding--;
     uv_timer_stop(t);
@@ -306,6 +328,7 @@ static void submit_count(struct dsync *d, struct countq *cq);
 static int count_on_row(void *ud, struct json_object *row)
 {
     struct countq *cq = ud;
+    touch(cq->d->s);
     struct json_object *b = json_object_array_get_idx(row, 0);
     struct json_object *n = json_object_array_get_idx(row, 1);
     struct plan_bucket pb = {0, 0, cq->level};
@@ -372,6 +395,7 @@ static void count_on_done(void *ud, const struct druid_error *e)
 {
     struct countq *cq = ud;
     struct dsync *d = cq->d;
+    touch(d->s);
     cq->q = NULL;
     LIST_DEL(d->counts, cq);
     d->outstanding--;
@@ -479,14 +503,35 @@ static void slice_retry(struct dsync *d, void *arg)
     slice_start(d, idx);
 }
 
-/* A slice attempt failed; its transaction is (being) rolled back. ekind is the counter
- * (e->kind, or SCHED_ERR_POSTGRES). */
-static void slice_failed(struct slicerun *r, const struct druid_error *e, int ekind)
+/* PostgreSQL failures follow one rule (pgerr_action): connection loss, restarts,
+ * serialization failures and deadlocks are retried on a fresh connection after a backoff;
+ * everything else fails the slice at once. */
+static double pg_retry_delay(struct dsync *d, const struct pgerr *e, int attempts)
+{
+    struct sched *s = d->s;
+    if (pgerr_schema_missing(e))
+        s->schema_lost = true; /* recreated before the next cycle */
+    if (pgerr_action(e) != PGERR_RETRY || attempts > s->cfg->max_retries || s->stopping)
+        return -1;
+    return backoff_seconds(s->cfg, attempts, -1);
+}
+
+/* "PostgreSQL (constraint, 23514): ERROR: ..." */
+static void pg_describe(const struct pgerr *e, char *out, size_t n)
+{
+    snprintf(out, n, "PostgreSQL (%s%s%s): %s", pgerr_kind(e), e->sqlstate[0] ? ", " : "",
+             e->sqlstate, e->message);
+}
+
+/* A slice attempt failed; its transaction is (being) rolled back. Exactly one of e (Druid)
+ * and pe (PostgreSQL) is set. The slice is retried after a backoff or, when it cannot be,
+ * put back as pending and the cycle fails: no slice is left behind. */
+static void slice_failed(struct slicerun *r, const struct druid_error *e, const struct pgerr *pe)
 {
     struct dsync *d = r->d;
     size_t idx = r->idx;
     struct slice_st *st = &d->slices[idx];
-    if (r->ordered && e->kind == DRUID_ERR_QUERY && strstr(e->message, "ime ordering")) {
+    if (e && r->ordered && e->kind == DRUID_ERR_QUERY && strstr(e->message, "ime ordering")) {
         /* too many segments per time chunk for an ordered scan: read unordered from now on
          * (occurrence numbers are then counted over the whole slice) */
         log_warning("sched",
@@ -499,33 +544,39 @@ static void slice_failed(struct slicerun *r, const struct druid_error *e, int ek
         return;
     }
     st->attempts++;
-    char msg[1100];
-    snprintf(msg, sizeof msg, "%s", r->err[0] ? r->err : e->message);
+    char msg[1200];
+    int ekind;
+    double delay;
+    const char *kind;
+    if (pe) {
+        pg_describe(pe, msg, sizeof msg);
+        ekind = SCHED_ERR_POSTGRES;
+        kind = "postgres";
+        delay = pg_retry_delay(d, pe, st->attempts);
+    } else {
+        snprintf(msg, sizeof msg, "%s", r->err[0] ? r->err : e->message);
+        ekind = (int)e->kind;
+        kind = druid_err_kind_name(e->kind);
+        delay = retry_delay(d, e, st->attempts);
+    }
     run_end(r);
-    double delay = retry_delay(d, e, st->attempts);
+    st->status = SL_PENDING;
     if (delay >= 0 && !d->failed) {
         d->s->counters.retries[ekind]++;
+        st->status = SL_RUNNING; /* owned by its retry timer */
         log_warning("sched", "%s: slice %zu failed (%s: %s); retry %d in %.1f s", d->name, idx + 1,
-                    druid_err_kind_name(e->kind), msg, st->attempts, delay);
+                    kind, msg, st->attempts, delay);
         call_later(d, delay, slice_retry, (void *)(uintptr_t)idx);
         return;
     }
-    st->status = SL_PENDING;
     d->s->counters.errors[ekind]++;
     ds_fail(d, "slice %zu failed: %s", idx + 1, msg);
-}
-
-/* PostgreSQL failures are retried like a Druid server error. */
-static void slice_failed_pg(struct slicerun *r, const char *msg)
-{
-    struct druid_error e;
-    druid_error_set(&e, DRUID_ERR_SERVER, "%s", msg);
-    slice_failed(r, &e, SCHED_ERR_POSTGRES);
 }
 
 static void on_drain(void *ud)
 {
     struct slicerun *r = ud;
+    touch(r->d->s);
     if (r->q)
         druid_query_pause(r->q, false);
 }
@@ -538,7 +589,10 @@ static int flush_out(struct slicerun *r)
     int rc = pgsink_slice_write(r->sl, r->out.data, r->out.len);
     buf_reset(&r->out);
     if (rc < 0) {
-        snprintf(r->err, sizeof r->err, "writing to PostgreSQL failed");
+        r->pge = *pgsink_slice_last_error(r->sl);
+        if (!r->pge.message[0])
+            pgerr_set(&r->pge, "", true, "writing COPY data to PostgreSQL failed");
+        snprintf(r->err, sizeof r->err, "%s", r->pge.message);
         r->pg_failed = true;
         return -1;
     }
@@ -586,7 +640,19 @@ static int slice_on_row(void *ud, struct json_object *row)
             snprintf(r->group_key, sizeof r->group_key, "%s", ts);
         }
     }
-    if (rowenc_encode(r->enc, row, &r->out, &ms, r->err, sizeof r->err) != 0)
+    int rc = rowenc_encode(r->enc, row, &r->out, &ms, r->err, sizeof r->err);
+    if (rc == ROWENC_SKIPPED) {
+        /* a value no PostgreSQL column can hold (a timestamp outside its range): the row
+         * is left out and said so, and the datasource goes on */
+        uint64_t n = rowenc_stats(r->enc)->rows_skipped;
+        if (n <= 5)
+            log_warning("sched", "%s: slice %zu: row skipped: %s%s", r->d->name, r->idx + 1, r->err,
+                        n == 5 ? " (further skipped rows of this slice are counted only)" : "");
+        r->err[0] = '\0';
+        touch(r->d->s);
+        return 0;
+    }
+    if (rc != 0)
         return -1;
     if (ms > r->max_seen) {
         r->max_seen = ms;
@@ -594,19 +660,22 @@ static int slice_on_row(void *ud, struct json_object *row)
             r->d->druid_newest_ms = ms;
     }
     r->rows++;
+    touch(r->d->s);
     if (r->out.len >= COPY_CHUNK)
         return flush_out(r);
     return 0;
 }
 
-static void slice_on_commit(void *ud, const char *err, const struct pgsink_slice_result *res)
+static void slice_on_commit(void *ud, const struct pgerr *err,
+                            const struct pgsink_slice_result *res)
 {
     struct slicerun *r = ud;
     struct dsync *d = r->d;
     r->sl = NULL;
+    touch(d->s);
     if (err) {
-        snprintf(r->err, sizeof r->err, "PostgreSQL: %s", err);
-        slice_failed_pg(r, r->err);
+        r->err[0] = '\0';
+        slice_failed(r, NULL, err);
         return;
     }
     struct slice_st *st = &d->slices[r->idx];
@@ -620,6 +689,16 @@ static void slice_on_commit(void *ud, const char *err, const struct pgsink_slice
     d->rows_read_total += (uint64_t)res->copied;
     d->bytes_total += r->bytes;
     d->slices_total++;
+    const struct rowenc_stats *es = rowenc_stats(r->enc);
+    d->nul_replaced_total += es->nul_replaced;
+    d->json_as_string_total += es->json_as_string;
+    d->rows_skipped_total += es->rows_skipped;
+    if (es->nul_replaced || es->json_as_string || es->rows_skipped)
+        log_warning("sched",
+                    "%s: slice %zu stored by rule: %" PRIu64 " NUL characters replaced by U+FFFD, "
+                    "%" PRIu64 " JSON values too deep for jsonb stored as JSON strings, %" PRIu64
+                    " rows skipped (timestamps outside PostgreSQL's range)",
+                    d->name, r->idx + 1, es->nul_replaced, es->json_as_string, es->rows_skipped);
     if (r->cursor_sent != INT64_MIN && r->cursor_sent > d->cursor_ms)
         d->cursor_ms = r->cursor_sent;
     log_debug("sched",
@@ -657,23 +736,25 @@ static void slice_on_done(void *ud, const struct druid_error *e)
     struct slicerun *r = ud;
     struct dsync *d = r->d;
     r->q = NULL;
+    touch(r->d->s);
     if (e->kind == DRUID_OK && flush_out(r) != 0)
         e = NULL;
     if (!e || e->kind != DRUID_OK) {
         struct druid_error copy;
         if (e)
             copy = *e;
-        else
-            druid_error_set(&copy, DRUID_ERR_SERVER, "%s", r->err);
         pgsink_slice_abort(r->sl);
         r->sl = NULL;
         if (r->pg_failed) {
-            /* a lost PostgreSQL connection is worth a retry, like a Druid reset */
-            druid_error_set(&copy, DRUID_ERR_SERVER, "%s", r->err);
-            slice_failed(r, &copy, SCHED_ERR_POSTGRES);
+            /* the consumer side failed: the cause is PostgreSQL's, not Druid's */
+            struct pgerr pe = r->pge;
+            r->err[0] = '\0';
+            slice_failed(r, NULL, &pe);
             return;
         }
-        slice_failed(r, &copy, e ? (int)copy.kind : SCHED_ERR_POSTGRES);
+        if (!e)
+            druid_error_set(&copy, DRUID_ERR_PROTOCOL, "%s", r->err);
+        slice_failed(r, &copy, NULL);
         return;
     }
     char cur[TIME_ISO_MAX];
@@ -684,17 +765,17 @@ static void slice_on_done(void *ud, const struct druid_error *e)
     pgsink_slice_commit(r->sl, r->cursor_sent != INT64_MIN ? cur : NULL, slice_on_commit, r);
 }
 
-static void slice_on_ready(void *ud, struct pgsink_slice *sl, const char *err)
+static void slice_on_ready(void *ud, struct pgsink_slice *sl, const struct pgerr *err)
 {
     static const struct druid_query_ops ops = {slice_on_header, slice_on_row, slice_on_done};
     struct slicerun *r = ud;
     struct dsync *d = r->d;
     if (err) {
-        snprintf(r->err, sizeof r->err, "PostgreSQL: %s", err);
-        slice_failed_pg(r, r->err);
+        slice_failed(r, NULL, err);
         return;
     }
     r->sl = sl;
+    touch(r->d->s);
     if (d->failed || d->s->stopping) {
         pgsink_slice_abort(sl);
         r->sl = NULL;
@@ -734,6 +815,7 @@ static void slice_start(struct dsync *d, size_t idx)
     r->idx = idx;
     r->max_seen = INT64_MIN;
     r->cursor_sent = INT64_MIN;
+    touch(r->d->s);
     struct rowenc_column *rc = xcalloc(d->nccols, sizeof *rc);
     for (size_t i = 0; i < d->nccols; i++) {
         rc[i].name = d->ccols[i].name;
@@ -771,12 +853,15 @@ static void ds_reset_cycle(struct dsync *d)
     d->types = NULL;
     free(d->slice_col);
     d->slice_col = NULL;
+    free(d->req_cols);
+    d->req_cols = NULL;
     plan_free(d->plan);
     d->plan = NULL;
     free(d->slices);
     d->slices = NULL;
     d->nslices = d->next_slice = 0;
     d->failed = false;
+    d->interrupted = false;
     d->err[0] = '\0';
     d->rows_read = d->inserted = d->vanished = 0;
     d->est_rows = 0;
@@ -793,9 +878,31 @@ static void on_cycle_end(void *ud, const char *err)
 {
     struct dsync *d = ud;
     struct sched *s = d->s;
-    double secs = (double)(uv_now(s->loop) - d->t0) / 1000.0;
-    if (err)
+    touch(s);
+    if (err) {
+        /* the state row must not keep saying 'syncing': try again on a fresh connection
+         * (a start-up corrects it if PostgreSQL stays away) */
+        const struct pgerr *pe = pgsink_last_error(s->sink);
+        bool again = pgerr_action(pe) == PGERR_RETRY && d->end_attempts < s->cfg->max_retries &&
+                     !s->stop_hard;
+        if (again) {
+            d->end_attempts++;
+            double delay = backoff_seconds(s->cfg, d->end_attempts, -1);
+            log_warning("pg", "%s: recording the end of the cycle failed: %s; retry %d in %.1f s",
+                        d->name, err, d->end_attempts, delay);
+            call_later(d, delay, retry_cycle_end, NULL);
+            return;
+        }
         log_error("pg", "%s: recording the end of the cycle failed: %s", d->name, err);
+    }
+    cycle_done(d, err);
+}
+
+/* The cycle is over (its end recorded, or given up on): counters, log, next cycle. */
+static void cycle_done(struct dsync *d, const char *err)
+{
+    struct sched *s = d->s;
+    double secs = (double)(uv_now(s->loop) - d->t0) / 1000.0;
     if (d->failed || err)
         d->cycles_failed++;
     else {
@@ -819,10 +926,37 @@ static void on_cycle_end(void *ud, const char *err)
         d->once_failed = d->failed || err != NULL;
     }
     d->st = DS_IDLE;
+    bool failed = d->failed || err != NULL;
+    d->failed_cycles = failed ? d->failed_cycles + 1 : 0;
     ds_reset_cycle(d);
-    if (!s->opts.once && !s->stopping)
-        ds_schedule(d, s->cfg->sync_interval_seconds);
+    if (!s->opts.once && !s->stopping) {
+        /* a datasource that keeps failing (a constraint, a full disk) waits longer each
+         * time, never less than the interval: no tight loop against a permanent error */
+        double next = s->cfg->sync_interval_seconds;
+        if (d->failed_cycles > 0) {
+            double b = backoff_seconds(s->cfg, d->failed_cycles, -1);
+            if (b > next)
+                next = b;
+        }
+        ds_schedule(d, next);
+    }
     check_finished(s);
+}
+
+static void record_cycle_end(struct dsync *d)
+{
+    char cur[TIME_ISO_MAX];
+    if (d->end_cursor_ms != INT64_MIN)
+        time_format_iso_ms(d->end_cursor_ms, cur);
+    pgsink_state_cycle_end(d->s->sink, d->name, d->failed ? d->err : NULL,
+                           d->end_cursor_ms != INT64_MIN ? cur : NULL, d->interrupted, on_cycle_end,
+                           d);
+}
+
+static void retry_cycle_end(struct dsync *d, void *arg)
+{
+    (void)arg;
+    record_cycle_end(d);
 }
 
 static void ds_finish(struct dsync *d)
@@ -838,13 +972,18 @@ static void ds_finish(struct dsync *d)
         if (m > d->cursor_ms)
             d->cursor_ms = m;
     }
-    bool incomplete = s->stopping && !d->failed && d->next_slice < d->nslices;
-    if (incomplete)
+    bool incomplete = false;
+    for (size_t i = 0; i < d->nslices; i++)
+        incomplete |= d->slices[i].status != SL_DONE;
+    incomplete |= d->st != DS_RUNNING; /* stopped while planning */
+    if (incomplete && s->stopping && !d->failed) {
         snprintf(d->err, sizeof d->err, "stopped before the cycle completed");
-    pgsink_state_cycle_end(s->sink, d->name, d->failed || incomplete ? d->err : NULL,
-                           have ? cur : NULL, on_cycle_end, d);
-    if (incomplete)
+        d->interrupted = true;
         d->failed = true;
+    }
+    d->end_cursor_ms = have ? m : INT64_MIN;
+    d->end_attempts = 0;
+    record_cycle_end(d);
 }
 
 static void ds_maybe_finish(struct dsync *d)
@@ -879,8 +1018,11 @@ static void on_prepared(void *ud, const char *err, const struct pgsink_table_inf
 {
     struct dsync *d = ud;
     struct sched *s = d->s;
+    touch(s);
     d->outstanding--;
     if (err) {
+        if (pgerr_schema_missing(pgsink_last_error(s->sink)))
+            s->schema_lost = true;
         d->st = DS_PLANNING; /* so that ds_maybe_finish records the failure */
         ds_fail(d, "preparing the PostgreSQL table failed: %s", err);
         return;
@@ -904,6 +1046,30 @@ static void on_prepared(void *ud, const char *err, const struct pgsink_table_inf
         return;
     }
     ds_plan(d);
+}
+
+static void prepare(struct dsync *d)
+{
+    pgsink_prepare_table(d->s->sink, &d->req, on_prepared, d);
+    free(d->req_cols);
+    d->req_cols = NULL;
+}
+
+static void on_schema_ready(void *ud, const char *err)
+{
+    struct dsync *d = ud;
+    struct sched *s = d->s;
+    if (err) {
+        free(d->req_cols);
+        d->req_cols = NULL;
+        on_prepared(d, err, NULL);
+        return;
+    }
+    if (s->schema_lost)
+        log_warning("pg", "destination schema \"%s\" was missing; created it again",
+                    s->cfg->destination_schema);
+    s->schema_lost = false;
+    prepare(d);
 }
 
 static void ds_start_cycle(struct dsync *d)
@@ -949,8 +1115,14 @@ static void ds_start_cycle(struct dsync *d)
                                    s->cfg->incremental_column};
     d->st = DS_PREPARING;
     d->outstanding++;
-    pgsink_prepare_table(s->sink, &req, on_prepared, d);
-    free(pc);
+    d->req_cols = pc;
+    d->req = req;
+    if (s->schema_lost) {
+        /* a failure said the destination schema (or a table) is gone: create it again */
+        pgsink_ensure_schema(s->sink, on_schema_ready, d);
+        return;
+    }
+    prepare(d);
 }
 
 static void on_ds_timer(uv_timer_t *t)
@@ -985,6 +1157,8 @@ static void on_disc_timer(uv_timer_t *t)
 
 static void disc_failed(struct sched *s, const struct discovery_error *e)
 {
+    if (pgerr_schema_missing(pgsink_last_error(s->sink)))
+        s->schema_lost = true; /* the metadata tables' schema is gone */
     if (e->kind == DRUID_ERR_AUTH) {
         block_on_auth(s, e->http_status, e->message);
     }
@@ -1090,6 +1264,7 @@ static void on_discovered(void *ud, const struct discovery_result *r,
 {
     struct sched *s = ud;
     s->disc = NULL; /* the run frees itself after this returns */
+    touch(s);
     if (e) {
         disc_failed(s, e);
         return;
@@ -1103,13 +1278,35 @@ static void on_discovered(void *ud, const struct discovery_result *r,
     check_finished(s);
 }
 
+static void on_disc_schema_ready(void *ud, const char *err)
+{
+    struct sched *s = ud;
+    s->ensuring = false;
+    if (err) {
+        struct discovery_error e = {"recreating the destination schema", err, DRUID_OK, 0};
+        disc_failed(s, &e);
+        return;
+    }
+    log_warning("pg", "destination schema \"%s\" was missing; created it again",
+                s->cfg->destination_schema);
+    s->schema_lost = false;
+    discover(s);
+}
+
 static void discover(struct sched *s)
 {
+    if (s->ensuring)
+        return;
     if (s->disc || s->stopping)
         return;
     if (s->auth_blocked) {
         log_warning("sched", "discovery skipped: Druid refused our credentials; reload the "
                              "configuration (SIGHUP) after fixing them");
+        return;
+    }
+    if (s->schema_lost) {
+        s->ensuring = true;
+        pgsink_ensure_schema(s->sink, on_disc_schema_ready, s);
         return;
     }
     s->disc = discovery_run(s->druid, s->sink, s->cfg->schema_name, on_discovered, s);
@@ -1165,6 +1362,7 @@ struct sched *sched_new(uv_loop_t *loop, const struct config *cfg, struct druid_
 void sched_start(struct sched *s)
 {
     s->started = true;
+    touch(s);
     discover(s);
 }
 
@@ -1180,6 +1378,28 @@ void sched_set_config(struct sched *s, const struct config *cfg)
     }
 }
 
+/* Pending retries end without running: their slices go back to pending (so the cycle is
+ * seen as incomplete), their planning queries are freed. */
+static void drop_delays(struct dsync *d)
+{
+    bool end_dropped = false;
+    while (d->delays) {
+        struct delayed *dl = d->delays;
+        LIST_DEL(d->delays, dl);
+        uv_timer_stop(&dl->t);
+        uv_close((uv_handle_t *)&dl->t, (uv_close_cb)free);
+        d->outstanding--;
+        if (dl->fn == slice_retry)
+            d->slices[(size_t)(uintptr_t)dl->arg].status = SL_PENDING;
+        else if (dl->fn == count_retry)
+            free(dl->arg);
+        else if (dl->fn == retry_cycle_end)
+            end_dropped = true;
+    }
+    if (end_dropped)
+        cycle_done(d, "stopping before the end of the cycle could be recorded");
+}
+
 static void cancel_all(struct dsync *d)
 {
     while (d->counts) {
@@ -1189,13 +1409,7 @@ static void cancel_all(struct dsync *d)
         d->outstanding--;
         free(cq);
     }
-    while (d->delays) {
-        struct delayed *dl = d->delays;
-        LIST_DEL(d->delays, dl);
-        uv_timer_stop(&dl->t);
-        uv_close((uv_handle_t *)&dl->t, (uv_close_cb)free);
-        d->outstanding--;
-    }
+    drop_delays(d);
     for (struct slicerun *r = d->runs, *next; r; r = next) {
         next = r->next;
         if (r->committing)
@@ -1224,17 +1438,13 @@ void sched_stop(struct sched *s, double timeout_seconds)
 {
     bool again = s->stopping;
     s->stopping = true;
+    if (again || timeout_seconds <= 0)
+        s->stop_hard = true;
     uv_timer_stop(&s->disc_timer);
     for (struct dsync *d = s->ds; d; d = d->next) {
         uv_timer_stop(&d->timer);
         /* planning and waiting retries end at once; slices get the grace period */
-        while (d->delays) {
-            struct delayed *dl = d->delays;
-            LIST_DEL(d->delays, dl);
-            uv_timer_stop(&dl->t);
-            uv_close((uv_handle_t *)&dl->t, (uv_close_cb)free);
-            d->outstanding--;
-        }
+        drop_delays(d);
         if (again || timeout_seconds <= 0)
             cancel_all(d);
         ds_maybe_finish(d);
@@ -1320,6 +1530,9 @@ void sched_foreach(const struct sched *s, void (*fn)(void *ud, const struct sche
         i.rows_read_total = d->rows_read_total;
         i.bytes_total = d->bytes_total;
         i.slices_total = d->slices_total;
+        i.nul_replaced_total = d->nul_replaced_total;
+        i.json_as_string_total = d->json_as_string_total;
+        i.rows_skipped_total = d->rows_skipped_total;
         i.cycles_ok = d->cycles_ok;
         i.cycles_failed = d->cycles_failed;
         i.last_success = d->last_success;
@@ -1341,6 +1554,22 @@ void sched_foreach(const struct sched *s, void (*fn)(void *ud, const struct sche
         }
         fn(ud, &i);
     }
+}
+
+bool sched_healthy(const struct sched *s, double *stuck_seconds)
+{
+    bool busy = s->disc != NULL;
+    for (const struct dsync *d = s->ds; d && !busy; d = d->next)
+        busy = d->st != DS_IDLE;
+    double quiet = (double)(uv_now(s->loop) - s->last_progress) / 1000.0;
+    /* Work in flight always moves within this: a Druid query ends within its timeout, a
+     * PostgreSQL operation within postgres_timeout_seconds (the server's) plus our own
+     * margin, a backoff within retry_max_seconds. */
+    double bound = s->cfg->request_timeout_seconds + s->cfg->postgres_timeout_seconds +
+                   s->cfg->retry_max_seconds + 60.0;
+    if (stuck_seconds)
+        *stuck_seconds = quiet;
+    return !busy || quiet <= bound;
 }
 
 const struct sched_counters *sched_get_counters(const struct sched *s)

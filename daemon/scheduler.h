@@ -42,12 +42,15 @@ void sched_status(const struct sched *s, char *out, size_t n);
 /* A snapshot of one datasource, for progress lines and metrics. */
 struct sched_ds_info {
     const char *name;
-    const char *phase;        /* "idle", "preparing", "planning", "syncing", "finishing" */
-    bool selected;            /* selected and in Druid's catalog */
-    uint64_t rows_total;      /* rows newly stored (new identities), since start */
-    uint64_t rows_read_total; /* rows read from Druid in committed slices, since start */
-    uint64_t bytes_total;     /* COPY bytes of committed slices, since start */
-    uint64_t slices_total;    /* slices committed, since start */
+    const char *phase;             /* "idle", "preparing", "planning", "syncing", "finishing" */
+    bool selected;                 /* selected and in Druid's catalog */
+    uint64_t rows_total;           /* rows newly stored (new identities), since start */
+    uint64_t rows_read_total;      /* rows read from Druid in committed slices, since start */
+    uint64_t bytes_total;          /* COPY bytes of committed slices, since start */
+    uint64_t slices_total;         /* slices committed, since start */
+    uint64_t nul_replaced_total;   /* NUL characters stored as U+FFFD, since start */
+    uint64_t json_as_string_total; /* jsonb values too deep, stored as JSON strings */
+    uint64_t rows_skipped_total;   /* rows left out: timestamps outside PostgreSQL's range */
     uint64_t cycles_ok, cycles_failed;
     uint64_t cycle_rows; /* this cycle: rows read so far (committed or in flight) */
     size_t slices_done, slices_planned;
@@ -69,5 +72,9 @@ const char *sched_err_kind_name(int kind);
 void sched_foreach(const struct sched *s, void (*fn)(void *ud, const struct sched_ds_info *i),
                    void *ud);
 const struct sched_counters *sched_get_counters(const struct sched *s);
+/* False when work is in flight but nothing has moved for longer than any bound the daemon
+ * sets itself (Druid's and PostgreSQL's timeouts, the backoff cap): the watchdog then stops
+ * pinging, so systemd restarts a daemon that is stuck. stuck_seconds: the quiet time. */
+bool sched_healthy(const struct sched *s, double *stuck_seconds);
 
 #endif

@@ -1,30 +1,45 @@
 /* pgconn: libpq in non-blocking mode on a uv_poll_t. See pgconn.h.
  *
- * The poll watches for readability whenever a result is awaited and for writability only
- * while libpq has unsent output (PQflush() == 1), which is how COPY applies backpressure. */
+ * The poll watches for readability whenever a result is awaited (and during COPY, to see the
+ * server close the connection) and for writability only while libpq has unsent output
+ * (PQflush() == 1), which is how COPY applies backpressure. libpq may read the server's
+ * answer into its own buffer while it flushes, leaving nothing on the socket to wake the
+ * poll: so after every send the results are also looked at once from a zero-delay timer. */
 #include "pgconn.h"
 
+#include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "log.h"
 
 enum op {
     OP_NONE,
+    OP_RESOLVE, /* host names being resolved off the loop */
     OP_CONNECT,
     OP_RESULT, /* waiting for a command's results */
     OP_COPY,   /* in COPY IN: only flushing */
+};
+
+struct resolve {
+    uv_getaddrinfo_t req;
+    struct pgconn *c; /* NULL once the connection gave up on it */
 };
 
 struct pgconn {
     uv_loop_t *loop;
     char *conninfo;
     PGconn *pg;
-    uv_poll_t *poll; /* separate allocation: a closing handle outlives a socket switch */
+    uv_poll_t *poll;   /* separate allocation: a closing handle outlives a socket switch */
+    uv_timer_t *timer; /* separate allocation too: freed by the loop after pgconn_free */
+    uv_timer_t *kick;
     int fd;
     enum op op;
     bool broken;
     PGresult *last;
+    struct pgerr err;
     char errbuf[1024];
     pgconn_cb connect_cb;
     pgconn_result_cb result_cb;
@@ -32,17 +47,16 @@ struct pgconn {
     void (*drain_cb)(void *ud);
     void *drain_ud;
     bool flushing;
+    uint64_t connect_ms, op_ms;
+    /* host resolution: the conninfo's host list and the addresses found so far */
+    char **hosts;
+    size_t nhosts, next_host;
+    struct buf hostaddr;
+    struct resolve *resolving;
 };
 
 static void on_poll(uv_poll_t *h, int status, int events);
-
-static void set_err(struct pgconn *c, const char *prefix)
-{
-    const char *m = c->pg ? PQerrorMessage(c->pg) : "out of memory";
-    size_t n = (size_t)snprintf(c->errbuf, sizeof c->errbuf, "%s%s", prefix, m);
-    while (n > 0 && (c->errbuf[n - 1] == '\n' || c->errbuf[n - 1] == ' '))
-        c->errbuf[--n] = '\0';
-}
+static void collect_results(struct pgconn *c);
 
 static void free_handle(uv_handle_t *h)
 {
@@ -83,25 +97,84 @@ static void watch(struct pgconn *c, int events)
         uv_poll_stop(c->poll);
 }
 
-static void fail(struct pgconn *c, const char *msg)
+static void on_deadline(uv_timer_t *t);
+
+/* (Re)arms the bound on waiting for the server; 0 disarms. */
+static void arm(struct pgconn *c, uint64_t ms)
 {
-    c->broken = true;
-    enum op op = c->op;
-    c->op = OP_NONE;
-    watch(c, 0);
+    if (ms)
+        uv_timer_start(c->timer, on_deadline, ms, 0);
+    else
+        uv_timer_stop(c->timer);
+}
+
+static void close_pg(struct pgconn *c)
+{
+    drop_poll(c);
     if (c->last) {
         PQclear(c->last);
         c->last = NULL;
     }
-    if (op == OP_CONNECT && c->connect_cb)
-        c->connect_cb(c->ud, msg);
+    if (c->pg) {
+        PQfinish(c->pg);
+        c->pg = NULL;
+    }
+}
+
+/* The operation failed with c->err: the connection is given up (closed, so that the server
+ * rolls back at once rather than keeping an aborted transaction open) and the waiting
+ * callback hears of it. */
+static void fail(struct pgconn *c)
+{
+    c->broken = true;
+    enum op op = c->op;
+    c->op = OP_NONE;
+    arm(c, 0);
+    uv_timer_stop(c->kick);
+    close_pg(c);
+    snprintf(c->errbuf, sizeof c->errbuf, "%s", c->err.message);
+    if ((op == OP_CONNECT || op == OP_RESOLVE) && c->connect_cb)
+        c->connect_cb(c->ud, c->errbuf);
     else if (op == OP_RESULT && c->result_cb)
-        c->result_cb(c->ud, NULL, msg);
+        c->result_cb(c->ud, NULL, c->errbuf);
     else if (op == OP_COPY && c->drain_cb) {
         void (*cb)(void *) = c->drain_cb;
         c->drain_cb = NULL;
         cb(c->drain_ud); /* the next put/end call reports the error */
     }
+}
+
+/* A connection-level failure with libpq's message. */
+static void fail_conn(struct pgconn *c, const char *prefix)
+{
+    char msg[1024];
+    const char *m = c->pg ? PQerrorMessage(c->pg) : "";
+    snprintf(msg, sizeof msg, "%s%s", prefix, m && *m ? m : "connection lost");
+    pgerr_set(&c->err, "", true, msg);
+    fail(c);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    struct pgconn *c = t->data;
+    double secs =
+        (double)(c->op == OP_CONNECT || c->op == OP_RESOLVE ? c->connect_ms : c->op_ms) / 1000.0;
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             c->op == OP_CONNECT || c->op == OP_RESOLVE
+                 ? "connection to PostgreSQL timed out after %.0f s"
+                 : "PostgreSQL did not answer for %.0f s; connection closed",
+             secs);
+    pgerr_set(&c->err, "", true, msg);
+    c->err.timeout = true;
+    fail(c);
+}
+
+static void on_kick(uv_timer_t *t)
+{
+    struct pgconn *c = t->data;
+    if (c->op == OP_RESULT)
+        collect_results(c);
 }
 
 /* Server notices (e.g. "relation already exists, skipping") go to the debug log. */
@@ -124,12 +197,12 @@ static void continue_connect(struct pgconn *c)
         PQsetnonblocking(c->pg, 1);
         PQsetNoticeProcessor(c->pg, on_notice, NULL);
         c->op = OP_NONE;
-        watch(c, 0);
+        arm(c, 0);
+        watch(c, UV_READABLE); /* an idle connection closed by the server is noticed */
         c->connect_cb(c->ud, NULL);
         return;
     default:
-        set_err(c, "connection to PostgreSQL failed: ");
-        fail(c, c->errbuf);
+        fail_conn(c, "connection to PostgreSQL failed: ");
         return;
     }
 }
@@ -146,11 +219,18 @@ static int flush(struct pgconn *c, int read_too)
     return r;
 }
 
+static void result_error(struct pgconn *c, PGresult *last, ExecStatusType st)
+{
+    const char *m = last ? PQresultErrorMessage(last) : "";
+    const char *code = last ? PQresultErrorField(last, PG_DIAG_SQLSTATE) : NULL;
+    pgerr_set(&c->err, code, PQstatus(c->pg) == CONNECTION_BAD, m && *m ? m : PQresStatus(st));
+    snprintf(c->errbuf, sizeof c->errbuf, "%s", c->err.message);
+}
+
 static void collect_results(struct pgconn *c)
 {
     if (!PQconsumeInput(c->pg)) {
-        set_err(c, "");
-        fail(c, c->errbuf);
+        fail_conn(c, "");
         return;
     }
     while (!PQisBusy(c->pg)) {
@@ -160,16 +240,18 @@ static void collect_results(struct pgconn *c)
             PGresult *last = c->last;
             c->last = NULL;
             c->op = OP_NONE;
-            watch(c, 0);
+            arm(c, 0);
             const char *err = NULL;
             ExecStatusType st = last ? PQresultStatus(last) : PGRES_COMMAND_OK;
             if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
-                const char *m = last ? PQresultErrorMessage(last) : "";
-                snprintf(c->errbuf, sizeof c->errbuf, "%s", m && *m ? m : PQresStatus(st));
-                size_t n = strlen(c->errbuf);
-                while (n > 0 && c->errbuf[n - 1] == '\n')
-                    c->errbuf[--n] = '\0';
+                result_error(c, last, st);
                 err = c->errbuf;
+            }
+            if (PQstatus(c->pg) == CONNECTION_BAD) {
+                c->broken = true; /* e.g. FATAL 57P01: the server closed it after answering */
+                drop_poll(c);
+            } else {
+                watch(c, UV_READABLE);
             }
             c->result_cb(c->ud, last, err);
             PQclear(last);
@@ -181,7 +263,8 @@ static void collect_results(struct pgconn *c)
                 PQclear(c->last);
             c->last = NULL;
             c->op = OP_COPY;
-            watch(c, 0);
+            arm(c, 0);
+            watch(c, UV_READABLE);
             c->result_cb(c->ud, r, NULL);
             PQclear(r);
             return;
@@ -204,52 +287,56 @@ static void on_poll(uv_poll_t *h, int status, int events)
 {
     struct pgconn *c = h->data;
     if (status < 0) {
-        snprintf(c->errbuf, sizeof c->errbuf, "PostgreSQL socket error: %s", uv_strerror(status));
-        fail(c, c->errbuf);
+        char msg[256];
+        snprintf(msg, sizeof msg, "PostgreSQL socket error: %s", uv_strerror(status));
+        pgerr_set(&c->err, "", true, msg);
+        fail(c);
         return;
     }
     switch (c->op) {
+    case OP_RESOLVE:
+        return;
     case OP_CONNECT:
         continue_connect(c);
         return;
     case OP_RESULT:
         if (events & UV_WRITABLE) {
             if (flush(c, UV_READABLE) < 0) {
-                set_err(c, "");
-                fail(c, c->errbuf);
+                fail_conn(c, "");
                 return;
             }
+            arm(c, c->op_ms); /* progress: the server takes our data */
         }
         if (events & UV_READABLE)
             collect_results(c);
         return;
     case OP_COPY:
-        if (events & UV_WRITABLE) {
-            int r = flush(c, 0);
-            if (r < 0) {
-                set_err(c, "");
-                fail(c, c->errbuf);
+        if (events & UV_READABLE) {
+            /* the server closed the connection (or sent an error we read at COPY's end) */
+            if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD) {
+                fail_conn(c, "");
                 return;
             }
+        }
+        if (events & UV_WRITABLE) {
+            int r = flush(c, UV_READABLE);
+            if (r < 0) {
+                fail_conn(c, "");
+                return;
+            }
+            arm(c, r ? c->op_ms : 0);
             if (r == 0 && c->drain_cb) {
                 void (*cb)(void *) = c->drain_cb;
                 c->drain_cb = NULL;
                 cb(c->drain_ud);
             }
         }
-        if (events & UV_READABLE) {
-            /* an error during COPY (e.g. the server aborted it) */
-            if (!PQconsumeInput(c->pg)) {
-                set_err(c, "");
-                fail(c, c->errbuf);
-            }
-        }
         return;
     case OP_NONE:
         /* an idle connection became readable: the server closed it or sent a notice */
-        if (!PQconsumeInput(c->pg)) {
+        if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD) {
             c->broken = true;
-            watch(c, 0);
+            drop_poll(c);
         }
         return;
     }
@@ -262,42 +349,213 @@ struct pgconn *pgconn_new(uv_loop_t *loop, const char *conninfo)
         return NULL;
     c->loop = loop;
     c->conninfo = strdup(conninfo ? conninfo : "");
+    c->timer = malloc(sizeof *c->timer);
+    c->kick = malloc(sizeof *c->kick);
+    if (!c->conninfo || !c->timer || !c->kick) {
+        free(c->conninfo);
+        free(c->timer);
+        free(c->kick);
+        free(c);
+        return NULL;
+    }
+    uv_timer_init(loop, c->timer);
+    uv_timer_init(loop, c->kick);
+    c->timer->data = c->kick->data = c;
     c->fd = -1;
+    c->connect_ms = 10000;
     return c;
+}
+
+void pgconn_set_timeouts(struct pgconn *c, double connect_seconds, double op_seconds)
+{
+    c->connect_ms = connect_seconds > 0 ? (uint64_t)(connect_seconds * 1000.0) : 0;
+    c->op_ms = op_seconds > 0 ? (uint64_t)(op_seconds * 1000.0) : 0;
+}
+
+static void free_hosts(struct pgconn *c)
+{
+    for (size_t i = 0; i < c->nhosts; i++)
+        free(c->hosts[i]);
+    free(c->hosts);
+    c->hosts = NULL;
+    c->nhosts = c->next_host = 0;
+    buf_free(&c->hostaddr);
+    if (c->resolving) {
+        c->resolving->c = NULL; /* its callback frees it */
+        uv_cancel((uv_req_t *)&c->resolving->req);
+        c->resolving = NULL;
+    }
 }
 
 void pgconn_free(struct pgconn *c)
 {
     if (!c)
         return;
-    drop_poll(c);
-    if (c->last)
-        PQclear(c->last);
-    if (c->pg)
-        PQfinish(c->pg);
+    close_pg(c);
+    free_hosts(c);
+    uv_timer_stop(c->timer);
+    uv_close((uv_handle_t *)c->timer, free_handle);
+    uv_timer_stop(c->kick);
+    uv_close((uv_handle_t *)c->kick, free_handle);
     free(c->conninfo);
     free(c);
+}
+
+void pgconn_close(struct pgconn *c)
+{
+    c->op = OP_NONE;
+    c->broken = true;
+    c->drain_cb = NULL;
+    arm(c, 0);
+    uv_timer_stop(c->kick);
+    free_hosts(c);
+    close_pg(c);
+}
+
+static void start_libpq(struct pgconn *c)
+{
+    /* Defaults first: a value in the conninfo string (expanded from "dbname") wins. */
+    char tcp_user_timeout[32];
+    snprintf(tcp_user_timeout, sizeof tcp_user_timeout, "%d", 60000);
+    const char *keys[] = {"keepalives",
+                          "keepalives_idle",
+                          "keepalives_interval",
+                          "keepalives_count",
+                          "tcp_user_timeout",
+                          "dbname",
+                          "fallback_application_name",
+                          c->hostaddr.len ? "hostaddr" : NULL,
+                          NULL};
+    const char *vals[] = {
+        "1", "30", "10", "3", tcp_user_timeout, c->conninfo, "druid-syncd", c->hostaddr.data, NULL};
+    c->op = OP_CONNECT;
+    c->pg = PQconnectStartParams(keys, vals, 1);
+    if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
+        fail_conn(c, "connection to PostgreSQL failed: ");
+        return;
+    }
+    continue_connect(c);
+}
+
+static void resolve_next(struct pgconn *c);
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct resolve *r = req->data;
+    struct pgconn *c = r->c;
+    if (!c) {
+        uv_freeaddrinfo(res);
+        free(r);
+        return;
+    }
+    c->resolving = NULL;
+    free(r);
+    if (status < 0 || !res) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "could not resolve PostgreSQL host \"%s\": %s",
+                 c->hosts[c->next_host], uv_strerror(status));
+        uv_freeaddrinfo(res);
+        pgerr_set(&c->err, "", true, msg);
+        fail(c);
+        return;
+    }
+    char addr[INET6_ADDRSTRLEN] = "";
+    if (res->ai_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, addr, sizeof addr);
+    else if (res->ai_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, addr, sizeof addr);
+    uv_freeaddrinfo(res);
+    if (c->next_host)
+        buf_putc(&c->hostaddr, ',');
+    buf_puts(&c->hostaddr, addr);
+    c->next_host++;
+    resolve_next(c);
+}
+
+/* A name that needs DNS: not empty, not a socket directory, not a numeric address. */
+static bool needs_dns(const char *h)
+{
+    unsigned char tmp[sizeof(struct in6_addr)];
+    return h[0] && h[0] != '/' && h[0] != '@' && inet_pton(AF_INET, h, tmp) != 1 &&
+           inet_pton(AF_INET6, h, tmp) != 1;
+}
+
+static void resolve_next(struct pgconn *c)
+{
+    while (c->next_host < c->nhosts && !needs_dns(c->hosts[c->next_host])) {
+        if (c->next_host)
+            buf_putc(&c->hostaddr, ','); /* an empty entry: libpq uses the host itself */
+        c->next_host++;
+    }
+    if (c->next_host >= c->nhosts) {
+        start_libpq(c);
+        return;
+    }
+    struct resolve *r = calloc(1, sizeof *r);
+    if (!r)
+        abort();
+    r->c = c;
+    r->req.data = r;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    c->resolving = r;
+    int rc = uv_getaddrinfo(c->loop, &r->req, on_resolved, c->hosts[c->next_host], NULL, &hints);
+    if (rc < 0) {
+        c->resolving = NULL;
+        free(r);
+        char msg[512];
+        snprintf(msg, sizeof msg, "could not resolve PostgreSQL host \"%s\": %s",
+                 c->hosts[c->next_host], uv_strerror(rc));
+        pgerr_set(&c->err, "", true, msg);
+        fail(c);
+    }
+}
+
+/* The host list libpq would use, unless addresses are given already (hostaddr). */
+static void find_hosts(struct pgconn *c)
+{
+    const char *host = NULL;
+    bool have_addr = getenv("PGHOSTADDR") && *getenv("PGHOSTADDR");
+    PQconninfoOption *opts = PQconninfoParse(c->conninfo, NULL);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+        if (strcmp(o->keyword, "host") == 0 && o->val && *o->val)
+            host = o->val;
+        if (strcmp(o->keyword, "hostaddr") == 0 && o->val && *o->val)
+            have_addr = true;
+    }
+    if (!host)
+        host = getenv("PGHOST");
+    if (host && *host && !have_addr) {
+        const char *p = host;
+        for (;;) {
+            const char *e = strchr(p, ',');
+            size_t n = e ? (size_t)(e - p) : strlen(p);
+            c->hosts = realloc(c->hosts, (c->nhosts + 1) * sizeof *c->hosts);
+            if (!c->hosts)
+                abort();
+            c->hosts[c->nhosts++] = strndup(p, n);
+            if (!e)
+                break;
+            p = e + 1;
+        }
+    }
+    PQconninfoFree(opts);
 }
 
 void pgconn_connect(struct pgconn *c, pgconn_cb cb, void *ud)
 {
     c->connect_cb = cb;
     c->ud = ud;
-    c->op = OP_CONNECT;
     c->broken = false;
-    if (c->pg) {
-        drop_poll(c);
-        PQfinish(c->pg);
-    }
-    const char *keys[] = {"dbname", "application_name", "fallback_application_name", NULL};
-    const char *vals[] = {c->conninfo, NULL, "druid-syncd", NULL};
-    c->pg = PQconnectStartParams(keys, vals, 1);
-    if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
-        set_err(c, "connection to PostgreSQL failed: ");
-        fail(c, c->errbuf);
-        return;
-    }
-    continue_connect(c);
+    close_pg(c);
+    free_hosts(c);
+    memset(&c->err, 0, sizeof c->err);
+    c->op = OP_RESOLVE;
+    arm(c, c->connect_ms);
+    find_hosts(c);
+    resolve_next(c);
 }
 
 bool pgconn_ok(const struct pgconn *c)
@@ -310,36 +568,58 @@ bool pgconn_busy(const struct pgconn *c)
     return c->op != OP_NONE;
 }
 
+/* After a send: wait for the answer within the bound, and look at once whether libpq has
+ * it buffered already. */
+static void await_result(struct pgconn *c)
+{
+    if (flush(c, UV_READABLE) < 0) {
+        fail_conn(c, "");
+        return;
+    }
+    arm(c, c->op_ms);
+    uv_timer_start(c->kick, on_kick, 0, 0);
+}
+
 void pgconn_query(struct pgconn *c, const char *sql, int nparams, const char *const *params,
                   pgconn_result_cb cb, void *ud)
 {
     c->result_cb = cb;
     c->ud = ud;
     c->op = OP_RESULT;
+    memset(&c->err, 0, sizeof c->err);
+    if (!c->pg) {
+        pgerr_set(&c->err, "", true, "not connected to PostgreSQL");
+        fail(c);
+        return;
+    }
     int ok = nparams > 0 ? PQsendQueryParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0)
                          : PQsendQuery(c->pg, sql);
     if (!ok) {
-        set_err(c, "");
-        fail(c, c->errbuf);
+        fail_conn(c, "");
         return;
     }
-    if (flush(c, UV_READABLE) < 0) {
-        set_err(c, "");
-        fail(c, c->errbuf);
-    }
+    await_result(c);
 }
 
 int pgconn_copy_put(struct pgconn *c, const char *data, size_t len)
 {
-    if (c->broken || c->op != OP_COPY)
+    if (c->broken || c->op != OP_COPY || !c->pg)
         return -1;
-    if (PQputCopyData(c->pg, data, (int)len) != 1) {
-        set_err(c, "");
+    int r = PQputCopyData(c->pg, data, (int)len);
+    if (r < 0) {
+        pgerr_set(&c->err, "", PQstatus(c->pg) == CONNECTION_BAD, PQerrorMessage(c->pg));
+        snprintf(c->errbuf, sizeof c->errbuf, "%s", c->err.message);
         return -1;
     }
-    int r = flush(c, 0);
-    if (r < 0)
-        set_err(c, "");
+    if (r == 0)
+        return 1; /* not queued (nonblocking, buffers full): the caller waits for drain */
+    r = flush(c, UV_READABLE);
+    if (r < 0) {
+        pgerr_set(&c->err, "", true, PQerrorMessage(c->pg));
+        snprintf(c->errbuf, sizeof c->errbuf, "%s", c->err.message);
+        return -1;
+    }
+    arm(c, r ? c->op_ms : 0);
     return r;
 }
 
@@ -352,25 +632,34 @@ void pgconn_on_drain(struct pgconn *c, void (*cb)(void *ud), void *ud)
 void pgconn_copy_end(struct pgconn *c, const char *errmsg, pgconn_result_cb cb, void *ud)
 {
     c->drain_cb = NULL;
-    if (c->broken) {
-        cb(ud, NULL, c->errbuf[0] ? c->errbuf : "connection lost");
+    if (c->broken || !c->pg) {
+        if (!c->err.message[0])
+            pgerr_set(&c->err, "", true, "connection to PostgreSQL lost");
+        snprintf(c->errbuf, sizeof c->errbuf, "%s", c->err.message);
+        cb(ud, NULL, c->errbuf);
         return;
     }
     c->result_cb = cb;
     c->ud = ud;
     c->op = OP_RESULT;
-    if (PQputCopyEnd(c->pg, errmsg) < 0) {
-        set_err(c, "");
-        fail(c, c->errbuf);
-        return;
+    int r = PQputCopyEnd(c->pg, errmsg);
+    if (r < 0) {
+        /* libpq has left COPY already: the server answered with an error, which the
+         * results below carry (with its SQLSTATE), or the connection is gone */
+        if (PQstatus(c->pg) == CONNECTION_BAD) {
+            fail_conn(c, "");
+            return;
+        }
     }
-    if (flush(c, UV_READABLE) < 0) {
-        set_err(c, "");
-        fail(c, c->errbuf);
-    }
+    await_result(c);
 }
 
 const char *pgconn_error(const struct pgconn *c)
 {
     return c->errbuf;
+}
+
+const struct pgerr *pgconn_last_error(const struct pgconn *c)
+{
+    return &c->err;
 }

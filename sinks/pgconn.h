@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "pgerr.h"
+
 struct pgconn; /* opaque */
 
 /* err is NULL on success, else a message (borrowed for the call). */
@@ -19,11 +21,19 @@ typedef void (*pgconn_result_cb)(void *ud, PGresult *res, const char *err);
 
 /* conninfo is copied. NULL on OOM. */
 struct pgconn *pgconn_new(uv_loop_t *loop, const char *conninfo);
+/* Bounds on waiting for the server (seconds; 0 = none): for connecting, and for any one
+ * operation (a statement's result, or COPY data libpq cannot hand to the socket). When one
+ * expires the connection is closed (the server rolls its transaction back) and the
+ * operation fails with a timeout. Applies to operations started from now on. */
+void pgconn_set_timeouts(struct pgconn *c, double connect_seconds, double op_seconds);
 /* Closes the connection and frees it once the loop has closed the poll handle; pending
  * callbacks are not called. Accepts NULL. */
 void pgconn_free(struct pgconn *c);
 
-/* Starts connecting (PQconnectStart/PQconnectPoll on the loop). */
+/* Starts connecting: host names are resolved on libuv's thread pool (never on the loop),
+ * then PQconnectStartParams/PQconnectPoll run on the loop. TCP keepalives and a user
+ * timeout are on by default, so a dead peer is noticed within about a minute; the
+ * conninfo string overrides them. */
 void pgconn_connect(struct pgconn *c, pgconn_cb cb, void *ud);
 /* Connected and not broken. */
 bool pgconn_ok(const struct pgconn *c);
@@ -46,5 +56,11 @@ void pgconn_copy_end(struct pgconn *c, const char *errmsg, pgconn_result_cb cb, 
 
 /* PostgreSQL's last error message for this connection (for logs). */
 const char *pgconn_error(const struct pgconn *c);
+/* The last failure with its cause (SQLSTATE, connection lost, timeout); valid until the
+ * next operation starts, so read it inside the failing callback. */
+const struct pgerr *pgconn_last_error(const struct pgconn *c);
+/* Closes the connection now (the server rolls back an open transaction); no callback of
+ * the operation in progress is called. The next pgconn_connect opens a new one. */
+void pgconn_close(struct pgconn *c);
 
 #endif

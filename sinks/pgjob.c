@@ -31,6 +31,8 @@ struct pgjob_queue {
     struct pgjob *head, *tail;
     bool running;
     bool connecting;
+    char *begin; /* "BEGIN; SET LOCAL ..." */
+    struct pgerr lasterr;
 };
 
 struct pgjob *pgjob_new(pgjob_done done, void *ud)
@@ -127,6 +129,12 @@ static void fail(struct pgjob_queue *q, const char *err)
 {
     struct pgjob *j = q->head;
     snprintf(j->err, sizeof j->err, "%s", err);
+    /* the cause, before ROLLBACK starts another operation on the connection */
+    const struct pgerr *pe = pgconn_last_error(q->conn);
+    if (pe->message[0] && strstr(err, pe->message))
+        q->lasterr = *pe;
+    else
+        pgerr_set(&q->lasterr, "", false, err);
     if (pgconn_ok(q->conn))
         pgconn_query(q->conn, "ROLLBACK", 0, NULL, on_rollback, q);
     else
@@ -193,7 +201,10 @@ static void step(struct pgjob_queue *q)
         return;
     }
     struct step *s = &j->steps[j->i];
-    pgconn_query(q->conn, s->sql, s->nparams, (const char *const *)s->params, on_result, q);
+    const char *sql = s->sql;
+    if (q->begin && strcmp(sql, "BEGIN") == 0)
+        sql = q->begin; /* the transaction's limits travel with its BEGIN: one round trip */
+    pgconn_query(q->conn, sql, s->nparams, (const char *const *)s->params, on_result, q);
 }
 
 static void on_connect(void *ud, const char *err)
@@ -204,6 +215,7 @@ static void on_connect(void *ud, const char *err)
         /* fail the job at the head; later jobs try again */
         struct pgjob *j = q->head;
         snprintf(j->err, sizeof j->err, "%s", err);
+        q->lasterr = *pgconn_last_error(q->conn);
         finish(q, j->err);
         return;
     }
@@ -236,10 +248,31 @@ struct pgjob_queue *pgjob_queue_new(uv_loop_t *loop, const char *conninfo)
     return q;
 }
 
+void pgjob_queue_set_limits(struct pgjob_queue *q, double connect_seconds, double op_seconds,
+                            const char *set_local)
+{
+    pgconn_set_timeouts(q->conn, connect_seconds, op_seconds);
+    free(q->begin);
+    q->begin = NULL;
+    if (set_local && *set_local) {
+        size_t n = strlen(set_local) + 16;
+        q->begin = malloc(n);
+        if (!q->begin)
+            abort();
+        snprintf(q->begin, n, "BEGIN; %s", set_local);
+    }
+}
+
+const struct pgerr *pgjob_queue_last_error(const struct pgjob_queue *q)
+{
+    return &q->lasterr;
+}
+
 void pgjob_queue_free(struct pgjob_queue *q)
 {
     if (!q)
         return;
+    free(q->begin);
     while (q->head) {
         struct pgjob *j = q->head;
         q->head = j->next;
@@ -253,6 +286,15 @@ void pgjob_queue_free(struct pgjob_queue *q)
 
 void pgjob_submit(struct pgjob_queue *q, struct pgjob *j)
 {
+    if (q->begin && j->n > 0 && strcmp(j->steps[0].sql, "BEGIN") != 0) {
+        /* statements of their own get a transaction too, for its limits */
+        struct step *first = add_step(j);
+        memmove(j->steps + 1, j->steps, (j->n - 1) * sizeof *j->steps);
+        (void)first;
+        memset(&j->steps[0], 0, sizeof j->steps[0]);
+        j->steps[0].sql = strdup("BEGIN");
+        pgjob_sql(j, "COMMIT", 0, NULL, NULL);
+    }
     if (q->tail)
         q->tail->next = j;
     else

@@ -31,8 +31,16 @@ void pgjob_copy(struct pgjob *j, const char *copy_sql, const char *data, size_t 
 /* A FIFO of jobs on one connection, (re)connecting as needed. */
 struct pgjob_queue;
 struct pgjob_queue *pgjob_queue_new(uv_loop_t *loop, const char *conninfo);
+/* Bounds for this queue's connection (see pgconn_set_timeouts), and the SET LOCAL
+ * statements (e.g. "SET LOCAL statement_timeout = 600000") that open every transaction:
+ * a job that does not begin with "BEGIN" is wrapped in BEGIN ... COMMIT for them. */
+void pgjob_queue_set_limits(struct pgjob_queue *q, double connect_seconds, double op_seconds,
+                            const char *set_local);
 void pgjob_queue_free(struct pgjob_queue *q);
 void pgjob_submit(struct pgjob_queue *q, struct pgjob *j);
 bool pgjob_queue_connected(const struct pgjob_queue *q);
+/* The cause of the last job that failed (SQLSTATE, connection lost); read it in the done
+ * callback. */
+const struct pgerr *pgjob_queue_last_error(const struct pgjob_queue *q);
 
 #endif

@@ -68,6 +68,23 @@ void pgsink_set_config(struct pgsink *s, const struct config *cfg)
     config_system_column(cfg, "id", s->col_id, sizeof s->col_id);
     config_system_column(cfg, "synced", s->col_synced, sizeof s->col_synced);
     config_system_column(cfg, "deleted", s->col_deleted, sizeof s->col_deleted);
+    /* Every transaction carries its own limits (SET LOCAL: nothing stays on the session,
+     * so a transaction-mode pooler works too). A frozen daemon's transaction is ended by
+     * the server; our own bound on waiting is a little longer, for a dead server. */
+    long ms = (long)(cfg->postgres_timeout_seconds * 1000.0);
+    snprintf(s->set_local, sizeof s->set_local,
+             "SET LOCAL statement_timeout = %ld; SET LOCAL lock_timeout = %ld;"
+             " SET LOCAL idle_in_transaction_session_timeout = %ld",
+             ms, ms, ms);
+    double wait = cfg->postgres_timeout_seconds + 10;
+    pgjob_queue_set_limits(s->control, PGSINK_CONNECT_TIMEOUT, wait, s->set_local);
+    for (size_t i = 0; i < s->nwriters; i++)
+        pgconn_set_timeouts(s->writers[i].conn, PGSINK_CONNECT_TIMEOUT, wait);
+}
+
+const struct pgerr *pgsink_last_error(const struct pgsink *s)
+{
+    return pgjob_queue_last_error(s->control);
 }
 
 size_t pgsink_connections(const struct pgsink *s)
@@ -99,6 +116,7 @@ void pgsink_free(struct pgsink *s)
 }
 
 struct cbctx {
+    struct pgsink *s;
     pgsink_cb cb;
     void *ud;
 };
@@ -110,11 +128,12 @@ static void cbctx_done(void *ud, const char *err)
     free(c);
 }
 
-struct pgjob *pgsink_job(pgsink_cb cb, void *ud)
+struct pgjob *pgsink_job(struct pgsink *s, pgsink_cb cb, void *ud)
 {
     struct cbctx *c = malloc(sizeof *c);
     if (!c)
         abort();
+    c->s = s;
     c->cb = cb;
     c->ud = ud;
     struct pgjob *j = pgjob_new(cbctx_done, c);
@@ -122,14 +141,19 @@ struct pgjob *pgsink_job(pgsink_cb cb, void *ud)
     return j;
 }
 
-void pgsink_start(struct pgsink *s, pgsink_cb cb, void *ud)
+void pgsink_ensure_schema(struct pgsink *s, pgsink_cb cb, void *ud)
 {
-    struct pgjob *j = pgsink_job(cb, ud);
+    struct pgjob *j = pgsink_job(s, cb, ud);
     struct buf b = BUF_INIT;
     buf_puts(&b, "CREATE SCHEMA IF NOT EXISTS ");
     sqlident_quote(&b, s->cfg->destination_schema);
     pgjob_sql(j, b.data, 0, NULL, NULL);
-    pgstate_add_create(j, s);
     buf_free(&b);
+    pgstate_add_create(j, s);
     pgjob_submit(s->control, j);
+}
+
+void pgsink_start(struct pgsink *s, pgsink_cb cb, void *ud)
+{
+    pgsink_ensure_schema(s, cb, ud);
 }

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "pgerr.h"
 #include "typemap.h"
 
 /* The metadata tables (SPEC 3.2). */
@@ -40,6 +41,15 @@ void pgsink_free(struct pgsink *s);
 void pgsink_set_config(struct pgsink *s, const struct config *cfg);
 /* PostgreSQL connections open now (control and writers), for metrics. */
 size_t pgsink_connections(const struct pgsink *s);
+/* The cause of the last failure reported through a pgsink_cb or pgsink_table_cb (read it
+ * inside that callback): SQLSTATE, connection lost, timeout. */
+const struct pgerr *pgsink_last_error(const struct pgsink *s);
+/* CREATE SCHEMA and the state table IF NOT EXISTS (again: after a failure said the schema
+ * or a table is gone, pgerr_schema_missing). */
+void pgsink_ensure_schema(struct pgsink *s, pgsink_cb cb, void *ud);
+/* Marks every state row still saying 'syncing' as 'interrupted': a previous run ended
+ * during a cycle without recording its end (PostgreSQL was unreachable, or a kill). */
+void pgsink_state_recover(struct pgsink *s, pgsink_cb cb, void *ud);
 
 /* Connects the control connection; creates the destination schema and the state table. */
 void pgsink_start(struct pgsink *s, pgsink_cb cb, void *ud);
@@ -72,7 +82,7 @@ void pgsink_prepare_table(struct pgsink *s, const struct pgsink_table_req *req, 
                           void *ud);
 
 /* Slices. lo/hi are epoch millis; INT64_MIN / INT64_MAX mean unbounded. */
-typedef void (*pgsink_slice_cb)(void *ud, struct pgsink_slice *sl, const char *err);
+typedef void (*pgsink_slice_cb)(void *ud, struct pgsink_slice *sl, const struct pgerr *err);
 void pgsink_slice_begin(struct pgsink *s, const char *datasource, int64_t lo, int64_t hi,
                         pgsink_slice_cb cb, void *ud);
 /* Did the slice take the fast path (its range held no rows)? */
@@ -81,6 +91,8 @@ bool pgsink_slice_fast(const struct pgsink_slice *sl);
  * callback), -1 error (then abort the slice). */
 int pgsink_slice_write(struct pgsink_slice *sl, const char *data, size_t len);
 void pgsink_slice_on_drain(struct pgsink_slice *sl, void (*cb)(void *ud), void *ud);
+/* Why the last write failed (libpq's reason). */
+const struct pgerr *pgsink_slice_last_error(const struct pgsink_slice *sl);
 
 struct pgsink_slice_result {
     int64_t copied;   /* rows received */
@@ -88,7 +100,8 @@ struct pgsink_slice_result {
     int64_t vanished; /* rows flagged deleted or deleted */
     bool fast;        /* the fast path: plain COPY into an empty range */
 };
-typedef void (*pgsink_commit_cb)(void *ud, const char *err, const struct pgsink_slice_result *r);
+typedef void (*pgsink_commit_cb)(void *ud, const struct pgerr *err,
+                                 const struct pgsink_slice_result *r);
 /* Ends the COPY, merges, writes the state row (cursor = the greater of the stored one and
  * this one; NULL keeps it) and commits. The slice is freed before cb returns. On error the
  * transaction is rolled back: nothing of the slice is visible. */
@@ -99,9 +112,10 @@ void pgsink_slice_abort(struct pgsink_slice *sl);
 
 /* State row outside slices. */
 void pgsink_state_cycle_start(struct pgsink *s, const char *datasource, pgsink_cb cb, void *ud);
-/* error NULL: success (last_success, clears last_error); cursor NULL keeps it. */
+/* error NULL: success (last_success, clears last_error); cursor NULL keeps it. interrupted:
+ * a stop ended the cycle early (status 'interrupted', last_success kept). */
 void pgsink_state_cycle_end(struct pgsink *s, const char *datasource, const char *error,
-                            const char *cursor, pgsink_cb cb, void *ud);
+                            const char *cursor, bool interrupted, pgsink_cb cb, void *ud);
 /* Datasources with a state row that are not in present_json (a JSON array of the names in
  * Druid's catalog) are marked missing: their tables are kept, the state says so. */
 void pgsink_state_mark_missing(struct pgsink *s, const char *present_json, pgsink_cb cb, void *ud);

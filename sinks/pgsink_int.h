@@ -14,6 +14,9 @@
 #include "pgsink.h"
 #include "sqlident.h"
 
+/* Seconds to open a PostgreSQL connection (connect_timeout_seconds arrives with issue 9). */
+#define PGSINK_CONNECT_TIMEOUT 10.0
+
 #define STATE_TABLE "druid_syncd_state"
 #define STAGE_TABLE "druid_syncd_stage"
 
@@ -46,13 +49,14 @@ struct pgsink {
     struct waiter *wait_head, *wait_tail;
     struct pgsink_slice *live; /* every slice not yet freed, so pgsink_free can reclaim them */
     char col_id[64], col_synced[64], col_deleted[64];
+    char set_local[256]; /* SET LOCAL statement_timeout ...; for every transaction */
 };
 
 /* "schema"."name" in the destination schema. */
 void pgsink_qtable(struct buf *b, const struct pgsink *s, const char *name);
 struct dstable *pgsink_find_table(struct pgsink *s, const char *ds);
 /* A control-connection job that reports to cb(ud, err) when it ends. */
-struct pgjob *pgsink_job(pgsink_cb cb, void *ud);
+struct pgjob *pgsink_job(struct pgsink *s, pgsink_cb cb, void *ud);
 /* "c1", "c2", ... */
 void pgsink_column_list(struct buf *b, const struct pgsink_column *cols, size_t n);
 

@@ -78,7 +78,7 @@ struct pgsink_slice {
     void *drain_ud;
     bool aborted;      /* caller gave up: roll back quietly */
     bool soft_deletes; /* as configured when the slice began: a reload does not change it */
-    char err[1024];
+    struct pgerr err;  /* the first failure, with its cause */
 };
 
 static void slice_step(struct pgsink_slice *sl);
@@ -117,7 +117,7 @@ static void writer_release(struct pgsink *s, struct writer *w)
 }
 
 /* Ends the slice: reports to whoever waits, releases the writer, frees. */
-static void slice_end(struct pgsink_slice *sl, const char *err)
+static void slice_end(struct pgsink_slice *sl, const struct pgerr *err)
 {
     struct pgsink *s = sl->s;
     struct writer *w = sl->w;
@@ -137,20 +137,28 @@ static void slice_on_rollback(void *ud, PGresult *res, const char *err)
     (void)res;
     (void)err;
     struct pgsink_slice *sl = ud;
-    slice_end(sl, sl->err);
+    slice_end(sl, &sl->err);
 }
 
-/* Records the first error and rolls back (when the connection still works). */
+/* Records the first error with its cause (the connection's, when err is its message) and
+ * rolls back when the connection still works; a lost one is closed, which rolls back. */
 static void slice_fail(struct pgsink_slice *sl, const char *err)
 {
-    if (!sl->err[0])
-        snprintf(sl->err, sizeof sl->err, "%s", err);
+    if (!sl->err.message[0]) {
+        const struct pgerr *pe = sl->w ? pgconn_last_error(sl->w->conn) : NULL;
+        if (pe && pe->message[0] && strcmp(pe->message, err) == 0)
+            sl->err = *pe;
+        else
+            pgerr_set(&sl->err, "", false, err);
+    }
     if (sl->w && pgconn_ok(sl->w->conn) && sl->phase != SL_CONNECT && sl->phase != SL_BEGIN) {
         sl->phase = SL_ROLLBACK;
         pgconn_query(sl->w->conn, "ROLLBACK", 0, NULL, slice_on_rollback, sl);
         return;
     }
-    slice_end(sl, sl->err);
+    if (sl->w && !pgconn_ok(sl->w->conn))
+        pgconn_close(sl->w->conn);
+    slice_end(sl, &sl->err);
 }
 
 static void slice_on_connect(void *ud, const char *err)
@@ -186,7 +194,9 @@ static void slice_step(struct pgsink_slice *sl)
         /* fall through */
     case SL_BEGIN:
         sl->phase = SL_BEGIN;
-        slice_query(sl, "BEGIN", 0, NULL);
+        /* the server bounds every statement and lock wait of the transaction itself */
+        buf_printf(&b, "BEGIN; %s", s->set_local);
+        slice_query(sl, b.data, 0, NULL);
         break;
     case SL_CHECK:
         buf_puts(&b, "SELECT EXISTS (SELECT 1 FROM ");
@@ -349,7 +359,9 @@ void pgsink_slice_begin(struct pgsink *s, const char *datasource, int64_t lo, in
 {
     struct dstable *t = pgsink_find_table(s, datasource);
     if (!t) {
-        cb(ud, NULL, "table not prepared");
+        struct pgerr e;
+        pgerr_set(&e, "", false, "table not prepared");
+        cb(ud, NULL, &e);
         return;
     }
     struct pgsink_slice *sl = calloc(1, sizeof *sl);
@@ -398,6 +410,11 @@ bool pgsink_slice_fast(const struct pgsink_slice *sl)
 int pgsink_slice_write(struct pgsink_slice *sl, const char *data, size_t len)
 {
     return pgconn_copy_put(sl->w->conn, data, len);
+}
+
+const struct pgerr *pgsink_slice_last_error(const struct pgsink_slice *sl)
+{
+    return pgconn_last_error(sl->w->conn);
 }
 
 static void slice_drained(void *ud)

@@ -45,7 +45,7 @@ static void state_update(struct pgsink *s, const char *set_clause, int nparams,
                          const char *datasource, const char *p2, const char *p3, pgsink_cb cb,
                          void *ud)
 {
-    struct pgjob *j = pgsink_job(cb, ud);
+    struct pgjob *j = pgsink_job(s, cb, ud);
     struct buf b = BUF_INIT;
     buf_puts(&b, "UPDATE ");
     pgsink_qtable(&b, s, STATE_TABLE);
@@ -63,22 +63,27 @@ void pgsink_state_cycle_start(struct pgsink *s, const char *datasource, pgsink_c
 }
 
 void pgsink_state_cycle_end(struct pgsink *s, const char *datasource, const char *error,
-                            const char *cursor, pgsink_cb cb, void *ud)
+                            const char *cursor, bool interrupted, pgsink_cb cb, void *ud)
 {
-    state_update(s,
-                 "last_finished = now(),"
-                 " last_success = CASE WHEN $2::text IS NULL THEN now() ELSE last_success END,"
-                 " last_error = $2::text,"
-                 " status = CASE WHEN $2::text IS NULL THEN 'ok' ELSE 'error' END,"
-                 " cursor = CASE WHEN $3::text IS NULL THEN st.cursor"
-                 " WHEN st.cursor IS NULL THEN $3::text"
-                 " ELSE GREATEST(st.cursor COLLATE \"C\", $3::text COLLATE \"C\") END",
-                 3, datasource, error, cursor, cb, ud);
+    state_update(
+        s,
+        interrupted ? "last_finished = now(), last_error = $2::text, status = 'interrupted',"
+                      " cursor = CASE WHEN $3::text IS NULL THEN st.cursor"
+                      " WHEN st.cursor IS NULL THEN $3::text"
+                      " ELSE GREATEST(st.cursor COLLATE \"C\", $3::text COLLATE \"C\") END"
+                    : "last_finished = now(),"
+                      " last_success = CASE WHEN $2::text IS NULL THEN now() ELSE last_success END,"
+                      " last_error = $2::text,"
+                      " status = CASE WHEN $2::text IS NULL THEN 'ok' ELSE 'error' END,"
+                      " cursor = CASE WHEN $3::text IS NULL THEN st.cursor"
+                      " WHEN st.cursor IS NULL THEN $3::text"
+                      " ELSE GREATEST(st.cursor COLLATE \"C\", $3::text COLLATE \"C\") END",
+        3, datasource, error, cursor, cb, ud);
 }
 
 void pgsink_state_mark_missing(struct pgsink *s, const char *present_json, pgsink_cb cb, void *ud)
 {
-    struct pgjob *j = pgsink_job(cb, ud);
+    struct pgjob *j = pgsink_job(s, cb, ud);
     struct buf b = BUF_INIT;
     buf_puts(&b, "UPDATE ");
     pgsink_qtable(&b, s, STATE_TABLE);
@@ -87,6 +92,20 @@ void pgsink_state_mark_missing(struct pgsink *s, const char *present_json, pgsin
                  " (SELECT jsonb_array_elements_text($1::jsonb))");
     const char *p[1] = {present_json};
     pgjob_sql(j, b.data, 1, p, NULL);
+    buf_free(&b);
+    pgjob_submit(s->control, j);
+}
+
+void pgsink_state_recover(struct pgsink *s, pgsink_cb cb, void *ud)
+{
+    struct pgjob *j = pgsink_job(s, cb, ud);
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "UPDATE ");
+    pgsink_qtable(&b, s, STATE_TABLE);
+    buf_puts(&b, " SET status = 'interrupted', last_finished = COALESCE(last_finished, now()),"
+                 " last_error = 'the previous run ended during this cycle without recording"
+                 " its end', updated_at = now() WHERE status = 'syncing'");
+    pgjob_sql(j, b.data, 0, NULL, NULL);
     buf_free(&b);
     pgjob_submit(s->control, j);
 }
