@@ -203,7 +203,10 @@ void time_format_iso_ms(int64_t ms, char *out)
 
 void time_format_pg_ms(int64_t ms, char *out)
 {
-    format_ms(ms, out, 1);
+    if (ms < TIME_PG_TS_MIN_MS || ms > TIME_PG_TS_MAX_MS)
+        snprintf(out, TIME_ISO_MAX, "%s", ms < 0 ? "-infinity" : "infinity");
+    else
+        format_ms(ms, out, 1);
 }
 
 void time_format_pg_date(int64_t days, char *out)

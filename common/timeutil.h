@@ -27,9 +27,11 @@ int time_parse_iso_date(const char *s, int64_t *days);
 /* Writes "YYYY-MM-DDTHH:MM:SS.sssZ" (UTC) into out (at least TIME_ISO_MAX bytes), in the
  * same astronomical-year shape the parser reads (Druid's own), for cursors and queries. */
 void time_format_iso_ms(int64_t ms, char *out);
-/* PostgreSQL input text for the same instant: as time_format_iso_ms for years 1 and up;
- * for year 0 and before, the proleptic BC year and a " BC" suffix
- * ("-0001-03-01T00:00:00.000Z" -> "0002-03-01T00:00:00.000Z BC"). */
+/* PostgreSQL timestamptz input text for the same instant: as time_format_iso_ms for years
+ * 1 and up; for year 0 and before, the proleptic BC year and a " BC" suffix
+ * ("-0001-03-01T00:00:00.000Z" -> "0002-03-01T00:00:00.000Z BC"). Outside PostgreSQL's
+ * range (TIME_PG_TS_MIN_MS..TIME_PG_TS_MAX_MS), "-infinity" or "infinity": they compare
+ * with every storable instant as ms would, so a query bound keeps its meaning. */
 void time_format_pg_ms(int64_t ms, char *out);
 /* PostgreSQL date input text for a day since 1970-01-01: "YYYY-MM-DD" or "YYYY-MM-DD BC". */
 void time_format_pg_date(int64_t days, char *out);

@@ -185,6 +185,12 @@ static void test_pg_text(void **state)
     check_pg(TIME_PG_TS_MAX_MS, "294276-12-31T23:59:59.999Z");
     check_pg(1442018818771LL, "2015-09-12T00:46:58.771Z");
     check_pg(253402300800000LL, "10000-01-01T00:00:00.000Z");
+    /* beyond PostgreSQL's range: the infinities, which order the same way against every
+     * storable instant (slice bounds) */
+    check_pg(TIME_PG_TS_MIN_MS - 1, "-infinity");
+    check_pg(INT64_MIN, "-infinity");
+    check_pg(TIME_PG_TS_MAX_MS + 1, "infinity");
+    check_pg(INT64_MAX, "infinity");
     /* the range constants are PostgreSQL's */
     assert_int_equal(TIME_PG_TS_MIN_MS, -210866803200000LL);
     assert_int_equal(TIME_PG_TS_MAX_MS, 9224318015999999LL);
