@@ -162,6 +162,8 @@ static void on_hup(uv_signal_t *h, int signum)
         notify_ready();
         return;
     }
+    for (char **w = n->warnings; *w; w++)
+        log_warning("config", "%s", *w);
     /* keys that shape connections already open take effect for new ones only */
     bool same_metrics = (!n->metrics_listen && !a->cfg->metrics_listen) ||
                         (n->metrics_listen && a->cfg->metrics_listen &&
@@ -384,6 +386,12 @@ int main(int argc, char **argv)
         notify_status("start-up failed: configuration: %s", err);
         free(only);
         return CONFIG_EXIT;
+    }
+    for (char **w = a.cfg->warnings; *w; w++) {
+        if (check)
+            printf("warning: %s\n", *w); /* with the verdict, on stdout */
+        else
+            log_warning("config", "%s", *w);
     }
     if (check) {
         printf("%s: configuration is valid\n", a.config_path);

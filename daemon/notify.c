@@ -53,7 +53,7 @@ void notify_ready(void)
 
 void notify_status(const char *fmt, ...)
 {
-    char msg[512], clean[1024];
+    char msg[1024], clean[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
