@@ -34,6 +34,16 @@ static void add_columns_ddl(struct buf *b, const struct pgsink *s, const char *t
     buf_puts(b, ")");
 }
 
+/* The transaction-scoped lock that serialises, per destination schema, the allocation of
+ * names and the refresh of the metadata tables among all instances. */
+static void add_schema_lock(struct pgjob *j, const struct pgsink *s)
+{
+    char key[32];
+    snprintf(key, sizeof key, "%" PRId64, pgnames_lock_key(s->cfg->destination_schema));
+    const char *lp[1] = {key};
+    pgjob_sql(j, "SELECT pg_advisory_xact_lock($1::bigint)", 1, lp, NULL);
+}
+
 static bool has_column(const struct pgsink_column *cols, size_t n, const char *name)
 {
     for (size_t i = 0; i < n; i++)
@@ -46,9 +56,12 @@ void pgsink_replace_metadata(struct pgsink *s, const char *table, const struct p
                              size_t ncols, const char *copy_text, size_t len, pgsink_cb cb,
                              void *ud)
 {
-    struct pgjob *j = pgsink_job(s, cb, ud);
+    struct pgjob *j = pgsink_job(cb, ud);
     struct buf b = BUF_INIT;
     pgjob_sql(j, "BEGIN", 0, NULL, NULL);
+    /* two instances on one schema: otherwise both CREATE at once, or one's DELETE misses
+     * the other's fresh rows and the table holds them twice */
+    add_schema_lock(j, s);
     add_columns_ddl(&b, s, table, cols, ncols);
     pgjob_sql(j, b.data, 0, NULL, NULL);
     for (size_t i = 0; i < ncols; i++) {
@@ -553,10 +566,7 @@ void pgsink_prepare_table(struct pgsink *s, const struct pgsink_table_req *req, 
     pgjob_set_ud_free(j, prep_drop);
     pgjob_sql(j, "BEGIN", 0, NULL, NULL);
     /* transaction-scoped: released by COMMIT or ROLLBACK, also when the connection drops */
-    char key[32];
-    snprintf(key, sizeof key, "%" PRId64, pgnames_lock_key(s->cfg->destination_schema));
-    const char *lp[1] = {key};
-    pgjob_sql(j, "SELECT pg_advisory_xact_lock($1::bigint)", 1, lp, NULL);
+    add_schema_lock(j, s);
     struct buf b = BUF_INIT;
     buf_puts(&b, "SELECT st.destination_table, st.column_names::text,"
                  " (SELECT c.relkind::text FROM pg_class c"

@@ -309,6 +309,43 @@ class ColumnNamesTest(CollisionCase):
         self.assertEqual(self.meta_pg_columns(ds, schema), m2)
 
 
+class TwoInstancesTest(CollisionCase):
+    """Two daemons preparing colliding datasources in one schema at the same moment: the
+    allocation is serialised, so both sync, into different tables."""
+
+    def test_concurrent_allocation(self):
+        import os
+        import subprocess
+        self.sim.datasource(LONG_DS, COLS, rows(5, "long"))
+        self.sim.datasource(LONG_DS_SHORT, COLS, rows(6, "short"))
+        self.sim.datasource("warmup", COLS, rows(1, "w"))
+        for round_ in range(3):
+            schema = "twice_%d" % round_
+            # the schema and the state table exist already (two instances creating them at
+            # the very same moment is start-up's business, not naming's)
+            self.sync(["warmup"], schema)
+            paths = []
+            for i, ds in enumerate((LONG_DS, LONG_DS_SHORT)):
+                cfg = self.env.config(datasources=[ds], destination_schema=schema)
+                path = os.path.join(self.env.tmp, "two_%d.json" % i)
+                with open(path, "w") as f:
+                    json.dump(cfg, f)
+                paths.append(path)
+            procs = [subprocess.Popen([harness.BIN, "-c", p, "--once"], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True) for p in paths]
+            for p in procs:
+                _out, err = p.communicate(timeout=120)
+                self.assertEqual(p.returncode, 0, err[-3000:])
+            self.assertNotEqual(self.dest(LONG_DS, schema), self.dest(LONG_DS_SHORT, schema))
+            self.assertEqual(self.own_rows(LONG_DS, schema, "long"), 5)
+            self.assertEqual(self.own_rows(LONG_DS_SHORT, schema, "short"), 6)
+            # both refreshed the metadata tables: each catalog row is there once
+            for m in ("information_schema_tables", "information_schema_columns"):
+                self.assertEqual(self.pg.scalar(
+                    "SELECT count(*) FROM (SELECT 1 FROM %s t GROUP BY t.* HAVING count(*) > 1) d"
+                    % tbl(m, schema)), "0", "%s holds rows twice" % m)
+
+
 class LegacyStateTest(CollisionCase):
     """Tables made by the previous version (state rows without column_names) keep their
     tables and column names."""
