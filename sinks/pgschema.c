@@ -56,7 +56,7 @@ void pgsink_replace_metadata(struct pgsink *s, const char *table, const struct p
                              size_t ncols, const char *copy_text, size_t len, pgsink_cb cb,
                              void *ud)
 {
-    struct pgjob *j = pgsink_job(cb, ud);
+    struct pgjob *j = pgsink_job(s, cb, ud);
     struct buf b = BUF_INIT;
     pgjob_sql(j, "BEGIN", 0, NULL, NULL);
     /* two instances on one schema: otherwise both CREATE at once, or one's DELETE misses
