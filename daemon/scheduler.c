@@ -759,6 +759,8 @@ static void slice_on_done(void *ud, const struct druid_error *e)
     }
     char cur[TIME_ISO_MAX];
     r->cursor_sent = d->incremental ? prefix_max(d, r->idx, r->max_seen) : INT64_MIN;
+    if (r->cursor_sent != INT64_MIN && d->cursor_ms > r->cursor_sent)
+        r->cursor_sent = d->cursor_ms; /* a cursor never moves back */
     if (r->cursor_sent != INT64_MIN)
         time_format_iso_ms(r->cursor_sent, cur);
     r->committing = true;
@@ -966,6 +968,8 @@ static void ds_finish(struct dsync *d)
     char cur[TIME_ISO_MAX];
     bool have = false;
     int64_t m = d->incremental ? prefix_max(d, SIZE_MAX, INT64_MIN) : INT64_MIN;
+    if (m != INT64_MIN && d->cursor_ms > m)
+        m = d->cursor_ms; /* a cursor never moves back */
     if (m != INT64_MIN) {
         time_format_iso_ms(m, cur);
         have = true;

@@ -72,10 +72,13 @@ void pgsink_set_config(struct pgsink *s, const struct config *cfg)
      * so a transaction-mode pooler works too). A frozen daemon's transaction is ended by
      * the server; our own bound on waiting is a little longer, for a dead server. */
     long ms = (long)(cfg->postgres_timeout_seconds * 1000.0);
+    /* a lock wait is contention (retried), a statement running out of time is a failure:
+     * lock waits end first, at half the limit, so the two can be told apart */
+    long lock_ms = ms / 2 > 0 ? ms / 2 : 1;
     snprintf(s->set_local, sizeof s->set_local,
              "SET LOCAL statement_timeout = %ld; SET LOCAL lock_timeout = %ld;"
              " SET LOCAL idle_in_transaction_session_timeout = %ld",
-             ms, ms, ms);
+             ms, lock_ms, ms);
     double wait = cfg->postgres_timeout_seconds + 10;
     pgjob_queue_set_limits(s->control, PGSINK_CONNECT_TIMEOUT, wait, s->set_local);
     for (size_t i = 0; i < s->nwriters; i++)

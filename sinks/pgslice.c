@@ -23,7 +23,7 @@ static int range_sql(struct buf *b, const struct dstable *t, const char *alias, 
         buf_printf(b, "%s%s", alias, alias[0] ? "." : "");
         sqlident_quote(b, t->slice_column);
         buf_printf(b, " >= $%d::timestamptz", first + n);
-        time_format_iso_ms(lo, lob);
+        time_format_pg_ms(lo, lob);
         p[n++] = lob;
     }
     if (t->slice_column && hi != INT64_MAX) {
@@ -31,7 +31,7 @@ static int range_sql(struct buf *b, const struct dstable *t, const char *alias, 
         buf_printf(b, "%s%s", alias, alias[0] ? "." : "");
         sqlident_quote(b, t->slice_column);
         buf_printf(b, " < $%d::timestamptz", first + n);
-        time_format_iso_ms(hi, hib);
+        time_format_pg_ms(hi, hib);
         p[n++] = hib;
     }
     if (!n)
@@ -271,10 +271,10 @@ static void slice_step(struct pgsink_slice *sl)
         pgsink_qtable(&b, s, STATE_TABLE);
         buf_puts(&b, " AS st (datasource, destination_table, cursor, rows_synced,"
                      " slices_committed) VALUES ($1, $2, $3, $4::bigint, 1)"
-                     " ON CONFLICT (datasource) DO UPDATE SET cursor = CASE"
-                     " WHEN EXCLUDED.cursor IS NULL THEN st.cursor"
-                     " WHEN st.cursor IS NULL THEN EXCLUDED.cursor"
-                     " ELSE GREATEST(st.cursor COLLATE \"C\", EXCLUDED.cursor COLLATE \"C\") END,"
+                     " ON CONFLICT (datasource) DO UPDATE SET cursor ="
+                     /* the scheduler never sends a cursor behind the stored one (text
+                      * comparison would misorder years beyond 9999 and BC) */
+                     " COALESCE(EXCLUDED.cursor, st.cursor),"
                      " rows_synced = st.rows_synced + EXCLUDED.rows_synced,"
                      " slices_committed = st.slices_committed + 1, updated_at = now()");
         p[0] = sl->datasource;

@@ -65,19 +65,17 @@ void pgsink_state_cycle_start(struct pgsink *s, const char *datasource, pgsink_c
 void pgsink_state_cycle_end(struct pgsink *s, const char *datasource, const char *error,
                             const char *cursor, bool interrupted, pgsink_cb cb, void *ud)
 {
+    /* the scheduler never sends a cursor behind the stored one: no text comparison, which
+     * would misorder years beyond 9999 and BC */
     state_update(
         s,
         interrupted ? "last_finished = now(), last_error = $2::text, status = 'interrupted',"
-                      " cursor = CASE WHEN $3::text IS NULL THEN st.cursor"
-                      " WHEN st.cursor IS NULL THEN $3::text"
-                      " ELSE GREATEST(st.cursor COLLATE \"C\", $3::text COLLATE \"C\") END"
+                      " cursor = COALESCE($3::text, st.cursor)"
                     : "last_finished = now(),"
                       " last_success = CASE WHEN $2::text IS NULL THEN now() ELSE last_success END,"
                       " last_error = $2::text,"
                       " status = CASE WHEN $2::text IS NULL THEN 'ok' ELSE 'error' END,"
-                      " cursor = CASE WHEN $3::text IS NULL THEN st.cursor"
-                      " WHEN st.cursor IS NULL THEN $3::text"
-                      " ELSE GREATEST(st.cursor COLLATE \"C\", $3::text COLLATE \"C\") END",
+                      " cursor = COALESCE($3::text, st.cursor)",
         3, datasource, error, cursor, cb, ud);
 }
 

@@ -1,0 +1,250 @@
+"""PostgreSQL faults under one policy (issue 6): errors raised inside COPY fail the slice at
+once with PostgreSQL's own message; lost connections and server restarts are retried on a
+fresh connection, in daemon mode as under --once; server-side timeouts come from
+postgres_timeout_seconds; a dropped destination schema is recreated; a state row left
+'syncing' by a killed run is corrected at the next start."""
+import collections
+import os
+import signal
+import subprocess
+import threading
+import time
+import unittest
+
+import harness
+from harness import EnvTestCase, iso_ms, ms_iso, slice_match, state_row, tbl, wait_for
+
+COLS = [("__time", "TIMESTAMP"), ("k", "BIGINT"), ("v", "VARCHAR")]
+BASE = iso_ms("2020-02-02T00:00:00.000Z")
+
+
+def rows(n, start=0):
+    return [{"__time": ms_iso(BASE + i * 1000), "k": i, "v": "v%d" % i}
+            for i in range(start, start + n)]
+
+
+def live(pg, ds):
+    return collections.Counter(tuple(r) for r in pg.psql(
+        "SELECT k::text, v FROM %s WHERE NOT _druid_deleted" % tbl(ds)))
+
+
+def want(rs):
+    return collections.Counter((str(r["k"]), r["v"]) for r in rs)
+
+
+def backends(pg):
+    return pg.psql("SELECT pid::text, state, left(query, 40) FROM pg_stat_activity"
+                   " WHERE application_name = 'druid-syncd'")
+
+
+class ErrorsInsideCopy(EnvTestCase):
+
+    def tearDown(self):
+        self.sim.clear_faults()
+
+    def test_check_constraint_mid_copy_fails_at_once_and_names_it(self):
+        ds = "chk_fast"
+        self.sim.datasource(ds, COLS, rows(10))
+        self.env.config(datasources=[ds], batch_size=100000, max_retries=3)
+        self.env.once()
+        self.pg.psql("ALTER TABLE %s ADD CONSTRAINT small_k CHECK (k < 150)" % tbl(ds))
+        # many rows after the cursor: fast-path slices COPY straight into the table, so the
+        # constraint fires inside COPY (the hang of issue 6)
+        self.sim.append(ds, rows(250000, start=10))
+        t0 = time.time()
+        rc, err = self.env.run("--once", timeout=120)
+        self.assertEqual(rc, 1, err[-3000:])
+        self.assertLess(time.time() - t0, 60)
+        self.assertIn("small_k", err)
+        self.assertIn("constraint, 23514", err)
+        # not retried: a constraint violation is not transient
+        self.assertNotRegex(err, r"slice \d+ failed \(postgres: .*small_k.*retry")
+        self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s" % tbl(ds)), "10")
+        st = state_row(self.pg, ds)
+        self.assertEqual(st["status"], "error")
+        self.assertIn("small_k", st["last_error"])
+        # nothing is left idle in an aborted transaction
+        self.assertEqual([b for b in backends(self.pg) if "aborted" in (b[1] or "")], [])
+
+    def test_statement_timeout_from_postgres_timeout_seconds(self):
+        ds = "stmt_timeout"
+        self.sim.datasource(ds, COLS, rows(300))
+        self.env.config(datasources=[ds], batch_size=1000, postgres_timeout_seconds=1,
+                        max_retries=3)
+        # the slice's COPY stays open while Druid stalls: the server cancels it
+        self.sim.fault("delay", match=slice_match(self.sim, ds), times=5, after_rows=10,
+                       delay_seconds=3)
+        t0 = time.time()
+        rc, err = self.env.run("--once", timeout=120)
+        self.assertEqual(rc, 1, err[-3000:])
+        self.assertIn("timeout, 57014", err)
+        self.assertNotIn("retry 1", err)
+        self.assertLess(time.time() - t0, 30)
+        self.assertFalse(harness.table_exists(self.pg, ds) and
+                         self.pg.scalar("SELECT count(*) FROM %s" % tbl(ds)) != "0")
+
+    def test_lock_wait_is_bounded_and_retried(self):
+        ds = "locked"
+        self.sim.datasource(ds, COLS, rows(50))
+        self.env.config(datasources=[ds], batch_size=1000, postgres_timeout_seconds=2,
+                        max_retries=6, retry_initial_seconds=0.5, retry_max_seconds=1)
+        self.env.once()
+        self.sim.append(ds, rows(50, start=50))
+        # another session holds the table for 2.5 s: the slice's lock wait ends after
+        # 1 s (lock_timeout: half of postgres_timeout_seconds), is retried, and succeeds
+        # once the lock is gone
+        holder = subprocess.Popen(
+            ["psql", "-X", "-q", "-d", self.pg.conninfo(), "-c",
+             "BEGIN; LOCK TABLE %s IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(2.5); COMMIT;"
+             % tbl(ds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        try:
+            rc, err = self.env.run("--once", timeout=120)
+        finally:
+            holder.wait(timeout=30)
+        self.assertEqual(rc, 0, err[-3000:])
+        self.assertIn("conflict, 55P03", err)
+        self.assertEqual(live(self.pg, ds), want(rows(100)))
+
+
+class ConnectionsLost(EnvTestCase):
+
+    def tearDown(self):
+        self.sim.clear_faults()
+
+    def test_daemon_survives_backends_killed_mid_copy(self):
+        ds = "kill_daemon"
+        data = rows(600)
+        self.sim.datasource(ds, COLS, data)
+        self.env.config(datasources=[ds], batch_size=100, max_concurrent_queries=2,
+                        max_retries=5, sync_interval_seconds=0.5)
+        self.sim.fault("delay", match=slice_match(self.sim, ds), times=3, after_rows=20,
+                       delay_seconds=1.5)
+        p = self.env.start_daemon()
+        try:
+            killed = []
+            deadline = time.time() + 30
+            while time.time() < deadline and len(killed) < 2:
+                r = self.pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE application_name = 'druid-syncd' AND query LIKE 'COPY%'")
+                if r:
+                    killed.append(len(r))
+                    time.sleep(0.5)
+                time.sleep(0.05)
+            self.assertTrue(killed, "no COPY was caught in flight")
+            wait_for(lambda: live(self.pg, ds) == want(data), timeout=60,
+                     what="the table to become exact after the kills")
+            self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s" % tbl(ds)), "600")
+            t0 = time.time()
+            p.send_signal(signal.SIGTERM)
+            _, err = p.communicate(timeout=40)
+            self.assertEqual(p.returncode, 0, err[-3000:])
+            self.assertLess(time.time() - t0, 35)
+            self.assertIn("retry", err)
+            self.assertIn("postgres", err)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
+class ServerRestarts(EnvTestCase):
+
+    def restart(self, mode):
+        self.pg._run(["pg_ctl", "-D", f"{self.pg.dir}/data", "-m", mode, "-w", "restart",
+                      "-o", f"-p {self.pg.port} -k {self.pg.dir} -c listen_addresses=''"
+                      " -c fsync=off -c max_connections=200", "-l", f"{self.pg.dir}/server.log"])
+
+    def tearDown(self):
+        self.sim.clear_faults()
+
+    def _restart_during_sync(self, mode, once):
+        ds = "restart_" + mode + ("_once" if once else "")
+        data = rows(800)
+        self.sim.datasource(ds, COLS, data)
+        self.env.config(datasources=[ds], batch_size=100, max_concurrent_queries=2,
+                        max_retries=8, retry_initial_seconds=0.3, retry_max_seconds=1,
+                        sync_interval_seconds=0.5)
+        self.sim.fault("delay", match=slice_match(self.sim, ds), times=4, after_rows=20,
+                       delay_seconds=1.0)
+        p = self.env.start_daemon("--once") if once else self.env.start_daemon()
+        try:
+            wait_for(lambda: any("COPY" in (b[2] or "") for b in backends(self.pg)),
+                     timeout=30, what="a COPY in flight")
+            self.restart(mode)
+            if once:
+                _, err = p.communicate(timeout=120)
+                self.assertEqual(p.returncode, 0, err[-4000:])
+            else:
+                wait_for(lambda: live(self.pg, ds) == want(data), timeout=90,
+                         what="the table to become exact after the restart")
+                p.send_signal(signal.SIGTERM)
+                _, err = p.communicate(timeout=40)
+                self.assertEqual(p.returncode, 0, err[-3000:])
+            self.assertEqual(live(self.pg, ds), want(data))
+            self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s" % tbl(ds)), "800")
+            self.assertIn("retry", err)
+            self.assertNotEqual(state_row(self.pg, ds)["status"], "syncing")
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+    def test_restart_fast_daemon(self):
+        self._restart_during_sync("fast", once=False)
+
+    def test_restart_immediate_daemon(self):
+        self._restart_during_sync("immediate", once=False)
+
+    def test_restart_fast_once(self):
+        self._restart_during_sync("fast", once=True)
+
+
+class SchemaAndState(EnvTestCase):
+
+    def test_dropped_schema_is_recreated_without_restart(self):
+        ds = "schema_drop"
+        self.sim.datasource(ds, COLS, rows(30))
+        self.env.config(datasources=[ds], batch_size=1000, sync_interval_seconds=0.3,
+                        retry_initial_seconds=0.1, retry_max_seconds=0.3)
+        p = self.env.start_daemon()
+        try:
+            wait_for(lambda: harness.table_exists(self.pg, ds) and
+                     live(self.pg, ds) == want(rows(30)), timeout=30, what="first sync")
+            self.pg.psql("DROP SCHEMA druid CASCADE")
+            wait_for(lambda: harness.table_exists(self.pg, ds) and
+                     live(self.pg, ds) == want(rows(30)), timeout=30,
+                     what="the schema and table to come back")
+            p.send_signal(signal.SIGTERM)
+            _, err = p.communicate(timeout=40)
+            self.assertIn("created it again", err)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+    def test_syncing_left_by_a_killed_run_is_corrected_at_start(self):
+        ds, other = "killed_mid_cycle", "bystander"
+        self.sim.datasource(ds, COLS, rows(500))
+        self.sim.datasource(other, COLS, rows(5))
+        self.env.config(datasources=[ds, other], batch_size=50, max_concurrent_queries=1)
+        self.sim.fault("delay", match=slice_match(self.sim, ds), times=1, after_rows=5,
+                       delay_seconds=5)
+        p = self.env.start_daemon("--once", "--datasource", ds)
+        try:
+            wait_for(lambda: (state_row(self.pg, ds) or {}).get("status") == "syncing",
+                     timeout=30, what="the cycle to start")
+            p.kill()
+            p.communicate()
+        finally:
+            if p.poll() is None:
+                p.kill()
+        self.assertEqual(state_row(self.pg, ds)["status"], "syncing")
+        self.env.once("--datasource", other)
+        st = state_row(self.pg, ds)
+        self.assertEqual(st["status"], "interrupted")
+        self.assertIn("without recording its end", st["last_error"])
+
+
+if __name__ == "__main__":
+    harness.main()
