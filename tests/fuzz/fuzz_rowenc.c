@@ -17,6 +17,7 @@
  * as it is), and a distinct well-formed UUID per row of a slice. A failed or skipped row
  * leaves the output as it was, and a failure says why. */
 #include <errno.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -172,7 +173,9 @@ static bool is_uuid8(const char *s, size_t n)
     return s[14] == '8' && (s[19] == '8' || s[19] == '9' || s[19] == 'a' || s[19] == 'b');
 }
 
-/* Would PostgreSQL's float8in take this text? (It uses strtod, plus these spellings.) */
+/* Would PostgreSQL's float8in take this text? It uses strtod, takes these spellings, and
+ * refuses a value strtod reports out of range that came out as 0 or infinite ("1e-400",
+ * "1e400": "out of range for type double precision"); subnormals are taken. */
 static bool pg_float8_ok(const char *s)
 {
     if (!strcmp(s, "NaN") || !strcmp(s, "Infinity") || !strcmp(s, "-Infinity"))
@@ -181,8 +184,8 @@ static bool pg_float8_ok(const char *s)
         return false;
     char *end;
     errno = 0;
-    (void)strtod(s, &end);
-    return *end == '\0' && errno != ERANGE;
+    double d = strtod(s, &end);
+    return *end == '\0' && !(errno == ERANGE && (d == 0 || isinf(d)));
 }
 
 /* JSON as PostgreSQL's jsonb input takes it: RFC 8259 (no NaN, Infinity, "1.", comments or
