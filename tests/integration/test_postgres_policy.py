@@ -246,5 +246,130 @@ class SchemaAndState(EnvTestCase):
         self.assertIn("without recording its end", st["last_error"])
 
 
+class StopAlwaysWorks(EnvTestCase):
+    """SIGTERM ends the daemon within shutdown_timeout_seconds plus a few seconds in every
+    state; a second SIGTERM ends it at once."""
+
+    SHUTDOWN = 2
+
+    def tearDown(self):
+        self.sim.clear_faults()
+
+    def start(self, ds, n=300, **cfg):
+        self.sim.datasource(ds, COLS, rows(n))
+        base = dict(datasources=[ds], batch_size=50, max_concurrent_queries=2,
+                    shutdown_timeout_seconds=self.SHUTDOWN, max_retries=50,
+                    sync_interval_seconds=0.5)
+        base.update(cfg)
+        self.env.config(**base)
+        return self.env.start_daemon()
+
+    def stop_within(self, p, seconds, signals=1):
+        t0 = time.time()
+        for _ in range(signals):
+            p.send_signal(signal.SIGTERM)
+            time.sleep(0.1)
+        try:
+            _, err = p.communicate(timeout=seconds + 10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+            self.fail("still running %.0f s after SIGTERM:\n%s" % (time.time() - t0, err[-3000:]))
+        took = time.time() - t0
+        self.assertLess(took, seconds, err[-3000:])
+        return err
+
+    def test_stop_while_postgres_is_unreachable(self):
+        ds = "stop_pg_down"
+        self.sim.fault("delay", match=slice_match(self.sim, ds), times=50, after_rows=5,
+                       delay_seconds=2)
+        p = self.start(ds, retry_initial_seconds=0.2, retry_max_seconds=0.5)
+        try:
+            wait_for(lambda: any("COPY" in (b[2] or "") for b in backends(self.pg)),
+                     timeout=30, what="a COPY in flight")
+            self.pg._run(["pg_ctl", "-D", f"{self.pg.dir}/data", "-m", "immediate", "-w", "stop"])
+            time.sleep(1.5)  # slices fail and retry against a server that is gone
+            err = self.stop_within(p, self.SHUTDOWN + 5)
+            self.assertIn("PostgreSQL", err)
+        finally:
+            if p.poll() is None:
+                p.kill()
+            self.pg._run(["pg_ctl", "-D", f"{self.pg.dir}/data", "-l", f"{self.pg.dir}/server.log",
+                          "-w", "-o", f"-p {self.pg.port} -k {self.pg.dir} -c listen_addresses=''"
+                          " -c fsync=off -c max_connections=200", "start"])
+
+    def test_stop_while_copy_is_blocked(self):
+        ds = "stop_copy_blocked"
+        p = self.start(ds, n=200000, batch_size=200000, max_concurrent_queries=1)
+        stopped = []
+        try:
+            def copying():
+                return [b for b in backends(self.pg) if "COPY" in (b[2] or "")]
+            wait_for(copying, timeout=30, what="a COPY in flight")
+            pid = int(copying()[0][0])
+            os.kill(pid, signal.SIGSTOP)  # the backend stops reading: COPY blocks
+            stopped.append(pid)
+            time.sleep(1.5)
+            self.stop_within(p, self.SHUTDOWN + 5)
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+            if p.poll() is None:
+                p.kill()
+
+    def test_second_sigterm_ends_at_once(self):
+        ds = "stop_twice"
+        p = self.start(ds, n=200000, batch_size=200000, max_concurrent_queries=1,
+                       shutdown_timeout_seconds=60)
+        stopped = []
+        try:
+            def copying():
+                return [b for b in backends(self.pg) if "COPY" in (b[2] or "")]
+            wait_for(copying, timeout=30, what="a COPY in flight")
+            pid = int(copying()[0][0])
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+            time.sleep(1)
+            self.stop_within(p, 4, signals=2)
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+            if p.poll() is None:
+                p.kill()
+
+    def test_stop_while_query_is_queued(self):
+        ds, other = "stop_queued_a", "stop_queued_b"
+        self.sim.datasource(other, COLS, rows(10))
+        # one Druid slot, held by a stalled query of ds: the other datasource's query waits
+        # in the daemon's queue
+        self.sim.fault("delay", match='FROM "%s"' % ds, times=50, after_rows=0,
+                       delay_seconds=30)
+        p = self.start(ds, max_concurrent_queries=1, datasources=[ds, other])
+        try:
+            wait_for(lambda: any('FROM "%s"' % ds in (q.get("sql") or "")
+                                 for q in self.sim.queries()),
+                     timeout=30, what="the stalled query")
+            time.sleep(1)  # ds's next queries (or the other's) wait for the held slot
+            self.stop_within(p, self.SHUTDOWN + 5)
+        finally:
+            if p.poll() is None:
+                p.kill()
+
+    def test_stop_while_backoff_is_pending(self):
+        ds = "stop_backoff"
+        self.sim.fault("status", match=slice_match(self.sim, ds), times=50, status=503,
+                       error="capacity")
+        p = self.start(ds, retry_initial_seconds=60, retry_max_seconds=60)
+        try:
+            wait_for(lambda: len([q for q in self.sim.queries()
+                                  if "FROM" in (q.get("sql") or "")]) > 3,
+                     timeout=30, what="a slice to fail")
+            time.sleep(1)
+            self.stop_within(p, 3)
+        finally:
+            if p.poll() is None:
+                p.kill()
+
+
 if __name__ == "__main__":
     harness.main()
