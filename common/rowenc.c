@@ -623,6 +623,11 @@ static int put_double(const struct rowenc *e, size_t col, struct buf *out, struc
             return fail_value(e, col, v, "out of range for double precision", err, errlen);
         buf_puts(out, d < 0 ? "-Infinity" : "Infinity");
     } else {
+        if (d == 0 && strpbrk(t, "123456789") && strcspn(t, "123456789") < strcspn(t, "eE")) {
+            /* a non-zero literal that underflows to 0 (1e-400): PostgreSQL refuses it as
+             * out of range, like 1e400 (Druid's Double.toString never writes one) */
+            return fail_value(e, col, v, "out of range for double precision", err, errlen);
+        }
         buf_puts(out, t);
     }
     return 0;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, builds twice (plain, and with
 # AddressSanitizer + UndefinedBehaviorSanitizer) with -Werror, and runs every test under
-# CTest in both builds. Usage: bash tests/run.sh
+# CTest in both builds, then a bounded run of the libFuzzer targets (tests/fuzz). Usage: bash tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/install-deps.sh
@@ -18,4 +18,6 @@ echo "== tests (plain build) =="
 (cd build && ctest --output-on-failure -j2 --timeout 900) || status=1
 echo "== tests (ASan + UBSan build) =="
 (cd build-asan && ctest --output-on-failure -j2 --timeout 900) || status=1
+echo "== fuzz targets (bounded run, regressions replayed) =="
+bash tests/fuzz/run.sh || status=1
 exit $status
