@@ -368,6 +368,30 @@ class LegacyStateTest(CollisionCase):
         self.assertEqual(self.tables_in(schema), sorted(
             [ds, "druid_syncd_state", "information_schema_columns", "information_schema_tables"]))
 
+    def test_previous_version_shared_table(self):
+        """The previous version gave a long datasource and one named like its shortened
+        name the same table: the one named like the table keeps it, the other moves to a
+        table of its own and syncs from the beginning."""
+        schema = "legacy_shared"
+        self.sim.datasource(LONG_DS_SHORT, COLS, rows(4, "short"))
+        self.sim.datasource(LONG_DS, COLS, rows(5, "long"))
+        self.sync([LONG_DS_SHORT], schema)
+        self.pg.psql("INSERT INTO %s (datasource, destination_table, mode, incremental_column, cursor,"
+                     " status) VALUES (%s, %s, 'incremental', '__time', %s, 'ok')"
+                     % (tbl("druid_syncd_state", schema), sqlstr(LONG_DS), sqlstr(LONG_DS_SHORT),
+                        sqlstr(t(100))))
+        err = self.sync([LONG_DS, LONG_DS_SHORT], schema)
+        self.assertEqual(self.dest(LONG_DS_SHORT, schema), LONG_DS_SHORT)
+        moved = self.dest(LONG_DS, schema)
+        self.assertNotEqual(moved, LONG_DS_SHORT)
+        self.assertIn("new table", err)
+        # from the beginning: the recorded cursor (beyond every row) did not skip them
+        self.assertEqual(self.own_rows(LONG_DS, schema, "long"), 5)
+        self.assertEqual(self.own_rows(LONG_DS_SHORT, schema, "short"), 4)
+        self.sync([LONG_DS, LONG_DS_SHORT], schema)
+        self.assertEqual(self.dest(LONG_DS, schema), moved)
+        self.assertEqual(self.own_rows(LONG_DS_SHORT, schema, "short"), 4)
+
 
 if __name__ == "__main__":
     harness.main()
