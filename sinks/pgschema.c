@@ -36,7 +36,7 @@ static void add_columns_ddl(struct buf *b, const struct pgsink *s, const char *t
 
 /* The transaction-scoped lock that serialises, per destination schema, the allocation of
  * names and the refresh of the metadata tables among all instances. */
-static void add_schema_lock(struct pgjob *j, const struct pgsink *s)
+void pgschema_add_lock(struct pgjob *j, const struct pgsink *s)
 {
     char key[32];
     snprintf(key, sizeof key, "%" PRId64, pgnames_lock_key(s->cfg->destination_schema));
@@ -61,7 +61,7 @@ void pgsink_replace_metadata(struct pgsink *s, const char *table, const struct p
     pgjob_sql(j, "BEGIN", 0, NULL, NULL);
     /* two instances on one schema: otherwise both CREATE at once, or one's DELETE misses
      * the other's fresh rows and the table holds them twice */
-    add_schema_lock(j, s);
+    pgschema_add_lock(j, s);
     add_columns_ddl(&b, s, table, cols, ncols);
     pgjob_sql(j, b.data, 0, NULL, NULL);
     for (size_t i = 0; i < ncols; i++) {
@@ -566,7 +566,7 @@ void pgsink_prepare_table(struct pgsink *s, const struct pgsink_table_req *req, 
     pgjob_set_ud_free(j, prep_drop);
     pgjob_sql(j, "BEGIN", 0, NULL, NULL);
     /* transaction-scoped: released by COMMIT or ROLLBACK, also when the connection drops */
-    add_schema_lock(j, s);
+    pgschema_add_lock(j, s);
     struct buf b = BUF_INIT;
     buf_puts(&b, "SELECT st.destination_table, st.column_names::text,"
                  " (SELECT c.relkind::text FROM pg_class c"

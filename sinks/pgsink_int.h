@@ -66,5 +66,8 @@ void pgstate_add_create(struct pgjob *j, const struct pgsink *s);
 void pgslice_free_live(struct pgsink *s);
 /* pgschema.c: frees the prepared-table list. */
 void pgschema_free_tables(struct pgsink *s);
+/* pgschema.c: a step taking the transaction-scoped advisory lock of the destination schema,
+ * which serialises name allocation and DDL in that schema among all instances. */
+void pgschema_add_lock(struct pgjob *j, const struct pgsink *s);
 
 #endif
