@@ -147,6 +147,9 @@ struct pgjob *pgsink_job(struct pgsink *s, pgsink_cb cb, void *ud)
 void pgsink_ensure_schema(struct pgsink *s, pgsink_cb cb, void *ud)
 {
     struct pgjob *j = pgsink_job(s, cb, ud);
+    /* IF NOT EXISTS is not safe against a second instance doing the same: take the
+     * schema's lock first (transaction-scoped; the job runs in a transaction) */
+    pgschema_add_lock(j, s);
     struct buf b = BUF_INIT;
     buf_puts(&b, "CREATE SCHEMA IF NOT EXISTS ");
     sqlident_quote(&b, s->cfg->destination_schema);

@@ -211,7 +211,14 @@ class SchemaAndState(EnvTestCase):
         try:
             wait_for(lambda: harness.table_exists(self.pg, ds) and
                      live(self.pg, ds) == want(rows(30)), timeout=30, what="first sync")
-            self.pg.psql("DROP SCHEMA druid CASCADE")
+            for attempt in range(20):  # may deadlock with the daemon's own transaction
+                try:
+                    self.pg.psql("DROP SCHEMA druid CASCADE")
+                    break
+                except subprocess.CalledProcessError:
+                    time.sleep(0.1)
+            else:
+                self.fail("DROP SCHEMA kept failing")
             wait_for(lambda: harness.table_exists(self.pg, ds) and
                      live(self.pg, ds) == want(rows(30)), timeout=30,
                      what="the schema and table to come back")
