@@ -1,11 +1,12 @@
 /* fuzz_druid_lines: libFuzzer target for the streaming arrayLines splitter
- * (common/druid_lines). The input is a response body. It is fed twice, once whole and once in
+ * (common/druid_lines). The input is a response body. It is fed whole and in
  * pieces whose sizes come from a generator seeded with a hash of the input (single bytes,
- * short runs, empty feeds, cuts at the newlines), and both runs must deliver the same lines
+ * short runs, empty feeds, cuts at the newlines), and every run must deliver the same lines
  * and verdicts as a reference splitter written here from the framing rules of
  * reference §2 and §3.3: lines end at '\n', an empty line is the end marker, the empty body
  * is exactly "\n\n", bytes after the marker are an error, a body without the marker is
- * truncated. */
+ * truncated. One input in eight is stretched so that lines outgrow the first line buffer;
+ * the buffer must stay within max_line + 1 bytes and be released once no line can follow. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,9 +17,11 @@
 
 /* The only lines to adapt if the module's API changes. */
 #define LINES_NEW(max_line, cb, ud) druid_lines_new((max_line), (cb), (ud))
-#define LINE_BIG (64u * 1024) /* larger than any input libFuzzer makes here */
-#define STOP_RC 7             /* what the callback returns to stop a feed */
-#define MAX_INPUT 16384       /* longer inputs are ignored: at most MAX_INPUT / 2 lines */
+#define LINE_BIG (1u << 20)           /* larger than any body made here */
+#define FIRST_BUF DRUID_LINES_INITIAL /* the first line buffer; growth starts past it */
+#define AMPLIFY 64
+#define STOP_RC 7       /* what the callback returns to stop a feed */
+#define MAX_INPUT 16384 /* longer inputs are ignored: at most MAX_INPUT / 2 lines */
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
@@ -150,6 +153,10 @@ static void run_once(struct run *r, int mode, uint64_t seed)
         }
         }
         int rc = druid_lines_feed(l, (const char *)r->body + pos, k);
+        /* memory: never above the limit, and nothing held once no line can follow */
+        CHECK(druid_lines_capacity(l) <= r->max_line + 1);
+        if (rc)
+            CHECK(druid_lines_capacity(l) == 0);
         if (verdict)
             CHECK(rc == verdict);
         else
@@ -161,6 +168,8 @@ static void run_once(struct run *r, int mode, uint64_t seed)
     CHECK(rc == verdict);
     r->got.feed_rc = verdict;
     r->got.finish_rc = druid_lines_finish(l);
+    if (r->got.finish_rc == 0)
+        CHECK(druid_lines_capacity(l) == 0);          /* the end marker released the buffer */
     CHECK(druid_lines_finish(l) == r->got.finish_rc); /* finish does not change state */
     druid_lines_free(l);
 }
@@ -169,25 +178,41 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size > MAX_INPUT)
         return 0;
-    /* An exact-size copy, so that a read past the body is caught by ASan. */
-    uint8_t *body = malloc(size ? size : 1);
-    CHECK(body != NULL);
-    memcpy(body, data, size);
-
     uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a: the input chooses its own splits */
     for (size_t i = 0; i < size; i++)
         h = (h ^ data[i]) * 0x100000001b3ULL;
     uint64_t s = h;
+    /* One input in eight is stretched (each byte but '\n' written AMPLIFY times) so that
+     * lines outgrow the splitter's first buffer, with limits around its growth steps. */
+    bool stretch = splitmix(&s) % 8 == 0;
+    size_t n = 0;
+    for (size_t i = 0; i < size; i++)
+        n += stretch && data[i] != '\n' ? AMPLIFY : 1;
+    /* An exact-size copy, so that a read past the body is caught by ASan. */
+    uint8_t *body = malloc(n ? n : 1);
+    CHECK(body != NULL);
+    for (size_t i = 0, o = 0; i < size; i++) {
+        size_t k = stretch && data[i] != '\n' ? AMPLIFY : 1;
+        memset(body + o, data[i], k);
+        o += k;
+    }
     static struct outcome want; /* static: 128 KiB */
     struct run run = {0}, *r = &run;
     r->body = body;
-    r->n = size;
-    r->max_line = splitmix(&s) % 4 == 0 ? 1 + (size_t)(splitmix(&s) % 64) : LINE_BIG;
+    r->n = n;
+    static const size_t big_limits[] = {FIRST_BUF - 1, FIRST_BUF, FIRST_BUF + 1, 2 * FIRST_BUF + 7,
+                                        LINE_BIG};
+    if (stretch)
+        r->max_line = big_limits[splitmix(&s) % 5];
+    else
+        r->max_line = splitmix(&s) % 4 == 0 ? 1 + (size_t)(splitmix(&s) % 64) : LINE_BIG;
     r->stop_after = splitmix(&s) % 8 == 0 ? 1 + (size_t)(splitmix(&s) % 8) : 0;
-    reference(body, size, r->max_line, r->stop_after, &want);
+    reference(body, n, r->max_line, r->stop_after, &want);
     r->want = &want;
 
     for (int mode = 0; mode < 5; mode++) {
+        if (mode == 1 && n > MAX_INPUT)
+            continue; /* byte by byte only on short bodies */
         run_once(r, mode, splitmix(&s));
         CHECK(r->got.nlines == want.nlines);
         CHECK(r->got.feed_rc == want.feed_rc);
