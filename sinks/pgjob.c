@@ -288,9 +288,8 @@ void pgjob_submit(struct pgjob_queue *q, struct pgjob *j)
 {
     if (q->begin && j->n > 0 && strcmp(j->steps[0].sql, "BEGIN") != 0) {
         /* statements of their own get a transaction too, for its limits */
-        struct step *first = add_step(j);
+        add_step(j); /* room for one more; BEGIN goes first */
         memmove(j->steps + 1, j->steps, (j->n - 1) * sizeof *j->steps);
-        (void)first;
         memset(&j->steps[0], 0, sizeof j->steps[0]);
         j->steps[0].sql = strdup("BEGIN");
         pgjob_sql(j, "COMMIT", 0, NULL, NULL);
