@@ -4,10 +4,20 @@
  * server close the connection) and for writability only while libpq has unsent output
  * (PQflush() == 1), which is how COPY applies backpressure. libpq may read the server's
  * answer into its own buffer while it flushes, leaving nothing on the socket to wake the
- * poll: so after every send the results are also looked at once from a zero-delay timer. */
+ * poll: so after every send the results are also looked at once from a zero-delay timer.
+ *
+ * Host names are resolved by getaddrinfo on a detached thread of our own, which hands the
+ * answer to the loop through a uv_async_t. Not on libuv's thread pool: a resolution there
+ * cannot be cancelled once it runs, and the loop would wait for it (a resolver that never
+ * answers held --once for its whole timeout after the connect bound had failed it). Every
+ * address found is passed to libpq (host and hostaddr lists), so it tries them in turn as
+ * it would by itself: ::1 first with a server listening on 127.0.0.1 only still connects. */
 #include "pgconn.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +33,22 @@ enum op {
     OP_COPY,   /* in COPY IN: only flushing */
 };
 
+/* One host name being resolved. Shared by the resolving thread and the loop (refs); the
+ * loop abandons it under g_resolve_mu, after which the thread never touches the async. */
 struct resolve {
-    uv_getaddrinfo_t req;
-    struct pgconn *c; /* NULL once the connection gave up on it */
+    uv_async_t *async; /* on the loop; closed when the loop is done with the resolution */
+    struct pgconn *c;  /* NULL once the connection gave up on it */
+    char *name;
+    int rc, sys_errno;
+    struct addrinfo *res;
+    int refs;
+    bool abandoned;
 };
+
+static pthread_mutex_t g_resolve_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* A host name resolves to at most this many addresses handed to libpq. */
+#define PGCONN_MAX_ADDRS 16
 
 struct pgconn {
     uv_loop_t *loop;
@@ -48,15 +70,17 @@ struct pgconn {
     void *drain_ud;
     bool flushing;
     uint64_t connect_ms, op_ms;
-    /* host resolution: the conninfo's host list and the addresses found so far */
-    char **hosts;
-    size_t nhosts, next_host;
-    struct buf hostaddr;
+    /* host resolution: the conninfo's host (and port) list; the host, hostaddr and port
+     * lists for libpq built so far, one entry per address */
+    char **hosts, **ports;
+    size_t nhosts, nports, next_host, naddrs;
+    struct buf host_list, hostaddr, port_list;
     struct resolve *resolving;
 };
 
 static void on_poll(uv_poll_t *h, int status, int events);
 static void collect_results(struct pgconn *c);
+static void drop_resolve(struct pgconn *c);
 
 static void free_handle(uv_handle_t *h)
 {
@@ -131,6 +155,7 @@ static void fail(struct pgconn *c)
     c->op = OP_NONE;
     arm(c, 0);
     uv_timer_stop(c->kick);
+    drop_resolve(c); /* a late answer must not revive a connection that failed */
     close_pg(c);
     snprintf(c->errbuf, sizeof c->errbuf, "%s", c->err.message);
     if ((op == OP_CONNECT || op == OP_RESOLVE) && c->connect_cb)
@@ -159,12 +184,18 @@ static void on_deadline(uv_timer_t *t)
     struct pgconn *c = t->data;
     double secs =
         (double)(c->op == OP_CONNECT || c->op == OP_RESOLVE ? c->connect_ms : c->op_ms) / 1000.0;
-    char msg[256];
-    snprintf(msg, sizeof msg,
-             c->op == OP_CONNECT || c->op == OP_RESOLVE
-                 ? "connection to PostgreSQL timed out after %.0f s"
-                 : "PostgreSQL did not answer for %.0f s; connection closed",
-             secs);
+    char msg[512];
+    if (c->op == OP_RESOLVE && c->next_host < c->nhosts)
+        snprintf(msg, sizeof msg,
+                 "connection to PostgreSQL timed out after %.0f s: resolving host \"%s\" "
+                 "took too long",
+                 secs, c->hosts[c->next_host]);
+    else
+        snprintf(msg, sizeof msg,
+                 c->op == OP_CONNECT || c->op == OP_RESOLVE
+                     ? "connection to PostgreSQL timed out after %.0f s"
+                     : "PostgreSQL did not answer for %.0f s; connection closed",
+                 secs);
     pgerr_set(&c->err, "", true, msg);
     c->err.timeout = true;
     fail(c);
@@ -372,19 +403,23 @@ void pgconn_set_timeouts(struct pgconn *c, double connect_seconds, double op_sec
     c->op_ms = op_seconds > 0 ? (uint64_t)(op_seconds * 1000.0) : 0;
 }
 
+static void free_list(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
 static void free_hosts(struct pgconn *c)
 {
-    for (size_t i = 0; i < c->nhosts; i++)
-        free(c->hosts[i]);
-    free(c->hosts);
-    c->hosts = NULL;
-    c->nhosts = c->next_host = 0;
+    drop_resolve(c);
+    free_list(c->hosts, c->nhosts);
+    free_list(c->ports, c->nports);
+    c->hosts = c->ports = NULL;
+    c->nhosts = c->nports = c->next_host = c->naddrs = 0;
+    buf_free(&c->host_list);
     buf_free(&c->hostaddr);
-    if (c->resolving) {
-        c->resolving->c = NULL; /* its callback frees it */
-        uv_cancel((uv_req_t *)&c->resolving->req);
-        c->resolving = NULL;
-    }
+    buf_free(&c->port_list);
 }
 
 void pgconn_free(struct pgconn *c)
@@ -414,20 +449,27 @@ void pgconn_close(struct pgconn *c)
 
 static void start_libpq(struct pgconn *c)
 {
-    /* Defaults first: a value in the conninfo string (expanded from "dbname") wins. */
+    /* Defaults first: a value in the conninfo string (expanded from "dbname") wins, except
+     * the resolved host lists placed after it. */
     char tcp_user_timeout[32];
     snprintf(tcp_user_timeout, sizeof tcp_user_timeout, "%d", 60000);
-    const char *keys[] = {"keepalives",
-                          "keepalives_idle",
-                          "keepalives_interval",
-                          "keepalives_count",
-                          "tcp_user_timeout",
-                          "dbname",
-                          "fallback_application_name",
-                          c->hostaddr.len ? "hostaddr" : NULL,
-                          NULL};
-    const char *vals[] = {
-        "1", "30", "10", "3", tcp_user_timeout, c->conninfo, "druid-syncd", c->hostaddr.data, NULL};
+    bool resolved = c->hostaddr.len > 0;
+    const char *keys[12] = {
+        "keepalives",       "keepalives_idle", "keepalives_interval",      "keepalives_count",
+        "tcp_user_timeout", "dbname",          "fallback_application_name"};
+    const char *vals[12] = {"1", "30", "10", "3", tcp_user_timeout, c->conninfo, "druid-syncd"};
+    size_t k = 7;
+    if (resolved) {
+        keys[k] = "host";
+        vals[k++] = c->host_list.data;
+        keys[k] = "hostaddr";
+        vals[k++] = c->hostaddr.data;
+        if (c->port_list.len) {
+            keys[k] = "port";
+            vals[k++] = c->port_list.data;
+        }
+    }
+    keys[k] = vals[k] = NULL;
     c->op = OP_CONNECT;
     c->pg = PQconnectStartParams(keys, vals, 1);
     if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
@@ -439,35 +481,136 @@ static void start_libpq(struct pgconn *c)
 
 static void resolve_next(struct pgconn *c);
 
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+/* Drops one reference; the last one frees. Called with g_resolve_mu held. */
+static bool resolve_unref_locked(struct resolve *r)
 {
-    struct resolve *r = req->data;
-    struct pgconn *c = r->c;
-    if (!c) {
-        uv_freeaddrinfo(res);
-        free(r);
-        return;
-    }
-    c->resolving = NULL;
+    return --r->refs == 0;
+}
+
+static void resolve_free(struct resolve *r)
+{
+    if (r->res)
+        freeaddrinfo(r->res);
+    free(r->name);
     free(r);
-    if (status < 0 || !res) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "could not resolve PostgreSQL host \"%s\": %s",
-                 c->hosts[c->next_host], uv_strerror(status));
-        uv_freeaddrinfo(res);
-        pgerr_set(&c->err, "", true, msg);
-        fail(c);
+}
+
+/* The loop is done with r: the thread may still be in getaddrinfo and frees it then. */
+static void resolve_abandon(struct resolve *r)
+{
+    pthread_mutex_lock(&g_resolve_mu);
+    r->abandoned = true;
+    bool last = resolve_unref_locked(r);
+    pthread_mutex_unlock(&g_resolve_mu);
+    uv_close((uv_handle_t *)r->async, free_handle);
+    if (last)
+        resolve_free(r);
+}
+
+static void drop_resolve(struct pgconn *c)
+{
+    if (c->resolving) {
+        c->resolving->c = NULL;
+        resolve_abandon(c->resolving);
+        c->resolving = NULL;
+    }
+}
+
+static void *resolve_thread(void *arg)
+{
+    struct resolve *r = arg;
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(r->name, NULL, &hints, &res);
+    int e = errno;
+    pthread_mutex_lock(&g_resolve_mu);
+    r->rc = rc;
+    r->sys_errno = e;
+    r->res = res;
+    if (!r->abandoned)
+        uv_async_send(r->async); /* under the lock: the loop cannot have closed it */
+    bool last = resolve_unref_locked(r);
+    pthread_mutex_unlock(&g_resolve_mu);
+    if (last)
+        resolve_free(r);
+    return NULL;
+}
+
+static void resolve_failed(struct pgconn *c, const char *why)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, "could not resolve PostgreSQL host \"%s\": %s",
+             c->hosts[c->next_host], why);
+    pgerr_set(&c->err, "", true, msg);
+    fail(c);
+}
+
+static void list_add(struct buf *b, bool first, const char *item)
+{
+    if (!first)
+        buf_putc(b, ',');
+    buf_puts(b, item);
+}
+
+/* One entry of each list for host i with address addr ("" for libpq to use the host). */
+static void add_target(struct pgconn *c, size_t i, const char *addr)
+{
+    bool first = c->naddrs == 0;
+    list_add(&c->host_list, first, c->hosts[i]);
+    list_add(&c->hostaddr, first, addr);
+    if (c->nports > 1)
+        list_add(&c->port_list, first, c->ports[i]);
+    c->naddrs++;
+}
+
+static void on_resolved(uv_async_t *a)
+{
+    struct resolve *r = a->data;
+    struct pgconn *c = r->c;
+    if (!c) /* abandoned already: resolve_abandon closed us */
+        return;
+    pthread_mutex_lock(&g_resolve_mu);
+    int rc = r->rc, e = r->sys_errno;
+    struct addrinfo *res = r->res;
+    r->res = NULL;
+    pthread_mutex_unlock(&g_resolve_mu);
+    c->resolving = NULL;
+    r->c = NULL;
+    resolve_abandon(r);
+    if (rc != 0 || !res) {
+        if (res)
+            freeaddrinfo(res);
+        resolve_failed(c, rc == EAI_SYSTEM ? strerror(e) : gai_strerror(rc));
         return;
     }
-    char addr[INET6_ADDRSTRLEN] = "";
-    if (res->ai_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, addr, sizeof addr);
-    else if (res->ai_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, addr, sizeof addr);
-    uv_freeaddrinfo(res);
-    if (c->next_host)
-        buf_putc(&c->hostaddr, ',');
-    buf_puts(&c->hostaddr, addr);
+    /* every address, as libpq itself would try them; duplicates (one per socket type or
+     * protocol) once */
+    char seen[PGCONN_MAX_ADDRS][INET6_ADDRSTRLEN];
+    size_t n = 0;
+    for (struct addrinfo *ai = res; ai && n < PGCONN_MAX_ADDRS; ai = ai->ai_next) {
+        char addr[INET6_ADDRSTRLEN] = "";
+        if (ai->ai_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, addr, sizeof addr);
+        else if (ai->ai_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, addr,
+                      sizeof addr);
+        else
+            continue;
+        bool dup = false;
+        for (size_t j = 0; j < n && !dup; j++)
+            dup = strcmp(seen[j], addr) == 0;
+        if (dup)
+            continue;
+        memcpy(seen[n++], addr, sizeof addr);
+        add_target(c, c->next_host, addr);
+    }
+    freeaddrinfo(res);
+    if (n == 0) {
+        resolve_failed(c, "no IPv4 or IPv6 address");
+        return;
+    }
     c->next_host++;
     resolve_next(c);
 }
@@ -483,8 +626,7 @@ static bool needs_dns(const char *h)
 static void resolve_next(struct pgconn *c)
 {
     while (c->next_host < c->nhosts && !needs_dns(c->hosts[c->next_host])) {
-        if (c->next_host)
-            buf_putc(&c->hostaddr, ','); /* an empty entry: libpq uses the host itself */
+        add_target(c, c->next_host, ""); /* an empty entry: libpq uses the host itself */
         c->next_host++;
     }
     if (c->next_host >= c->nhosts) {
@@ -492,53 +634,87 @@ static void resolve_next(struct pgconn *c)
         return;
     }
     struct resolve *r = calloc(1, sizeof *r);
-    if (!r)
-        abort();
-    r->c = c;
-    r->req.data = r;
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    c->resolving = r;
-    int rc = uv_getaddrinfo(c->loop, &r->req, on_resolved, c->hosts[c->next_host], NULL, &hints);
-    if (rc < 0) {
-        c->resolving = NULL;
+    uv_async_t *a = malloc(sizeof *a);
+    char *name = strdup(c->hosts[c->next_host]);
+    if (!r || !a || !name || uv_async_init(c->loop, a, on_resolved) != 0) {
         free(r);
-        char msg[512];
-        snprintf(msg, sizeof msg, "could not resolve PostgreSQL host \"%s\": %s",
-                 c->hosts[c->next_host], uv_strerror(rc));
-        pgerr_set(&c->err, "", true, msg);
-        fail(c);
+        free(a);
+        free(name);
+        resolve_failed(c, "out of memory");
+        return;
     }
+    a->data = r;
+    r->async = a;
+    r->c = c;
+    r->name = name;
+    r->refs = 2; /* the loop's and the thread's */
+    pthread_attr_t attr;
+    pthread_t th;
+    int rc = pthread_attr_init(&attr);
+    if (rc == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        rc = pthread_create(&th, &attr, resolve_thread, r);
+        pthread_attr_destroy(&attr);
+    }
+    if (rc != 0) {
+        r->refs = 1;
+        r->c = NULL;
+        resolve_abandon(r);
+        char why[128];
+        snprintf(why, sizeof why, "cannot start a resolver thread: %s", strerror(rc));
+        resolve_failed(c, why);
+        return;
+    }
+    c->resolving = r;
 }
 
-/* The host list libpq would use, unless addresses are given already (hostaddr). */
+/* Splits a comma-separated libpq list. */
+static size_t split_list(const char *s, char ***out)
+{
+    size_t n = 0;
+    const char *p = s;
+    for (;;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        *out = realloc(*out, (n + 1) * sizeof **out);
+        if (!*out)
+            abort();
+        (*out)[n++] = strndup(p, len);
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    return n;
+}
+
+/* The host list libpq would use, unless addresses are given already (hostaddr); and the
+ * port list, when it has one entry per host (it must then follow the expansion). */
 static void find_hosts(struct pgconn *c)
 {
-    const char *host = NULL;
+    const char *host = NULL, *port = NULL;
     bool have_addr = getenv("PGHOSTADDR") && *getenv("PGHOSTADDR");
     PQconninfoOption *opts = PQconninfoParse(c->conninfo, NULL);
     for (PQconninfoOption *o = opts; o && o->keyword; o++) {
         if (strcmp(o->keyword, "host") == 0 && o->val && *o->val)
             host = o->val;
+        if (strcmp(o->keyword, "port") == 0 && o->val && *o->val)
+            port = o->val;
         if (strcmp(o->keyword, "hostaddr") == 0 && o->val && *o->val)
             have_addr = true;
     }
     if (!host)
         host = getenv("PGHOST");
+    if (!port)
+        port = getenv("PGPORT");
     if (host && *host && !have_addr) {
-        const char *p = host;
-        for (;;) {
-            const char *e = strchr(p, ',');
-            size_t n = e ? (size_t)(e - p) : strlen(p);
-            c->hosts = realloc(c->hosts, (c->nhosts + 1) * sizeof *c->hosts);
-            if (!c->hosts)
-                abort();
-            c->hosts[c->nhosts++] = strndup(p, n);
-            if (!e)
-                break;
-            p = e + 1;
+        c->nhosts = split_list(host, &c->hosts);
+        if (port && *port && strchr(port, ','))
+            c->nports = split_list(port, &c->ports);
+        if (c->nports != c->nhosts) {
+            /* libpq will refuse the mismatch itself: leave the lists to it */
+            free_list(c->ports, c->nports);
+            c->ports = NULL;
+            c->nports = 0;
         }
     }
     PQconninfoFree(opts);
