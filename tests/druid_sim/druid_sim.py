@@ -21,6 +21,7 @@ Standard library only; run with /usr/bin/python3 (3.11).
 
 import argparse
 import base64
+import bisect
 import gzip
 import json
 import math
@@ -113,9 +114,14 @@ def to_float32(x):
 _CTRL_RE = re.compile(r"[\x00-\x1f]")
 
 
+_JSON_SPECIAL = re.compile(r'["\\\x00-\x1f]')
+
+
 def jstr(s):
     """JSON string the way Jackson writes it: raw UTF-8, control chars escaped
     (short forms for \\b\\f\\n\\r\\t, otherwise \\u00XX in upper case hex)."""
+    if not _JSON_SPECIAL.search(s):
+        return '"' + s + '"'  # what json.dumps gives too: it escapes only these characters
     out = json.dumps(s, ensure_ascii=False)
     if _CTRL_RE.search(s) and re.search(r"\\u00[0-9a-f]{2}", out):
         parts = ['"']
@@ -1000,14 +1006,32 @@ class Column:
 
 
 class Table:
-    """A datasource (or a system table) stored in one SQLite table."""
+    """A datasource (or a system table).  A datasource's rows live in two SQLite tables:
+    ``sqlite_name`` holds exactly the rows queries see (rows of segments the Broker's
+    timeline uses), ``hidden_name`` the rows of segments that are unavailable or
+    overshadowed, so queries on datasources run unchanged and no slower.  Both carry
+    the segment key in the extra column "sg"; ``columns`` never lists it."""
 
     def __init__(self, name, schema, sqlite_name):
         self.name, self.schema, self.sqlite_name = name, schema, sqlite_name
         self.columns = []
         self.hidden = False
-        self.day_versions = {}  # day start ms -> version string (sys.segments)
-        self.base_version = None
+        self.granularity = "DAY"  # segment granularity of new time chunks
+        self.segs = {}  # segment key -> Segment: the used segments (published) and realtime ones
+        self.had_segments = False
+        self.listed = True  # in the catalog: Druid lists a datasource only while it has served segments
+        self.rows_unknown = False  # every segment reports num_rows 0 (Broker metadata not refreshed)
+        self.segments_hidden = False  # fault: sys.segments shows none of its segments
+        self.active = []  # Coordinator timeline: sorted disjoint (start, end, group key) winning pieces
+        self.active_starts = []
+        self.groups = {}  # (start, end, version) -> [published Segment]
+        self.rt = []  # realtime segments
+        self.used_starts, self.used_ends = [], []  # merged intervals of all used segments
+        self.schema_json = None  # (column count, dimensions JSON, metrics JSON) for new segments
+
+    @property
+    def hidden_name(self):
+        return self.sqlite_name + "h"
 
     def col(self, name):
         for c in self.columns:
@@ -1149,16 +1173,163 @@ def infer_columns(rows):
     return cols
 
 
+# --- segments (shared/reference/druid-segments.md) ---------------------------------
+
+# JodaUtils.MIN_INSTANT / MAX_INSTANT bound ALL-granularity segments.  Joda prints the
+# minimum one day later than the proleptic calendar of fmt_ts does (its leap-year
+# arithmetic for huge negative years); these are Druid's strings (reference 6.2).
+MIN_INSTANT = -4611686018427387904
+MAX_INSTANT = 4611686018427387903
+_INSTANT_TEXT = {MIN_INSTANT: "-146136543-09-08T08:23:32.096Z", MAX_INSTANT: "146140482-04-24T15:36:27.903Z"}
+
+GRANULARITIES = {
+    "SECOND": "PT1S", "MINUTE": "PT1M", "FIVE_MINUTE": "PT5M", "TEN_MINUTE": "PT10M",
+    "FIFTEEN_MINUTE": "PT15M", "THIRTY_MINUTE": "PT30M", "HOUR": "PT1H", "SIX_HOUR": "PT6H",
+    "EIGHT_HOUR": "PT8H", "DAY": "P1D", "WEEK": "P1W", "MONTH": "P1M", "QUARTER": "P3M", "YEAR": "P1Y",
+    "ALL": None}
+# Segment allocation tries finer granularities, in this order, when the preferred
+# chunk of a new row would overlap existing segments of other bounds (as Druid's does).
+_GRAN_FALLBACK = ["YEAR", "QUARTER", "MONTH", "WEEK", "DAY", "EIGHT_HOUR", "SIX_HOUR", "HOUR", "THIRTY_MINUTE",
+                  "FIFTEEN_MINUTE", "TEN_MINUTE", "FIVE_MINUTE", "MINUTE", "SECOND"]
+
+
+def fmt_instant(ms):
+    """An interval bound as Druid prints it in sys.segments and segment ids."""
+    return _INSTANT_TEXT.get(ms) or fmt_ts(ms)
+
+
+def granularity_name(g):
+    u = str(g or "").strip().upper()
+    if u not in GRANULARITIES:
+        raise ValueError("unknown segment granularity [%s]" % (g,))
+    return u
+
+
+def chunk_of(ms, g):
+    """The time chunk [start, end) of granularity g holding instant ms."""
+    p = GRANULARITIES[g]
+    if p is None:
+        return MIN_INSTANT, MAX_INSTANT
+    a = time_floor(ms, p)
+    return a, time_ceil(a + 1, p)
+
+
+def _subtract(a, b, starts, ends):
+    """[a, b) minus the sorted disjoint intervals (starts, ends): a list of pieces."""
+    i = bisect.bisect_right(ends, a)
+    out, cur = [], a
+    while i < len(starts) and starts[i] < b:
+        if starts[i] > cur:
+            out.append((cur, starts[i]))
+        cur = max(cur, ends[i])
+        i += 1
+    if cur < b:
+        out.append((cur, b))
+    return out
+
+
+def _add(a, b, starts, ends):
+    i = bisect.bisect_left(ends, a)
+    j = i
+    while j < len(starts) and starts[j] <= b:
+        a, b = min(a, starts[j]), max(b, ends[j])
+        j += 1
+    starts[i:j] = [a]
+    ends[i:j] = [b]
+
+
+def _minus(pieces, other):
+    """Pieces (sorted disjoint) minus other pieces."""
+    if not other:
+        return list(pieces)
+    starts, ends = [p[0] for p in other], [p[1] for p in other]
+    out = []
+    for a, b in pieces:
+        out.extend(_subtract(a, b, starts, ends))
+    return out
+
+
+def _timeline(groups, complete, contributes=None):
+    """Druid's VersionedIntervalTimeline over partition sets.  groups: {(start, end,
+    version): segments}; complete: {key: bool} (all core partitions present).  Returns
+    {key: pieces of its interval not covered by a complete set of a higher version}.
+    An empty list means overshadowed.  Only complete sets (and, when given, only keys
+    in ``contributes``) cover others."""
+    keys = sorted(groups, key=lambda k: k[0])
+    keys.sort(key=lambda k: k[2], reverse=True)  # stable: by version down, then start up
+    starts, ends = [], []
+    res = {}
+    i, n = 0, len(keys)
+    while i < n:
+        v = keys[i][2]
+        j = i
+        while j < n and keys[j][2] == v:
+            j += 1
+        for k in keys[i:j]:
+            res[k] = _subtract(k[0], k[1], starts, ends)
+        for k in keys[i:j]:
+            if complete[k] and (contributes is None or k in contributes):
+                _add(k[0], k[1], starts, ends)
+        i = j
+    return res
+
+
+class Segment:
+    """One segment: a partition of one version of one time chunk."""
+    __slots__ = ("key", "ds", "start", "end", "version", "pnum", "core", "kind", "published", "realtime",
+                 "want_available", "rf", "nrows", "size", "rows_unknown", "dims", "mets", "compaction",
+                 "vis", "served", "overshadowed")
+
+    def __init__(self, key, ds, start, end, version, pnum, core):
+        self.key, self.ds, self.start, self.end = key, ds, start, end
+        self.version, self.pnum, self.core = version, pnum, core
+        self.kind = "numbered"
+        self.published, self.realtime = True, False
+        self.want_available = True  # load rules and historicals would serve it
+        self.rf = 1  # replication factor from the load rules (0: deep storage only)
+        self.nrows, self.size = 0, 0
+        self.rows_unknown = False
+        self.dims = self.mets = "[]"
+        self.compaction = None
+        self.vis = []  # pieces of [start, end) whose rows are in the queryable table
+        self.served = False
+        self.overshadowed = False
+
+    @property
+    def sid(self):
+        s = "%s_%s_%s_%s" % (self.ds, fmt_instant(self.start), fmt_instant(self.end), self.version)
+        return s + "_%d" % self.pnum if self.pnum else s
+
+    @property
+    def shard_spec(self):
+        if self.kind == "tombstone":
+            return '{"type":"tombstone","partitionNum":0,"partitions":1}'
+        return '{"type":"numbered","partitionNum":%d,"partitions":%d}' % (self.pnum, self.core)
+
+    def info(self):
+        return {"segment_id": self.sid, "start": fmt_instant(self.start), "end": fmt_instant(self.end),
+                "version": self.version, "partition_num": self.pnum, "core_partitions": self.core,
+                "kind": self.kind, "published": self.published, "realtime": self.realtime,
+                "available": self.served, "load_wanted": self.want_available, "overshadowed": self.overshadowed,
+                "replication_factor": self.rf, "rows": self.nrows, "size": self.size,
+                "queryable": [[fmt_instant(a), fmt_instant(b)] for a, b in self.vis]}
+
+
 class Store:
-    """All datasources in one in-memory SQLite connection.
+    """All datasources in one in-memory SQLite connection, with Druid's segment model.
 
     Access is serialised by ``lock``; a query holds it only while it executes and
     while it fetches the next batch of rows, so several queries stream at once.
     Replaced/dropped tables get fresh SQLite names, and old ones are dropped
     later, because SQLite refuses DROP TABLE while a statement still reads it.
+
+    Every row belongs to exactly one segment.  After each change ``_recompute`` runs
+    the Coordinator's view (published segments: overshadowed or not) and the Broker's
+    view (served segments: which rows queries see) and moves rows between a
+    datasource's queryable and hidden tables accordingly.
     """
 
-    def __init__(self):
+    def __init__(self, version="37.0.0"):
         self.lock = threading.RLock()
         self.db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
         for name, n, fn in (
@@ -1171,9 +1342,13 @@ class Store:
         self.tables = {}  # datasource name -> Table
         self.system = {}  # (schema, name) -> Table
         self.seq = 0
+        self.seg_seq = 0
         self.garbage = []
         self.last_version = 0
-        self.system_dirty = True
+        self.system_dirty = True  # INFORMATION_SCHEMA needs a rebuild
+        self.segments_dirty = set()  # datasources whose sys.segments rows need a rebuild
+        self.segments_forbidden = False  # fault: queries on sys.segments answer 403
+        self.sys_defs = self._sys_defs(_version_tuple(version))
         self._make_system_tables()
 
     # -- helpers
@@ -1199,12 +1374,43 @@ class Store:
         cols = ", ".join('"%s" %s' % (c.internal, sqlite_affinity(c.t)) for c in table.columns)
         self.db.execute('CREATE TABLE "%s" (%s)' % (table.sqlite_name, cols))
 
-    def _insert(self, table, rows, mapping=None):
-        """Insert JSON rows; ``mapping`` maps column name -> source field."""
-        cols = table.columns
+    def _create_ds_tables(self, t):
+        cols = ", ".join('"%s" %s' % (c.internal, sqlite_affinity(c.t)) for c in t.columns)
+        for name in (t.sqlite_name, t.hidden_name):
+            self.db.execute('CREATE TABLE "%s" (%s, "sg" INTEGER)' % (name, cols))
+
+    def _index_ds_tables(self, t):
+        """After the first bulk insert (cheaper than growing the index row by row)."""
+        for name in (t.sqlite_name, t.hidden_name):
+            self.db.execute('CREATE INDEX "%s_sg" ON "%s" ("sg")' % (name, name))
+
+    def _txn(self):
+        store = self
+
+        class Txn:
+            def __enter__(self):
+                store.db.execute("BEGIN")
+
+            def __exit__(self, et, ev, tb):
+                store.db.execute("ROLLBACK" if et else "COMMIT")
+        return Txn()
+
+    @staticmethod
+    def _cols_sql(t):
+        return ", ".join('"%s"' % c.internal for c in t.columns)
+
+    @staticmethod
+    def _tcol(t):
+        return t.col("__time").internal
+
+    def _convert(self, t, rows, mapping=None):
+        """JSON rows -> stored tuples (lists, in column order); __time missing means 0."""
+        cols = t.columns
         fields = [mapping.get(c.name, c.name) if mapping else c.name for c in cols]
-        tuples = []
+        out = []
         for r in rows:
+            if not isinstance(r, dict):
+                raise ValueError("a row must be a JSON object")
             tup = []
             for c, f in zip(cols, fields):
                 v = r.get(f) if f is not None else None
@@ -1214,59 +1420,367 @@ class Store:
                     tup.append(convert_value(v, c.t, c.name))
                 except (ValueError, TypeError) as e:
                     raise ValueError("column %s: %s" % (c.name, e))
-            tuples.append(tup)
-        ph = ",".join("?" * len(cols))
-        self.db.execute("BEGIN")
-        try:
-            self.db.executemany('INSERT INTO "%s" VALUES (%s)' % (table.sqlite_name, ph), tuples)
-            self.db.execute("COMMIT")
-        except Exception:
-            self.db.execute("ROLLBACK")
-            raise
-        tcol = table.col("__time")
-        days = set()
-        if tcol is not None:
-            for tup in tuples:
-                days.add(tup[cols.index(tcol)] // DAY_MS * DAY_MS)
-        return days
+            out.append(tup)
+        return out
 
-    def _touch(self, table, days):
-        v = self.new_version()
-        for d in days:
-            table.day_versions[d] = v
-        self.system_dirty = True
+    def _insert_tuples(self, t, table, tuples):
+        """tuples: stored values plus the segment key last."""
+        if tuples:
+            ph = ",".join("?" * (len(t.columns) + 1))
+            self.db.executemany('INSERT INTO "%s" (%s, "sg") VALUES (%s)' % (table, self._cols_sql(t), ph), tuples)
 
-    # -- mutations (control API)
-    def create(self, name, columns, rows, mapping=None):
+    def _schema(self, t):
+        if t.schema_json is None or t.schema_json[0] != len(t.columns):
+            dims = [c.name for c in t.columns if c.name != "__time" and c.t.sql in ("VARCHAR", "ARRAY")]
+            mets = [c.name for c in t.columns if c.name != "__time" and c.t.sql not in ("VARCHAR", "ARRAY")]
+            t.schema_json = (len(t.columns), jdump(dims), jdump(mets))
+        return t.schema_json
+
+    def _new_seg(self, t, start, end, version, pnum, core, published=True, realtime=False, available=True,
+                 kind="numbered", compaction=None):
+        self.seg_seq += 1
+        s = Segment(self.seg_seq, t.name, start, end, version, pnum, core)
+        s.published, s.realtime, s.want_available = published, realtime, available
+        s.kind, s.compaction = kind, compaction
+        if realtime:
+            s.rf = -1  # unknown until published and seen by the load rules
+        if kind != "tombstone":
+            _n, s.dims, s.mets = self._schema(t)
+        else:
+            s.size = 1  # Druid publishes tombstones with size 1 and no rows
+        t.segs[s.key] = s
+        t.had_segments = True
+        return s
+
+    def _stats(self, t, segs):
+        """Row counts of these segments, from the rows stored for them; sizes later (_sizes)."""
+        segs = [s for s in segs if s.kind != "tombstone"]
+        if not segs:
+            return
+        lo, hi = min(s.key for s in segs), max(s.key for s in segs)
+        acc = {}
+        for name in (t.sqlite_name, t.hidden_name):
+            for sg, n in self.db.execute('SELECT "sg", COUNT(*) FROM "%s" WHERE "sg" BETWEEN ? AND ? GROUP BY "sg"'
+                                         % name, (lo, hi)):
+                acc[sg] = acc.get(sg, 0) + n
+        for s in segs:
+            s.nrows = acc.get(s.key, 0)
+            s.size = None
+
+    def _sizes(self, t):
+        """Sizes of the segments that have none yet: deterministic, growing with the content.
+        Computed when sys.segments is read, so loading and mutations stay cheap."""
+        segs = [s for s in t.segs.values() if s.size is None]
+        if not segs:
+            return
+        lo, hi = min(s.key for s in segs), max(s.key for s in segs)
+        width = "+".join('IFNULL(LENGTH("%s"),0)' % c.internal for c in t.columns)
+        acc = {}
+        for name in (t.sqlite_name, t.hidden_name):
+            for sg, w in self.db.execute('SELECT "sg", SUM(%s) FROM "%s" WHERE "sg" BETWEEN ? AND ? GROUP BY "sg"'
+                                         % (width, name), (lo, hi)):
+                acc[sg] = acc.get(sg, 0) + (w or 0)
+        for s in segs:
+            s.size = 1024 + 8 * s.nrows * len(t.columns) + acc.get(s.key, 0)
+
+    def _move(self, t, s, src, dst, a, b):
+        cols = self._cols_sql(t) + ', "sg"'
+        if a <= s.start and b >= s.end:
+            cond, args = '"sg" = ?', (s.key,)
+        else:
+            tc = self._tcol(t)
+            cond, args = '"sg" = ? AND "%s" >= ? AND "%s" < ?' % (tc, tc), (s.key, a, b)
+        self.db.execute('INSERT INTO "%s" (%s) SELECT %s FROM "%s" WHERE %s ORDER BY rowid'
+                        % (dst, cols, cols, src, cond), args)
+        self.db.execute('DELETE FROM "%s" WHERE %s' % (src, cond), args)
+
+    def _delete_rows(self, t, s):
+        for name in (t.sqlite_name, t.hidden_name):
+            self.db.execute('DELETE FROM "%s" WHERE "sg" = ?' % name, (s.key,))
+
+    def _recompute(self, t):
+        """Overshadowing (Coordinator), loading and query visibility (Broker) of every
+        segment of t; moves rows so the queryable table holds exactly the visible ones."""
+        groups, rts = {}, []
+        for s in t.segs.values():
+            if s.realtime:
+                rts.append(s)
+            else:
+                groups.setdefault((s.start, s.end, s.version), []).append(s)
+        core = {k: max(s.core for s in g) for k, g in groups.items()}
+
+        def complete(k, segs):
+            c = core[k]
+            if c == 0:
+                return True
+            have = {s.pnum for s in segs}
+            return all(i in have for i in range(c))
+
+        comp = {k: complete(k, g) for k, g in groups.items()}
+        pieces = _timeline(groups, comp)
+        act = []
+        for k, g in groups.items():
+            over = not pieces[k]
+            for s in g:
+                s.overshadowed = over
+            if comp[k]:
+                act.extend((a, b, k) for a, b in pieces[k])
+        act.sort()
+        t.active, t.active_starts, t.groups, t.rt = act, [x[0] for x in act], groups, rts
+        # Loaded: what the load rules place (not overshadowed), plus overshadowed segments whose
+        # overshadowing sets are not all loaded yet (the Coordinator drops them only then).
+        want = {}
+        for k, g in groups.items():
+            ss = [s for s in g if s.want_available and s.rf != 0]
+            if ss:
+                want[k] = ss
+        wcomp = {k: complete(k, ss) for k, ss in want.items()}
+        # Historicals keep an overshadowed segment they serve until what overshadows it is
+        # loaded; nothing loads an overshadowed segment anew.
+        fresh = {k for k in want if pieces[k]}
+        kept = _timeline(want, wcomp, contributes=fresh)
+        served = {}
+        for k, ss in want.items():
+            if k not in fresh and kept[k]:
+                ss = [s for s in ss if s.served]
+            if k in fresh or (kept[k] and ss):
+                served[k] = ss
+        scomp = {k: complete(k, ss) for k, ss in served.items()}
+        vis = _timeline(served, scomp)
+        for k, g in groups.items():
+            ss = served.get(k)
+            keys = {s.key for s in ss} if ss else ()
+            vp = vis[k] if ss and scomp[k] else []
+            for s in g:
+                s.served = s.key in keys
+                nv = vp if s.served else []
+                if nv != s.vis:
+                    for a, b in _minus(s.vis, nv):
+                        self._move(t, s, t.sqlite_name, t.hidden_name, a, b)
+                    for a, b in _minus(nv, s.vis):
+                        self._move(t, s, t.hidden_name, t.sqlite_name, a, b)
+                    s.vis = nv
+        for s in rts:  # served by their task, and announced at the chunk's newest version
+            s.served = True
+            nv = [(s.start, s.end)]
+            if s.vis != nv:
+                self._move(t, s, t.hidden_name, t.sqlite_name, s.start, s.end)
+                s.vis = nv
+        ivs = sorted((s.start, s.end) for s in t.segs.values())
+        t.used_starts, t.used_ends = [], []
+        for a, b in ivs:
+            if t.used_starts and a <= t.used_ends[-1]:
+                t.used_ends[-1] = max(t.used_ends[-1], b)
+            else:
+                t.used_starts.append(a)
+                t.used_ends.append(b)
+        listed = not t.had_segments or bool(rts) or any(s.served for s in t.segs.values())
+        if listed != t.listed:
+            t.listed = listed
+            self.system_dirty = True
+        self.segments_dirty.add(t.name)
+
+    # -- chunk lookups
+    def _covering(self, t, ms):
+        """(start, end, version) of the active chunk holding ms (its newest version), or None."""
+        i = bisect.bisect_right(t.active_starts, ms) - 1
+        best = None
+        if i >= 0 and t.active[i][0] <= ms < t.active[i][1]:
+            k = t.active[i][2]
+            best = (k[0], k[1], k[2])
+        for s in t.rt:
+            if s.start <= ms < s.end and (best is None or s.version > best[2]):
+                best = (s.start, s.end, s.version)
+        return best
+
+    def _alloc_chunk(self, t, ms, pending):
+        """A new chunk for ms: the datasource's granularity, or a finer one where that
+        would overlap segments of other bounds."""
+        for a, b in pending:
+            if a <= ms < b:
+                return a, b
+        g = t.granularity
+        cands = [g] if g not in _GRAN_FALLBACK else _GRAN_FALLBACK[_GRAN_FALLBACK.index(g):]
+        for x in cands:
+            a, b = chunk_of(ms, x)
+            if _subtract(a, b, t.used_starts, t.used_ends) == [(a, b)] and \
+                    not any(pa < b and a < pb for pa, pb in pending):
+                pending.append((a, b))
+                return a, b
+        a, b = chunk_of(ms, cands[-1])
+        pending.append((a, b))
+        return a, b
+
+    def _pieces_in(self, t, a, b):
+        """Active pieces (lo, hi, group key) of the Coordinator timeline inside [a, b)."""
+        i = max(0, bisect.bisect_right(t.active_starts, a) - 1)
+        out = []
+        for pa, pb, k in t.active[i:]:
+            if pa >= b:
+                break
+            lo, hi = max(pa, a), min(pb, b)
+            if lo < hi:
+                out.append((lo, hi, k))
+        return out
+
+    def _logical(self, t, a, b, exclude=None):
+        """(sql, args) fragments selecting the current rows of [a, b) — the rows of its
+        active published segments, available or not — from each of the two tables."""
+        tc = self._tcol(t)
+        parts = []
+        for lo, hi, k in self._pieces_in(t, a, b):
+            for s in t.groups[k]:
+                cond = '"sg" = ? AND "%s" >= ? AND "%s" < ?' % (tc, tc)
+                args = [s.key, lo, hi]
+                if exclude:
+                    cond += ' AND NOT ("%s" >= ? AND "%s" < ?)' % (tc, tc)
+                    args += list(exclude)
+                parts.append((cond, args))
+        return parts
+
+    def _count_logical(self, t, a, b, exclude=None):
+        n = 0
+        for cond, args in self._logical(t, a, b, exclude):
+            for name in (t.sqlite_name, t.hidden_name):
+                n += self.db.execute('SELECT COUNT(*) FROM "%s" WHERE %s' % (name, cond), args).fetchone()[0]
+        return n
+
+    def _copy_logical(self, t, a, b, dst, first_key, nparts, exclude=None):
+        """Copy the current rows of [a, b) into dst for new segments first_key ..
+        first_key + nparts - 1 (spread by row).  Returns the number of rows."""
+        cols = self._cols_sql(t)
+        n = 0
+        for cond, args in self._logical(t, a, b, exclude):
+            for name in (t.sqlite_name, t.hidden_name):
+                cur = self.db.execute('INSERT INTO "%s" (%s, "sg") SELECT %s, ? + (rowid %% ?) FROM "%s" WHERE %s '
+                                      'ORDER BY rowid' % (dst, cols, cols, name, cond), [first_key, nparts] + args)
+                n += max(cur.rowcount, 0)
+        return n
+
+    def _unuse(self, t, segs):
+        for s in segs:
+            self._delete_rows(t, s)
+            del t.segs[s.key]
+
+    def _merge_chunks(self, chunks):
+        """Overlapping chunk intervals -> their unions (a chunk is rewritten whole)."""
+        out = []
+        for a, b in sorted(chunks):
+            if out and a < out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], b))
+            else:
+                out.append((a, b))
+        return out
+
+    def _cleanup(self, t):
+        """The Coordinator marks overshadowed segments unused once what overshadows them is loaded."""
+        gone = [s for s in t.segs.values() if s.published and s.overshadowed and not s.served]
+        self._unuse(t, gone)
+        return len(gone)
+
+    # -- datasources (control API)
+    def create(self, name, columns, rows, mapping=None, granularity=None, rows_per_segment=None):
+        """A datasource from one batch ingestion: one version, each chunk in
+        ceil(rows / rows_per_segment) partitions (one without it)."""
         with self.lock:
+            old = self.tables.get(name)
+            gran = granularity_name(granularity) if granularity else (old.granularity if old else "DAY")
+            rps = int(rows_per_segment) if rows_per_segment else None
+            if rps is not None and rps < 1:
+                raise ValueError("rows_per_segment must be at least 1")
             t = Table(name, "druid", self._new_sqlite_name())
+            t.granularity = gran
             specs = list(columns)
             if not any(c[0] == "__time" for c in specs):
                 specs.insert(0, ("__time", tsimple("TIMESTAMP")))
             for i, (cname, ctype) in enumerate(specs):
                 t.columns.append(Column(cname, ctype, "c%d" % i))
-            self._create_sqlite_table(t)
-            try:
-                days = self._insert(t, rows, mapping)
-            except Exception:
-                self.db.execute('DROP TABLE "%s"' % t.sqlite_name)
-                raise
-            old = self.tables.get(name)
+            tuples = self._convert(t, rows, mapping)
+            ti = t.columns.index(t.col("__time"))
+            self._create_ds_tables(t)
+            version = self.new_version()
+            by_chunk = {}
+            for tup in tuples:
+                by_chunk.setdefault(chunk_of(tup[ti], gran), []).append(tup)
+            new = []
+            for (a, b), lst in sorted(by_chunk.items()):
+                nparts = -(-len(lst) // rps) if rps else 1
+                segs = [self._new_seg(t, a, b, version, p, nparts) for p in range(nparts)]
+                for i, tup in enumerate(lst):
+                    tup.append(segs[i // rps if rps else 0].key)
+                for s in segs:
+                    s.vis = [(a, b)]
+                new.extend(segs)
+            with self._txn():
+                self._insert_tuples(t, t.sqlite_name, tuples)
+                self._index_ds_tables(t)
+                self._stats(t, new)
+                self._recompute(t)
             if old is not None:
                 t.hidden = old.hidden
-                self.garbage.append(old.sqlite_name)
-            t.base_version = self.new_version()
-            for d in days:
-                t.day_versions[d] = t.base_version
+                t.segments_hidden = old.segments_hidden
+                t.rows_unknown = old.rows_unknown
+                self.garbage += [old.sqlite_name, old.hidden_name]
             self.tables[name] = t
             self.system_dirty = True
+            self.segments_dirty.add(name)
             self._collect_garbage()
             return t
 
-    def load_file(self, name, path, limit=None):
+    def load_file(self, name, path, limit=None, granularity=None):
         rows = read_ndjson(path, limit)
         cols = infer_columns(rows)
-        return self.create(name, [(n, t) for n, t, _f in cols], rows, {n: f for n, _t, f in cols})
+        return self.create(name, [(n, t) for n, t, _f in cols], rows, {n: f for n, _t, f in cols},
+                           granularity=granularity)
+
+    def generate(self, name, segments, granularity="HOUR", start="2020-01-01T00:00:00Z", rows_per_segment=1,
+                 partitions_per_chunk=1):
+        """A datasource of `segments` segments (columns __time, n BIGINT, s VARCHAR) in
+        consecutive chunks of `partitions_per_chunk` partitions, quickly (scale tests)."""
+        with self.lock:
+            nseg, rps, ppc = int(segments), int(rows_per_segment), int(partitions_per_chunk)
+            if nseg < 1 or rps < 1 or ppc < 1:
+                raise ValueError("segments, rows_per_segment and partitions_per_chunk must be at least 1")
+            gran = granularity_name(granularity)
+            if gran == "ALL" and nseg > ppc:
+                raise ValueError("ALL granularity has one chunk: segments must not exceed partitions_per_chunk")
+            old = self.tables.get(name)
+            t = Table(name, "druid", self._new_sqlite_name())
+            t.granularity = gran
+            t.columns = [Column("__time", tsimple("TIMESTAMP"), "c0"), Column("n", tsimple("BIGINT"), "c1"),
+                         Column("s", tsimple("VARCHAR"), "c2")]
+            self._create_ds_tables(t)
+            version = self.new_version()
+            a = chunk_of(to_millis(start), gran)[0]
+            tuples, new, n, left = [], [], 0, nseg
+            while left > 0:
+                a, b = chunk_of(a, gran)
+                parts = min(ppc, left)
+                for p in range(parts):
+                    s = self._new_seg(t, a, b, version, p, parts)
+                    s.vis = [(a, b)]
+                    new.append(s)
+                    span = min(b - a, 86400000 * 366) if gran == "ALL" else b - a
+                    base = 0 if gran == "ALL" else a
+                    for r in range(rps):
+                        ms = base + ((p * rps + r) * span) // (parts * rps)
+                        tuples.append((ms, n, "s%d" % (n % 7), s.key))
+                        n += 1
+                left -= parts
+                a = b
+            with self._txn():
+                self._insert_tuples(t, t.sqlite_name, tuples)
+                self._index_ds_tables(t)
+                self._stats(t, new)
+                self._recompute(t)
+            if old is not None:
+                t.hidden = old.hidden
+                self.garbage += [old.sqlite_name, old.hidden_name]
+            self.tables[name] = t
+            self.system_dirty = True
+            self.segments_dirty.add(name)
+            self._collect_garbage()
+            return [s.sid for s in new[:3]], len(new)
 
     def get(self, name):
         t = self.tables.get(name)
@@ -1274,45 +1788,372 @@ class Store:
             raise KeyError("no such datasource [%s]" % name)
         return t
 
+    def _rewrite(self, t, chunks, exclude=None):
+        """Rewrite chunks at one new version (a batch re-ingestion of them): their current
+        rows (minus those in the excluded interval) plus the new tuples given per chunk.
+        Chunks left without rows are dropped.  What this overshadows is marked unused at
+        once (the Coordinator's cleanup), so the segment list stays one version per chunk."""
+        version = self.new_version()
+        tc_i = t.columns.index(t.col("__time"))
+        merged = self._merge_chunks(chunks)
+        new, empty = [], []
+        with self._txn():
+            for a, b in merged:
+                rows = [tup for (ca, cb), lst in chunks.items() if a <= ca and cb <= b for tup in lst]
+                s = self._new_seg(t, a, b, version, 0, 1)
+                n = self._copy_logical(t, a, b, t.sqlite_name, s.key, 1, exclude)
+                for tup in rows:
+                    assert a <= tup[tc_i] < b
+                    tup.append(s.key)
+                self._insert_tuples(t, t.sqlite_name, rows)
+                if n + len(rows) == 0:
+                    del t.segs[s.key]
+                    empty.append((a, b))
+                    continue
+                s.vis = [(a, b)]
+                new.append(s)
+            self._stats(t, new)
+            for a, b in empty:
+                self._unuse(t, [s for s in t.segs.values() if s.published and a <= s.start and s.end <= b])
+            self._recompute(t)
+            if self._cleanup(t):
+                self._recompute(t)
+
+    def _chunks_with_rows(self, t, lo, hi):
+        """{chunk: []} for the active chunks holding current rows inside [lo, hi)."""
+        out = {}
+        for pa, pb, k in self._pieces_in(t, lo, hi):
+            if (k[0], k[1]) not in out and self._count_logical(t, pa, pb):
+                out[(k[0], k[1])] = []
+        return out
+
+    def _target_chunks(self, t, tuples, chunks=None):
+        ti = t.columns.index(t.col("__time"))
+        chunks = {} if chunks is None else chunks
+        pending = []
+        for tup in tuples:
+            c = self._covering(t, tup[ti])
+            key = (c[0], c[1]) if c else self._alloc_chunk(t, tup[ti], pending)
+            chunks.setdefault(key, []).append(tup)
+        return chunks
+
     def append(self, name, rows):
+        """Rows added; every chunk they touch is re-ingested at a new version."""
         with self.lock:
             t = self.get(name)
-            days = self._insert(t, rows)
-            self._touch(t, days)
+            tuples = self._convert(t, rows)
+            self._rewrite(t, self._target_chunks(t, tuples))
             return len(rows)
 
-    def _days_in(self, t, lo, hi):
-        tc = t.col("__time").internal
-        cur = self.db.execute('SELECT DISTINCT d_time_floor("%s", \'P1D\') FROM "%s" WHERE "%s" >= ? AND "%s" < ?'
-                              % (tc, t.sqlite_name, tc, tc), (lo, hi))
-        return {r[0] for r in cur.fetchall()}
-
     def delete(self, name, start, end):
+        """Rows in [start, end) removed: the chunks holding them are re-ingested without
+        them at a new version; chunks left empty are dropped."""
         with self.lock:
             t = self.get(name)
             lo, hi = to_millis(start), to_millis(end)
-            days = self._days_in(t, lo, hi)
-            tc = t.col("__time").internal
-            cur = self.db.execute('DELETE FROM "%s" WHERE "%s" >= ? AND "%s" < ?' % (t.sqlite_name, tc, tc),
-                                  (lo, hi))
-            self._touch(t, days)
-            return cur.rowcount
+            n = self._count_logical(t, lo, hi)
+            self._rewrite(t, self._chunks_with_rows(t, lo, hi), exclude=(lo, hi))
+            return n
 
     def replace(self, name, start, end, rows):
         with self.lock:
             t = self.get(name)
             lo, hi = to_millis(start), to_millis(end)
-            tc = t.col("__time")
-            for r in rows:
-                ms = to_millis(r.get("__time", 0))
-                if not lo <= ms < hi:
-                    raise ValueError("row time %s outside the replaced interval" % fmt_ts(ms))
-            days = self._days_in(t, lo, hi)
-            self.db.execute('DELETE FROM "%s" WHERE "%s" >= ? AND "%s" < ?'
-                            % (t.sqlite_name, tc.internal, tc.internal), (lo, hi))
-            days |= self._insert(t, rows)
-            self._touch(t, days)
+            tuples = self._convert(t, rows)
+            ti = t.columns.index(t.col("__time"))
+            for tup in tuples:
+                if not lo <= tup[ti] < hi:
+                    raise ValueError("row time %s outside the replaced interval" % fmt_ts(tup[ti]))
+            self._rewrite(t, self._target_chunks(t, tuples, self._chunks_with_rows(t, lo, hi)), exclude=(lo, hi))
             return len(rows)
+
+    def _next_pnum(self, t, a, b, version):
+        return 1 + max([s.pnum for s in t.segs.values() if (s.start, s.end, s.version) == (a, b, version)],
+                       default=-1)
+
+    def _group_core(self, t, a, b, version):
+        return max([s.core for s in t.segs.values() if (s.start, s.end, s.version) == (a, b, version)],
+                   default=0)
+
+    def late_append(self, name, rows, realtime=False):
+        """Rows appended as streaming/append ingestion does: one new partition per chunk
+        touched, at the chunk's current version (realtime: added to the chunk's open
+        realtime segment if there is one).  New chunks get a new version, partition 0."""
+        with self.lock:
+            t = self.get(name)
+            tuples = self._convert(t, rows)
+            ti = t.columns.index(t.col("__time"))
+            version = None
+            targets, pending = {}, []
+            for tup in tuples:
+                c = self._covering(t, tup[ti])
+                if c is None:
+                    version = version or self.new_version()
+                    a, b = self._alloc_chunk(t, tup[ti], pending)
+                    c = (a, b, version)
+                targets.setdefault(c, []).append(tup)
+            touched = []
+            with self._txn():
+                for (a, b, v), lst in sorted(targets.items()):
+                    s = None
+                    if realtime:
+                        open_ = [x for x in t.segs.values() if x.realtime and (x.start, x.end, x.version) == (a, b, v)]
+                        s = max(open_, key=lambda x: x.pnum) if open_ else None
+                    if s is None:
+                        s = self._new_seg(t, a, b, v, self._next_pnum(t, a, b, v), self._group_core(t, a, b, v),
+                                          published=not realtime, realtime=realtime)
+                        s.vis = [(a, b)]
+                    for tup in lst:
+                        tup.append(s.key)
+                    self._insert_tuples(t, t.sqlite_name, lst)
+                    touched.append(s)
+                self._stats(t, touched)
+                self._recompute(t)
+            return [s.sid for s in touched]
+
+    def handoff(self, name, start=None, end=None):
+        """Realtime segments (overlapping [start, end), or all) are published and loaded.
+        One whose chunk got a newer version meanwhile (a compaction or reindex ran
+        concurrently) is published upgraded to it: a new id."""
+        with self.lock:
+            t = self.get(name)
+            lo = to_millis(start) if start is not None else MIN_INSTANT
+            hi = to_millis(end) if end is not None else MAX_INSTANT
+            out = []
+            with self._txn():
+                for s in sorted((x for x in t.segs.values() if x.realtime and x.start < hi and lo < x.end),
+                                key=lambda x: x.key):
+                    old = s.sid
+                    c = self._covering_published(t, s)
+                    if c is not None:
+                        a, b, v = c
+                        s.pnum = self._next_pnum(t, a, b, v)
+                        s.core = self._group_core(t, a, b, v)
+                        s.start, s.end, s.version = a, b, v
+                    s.realtime, s.published, s.want_available, s.rf = False, True, True, 1
+                    out.append([old, s.sid])
+                self._recompute(t)
+            return out
+
+    def _covering_published(self, t, s):
+        best = None
+        for lo, hi, k in self._pieces_in(t, s.start, s.end):
+            if k[0] <= s.start and s.end <= k[1] and k[2] > s.version and (best is None or k[2] > best[2]):
+                best = k
+        return best
+
+    def compact(self, name, start, end, granularity=None, partitions=1, available=True):
+        """Compaction: the current rows of the chunks in [start, end) written again at a new
+        version, merged into `partitions` partitions per chunk; with `granularity`, in
+        chunks of that granularity (which must cover whole segments).  available=False:
+        published but not loaded yet (queries keep reading the old version)."""
+        with self.lock:
+            t = self.get(name)
+            lo, hi = to_millis(start), to_millis(end)
+            nparts = int(partitions)
+            if nparts < 1:
+                raise ValueError("partitions must be at least 1")
+            pieces = self._pieces_in(t, lo, hi)
+            if granularity:
+                g = granularity_name(granularity)
+                a0, b0 = chunk_of(lo, g)[0], chunk_of(hi - 1, g)[1]
+                pieces = self._pieces_in(t, a0, b0)
+                for _pa, _pb, k in pieces:
+                    if k[0] < a0 or k[1] > b0:
+                        raise ValueError("segments of %s/%s extend beyond the compacted interval %s/%s"
+                                         % (fmt_instant(k[0]), fmt_instant(k[1]), fmt_instant(a0), fmt_instant(b0)))
+                chunks = set()
+                for pa, pb, _k in pieces:
+                    a = chunk_of(pa, g)[0]
+                    while a < pb:
+                        b = chunk_of(a, g)[1]
+                        chunks.add((a, b))
+                        a = b
+                chunks = sorted(chunks)
+            else:
+                g = None
+                chunks = self._merge_chunks({(k[0], k[1]) for _a, _b, k in pieces})
+            version = self.new_version()
+            dst = t.sqlite_name if available else t.hidden_name
+            new = []
+            with self._txn():
+                for a, b in chunks:
+                    n = self._count_logical(t, a, b)
+                    if n == 0:
+                        continue
+                    p = min(nparts, n)
+                    state = self._compaction_state(t, g or self._gran_of(a, b), p)
+                    segs = [self._new_seg(t, a, b, version, i, p, available=available, compaction=state)
+                            for i in range(p)]
+                    self._copy_logical(t, a, b, dst, segs[0].key, p)
+                    for s in segs:
+                        s.vis = [(a, b)] if available else []
+                    new.extend(segs)
+                self._stats(t, new)
+                self._recompute(t)
+            return [s.sid for s in new]
+
+    @staticmethod
+    def _gran_of(a, b):
+        for g, p in GRANULARITIES.items():
+            if chunk_of(a, g) == (a, b):
+                return g
+        return "NONE"
+
+    def _compaction_state(self, t, gran, nparts):
+        dims = [{"type": "string", "name": c.name, "multiValueHandling": "SORTED_ARRAY", "createBitmapIndex": True}
+                if c.t.sql in ("VARCHAR", "ARRAY") else
+                {"type": c.t.native.lower() if c.t.native in ("LONG", "FLOAT", "DOUBLE") else "json", "name": c.name,
+                 "multiValueHandling": "SORTED_ARRAY", "createBitmapIndex": False}
+                for c in t.columns if c.name != "__time"]
+        return jdump({
+            "partitionsSpec": {"type": "dynamic", "maxRowsPerSegment": 5000000, "maxTotalRows": None},
+            "dimensionsSpec": {"dimensions": dims},
+            "metricsSpec": [],
+            "transformSpec": {"filter": None},
+            "indexSpec": {"bitmap": {"type": "roaring"}, "dimensionCompression": "lz4",
+                          "stringDictionaryEncoding": {"type": "utf8"}, "metricCompression": "lz4",
+                          "longEncoding": "longs"},
+            "granularitySpec": {"type": "uniform", "segmentGranularity": gran, "queryGranularity": {"type": "none"},
+                                "rollup": False, "intervals": []}})
+
+    def reindex(self, name, start, end, rows, granularity=None, partitions=1, available=True,
+                empty_chunks="tombstone"):
+        """Re-ingestion of [start, end) (aligned to the granularity) with these rows, at a
+        new version.  Chunks of the interval that had data but get no rows: a tombstone
+        (MSQ REPLACE), 'drop' (their segments marked unused) or 'keep' (old data stays)."""
+        with self.lock:
+            t = self.get(name)
+            g = granularity_name(granularity) if granularity else t.granularity
+            if empty_chunks not in ("tombstone", "drop", "keep"):
+                raise ValueError("empty_chunks must be tombstone, drop or keep")
+            nparts = int(partitions)
+            if nparts < 1:
+                raise ValueError("partitions must be at least 1")
+            lo, hi = to_millis(start), to_millis(end)
+            if g == "ALL":
+                lo, hi = MIN_INSTANT, MAX_INSTANT
+            elif chunk_of(lo, g)[0] != lo or chunk_of(hi - 1, g)[1] != hi or hi <= lo:
+                raise ValueError("interval %s/%s is not aligned with the %s granularity" % (start, end, g))
+            tuples = self._convert(t, rows)
+            ti = t.columns.index(t.col("__time"))
+            by_chunk = {}
+            for tup in tuples:
+                if not lo <= tup[ti] < hi:
+                    raise ValueError("row time %s outside the reindexed interval" % fmt_ts(tup[ti]))
+                by_chunk.setdefault(chunk_of(tup[ti], g), []).append(tup)
+            old = set()
+            for pa, pb, _k in self._pieces_in(t, lo, hi):
+                a = chunk_of(pa, g)[0]
+                while a < pb:
+                    b = chunk_of(a, g)[1]
+                    old.add((a, b))
+                    a = b
+            version = self.new_version()
+            dst = t.sqlite_name if available else t.hidden_name
+            new, out = [], []
+            with self._txn():
+                for a, b in sorted(old | set(by_chunk)):
+                    lst = by_chunk.get((a, b))
+                    if lst:
+                        p = min(nparts, len(lst))
+                        segs = [self._new_seg(t, a, b, version, i, p, available=available) for i in range(p)]
+                        for i, tup in enumerate(lst):
+                            tup.append(segs[i % p].key)
+                        self._insert_tuples(t, dst, lst)
+                    elif empty_chunks == "tombstone":
+                        segs = [self._new_seg(t, a, b, version, 0, 1, available=available, kind="tombstone")]
+                    else:
+                        if empty_chunks == "drop":
+                            self._unuse(t, [s for s in t.segs.values()
+                                            if s.published and a <= s.start and s.end <= b])
+                        continue
+                    for s in segs:
+                        s.vis = [(a, b)] if available else []
+                    new.extend(segs)
+                self._stats(t, new)
+                self._recompute(t)
+            return [s.sid for s in new]
+
+    def drop_interval(self, name, start, end):
+        """Published segments contained in [start, end) are marked unused (retention, kill)."""
+        with self.lock:
+            t = self.get(name)
+            lo, hi = to_millis(start), to_millis(end)
+            gone = [s for s in t.segs.values() if s.published and lo <= s.start and s.end <= hi]
+            with self._txn():
+                ids = [s.sid for s in gone]
+                self._unuse(t, gone)
+                self._recompute(t)
+            return ids
+
+    def set_available(self, name, start, end, available, partitions=None, replication_factor=None):
+        """Published segments overlapping [start, end) (only these partition numbers, if
+        given) are loaded on historicals or not; replication_factor sets the load rule's
+        replica count (0: deep storage only, never loaded)."""
+        with self.lock:
+            t = self.get(name)
+            lo = to_millis(start) if start is not None else MIN_INSTANT
+            hi = to_millis(end) if end is not None else MAX_INSTANT
+            parts = None if partitions is None else {int(p) for p in partitions}
+            hit = [s for s in t.segs.values() if s.published and s.start < hi and lo < s.end
+                   and (parts is None or s.pnum in parts)]
+            with self._txn():
+                for s in hit:
+                    s.want_available = bool(available)
+                    if replication_factor is not None:
+                        s.rf = int(replication_factor)
+                self._recompute(t)
+            return [s.sid for s in hit]
+
+    def cleanup(self, name):
+        with self.lock:
+            t = self.get(name)
+            with self._txn():
+                n = self._cleanup(t)
+                self._recompute(t)
+            return n
+
+    def set_granularity(self, name, granularity):
+        with self.lock:
+            self.get(name).granularity = granularity_name(granularity)
+
+    def set_num_rows(self, name, known, start=None, end=None):
+        """num_rows unknown (0) or known again: for segments overlapping [start, end), or,
+        without an interval, for all segments of the datasource, present and future."""
+        with self.lock:
+            t = self.get(name)
+            if start is None and end is None:
+                t.rows_unknown = not known
+                if known:
+                    for s in t.segs.values():
+                        s.rows_unknown = False
+            else:
+                lo = to_millis(start) if start is not None else MIN_INSTANT
+                hi = to_millis(end) if end is not None else MAX_INSTANT
+                for s in t.segs.values():
+                    if s.start < hi and lo < s.end:
+                        s.rows_unknown = not known
+            self.segments_dirty.add(name)
+
+    def set_segments_hidden(self, name, hidden):
+        with self.lock:
+            self.get(name).segments_hidden = bool(hidden)
+            self.segments_dirty.add(name)
+
+    def clear_segment_faults(self):
+        with self.lock:
+            self.segments_forbidden = False
+            for t in self.tables.values():
+                if t.segments_hidden:
+                    t.segments_hidden = False
+                    self.segments_dirty.add(t.name)
+
+    def segments(self, name):
+        with self.lock:
+            t = self.get(name)
+            self._sizes(t)
+            return [s.info() for s in sorted(t.segs.values(), key=lambda s: (s.start, s.version, s.pnum))]
 
     def add_column(self, name, cname, ctype):
         with self.lock:
@@ -1320,7 +2161,8 @@ class Store:
             if t.col(cname):
                 raise ValueError("column [%s] already exists" % cname)
             c = Column(cname, ctype, "c%d" % len(t.columns))
-            self.db.execute('ALTER TABLE "%s" ADD COLUMN "%s" %s' % (t.sqlite_name, c.internal, sqlite_affinity(ctype)))
+            for tn in (t.sqlite_name, t.hidden_name):
+                self.db.execute('ALTER TABLE "%s" ADD COLUMN "%s" %s' % (tn, c.internal, sqlite_affinity(ctype)))
             t.columns.append(c)
             self.system_dirty = True
 
@@ -1328,15 +2170,17 @@ class Store:
         with self.lock:
             self.get(name).hidden = bool(hidden)
             self.system_dirty = True
+            self.segments_dirty.add(name)
 
     def drop(self, name):
         with self.lock:
             t = self.tables.pop(name, None)
             if t is None:
                 raise KeyError("no such datasource [%s]" % name)
-            self.garbage.append(t.sqlite_name)
+            self.garbage += [t.sqlite_name, t.hidden_name]
             self._collect_garbage()
             self.system_dirty = True
+            self.segments_dirty.add(name)
 
     # -- system tables
     SYS_DEFS = {
@@ -1357,12 +2201,13 @@ class Store:
         ("INFORMATION_SCHEMA", "ROUTINES"): [
             ("ROUTINE_CATALOG", "VARCHAR"), ("ROUTINE_SCHEMA", "VARCHAR"), ("ROUTINE_NAME", "VARCHAR"),
             ("ROUTINE_TYPE", "VARCHAR"), ("IS_AGGREGATOR", "VARCHAR"), ("SIGNATURES", "VARCHAR")],
+        # SystemSchema.SEGMENTS_SIGNATURE; _sys_defs adjusts it to the version (see there).
         ("sys", "segments"): [
             ("segment_id", "VARCHAR"), ("datasource", "VARCHAR"), ("start", "VARCHAR"), ("end", "VARCHAR"),
             ("size", "BIGINT"), ("version", "VARCHAR"), ("partition_num", "BIGINT"), ("num_replicas", "BIGINT"),
             ("num_rows", "BIGINT"), ("is_active", "BIGINT"), ("is_published", "BIGINT"),
             ("is_available", "BIGINT"), ("is_realtime", "BIGINT"), ("is_overshadowed", "BIGINT"),
-            ("shard_spec", "VARCHAR"), ("dimensions", "VARCHAR"), ("metrics", "VARCHAR"),
+            ("shard_spec", "VARCHAR"), ("dimensions", "VARCHAR"), ("metrics", "VARCHAR"), ("projections", "VARCHAR"),
             ("last_compaction_state", "VARCHAR"), ("replication_factor", "BIGINT")],
         ("sys", "server_segments"): [("server", "VARCHAR"), ("segment_id", "VARCHAR")],
         ("sys", "servers"): [
@@ -1379,23 +2224,46 @@ class Store:
             ("runner_status", "VARCHAR"), ("duration", "BIGINT"), ("location", "VARCHAR"), ("host", "VARCHAR"),
             ("plaintext_port", "BIGINT"), ("tls_port", "BIGINT"), ("error_msg", "VARCHAR")],
     }
+    SEG_ALL = [n for n, _t in SYS_DEFS[("sys", "segments")]]
+
+    @classmethod
+    def _sys_defs(cls, version):
+        """sys.segments per Druid version: replication_factor arrived in 27 (#14403),
+        projections in 35 (#18223, merged July 2025; the release is our inference)."""
+        defs = dict(cls.SYS_DEFS)
+        drop = set()
+        if version < (27,):
+            drop.add("replication_factor")
+        if version < (35,):
+            drop.add("projections")
+        defs[("sys", "segments")] = [c for c in cls.SYS_DEFS[("sys", "segments")] if c[0] not in drop]
+        return defs
 
     def _make_system_tables(self):
-        for (schema, name), cols in self.SYS_DEFS.items():
+        for (schema, name), cols in self.sys_defs.items():
             t = Table(name, schema, self._new_sqlite_name())
             t.columns = [Column(n, tsimple(ty), "c%d" % i) for i, (n, ty) in enumerate(cols)]
             self._create_sqlite_table(t)
             self.system[(schema, name)] = t
+        segs = self.system[("sys", "segments")]
+        self.db.execute('CREATE INDEX "%s_ds" ON "%s" ("c1")' % (segs.sqlite_name, segs.sqlite_name))
+        self.seg_pick = [self.SEG_ALL.index(c.name) for c in segs.columns]
 
     def visible(self):
-        return [self.tables[n] for n in sorted(self.tables) if not self.tables[n].hidden]
+        return [self.tables[n] for n in sorted(self.tables) if not self.tables[n].hidden and self.tables[n].listed]
 
-    def refresh_system(self):
-        """Rebuild INFORMATION_SCHEMA/sys rows if the catalog changed (lock held)."""
+    def refresh_system(self, table=None):
+        """Rebuild what a query on this system table reads (lock held)."""
+        if table is self.system[("sys", "segments")]:
+            self._refresh_segments()
+        elif table is not None and table.schema == "INFORMATION_SCHEMA":
+            self._refresh_info()
+
+    def _refresh_info(self):
         if not self.system_dirty:
             return
         self.system_dirty = False
-        rows = {k: [] for k in self.SYS_DEFS}
+        rows = {k: [] for k in self.sys_defs if k[0] == "INFORMATION_SCHEMA"}
         for s in ("druid", "INFORMATION_SCHEMA", "lookup", "sys", "view"):
             rows[("INFORMATION_SCHEMA", "SCHEMATA")].append(["druid", s, None, None, None, None, None])
         tables = rows[("INFORMATION_SCHEMA", "TABLES")]
@@ -1406,26 +2274,52 @@ class Store:
             tables.append(["druid", t.schema, t.name, ttype, "NO", "NO"])
             for i, c in enumerate(t.columns):
                 columns.append(self._column_row(t, c, i + 1))
-        segs = rows[("sys", "segments")]
-        for t in self.visible():
-            tc = t.col("__time").internal
-            counts = self.db.execute('SELECT d_time_floor("%s", \'P1D\'), COUNT(*) FROM "%s" GROUP BY 1 ORDER BY 1'
-                                     % (tc, t.sqlite_name)).fetchall()
-            dims = [c.name for c in t.columns if c.name != "__time" and c.t.sql in ("VARCHAR", "ARRAY")]
-            mets = [c.name for c in t.columns if c.name != "__time" and c.t.sql not in ("VARCHAR", "ARRAY")]
-            for day, n in counts:
-                ver = t.day_versions.get(day) or t.base_version
-                start, end = fmt_ts(day), fmt_ts(day + DAY_MS)
-                segs.append(["%s_%s_%s_%s" % (t.name, start, end, ver), t.name, start, end,
-                             n * 8 * len(t.columns) + 1024, ver, 0, 1, n, 1, 1, 1, 0, 0,
-                             '{"type":"numbered","partitionNum":0,"partitions":1}', jdump(dims), jdump(mets),
-                             None, 1])
         for key, rs in rows.items():
             st = self.system[key]
             self.db.execute('DELETE FROM "%s"' % st.sqlite_name)
             if rs:
                 self.db.executemany('INSERT INTO "%s" VALUES (%s)' % (st.sqlite_name, ",".join("?" * len(rs[0]))),
                                     rs)
+
+    def _refresh_segments(self):
+        if not self.segments_dirty:
+            return
+        st = self.system[("sys", "segments")]
+        ph = ",".join("?" * len(st.columns))
+        pick = self.seg_pick
+        with self._txn():
+            for name in sorted(self.segments_dirty):
+                self.db.execute('DELETE FROM "%s" WHERE "c1" = ?' % st.sqlite_name, (name,))
+                t = self.tables.get(name)
+                if t is None or t.hidden or t.segments_hidden:
+                    continue
+                self._sizes(t)
+                # Published segments first (the Coordinator's list), then the realtime ones
+                # (the Broker's own view): Druid's order, which is not sorted.
+                segs = sorted(t.segs.values(), key=lambda s: (s.realtime, s.key))
+                rows = []
+                for s in segs:
+                    full = self._sys_row(t, s)
+                    rows.append([full[i] for i in pick])
+                self.db.executemany('INSERT INTO "%s" VALUES (%s)' % (st.sqlite_name, ph), rows)
+        self.segments_dirty.clear()
+
+    @staticmethod
+    def _sys_row(t, s):
+        """A sys.segments row, as SystemSchema.SegmentsTable builds it (all columns)."""
+        unknown = t.rows_unknown or s.rows_unknown
+        if s.realtime:
+            # From the Broker's served-segment view: unpublished, active, available; the
+            # Coordinator knows no replication factor; a realtime sink has size 0.
+            return [s.sid, t.name, fmt_instant(s.start), fmt_instant(s.end), 0, s.version, s.pnum, 1,
+                    0 if unknown else s.nrows, 1, 0, 1, 1, 0, s.shard_spec, s.dims, s.mets, None, None, -1]
+        served = s.served
+        return [s.sid, t.name, fmt_instant(s.start), fmt_instant(s.end), s.size, s.version, s.pnum,
+                max(s.rf, 1) if served else 0,
+                # num_rows comes from the Broker's metadata of served segments: 0 otherwise
+                s.nrows if served and not unknown else 0,
+                0 if s.overshadowed else 1, 1, 1 if served else 0, 0, 1 if s.overshadowed else 0,
+                s.shard_spec, s.dims, s.mets, None, s.compaction, s.rf]
 
     @staticmethod
     def _column_row(t, c, pos):
@@ -1846,7 +2740,7 @@ class Planner:
             schema, name = parts
             if schema == "druid":
                 t = st.tables.get(name)
-                if t is None or t.hidden:
+                if t is None or t.hidden or not t.listed:
                     raise err_unknown_table(name, self.sql, toks[1].pos, toks[1].end, within=schema)
                 return t
             if schema in ("INFORMATION_SCHEMA", "sys"):
@@ -1857,7 +2751,7 @@ class Planner:
             raise err_unknown_table(schema, self.sql, toks[0].pos, toks[0].end)
         name = parts[0]
         t = st.tables.get(name)
-        if t is None or t.hidden:
+        if t is None or t.hidden or not t.listed:
             raise err_unknown_table(name, self.sql, toks[0].pos, toks[0].end)
         return t
 
@@ -2532,7 +3426,10 @@ class Handler(BaseHTTPRequestHandler):
             with store.lock:
                 plan = Planner(store, sql, params).plan(q)
                 if plan.table is not None and plan.table.schema != "druid":
-                    store.refresh_system()
+                    if store.segments_forbidden and plan.table is store.system[("sys", "segments")]:
+                        # authorizeSystemTablesDirectly without READ on SYSTEM_TABLE segments
+                        raise DruidError(403, "Unauthorized", raw='{"error":"Unauthorized"}')
+                    store.refresh_system(plan.table)
         except DruidError as e:
             return fail(e)
         except RecursionError:
@@ -2685,7 +3582,8 @@ class Handler(BaseHTTPRequestHandler):
                     if t.sql == "ARRAY" and body_type(body, n).upper() == "ARRAY":
                         t = T("ARRAY", infer_array_native([r.get(n) for r in rows]), "ARRAY")
                     fixed.append((n, t))
-                store.create(body["name"], fixed, rows)
+                store.create(body["name"], fixed, rows, granularity=body.get("granularity"),
+                             rows_per_segment=body.get("rows_per_segment"))
                 return self.send_json(200, {"ok": True, "rows": len(rows)})
             if method == "POST" and ep == "append":
                 n = store.append(body["datasource"], body.get("rows", []))
@@ -2706,7 +3604,7 @@ class Handler(BaseHTTPRequestHandler):
                 store.drop(body["datasource"])
                 return self.send_json(200, {"ok": True})
             if method == "POST" and ep == "load":
-                t = store.load_file(body["datasource"], body["file"], body.get("limit"))
+                t = store.load_file(body["datasource"], body["file"], body.get("limit"), body.get("granularity"))
                 return self.send_json(200, {"ok": True, "columns": [[c.name, c.t.info] for c in t.columns]})
             if method == "POST" and ep == "fault":
                 kind = body.get("kind")
@@ -2732,7 +3630,64 @@ class Handler(BaseHTTPRequestHandler):
             if method == "DELETE" and ep == "faults":
                 with st.lock:
                     st.faults = []
+                store.clear_segment_faults()
                 return self.send_json(200, {"ok": True})
+            # -- segments (shared/reference/druid-segments.md)
+            if method == "POST" and ep == "granularity":
+                store.set_granularity(body["datasource"], body["granularity"])
+                return self.send_json(200, {"ok": True})
+            if method == "POST" and ep == "late_append":
+                ids = store.late_append(body["datasource"], body.get("rows", []))
+                return self.send_json(200, {"ok": True, "segments": ids})
+            if method == "POST" and ep == "realtime":
+                ids = store.late_append(body["datasource"], body.get("rows", []), realtime=True)
+                return self.send_json(200, {"ok": True, "segments": ids})
+            if method == "POST" and ep == "handoff":
+                pairs = store.handoff(body["datasource"], body.get("start"), body.get("end"))
+                return self.send_json(200, {"ok": True, "segments": pairs})
+            if method == "POST" and ep == "compact":
+                ids = store.compact(body["datasource"], body["start"], body["end"], body.get("granularity"),
+                                    body.get("partitions", 1), body.get("available", True))
+                return self.send_json(200, {"ok": True, "segments": ids})
+            if method == "POST" and ep == "reindex":
+                ids = store.reindex(body["datasource"], body["start"], body["end"], body.get("rows", []),
+                                    body.get("granularity"), body.get("partitions", 1), body.get("available", True),
+                                    body.get("empty_chunks", "tombstone"))
+                return self.send_json(200, {"ok": True, "segments": ids})
+            if method == "POST" and ep == "drop_interval":
+                ids = store.drop_interval(body["datasource"], body["start"], body["end"])
+                return self.send_json(200, {"ok": True, "segments": ids})
+            if method == "POST" and ep == "availability":
+                ids = store.set_available(body["datasource"], body.get("start"), body.get("end"),
+                                          body.get("available", False), body.get("partitions"),
+                                          body.get("replication_factor"))
+                return self.send_json(200, {"ok": True, "segments": ids})
+            if method == "POST" and ep == "cleanup":
+                n = store.cleanup(body["datasource"])
+                return self.send_json(200, {"ok": True, "unused": n})
+            if method == "POST" and ep == "num_rows":
+                store.set_num_rows(body["datasource"], bool(body.get("known", False)), body.get("start"),
+                                   body.get("end"))
+                return self.send_json(200, {"ok": True})
+            if method == "POST" and ep == "segments_forbidden":
+                with store.lock:
+                    store.segments_forbidden = bool(body.get("forbidden", True))
+                return self.send_json(200, {"ok": True})
+            if method == "POST" and ep == "segments_hidden":
+                store.set_segments_hidden(body["datasource"], body.get("hidden", True))
+                return self.send_json(200, {"ok": True})
+            if method == "POST" and ep == "generate":
+                t0 = time.time()
+                first, n = store.generate(body["datasource"], body.get("segments", 10000),
+                                          body.get("granularity", "HOUR"),
+                                          body.get("start", "2020-01-01T00:00:00Z"), body.get("rows_per_segment", 1),
+                                          body.get("partitions_per_chunk", 1))
+                return self.send_json(200, {"ok": True, "segments": n, "first": first,
+                                            "seconds": round(time.time() - t0, 3)})
+            if method == "GET" and ep == "segments":
+                from urllib.parse import parse_qs, urlsplit
+                ds = (parse_qs(urlsplit(self.path).query).get("datasource") or [body.get("datasource")])[0]
+                return self.send_json(200, store.segments(ds))
             if method == "GET" and ep == "faults":
                 with st.lock:
                     return self.send_json(200, st.faults)
@@ -2753,8 +3708,9 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send_json(200, {"ok": True})
             if method == "GET" and ep == "datasources":
                 with store.lock:
-                    return self.send_json(200, {n: {"hidden": t.hidden, "columns": [[c.name, c.t.info]
-                                                                                    for c in t.columns]}
+                    return self.send_json(200, {n: {"hidden": t.hidden, "listed": t.listed,
+                                                    "granularity": t.granularity,
+                                                    "columns": [[c.name, c.t.info] for c in t.columns]}
                                                 for n, t in store.tables.items()})
             return self.send_json(404, {"error": "unknown control endpoint %s %s" % (method, path)})
         except KeyError as e:
@@ -2798,6 +3754,8 @@ def main(argv=None):
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--port-file")
     ap.add_argument("--load", action="append", default=[], metavar="NAME=FILE")
+    ap.add_argument("--granularity", action="append", default=[], metavar="NAME=GRANULARITY",
+                    help="segment granularity of a --load datasource (HOUR, DAY, MONTH, YEAR, ALL, ...; DAY)")
     ap.add_argument("--auth", metavar="USER:PASS")
     ap.add_argument("--legacy-errors", action="store_true")
     ap.add_argument("--version", default="37.0.0")
@@ -2809,12 +3767,19 @@ def main(argv=None):
     ap.add_argument("--tls-port-file", help="where to write the HTTPS port")
     args = ap.parse_args(argv)
 
-    store = Store()
+    store = Store(args.version)
+    grans = {}
+    for spec in args.granularity:
+        name, _, g = spec.partition("=")
+        try:
+            grans[name] = granularity_name(g)
+        except ValueError as e:
+            ap.error("--granularity: %s" % e)
     for spec in args.load:
         name, _, path = spec.partition("=")
         if not name or not path:
             ap.error("--load wants NAME=FILE")
-        store.load_file(name, path)
+        store.load_file(name, path, granularity=grans.get(name))
     Handler.state = SimState(store, args)
     srv = Server((args.host, args.port), Handler)
     port = srv.server_address[1]

@@ -40,16 +40,20 @@ class Sim:
 
     # -- lifecycle
     @classmethod
-    def start(cls, load=None, auth=None, legacy_errors=False, version=None, extra_args=(), timeout=60):
+    def start(cls, load=None, auth=None, legacy_errors=False, version=None, extra_args=(), timeout=60,
+              granularity=None):
         """Spawn druid_sim.py on a free port and wait until it listens.
 
-        load: {datasource: path to .json/.json.gz}; auth: "user:pass" or None.
+        load: {datasource: path to .json/.json.gz}; auth: "user:pass" or None;
+        granularity: {datasource: "HOUR"|"DAY"|"MONTH"|"YEAR"|"ALL"|...} for the loaded ones (DAY).
         """
         tmpdir = tempfile.TemporaryDirectory(prefix="druid_sim_")
         port_file = os.path.join(tmpdir.name, "port")
         cmd = [PYTHON, SIM_PATH, "--host", "127.0.0.1", "--port", "0", "--port-file", port_file]
         for name, path in (load or {}).items():
             cmd += ["--load", "%s=%s" % (name, path)]
+        for name, g in (granularity or {}).items():
+            cmd += ["--granularity", "%s=%s" % (name, g)]
         if auth:
             cmd += ["--auth", auth]
         if legacy_errors:
@@ -137,20 +141,123 @@ class Sim:
         return out
 
     # -- control API
-    def datasource(self, name, columns, rows=()):
-        """Create or replace a datasource. columns: [{"name","type"}] or [(name, type)]."""
+    def datasource(self, name, columns, rows=(), granularity=None, rows_per_segment=None):
+        """Create or replace a datasource, as one batch ingestion: one version, one segment
+        per time chunk (or ceil(rows / rows_per_segment) partitions per chunk).
+        columns: [{"name","type"}] or [(name, type)]; granularity: segment granularity
+        (default DAY, or the replaced datasource's)."""
         cols = [c if isinstance(c, dict) else {"name": c[0], "type": c[1]} for c in columns]
-        return self._control("POST", "datasource", {"name": name, "columns": cols, "rows": list(rows)})
+        body = {"name": name, "columns": cols, "rows": list(rows)}
+        if granularity is not None:
+            body["granularity"] = granularity
+        if rows_per_segment is not None:
+            body["rows_per_segment"] = rows_per_segment
+        return self._control("POST", "datasource", body)
 
     def append(self, datasource, rows):
+        """Rows added; each chunk they touch is re-ingested at a new version (its old
+        segments are marked unused at once). For Druid-style appends see late_append."""
         return self._control("POST", "append", {"datasource": datasource, "rows": list(rows)})
 
     def delete(self, datasource, start, end):
+        """Rows in [start, end) removed: the chunks holding them are re-ingested at a new
+        version without them; chunks left empty are dropped."""
         return self._control("POST", "delete", {"datasource": datasource, "start": start, "end": end})
 
     def replace(self, datasource, start, end, rows):
+        """Rows in [start, end) replaced by these (all inside it), chunk by chunk as delete."""
         return self._control("POST", "replace", {"datasource": datasource, "start": start, "end": end,
                                                  "rows": list(rows)})
+
+    # -- segments (shared/reference/druid-segments.md); each returns the JSON answer
+    def granularity(self, datasource, granularity):
+        """Segment granularity of the datasource's new chunks (existing segments keep theirs)."""
+        return self._control("POST", "granularity", {"datasource": datasource, "granularity": granularity})
+
+    def late_append(self, datasource, rows):
+        """Streaming/append ingestion: per chunk touched, one new partition at the chunk's
+        current version (same shard core); rows outside every chunk start a new chunk at
+        a new version. -> {"segments": [new ids]}"""
+        return self._control("POST", "late_append", {"datasource": datasource, "rows": list(rows)})
+
+    def realtime(self, datasource, rows):
+        """Rows served by a realtime task: added to the chunk's open realtime segment (same
+        id) or a new one (is_realtime=1, is_published=0). Queryable at once."""
+        return self._control("POST", "realtime", {"datasource": datasource, "rows": list(rows)})
+
+    def handoff(self, datasource, start=None, end=None):
+        """Realtime segments overlapping [start, end) (default all) are published and loaded;
+        one whose chunk got a newer version meanwhile gets a new id at that version.
+        -> {"segments": [[old id, new id], ...]}"""
+        return self._control("POST", "handoff", {"datasource": datasource, "start": start, "end": end})
+
+    def compact(self, datasource, start, end, granularity=None, partitions=1, available=True):
+        """Compaction of the chunks in [start, end): same rows, new version, `partitions`
+        partitions per chunk; granularity: new segment granularity (e.g. HOUR -> DAY).
+        available=False: published but not loaded yet. Old segments stay listed as
+        overshadowed until cleanup(). -> {"segments": [new ids]}"""
+        return self._control("POST", "compact", {"datasource": datasource, "start": start, "end": end,
+                                                 "granularity": granularity, "partitions": partitions,
+                                                 "available": available})
+
+    def reindex(self, datasource, start, end, rows, granularity=None, partitions=1, available=True,
+                empty_chunks="tombstone"):
+        """Re-ingestion of [start, end) (aligned to the granularity) with these rows at a new
+        version; chunks that had data and get none: "tombstone" (MSQ REPLACE), "drop"
+        (marked unused) or "keep" (old segments stay). -> {"segments": [new ids]}"""
+        return self._control("POST", "reindex", {"datasource": datasource, "start": start, "end": end,
+                                                 "rows": list(rows), "granularity": granularity,
+                                                 "partitions": partitions, "available": available,
+                                                 "empty_chunks": empty_chunks})
+
+    def drop_interval(self, datasource, start, end):
+        """Published segments contained in [start, end) become unused: gone from sys.segments
+        and from query results. -> {"segments": [dropped ids]}"""
+        return self._control("POST", "drop_interval", {"datasource": datasource, "start": start, "end": end})
+
+    def set_available(self, datasource, start=None, end=None, available=False, partitions=None,
+                      replication_factor=None):
+        """Published segments overlapping [start, end) (default all; only these partition
+        numbers if given) unloaded (available=False: is_available=0, rows left out of
+        queries) or loaded again; replication_factor sets the load rule (0: deep storage
+        only). -> {"segments": [ids]}"""
+        return self._control("POST", "availability", {"datasource": datasource, "start": start, "end": end,
+                                                      "available": available, "partitions": partitions,
+                                                      "replication_factor": replication_factor})
+
+    def cleanup(self, datasource):
+        """The Coordinator's duty: overshadowed segments no longer served become unused."""
+        return self._control("POST", "cleanup", {"datasource": datasource})
+
+    def num_rows_known(self, datasource, known, start=None, end=None):
+        """known=False: num_rows reads 0 (unknown) for the segments overlapping [start, end),
+        or without an interval for all the datasource's segments, now and later."""
+        return self._control("POST", "num_rows", {"datasource": datasource, "known": known, "start": start,
+                                                  "end": end})
+
+    def segments_forbidden(self, forbidden=True):
+        """Fault: queries on sys.segments answer 403 {"error":"Unauthorized"}; others work.
+        clear_faults() ends it."""
+        return self._control("POST", "segments_forbidden", {"forbidden": forbidden})
+
+    def segments_hidden(self, datasource, hidden=True):
+        """Fault: sys.segments has no rows for this datasource; its data stays queryable.
+        clear_faults() ends it."""
+        return self._control("POST", "segments_hidden", {"datasource": datasource, "hidden": hidden})
+
+    def generate(self, datasource, segments=10000, granularity="HOUR", start="2020-01-01T00:00:00Z",
+                 rows_per_segment=1, partitions_per_chunk=1):
+        """Create (replace) a datasource with `segments` segments in consecutive chunks
+        (columns __time, n BIGINT, s VARCHAR), in a fraction of a second."""
+        return self._control("POST", "generate", {"datasource": datasource, "segments": segments,
+                                                  "granularity": granularity, "start": start,
+                                                  "rows_per_segment": rows_per_segment,
+                                                  "partitions_per_chunk": partitions_per_chunk})
+
+    def segments(self, datasource):
+        """The simulator's own view of every used segment (for assertions and debugging)."""
+        from urllib.parse import quote
+        return self._control("GET", "segments?datasource=" + quote(datasource))
 
     def add_column(self, datasource, name, type):
         return self._control("POST", "add_column", {"datasource": datasource, "name": name, "type": type})
@@ -161,8 +268,9 @@ class Sim:
     def drop(self, datasource):
         return self._control("POST", "drop", {"datasource": datasource})
 
-    def load(self, datasource, file, limit=None):
-        return self._control("POST", "load", {"datasource": datasource, "file": file, "limit": limit})
+    def load(self, datasource, file, limit=None, granularity=None):
+        return self._control("POST", "load", {"datasource": datasource, "file": file, "limit": limit,
+                                              "granularity": granularity})
 
     def fault(self, kind, match=None, times=1, after_rows=0, **kw):
         """Add a fault rule. kw: error=, status=, body=, retry_after=, delay_seconds=."""
@@ -171,6 +279,7 @@ class Sim:
         return self._control("POST", "fault", body)
 
     def clear_faults(self):
+        """All fault rules, and the segments_forbidden / segments_hidden faults, end."""
         return self._control("DELETE", "faults")
 
     def queries(self):
