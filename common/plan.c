@@ -115,6 +115,24 @@ int plan_add(struct plan *p, const struct plan_bucket *b, size_t n)
     return 0;
 }
 
+int plan_refined(struct plan *p, const struct plan_bucket *taken, const struct plan_bucket *b,
+                 size_t n)
+{
+    size_t i = 0;
+    while (i < p->npend &&
+           !(p->pend[i].start == taken->start_ms && p->pend[i].level == taken->level))
+        i++;
+    if (i == p->npend)
+        return -1;
+    resolve_pending(p, i);
+    /* plan_add's own settling is for answers that do not name their refinement */
+    size_t keep = p->npend;
+    p->npend = 0;
+    int rc = plan_add(p, b, n);
+    p->npend = keep;
+    return rc;
+}
+
 int plan_take_refinement(struct plan *p, struct plan_bucket *out)
 {
     size_t best = p->n;

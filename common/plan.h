@@ -52,6 +52,12 @@ int plan_add(struct plan *p, const struct plan_bucket *b, size_t n);
  * [start, start + width(level)) at level + 1 and plan_add the result. Returns 0 when
  * nothing needs refining. */
 int plan_take_refinement(struct plan *p, struct plan_bucket *out);
+/* The answer to one refinement: taken is the bucket plan_take_refinement handed out, b[0..n)
+ * its finer buckets (n may be 0: its rows went away meanwhile). Settles exactly that
+ * refinement, whatever the order answers arrive in. 0, or -1 on OOM or when taken is not a
+ * pending refinement. */
+int plan_refined(struct plan *p, const struct plan_bucket *taken, const struct plan_bucket *b,
+                 size_t n);
 
 /* Packs the buckets into slices covering [start_ms, +inf) without gaps: the first slice
  * starts at start_ms, the last is unbounded above, cuts fall on bucket starts. Always at

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "druidsql.h"
 #include "rowenc.h"
 #include "typemap.h"
 
@@ -227,10 +228,12 @@ static void on_tables_written(void *ud, const char *err)
         fail(d, "writing " PGSINK_META_TABLES, err, DRUID_OK, 0);
         return;
     }
-    struct druid_param p = {DRUID_PARAM_VARCHAR, 0, d->schema};
-    d->q = druid_query_submit(d->druid,
-                              "SELECT * FROM INFORMATION_SCHEMA.COLUMNS WHERE \"TABLE_SCHEMA\" = ?",
-                              &p, 1, &ops, d);
+    struct buf sql = BUF_INIT;
+    struct druid_param p[DRUIDSQL_MAX_PARAMS];
+    size_t np = 0;
+    druidsql_columns(&sql, p, &np, d->schema);
+    d->q = druid_query_submit(d->druid, sql.data, p, np, &ops, d);
+    buf_free(&sql);
 }
 
 static int tables_on_header(void *ud, const struct druid_header *h)
@@ -285,10 +288,12 @@ struct discovery *discovery_run(struct druid_client *druid, struct pgsink *sink,
     d->schema = xstrdup(schema);
     d->cb = cb;
     d->ud = ud;
-    struct druid_param p = {DRUID_PARAM_VARCHAR, 0, d->schema};
-    d->q = druid_query_submit(druid,
-                              "SELECT * FROM INFORMATION_SCHEMA.TABLES WHERE \"TABLE_SCHEMA\" = ?",
-                              &p, 1, &ops, d);
+    struct buf sql = BUF_INIT;
+    struct druid_param p[DRUIDSQL_MAX_PARAMS];
+    size_t np = 0;
+    druidsql_tables(&sql, p, &np, d->schema);
+    d->q = druid_query_submit(druid, sql.data, p, np, &ops, d);
+    buf_free(&sql);
     return d;
 }
 

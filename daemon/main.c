@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "druidsql.h"
 #include "druid_client.h"
 #include "log.h"
 #include "metrics.h"
@@ -267,7 +268,7 @@ static void on_probe_done(void *ud, const struct druid_error *e)
 static void probe_druid(struct app *a)
 {
     static const struct druid_query_ops ops = {NULL, NULL, on_probe_done};
-    druid_query_submit(a->druid, "SELECT 1", NULL, 0, &ops, a);
+    druid_query_submit(a->druid, DRUIDSQL_PROBE, NULL, 0, &ops, a);
 }
 
 static void on_state_recovered(void *ud, const char *err)

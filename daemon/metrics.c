@@ -65,6 +65,7 @@ enum {
     M_SLICES,
     M_CYCLES_OK,
     M_CYCLES_FAILED,
+    M_CYCLES_INTERRUPTED,
     M_LAG,
     M_LAST_SUCCESS,
     M_SYNCING,
@@ -103,6 +104,10 @@ static void per_ds(void *ud, const struct sched_ds_info *i)
         suffix = ",result=\"failed\"";
         snprintf(val, sizeof val, "%llu", (unsigned long long)i->cycles_failed);
         break;
+    case M_CYCLES_INTERRUPTED:
+        suffix = ",result=\"interrupted\"";
+        snprintf(val, sizeof val, "%llu", (unsigned long long)i->cycles_interrupted);
+        break;
     case M_LAG:
         if (i->lag_seconds < 0)
             return;
@@ -136,7 +141,7 @@ static void per_ds(void *ud, const struct sched_ds_info *i)
 }
 
 static void family(struct buf *b, const struct sched *s, const char *name, const char *type,
-                   const char *help, int which, int which2)
+                   const char *help, int which, int which2, int which3)
 {
     buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
     struct render r = {b, name, which};
@@ -145,31 +150,35 @@ static void family(struct buf *b, const struct sched *s, const char *name, const
         r.which = which2;
         sched_foreach(s, per_ds, &r);
     }
+    if (which3 >= 0) {
+        r.which = which3;
+        sched_foreach(s, per_ds, &r);
+    }
 }
 
 char *metrics_render(const struct sched *s, const struct druid_client *d, const struct pgsink *p)
 {
     struct buf b = BUF_INIT;
     family(&b, s, "druid_syncd_rows_synced_total", "counter",
-           "Rows newly stored in PostgreSQL (new identities).", M_ROWS, -1);
+           "Rows newly stored in PostgreSQL (new identities).", M_ROWS, -1, -1);
     family(&b, s, "druid_syncd_rows_read_total", "counter",
-           "Rows read from Druid in committed slices (re-reads included).", M_ROWS_READ, -1);
+           "Rows read from Druid in committed slices (re-reads included).", M_ROWS_READ, -1, -1);
     family(&b, s, "druid_syncd_bytes_synced_total", "counter",
-           "Bytes of COPY data in committed slices.", M_BYTES, -1);
-    family(&b, s, "druid_syncd_slices_total", "counter", "Slices committed.", M_SLICES, -1);
+           "Bytes of COPY data in committed slices.", M_BYTES, -1, -1);
+    family(&b, s, "druid_syncd_slices_total", "counter", "Slices committed.", M_SLICES, -1, -1);
     family(&b, s, "druid_syncd_cycles_total", "counter", "Sync cycles by result.", M_CYCLES_OK,
-           M_CYCLES_FAILED);
+           M_CYCLES_FAILED, M_CYCLES_INTERRUPTED);
     family(&b, s, "druid_syncd_lag_seconds", "gauge",
-           "Newest Druid row minus the committed cursor.", M_LAG, -1);
+           "Newest Druid row minus the committed cursor.", M_LAG, -1, -1);
     family(&b, s, "druid_syncd_last_success_timestamp_seconds", "gauge",
-           "Unix time of the last successful cycle.", M_LAST_SUCCESS, -1);
+           "Unix time of the last successful cycle.", M_LAST_SUCCESS, -1, -1);
     family(&b, s, "druid_syncd_syncing", "gauge", "1 while a cycle of the datasource runs.",
-           M_SYNCING, -1);
+           M_SYNCING, -1, -1);
     family(&b, s, "druid_syncd_values_adjusted_total", "counter",
            "Values stored by a documented rule instead of verbatim, by rule.", M_ADJ_NUL,
-           M_ADJ_JSON);
+           M_ADJ_JSON, -1);
     family(&b, s, "druid_syncd_rows_skipped_total", "counter",
-           "Rows left out because no PostgreSQL value can hold them.", M_SKIPPED, -1);
+           "Rows left out because no PostgreSQL value can hold them.", M_SKIPPED, -1, -1);
     const struct sched_counters *c = sched_get_counters(s);
     buf_puts(&b, "# HELP druid_syncd_retries_total Failures that were retried, by kind.\n"
                  "# TYPE druid_syncd_retries_total counter\n");

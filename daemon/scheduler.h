@@ -1,9 +1,11 @@
-/* scheduler (sched_): the scheduler. Owns the sync cycles: a discovery of the Druid schema
- * (discovery.c) at start and every interval, then per datasource: prepare its table, plan slices
- * from per-bucket row counts, run the slices (Druid query -> row encoder -> PostgreSQL COPY,
- * several in flight), commit each with its state row, retry failures with backoff, and schedule the
- * next cycle. It connects the Druid client and the PostgreSQL sink; it writes no SQL for
- * PostgreSQL itself and builds only the Druid queries. */
+/* scheduler (sched_): the scheduler's face. A discovery of the Druid schema (discovery.c) at
+ * start and every interval, then per datasource a cycle: prepare its table, plan slices,
+ * run them (Druid query -> row encoder -> PostgreSQL COPY, several in flight), commit each
+ * with its state row, retry failures with backoff, schedule the next cycle. The parts:
+ * registry.c (datasources, selection), cycle.c (the per-datasource state machine),
+ * planning.c (metadata to slices), slicerun.c (one slice's pipeline), retry.c (the fault
+ * policy), ledger.c (what committed). It connects the Druid client and the PostgreSQL
+ * sink and writes no SQL itself (Druid's is in druidsql.c, PostgreSQL's in sinks/). */
 #ifndef DSYNC_SCHED_H
 #define DSYNC_SCHED_H
 
@@ -51,7 +53,7 @@ struct sched_ds_info {
     uint64_t nul_replaced_total;   /* NUL characters stored as U+FFFD, since start */
     uint64_t json_as_string_total; /* jsonb values too deep, stored as JSON strings */
     uint64_t rows_skipped_total;   /* rows left out: timestamps outside PostgreSQL's range */
-    uint64_t cycles_ok, cycles_failed;
+    uint64_t cycles_ok, cycles_failed, cycles_interrupted;
     uint64_t cycle_rows; /* this cycle: rows read so far (committed or in flight) */
     size_t slices_done, slices_planned;
     int64_t cycle_est_rows; /* this cycle: rows counted at planning */

@@ -1,0 +1,396 @@
+/* cycle: one datasource's cycle. See cycle.h. */
+#include "cycle.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "log.h"
+#include "planning.h"
+#include "registry.h"
+#include "retry.h"
+#include "slicerun.h"
+#include "timeutil.h"
+#include "typemap.h"
+
+static void cycle_done(struct dsync *d, const char *err);
+static void retry_cycle_end(struct dsync *d, void *arg);
+
+/* ---- retry waits ---- */
+
+static void on_delay(uv_timer_t *t)
+{
+    struct delayed *dl = t->data;
+    struct dsync *d = dl->d;
+    sched_touch(d->s);
+    LIST_DEL(d->delays, dl);
+    d->outstanding--;
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, (uv_close_cb)free);
+    dl->fn(d, dl->arg);
+}
+
+void cycle_call_later(struct dsync *d, double seconds, void (*fn)(struct dsync *, void *),
+                      void (*drop)(struct dsync *, void *), void *arg)
+{
+    struct delayed *dl = sched_xcalloc(1, sizeof *dl);
+    dl->d = d;
+    dl->fn = fn;
+    dl->drop = drop;
+    dl->arg = arg;
+    uv_timer_init(d->s->loop, &dl->t);
+    dl->t.data = dl;
+    LIST_PUSH(d->delays, dl);
+    d->outstanding++;
+    uv_timer_start(&dl->t, on_delay, (uint64_t)(seconds * 1000.0), 0);
+}
+
+void cycle_drop_delays(struct dsync *d)
+{
+    bool end_dropped = false;
+    while (d->delays) {
+        struct delayed *dl = d->delays;
+        LIST_DEL(d->delays, dl);
+        uv_timer_stop(&dl->t);
+        uv_close((uv_handle_t *)&dl->t, (uv_close_cb)free);
+        d->outstanding--;
+        if (dl->fn == retry_cycle_end)
+            end_dropped = true;
+        else if (dl->drop)
+            dl->drop(d, dl->arg);
+    }
+    if (end_dropped)
+        cycle_done(d, "stopping before the end of the cycle could be recorded");
+}
+
+void cycle_cancel_all(struct dsync *d)
+{
+    planning_cancel(d);
+    cycle_drop_delays(d);
+    slicerun_cancel_all(d);
+}
+
+/* ---- phases ---- */
+
+static void cycle_reset(struct dsync *d)
+{
+    registry_free_cols(d->ccols, d->nccols);
+    d->ccols = NULL;
+    free(d->ccol_names);
+    d->ccol_names = NULL;
+    d->nccols = 0;
+    free(d->types);
+    d->types = NULL;
+    free(d->slice_col);
+    d->slice_col = NULL;
+    free(d->req_cols);
+    d->req_cols = NULL;
+    plan_free(d->plan);
+    d->plan = NULL;
+    free(d->slices);
+    d->slices = NULL;
+    d->nslices = d->next_slice = 0;
+    d->failed = false;
+    d->interrupted = false;
+    d->err[0] = '\0';
+    d->rows_read = d->inserted = d->vanished = 0;
+    d->est_rows = 0;
+}
+
+static void on_ds_timer(uv_timer_t *t)
+{
+    struct dsync *d = t->data;
+    struct sched *s = d->s;
+    if (s->stopping || d->st != DS_IDLE)
+        return;
+    if (!d->present || !d->selected)
+        return; /* the next discovery decides */
+    if (s->auth_blocked) {
+        cycle_schedule(d, s->cfg->sync_interval_seconds);
+        return;
+    }
+    cycle_start(d);
+}
+
+void cycle_schedule(struct dsync *d, double seconds)
+{
+    uv_timer_start(&d->timer, on_ds_timer, (uint64_t)(seconds * 1000.0), 0);
+}
+
+void cycle_planned(struct dsync *d, const struct plan_slice *sl, size_t n)
+{
+    d->slices = sched_xcalloc(n, sizeof *d->slices);
+    for (size_t i = 0; i < n; i++) {
+        d->slices[i].r = sl[i];
+        d->slices[i].max_seen = INT64_MIN;
+        d->est_rows += sl[i].est_rows;
+    }
+    d->nslices = n;
+    d->st = DS_RUNNING;
+    cycle_pump(d);
+    cycle_maybe_finish(d);
+}
+
+void cycle_pump(struct dsync *d)
+{
+    struct sched *s = d->s;
+    while (!d->failed && !s->stopping && d->st == DS_RUNNING && d->next_slice < d->nslices &&
+           d->running < s->cfg->max_concurrent_queries) {
+        slicerun_start(d, d->next_slice++);
+    }
+}
+
+static void on_cycle_end(void *ud, const char *err)
+{
+    struct dsync *d = ud;
+    struct sched *s = d->s;
+    sched_touch(s);
+    if (err) {
+        /* the state row must not keep saying 'syncing': try again on a fresh connection
+         * (a start-up corrects it if PostgreSQL stays away) */
+        const struct pgerr *pe = pgsink_last_error(s->sink);
+        bool again = pgerr_action(pe) == PGERR_RETRY && d->end_attempts < s->cfg->max_retries &&
+                     !s->stop_hard;
+        if (again) {
+            d->end_attempts++;
+            double delay = retry_backoff(s->cfg, d->end_attempts, -1);
+            log_warning("pg", "%s: recording the end of the cycle failed: %s; retry %d in %.1f s",
+                        d->name, err, d->end_attempts, delay);
+            cycle_call_later(d, delay, retry_cycle_end, NULL, NULL);
+            return;
+        }
+        log_error("pg", "%s: recording the end of the cycle failed: %s", d->name, err);
+    }
+    cycle_done(d, err);
+}
+
+/* The cycle is over (its end recorded, or given up on): counters, log, next cycle. */
+static void cycle_done(struct dsync *d, const char *err)
+{
+    struct sched *s = d->s;
+    double secs = (double)(uv_now(s->loop) - d->t0) / 1000.0;
+    bool failed = d->failed || err != NULL;
+    if (d->interrupted)
+        d->cycles_interrupted++;
+    else if (failed)
+        d->cycles_failed++;
+    else {
+        d->cycles_ok++;
+        d->last_success = (double)time_now_ms() / 1000.0;
+    }
+    if (d->interrupted) {
+        log_warning("sched", "%s: cycle interrupted after %.1f s: %s", d->name, secs, d->err);
+    } else if (d->failed) {
+        log_error("sched", "%s: cycle failed after %.1f s: %s", d->name, secs, d->err);
+        sched_set_last_error(s, "%s: %s", d->name, d->err);
+    } else {
+        /* a daemon repeats quiet cycles for months: only cycles that changed something
+         * (and every --once cycle) are worth an info line */
+        bool news = s->opts.once || d->inserted > 0 || d->vanished > 0;
+        log_msg(news ? LOG_LVL_INFO : LOG_LVL_DEBUG, "sched",
+                "%s: cycle done in %.1f s: %" PRId64 " rows read, %" PRId64 " new, %" PRId64
+                " vanished, %zu slices (%zu fast)",
+                d->name, secs, d->rows_read, d->inserted, d->vanished, d->nslices, d->fast_slices);
+    }
+    if (s->opts.once) {
+        d->once_done = true;
+        d->once_failed = failed;
+    }
+    d->st = DS_IDLE;
+    /* an interrupted cycle says nothing about the datasource's health */
+    if (!d->interrupted)
+        d->failed_cycles = failed ? d->failed_cycles + 1 : 0;
+    cycle_reset(d);
+    if (!s->opts.once && !s->stopping)
+        cycle_schedule(d, retry_next_cycle(s->cfg, d->failed_cycles));
+    sched_check_finished(s);
+}
+
+static void record_cycle_end(struct dsync *d)
+{
+    char cur[TIME_ISO_MAX];
+    if (d->end_cursor_ms != INT64_MIN)
+        time_format_iso_ms(d->end_cursor_ms, cur);
+    pgsink_state_cycle_end(d->s->sink, d->name, d->failed ? d->err : NULL,
+                           d->end_cursor_ms != INT64_MIN ? cur : NULL, d->interrupted, on_cycle_end,
+                           d);
+}
+
+static void retry_cycle_end(struct dsync *d, void *arg)
+{
+    (void)arg;
+    record_cycle_end(d);
+}
+
+static void finish(struct dsync *d)
+{
+    /* complete only when planning ended and every planned slice committed */
+    bool complete = d->st == DS_RUNNING && ledger_done(d->slices, d->nslices) == d->nslices;
+    d->st = DS_FINISHING;
+    int64_t m = d->incremental
+                    ? ledger_cursor(d->cursor_ms,
+                                    ledger_prefix_max(d->slices, d->nslices, SIZE_MAX, INT64_MIN))
+                    : INT64_MIN;
+    if (m != INT64_MIN && m > d->cursor_ms)
+        d->cursor_ms = m;
+    if (!complete && !d->failed) {
+        /* only a stop ends a cycle early without a failure */
+        snprintf(d->err, sizeof d->err, "stopped before the cycle completed");
+        d->interrupted = true;
+        d->failed = true;
+    }
+    d->end_cursor_ms = m;
+    d->end_attempts = 0;
+    record_cycle_end(d);
+}
+
+void cycle_maybe_finish(struct dsync *d)
+{
+    if (d->outstanding > 0 || d->st == DS_IDLE || d->st == DS_FINISHING || d->st == DS_PREPARING)
+        return;
+    bool all_done = d->st == DS_RUNNING && d->next_slice >= d->nslices;
+    if (all_done || d->failed || d->s->stopping)
+        finish(d);
+}
+
+void cycle_fail(struct dsync *d, const char *fmt, ...)
+{
+    if (!d->failed) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(d->err, sizeof d->err, fmt, ap);
+        va_end(ap);
+        d->failed = true;
+    }
+    cycle_maybe_finish(d);
+}
+
+static void on_cycle_started(void *ud, const char *err)
+{
+    struct dsync *d = ud;
+    if (err)
+        log_warning("pg", "%s: recording the cycle start failed: %s", d->name, err);
+}
+
+static void on_prepared(void *ud, const char *err, const struct pgsink_table_info *info)
+{
+    struct dsync *d = ud;
+    struct sched *s = d->s;
+    sched_touch(s);
+    d->outstanding--;
+    if (err) {
+        if (pgerr_schema_missing(pgsink_last_error(s->sink)))
+            s->schema_lost = true;
+        d->st = DS_PLANNING; /* so that cycle_maybe_finish records the failure */
+        cycle_fail(d, "preparing the PostgreSQL table failed: %s", err);
+        return;
+    }
+    for (size_t i = 0; i < d->nccols; i++)
+        d->types[i] = info->types[i];
+    d->start_ms = PLAN_UNBOUNDED_LO;
+    if (d->incremental && info->cursor) {
+        int64_t c;
+        if (time_parse_iso_ms(info->cursor, &c) == 0) {
+            d->start_ms = c - (int64_t)(s->cfg->lookback_seconds * 1000.0);
+            if (c > d->cursor_ms)
+                d->cursor_ms = c;
+        } else
+            log_warning("sched", "%s: ignoring unreadable cursor \"%s\"", d->name, info->cursor);
+    }
+    pgsink_state_cycle_start(s->sink, d->name, on_cycle_started, d);
+    if (s->stopping) {
+        d->st = DS_PLANNING;
+        cycle_maybe_finish(d);
+        return;
+    }
+    planning_start(d);
+}
+
+static void prepare(struct dsync *d)
+{
+    pgsink_prepare_table(d->s->sink, &d->req, on_prepared, d);
+    free(d->req_cols);
+    d->req_cols = NULL;
+}
+
+static void on_schema_ready(void *ud, const char *err)
+{
+    struct dsync *d = ud;
+    struct sched *s = d->s;
+    if (err) {
+        free(d->req_cols);
+        d->req_cols = NULL;
+        on_prepared(d, err, NULL);
+        return;
+    }
+    if (s->schema_lost)
+        log_warning("pg", "destination schema \"%s\" was missing; created it again",
+                    s->cfg->destination_schema);
+    s->schema_lost = false;
+    prepare(d);
+}
+
+void cycle_start(struct dsync *d)
+{
+    struct sched *s = d->s;
+    cycle_reset(d);
+    d->t0 = uv_now(s->loop);
+    d->fast_slices = 0;
+    d->nccols = d->ncols;
+    d->ccols = registry_copy_cols(d->cols, d->ncols); /* discovery may change d->cols mid-cycle */
+    d->ccol_names = sched_xcalloc(d->ncols, sizeof *d->ccol_names);
+    d->types = sched_xcalloc(d->ncols, sizeof *d->types);
+    struct pgsink_column *pc = sched_xcalloc(d->ncols, sizeof *pc);
+    d->inc_idx = -1;
+    int time_idx = -1;
+    for (size_t i = 0; i < d->ncols; i++) {
+        d->ccol_names[i] = d->ccols[i].name;
+        pc[i].name = d->ccols[i].name;
+        pc[i].type = typemap_from_druid(d->ccols[i].sql_type);
+        bool ts = pc[i].type == PGT_TIMESTAMPTZ;
+        if (strcmp(d->ccols[i].name, s->cfg->incremental_column) == 0) {
+            if (ts)
+                d->inc_idx = (int)i;
+            else
+                log_warning("sched",
+                            "%s: incremental_column \"%s\" is %s, not a TIMESTAMP: "
+                            "syncing in full mode",
+                            d->name, d->ccols[i].name, d->ccols[i].sql_type);
+        }
+        if (ts && strcmp(d->ccols[i].name, "__time") == 0)
+            time_idx = (int)i;
+    }
+    d->incremental = d->inc_idx >= 0;
+    d->time_idx = time_idx;
+    int slice_idx = d->incremental ? d->inc_idx : time_idx;
+    d->slice_col = slice_idx >= 0 ? sched_xstrdup(d->ccols[slice_idx].name) : NULL;
+    log_msg(s->opts.once ? LOG_LVL_INFO : LOG_LVL_DEBUG, "sched",
+            "%s: cycle starts (%s mode, %zu columns)", d->name,
+            d->incremental ? "incremental" : "full", d->ncols);
+    struct pgsink_table_req req = {d->name,
+                                   pc,
+                                   d->ncols,
+                                   d->slice_col,
+                                   d->incremental ? "incremental" : "full",
+                                   s->cfg->incremental_column};
+    d->st = DS_PREPARING;
+    d->outstanding++;
+    d->req_cols = pc;
+    d->req = req;
+    if (s->schema_lost) {
+        /* a failure said the destination schema (or a table) is gone: create it again */
+        pgsink_ensure_schema(s->sink, on_schema_ready, d);
+        return;
+    }
+    prepare(d);
+}
+
+void cycle_free(struct dsync *d)
+{
+    cycle_cancel_all(d);
+    slicerun_free_all(d);
+    cycle_reset(d);
+    registry_free_cols(d->cols, d->ncols);
+    d->cols = NULL;
+    d->ncols = 0;
+}

@@ -1,0 +1,51 @@
+/* retry: delays and give-up decisions for failures. See retry.h. */
+#include "retry.h"
+
+#include <math.h>
+
+double retry_backoff(const struct config *c, int attempt, double retry_after)
+{
+    double b = c->retry_initial_seconds * pow(2.0, attempt > 0 ? attempt - 1 : 0);
+    if (b > c->retry_max_seconds)
+        b = c->retry_max_seconds;
+    if (retry_after > b)
+        b = retry_after;
+    return b;
+}
+
+double retry_druid(const struct config *c, const struct druid_error *e, int attempts, bool stopping,
+                   bool *auth)
+{
+    *auth = e->kind == DRUID_ERR_AUTH;
+    if (*auth || !druid_err_retryable(e->kind) || attempts > c->max_retries || stopping)
+        return -1;
+    return retry_backoff(c, attempts, e->retry_after);
+}
+
+double retry_postgres(const struct config *c, const struct pgerr *e, int attempts, bool stopping,
+                      bool *schema_lost)
+{
+    *schema_lost = pgerr_schema_missing(e);
+    if (pgerr_action(e) != PGERR_RETRY || attempts > c->max_retries || stopping)
+        return -1;
+    return retry_backoff(c, attempts, -1);
+}
+
+double retry_next_cycle(const struct config *c, int failed_cycles)
+{
+    double next = c->sync_interval_seconds;
+    if (failed_cycles > 0) {
+        double b = retry_backoff(c, failed_cycles, -1);
+        if (b > next)
+            next = b;
+    }
+    return next;
+}
+
+double retry_discovery(const struct config *c, int attempts, bool once)
+{
+    double delay = retry_backoff(c, attempts, -1);
+    if (!once && delay > c->sync_interval_seconds)
+        delay = c->sync_interval_seconds;
+    return delay;
+}

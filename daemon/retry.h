@@ -1,0 +1,42 @@
+/* retry: the fault policy, as pure functions of the configuration and the failure. Which
+ * Druid and PostgreSQL failures are retried and after how long (exponential backoff from
+ * retry_initial_seconds, capped at retry_max_seconds, never shorter than a Retry-After),
+ * which stop a slice at once, and how long a datasource whose cycles keep failing waits.
+ * The classification itself is druid_err_retryable (Druid) and pgerr_action (PostgreSQL);
+ * this module turns it into delays. No I/O, no clock. */
+#ifndef DSYNC_RETRY_H
+#define DSYNC_RETRY_H
+
+#include <stdbool.h>
+
+#include "config.h"
+#include "druid_error.h"
+#include "pgerr.h"
+
+/* The backoff before attempt `attempt` (1 = the first retry): retry_initial_seconds *
+ * 2^(attempt-1), capped at retry_max_seconds, raised to retry_after when that is longer. */
+double retry_backoff(const struct config *c, int attempt, double retry_after);
+
+/* A Druid query failed for the attempts-th time. The delay before trying again, or -1: do
+ * not retry (not retryable, retries used up, or stopping). *auth is set when Druid refused
+ * our credentials: every query stops until a reload (SPEC 4). */
+double retry_druid(const struct config *c, const struct druid_error *e, int attempts, bool stopping,
+                   bool *auth);
+
+/* A PostgreSQL operation failed for the attempts-th time: connection loss, restarts,
+ * serialization failures and deadlocks are retried on a fresh connection after a backoff;
+ * everything else fails at once (-1). *schema_lost is set when the destination schema or a
+ * table is gone (it is created again before the next cycle). */
+double retry_postgres(const struct config *c, const struct pgerr *e, int attempts, bool stopping,
+                      bool *schema_lost);
+
+/* The wait before the next cycle of a datasource after failed_cycles consecutive failed
+ * cycles (0: the last one succeeded): never less than sync_interval_seconds, growing with
+ * the backoff so that a permanent error (a constraint, a full disk) is no tight loop. */
+double retry_next_cycle(const struct config *c, int failed_cycles);
+
+/* The wait before the next catalog read after attempts failures in a row. Daemon mode
+ * never waits longer than the sync interval. */
+double retry_discovery(const struct config *c, int attempts, bool once);
+
+#endif

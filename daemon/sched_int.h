@@ -1,0 +1,168 @@
+/* sched_int: the scheduler's shared state, seen by its parts only (scheduler.c: discovery
+ * rounds, stop, reports; registry.c: datasources and selection; cycle.c: one datasource's
+ * cycle; planning.c: row counts to slices; slicerun.c: one slice's pipeline; retry.c and
+ * ledger.c: pure policy and bookkeeping). Nothing outside daemon/ includes it. */
+#ifndef DSYNC_SCHED_INT_H
+#define DSYNC_SCHED_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "config.h"
+#include "discovery.h"
+#include "druid_client.h"
+#include "ledger.h"
+#include "pgsink.h"
+#include "plan.h"
+#include "rowenc.h"
+#include "scheduler.h"
+
+enum ds_state { DS_IDLE, DS_PREPARING, DS_PLANNING, DS_RUNNING, DS_FINISHING };
+
+struct dsync;
+struct countq;
+struct slicerun;
+
+/* A retry waiting for its timer. drop (may be NULL) releases arg when a stop ends the
+ * wait instead. */
+struct delayed {
+    uv_timer_t t;
+    struct dsync *d;
+    struct delayed *next, *prev;
+    void (*fn)(struct dsync *d, void *arg);
+    void (*drop)(struct dsync *d, void *arg);
+    void *arg;
+};
+
+struct dsync {
+    struct sched *s;
+    struct dsync *next;
+    char *name;
+    struct discovery_column *cols; /* as last discovered */
+    size_t ncols;
+    bool present;
+    bool selected;
+    enum ds_state st;
+    uv_timer_t timer;
+    /* --once bookkeeping */
+    bool once_done;
+    bool once_failed;
+    /* the current cycle */
+    struct discovery_column *ccols;
+    const char **ccol_names; /* ccols' names, for the slice query */
+    size_t nccols;
+    enum pgtype *types;
+    char *slice_col;
+    int inc_idx;
+    int time_idx; /* index of __time, -1 if the datasource has none */
+    bool incremental;
+    int64_t start_ms;
+    struct plan *plan;
+    struct ledger_slice *slices;
+    size_t nslices, next_slice;
+    int running;
+    int outstanding; /* async operations not yet returned */
+    struct countq *counts;
+    struct slicerun *runs;
+    struct delayed *delays;
+    bool failed;
+    bool unordered; /* Druid refused ORDER BY "__time" for this datasource */
+    char err[1024];
+    uint64_t t0;
+    int64_t rows_read, inserted, vanished;
+    size_t fast_slices;
+    int64_t est_rows;
+    /* since start, for metrics and progress */
+    uint64_t rows_total, rows_read_total, bytes_total, slices_total, cycles_ok, cycles_failed;
+    uint64_t cycles_interrupted;
+    uint64_t nul_replaced_total, json_as_string_total, rows_skipped_total;
+    double last_success;
+    int failed_cycles;           /* consecutive failed cycles: the next one waits longer */
+    struct pgsink_table_req req; /* the table request of this cycle, until it is sent */
+    struct pgsink_column *req_cols;
+    int end_attempts;        /* tries to record the end of this cycle */
+    int64_t end_cursor_ms;   /* the cursor that end records, INT64_MIN none */
+    bool interrupted;        /* this cycle was stopped before every slice committed */
+    int64_t cursor_ms;       /* committed cursor, INT64_MIN unknown */
+    int64_t druid_newest_ms; /* newest incremental value seen in Druid, INT64_MIN unknown */
+};
+
+struct sched {
+    uv_loop_t *loop;
+    const struct config *cfg;
+    struct druid_client *druid;
+    struct pgsink *sink;
+    struct sched_opts opts;
+    struct dsync *ds;
+    uv_timer_t disc_timer;
+    uv_timer_t stop_timer;
+    bool started;
+    uint64_t last_progress; /* loop time of the last row, drain, answer or timer of ours */
+    bool schema_lost;       /* PostgreSQL said the destination schema or a table is gone */
+    bool ensuring;          /* discovery waits for the schema to be created again */
+    bool stopping;
+    bool stop_hard;
+    bool auth_blocked;
+    bool finished_reported;
+    bool once_discovered;
+    int disc_attempts;
+    char last_error[512];
+    struct sched_counters counters;
+    struct discovery *disc;             /* the catalog read in progress, if any */
+    size_t last_ntables, last_selected; /* to log discoveries that changed something */
+};
+
+#define LIST_PUSH(head, x)                                                                         \
+    do {                                                                                           \
+        (x)->prev = NULL;                                                                          \
+        (x)->next = (head);                                                                        \
+        if (head)                                                                                  \
+            (head)->prev = (x);                                                                    \
+        (head) = (x);                                                                              \
+    } while (0)
+#define LIST_DEL(head, x)                                                                          \
+    do {                                                                                           \
+        if ((x)->prev)                                                                             \
+            (x)->prev->next = (x)->next;                                                           \
+        else                                                                                       \
+            (head) = (x)->next;                                                                    \
+        if ((x)->next)                                                                             \
+            (x)->next->prev = (x)->prev;                                                           \
+    } while (0)
+
+/* Allocation failures abort: a daemon that cannot allocate a few bytes cannot go on. */
+static inline void *sched_xcalloc(size_t n, size_t sz)
+{
+    void *p = calloc(n ? n : 1, sz);
+    if (!p)
+        abort();
+    return p;
+}
+
+static inline char *sched_xstrdup(const char *s)
+{
+    char *p = strdup(s ? s : "");
+    if (!p)
+        abort();
+    return p;
+}
+
+/* Something moved: the watchdog's evidence that work in flight is not stuck. */
+static inline void sched_touch(struct sched *s)
+{
+    s->last_progress = uv_now(s->loop);
+}
+
+/* scheduler.c */
+void sched_set_last_error(struct sched *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* 401/403 from Druid: every query stops until a reload lifts it (SPEC 4); said once. */
+void sched_block_on_auth(struct sched *s, long http_status, const char *message);
+/* A datasource's cycle ended, or a stop moved on: report --once's or the stop's end. */
+void sched_check_finished(struct sched *s);
+
+#endif

@@ -1,0 +1,409 @@
+/* slicerun: one slice, from Druid's response to COMMIT. See slicerun.h. */
+#include "slicerun.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "cycle.h"
+#include "druidsql.h"
+#include "log.h"
+#include "retry.h"
+#include "timeutil.h"
+
+#define COPY_CHUNK (256 * 1024) /* COPY data handed to libpq at a time */
+
+struct slicerun {
+    struct dsync *d;
+    struct slicerun *next, *prev;
+    size_t idx;
+    struct pgsink_slice *sl;
+    struct druid_query *q;
+    struct rowenc *enc;
+    struct buf out;
+    int64_t max_seen;
+    int64_t cursor_sent; /* the cursor this slice's commit carries, INT64_MIN none */
+    char group_key[48];  /* ordered reads: the timestamp whose identical rows are counted */
+    uint64_t rows;
+    uint64_t bytes;
+    bool ordered;
+    bool committing;
+    bool pg_failed;   /* the consumer side failed: PostgreSQL, not Druid */
+    struct pgerr pge; /* ... and why */
+    char err[1024];
+};
+
+static void run_free(struct slicerun *r)
+{
+    rowenc_free(r->enc);
+    buf_free(&r->out);
+    free(r);
+}
+
+static void run_end(struct slicerun *r)
+{
+    struct dsync *d = r->d;
+    LIST_DEL(d->runs, r);
+    d->running--;
+    d->outstanding--;
+    run_free(r);
+}
+
+static void slice_retry(struct dsync *d, void *arg)
+{
+    size_t idx = (size_t)(uintptr_t)arg;
+    if (d->failed || d->s->stopping) {
+        d->slices[idx].status = LEDGER_PENDING;
+        cycle_maybe_finish(d);
+        return;
+    }
+    slicerun_start(d, idx);
+}
+
+/* A stop ended the wait: the slice is pending again, so the cycle is seen as incomplete. */
+static void slice_retry_drop(struct dsync *d, void *arg)
+{
+    d->slices[(size_t)(uintptr_t)arg].status = LEDGER_PENDING;
+}
+
+/* "PostgreSQL (constraint, 23514): ERROR: ..." */
+static void pg_describe(const struct pgerr *e, char *out, size_t n)
+{
+    snprintf(out, n, "PostgreSQL (%s%s%s): %s", pgerr_kind(e), e->sqlstate[0] ? ", " : "",
+             e->sqlstate, e->message);
+}
+
+/* A slice attempt failed; its transaction is (being) rolled back. Exactly one of e (Druid)
+ * and pe (PostgreSQL) is set. The slice is retried after a backoff or, when it cannot be,
+ * put back as pending and the cycle fails: no slice is left behind. */
+static void slice_failed(struct slicerun *r, const struct druid_error *e, const struct pgerr *pe)
+{
+    struct dsync *d = r->d;
+    struct sched *s = d->s;
+    size_t idx = r->idx;
+    struct ledger_slice *st = &d->slices[idx];
+    if (e && r->ordered && e->kind == DRUID_ERR_QUERY && strstr(e->message, "ime ordering")) {
+        /* too many segments per time chunk for an ordered scan: read unordered from now on
+         * (occurrence numbers are then counted over the whole slice) */
+        log_warning("sched",
+                    "%s: Druid cannot order this scan by __time (%s); reading "
+                    "slices unordered",
+                    d->name, e->message);
+        d->unordered = true;
+        run_end(r);
+        slicerun_start(d, idx);
+        return;
+    }
+    st->attempts++;
+    char msg[1200];
+    int ekind;
+    double delay;
+    const char *kind;
+    if (pe) {
+        pg_describe(pe, msg, sizeof msg);
+        ekind = SCHED_ERR_POSTGRES;
+        kind = "postgres";
+        bool lost = false;
+        delay = retry_postgres(s->cfg, pe, st->attempts, false, &lost);
+        if (lost)
+            s->schema_lost = true; /* recreated before the next cycle */
+    } else {
+        snprintf(msg, sizeof msg, "%s", r->err[0] ? r->err : e->message);
+        ekind = (int)e->kind;
+        kind = druid_err_kind_name(e->kind);
+        bool auth = false;
+        delay = retry_druid(s->cfg, e, st->attempts, false, &auth);
+        if (auth) {
+            sched_block_on_auth(s, e->http_status, e->message);
+            sched_set_last_error(s, "Druid HTTP %ld: %s", e->http_status, e->message);
+        }
+    }
+    run_end(r);
+    st->status = LEDGER_PENDING;
+    if (delay >= 0 && s->stopping) {
+        /* a failure a retry would cure, during a stop: the slice stays pending and the
+         * cycle is recorded as interrupted, not failed */
+        log_info("sched", "%s: slice %zu ended by the stop (%s: %s)", d->name, idx + 1, kind, msg);
+        cycle_maybe_finish(d);
+        return;
+    }
+    if (delay >= 0 && !d->failed) {
+        s->counters.retries[ekind]++;
+        st->status = LEDGER_RUNNING; /* owned by its retry timer */
+        log_warning("sched", "%s: slice %zu failed (%s: %s); retry %d in %.1f s", d->name, idx + 1,
+                    kind, msg, st->attempts, delay);
+        cycle_call_later(d, delay, slice_retry, slice_retry_drop, (void *)(uintptr_t)idx);
+        return;
+    }
+    s->counters.errors[ekind]++;
+    cycle_fail(d, "slice %zu failed: %s", idx + 1, msg);
+}
+
+static void on_drain(void *ud)
+{
+    struct slicerun *r = ud;
+    sched_touch(r->d->s);
+    if (r->q)
+        druid_query_pause(r->q, false);
+}
+
+static int flush_out(struct slicerun *r)
+{
+    if (!r->out.len)
+        return 0;
+    r->bytes += r->out.len;
+    int rc = pgsink_slice_write(r->sl, r->out.data, r->out.len);
+    buf_reset(&r->out);
+    if (rc < 0) {
+        r->pge = *pgsink_slice_last_error(r->sl);
+        if (!r->pge.message[0])
+            pgerr_set(&r->pge, "", true, "writing COPY data to PostgreSQL failed");
+        snprintf(r->err, sizeof r->err, "%s", r->pge.message);
+        r->pg_failed = true;
+        return -1;
+    }
+    if (rc == 1 && r->q) {
+        /* PostgreSQL is behind: stop reading Druid until libpq's buffer drains */
+        druid_query_pause(r->q, true);
+        pgsink_slice_on_drain(r->sl, on_drain, r);
+    }
+    return 0;
+}
+
+static int slice_on_header(void *ud, const struct druid_header *h)
+{
+    struct slicerun *r = ud;
+    struct dsync *d = r->d;
+    if (h->ncols != d->nccols) {
+        snprintf(r->err, sizeof r->err, "Druid returned %zu columns, expected %zu", h->ncols,
+                 d->nccols);
+        return -1;
+    }
+    for (size_t i = 0; i < h->ncols; i++) {
+        if (strcmp(h->names[i], d->ccols[i].name) != 0) {
+            snprintf(r->err, sizeof r->err,
+                     "Druid returned column \"%s\" where \"%s\" was expected", h->names[i],
+                     d->ccols[i].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int slice_on_row(void *ud, struct json_object *row)
+{
+    struct slicerun *r = ud;
+    int64_t ms = INT64_MIN;
+    if (r->ordered) {
+        /* identical rows share their timestamp: with rows in time order, occurrence
+         * numbers only need counting within one timestamp, which bounds the memory.
+         * Druid prints an instant one way, so comparing the text is enough. (A value too
+         * long to keep never resets: counting over the whole slice is always correct.) */
+        struct json_object *t = json_object_array_get_idx(row, (size_t)r->d->time_idx);
+        const char *ts = t ? json_object_get_string(t) : "";
+        size_t len = strlen(ts);
+        if (len < sizeof r->group_key && strcmp(ts, r->group_key) != 0) {
+            rowenc_reset(r->enc);
+            memcpy(r->group_key, ts, len + 1);
+        }
+    }
+    int rc = rowenc_encode(r->enc, row, &r->out, &ms, r->err, sizeof r->err);
+    if (rc == ROWENC_SKIPPED) {
+        /* a value no PostgreSQL column can hold (a timestamp outside its range): the row
+         * is left out and said so, and the datasource goes on */
+        uint64_t n = rowenc_stats(r->enc)->rows_skipped;
+        if (n <= 5)
+            log_warning("sched", "%s: slice %zu: row skipped: %s%s", r->d->name, r->idx + 1, r->err,
+                        n == 5 ? " (further skipped rows of this slice are counted only)" : "");
+        r->err[0] = '\0';
+        sched_touch(r->d->s);
+        return 0;
+    }
+    if (rc != 0)
+        return -1;
+    if (ms > r->max_seen) {
+        r->max_seen = ms;
+        if (ms > r->d->druid_newest_ms)
+            r->d->druid_newest_ms = ms;
+    }
+    r->rows++;
+    sched_touch(r->d->s);
+    if (r->out.len >= COPY_CHUNK)
+        return flush_out(r);
+    return 0;
+}
+
+static void slice_on_commit(void *ud, const struct pgerr *err,
+                            const struct pgsink_slice_result *res)
+{
+    struct slicerun *r = ud;
+    struct dsync *d = r->d;
+    r->sl = NULL;
+    sched_touch(d->s);
+    if (err) {
+        r->err[0] = '\0';
+        slice_failed(r, NULL, err);
+        return;
+    }
+    struct ledger_slice *st = &d->slices[r->idx];
+    st->status = LEDGER_DONE;
+    st->max_seen = r->max_seen;
+    d->rows_read += res->copied;
+    d->inserted += res->inserted;
+    d->vanished += res->vanished;
+    d->fast_slices += res->fast;
+    d->rows_total += (uint64_t)res->inserted;
+    d->rows_read_total += (uint64_t)res->copied;
+    d->bytes_total += r->bytes;
+    d->slices_total++;
+    const struct rowenc_stats *es = rowenc_stats(r->enc);
+    d->nul_replaced_total += es->nul_replaced;
+    d->json_as_string_total += es->json_as_string;
+    d->rows_skipped_total += es->rows_skipped;
+    if (es->nul_replaced || es->json_as_string || es->rows_skipped)
+        log_warning("sched",
+                    "%s: slice %zu stored by rule: %" PRIu64 " NUL characters replaced by U+FFFD, "
+                    "%" PRIu64 " JSON values too deep for jsonb stored as JSON strings, %" PRIu64
+                    " rows skipped (timestamps outside PostgreSQL's range)",
+                    d->name, r->idx + 1, es->nul_replaced, es->json_as_string, es->rows_skipped);
+    if (r->cursor_sent != INT64_MIN && r->cursor_sent > d->cursor_ms)
+        d->cursor_ms = r->cursor_sent;
+    log_debug("sched",
+              "%s: slice %zu committed: %" PRId64 " rows, %" PRId64 " new, %" PRId64 " vanished",
+              d->name, r->idx + 1, res->copied, res->inserted, res->vanished);
+    run_end(r);
+    cycle_pump(d);
+    cycle_maybe_finish(d);
+}
+
+static void slice_on_done(void *ud, const struct druid_error *e)
+{
+    struct slicerun *r = ud;
+    struct dsync *d = r->d;
+    r->q = NULL;
+    sched_touch(r->d->s);
+    if (e->kind == DRUID_OK && flush_out(r) != 0)
+        e = NULL;
+    if (!e || e->kind != DRUID_OK) {
+        struct druid_error copy;
+        if (e)
+            copy = *e;
+        pgsink_slice_abort(r->sl);
+        r->sl = NULL;
+        if (r->pg_failed) {
+            /* the consumer side failed: the cause is PostgreSQL's, not Druid's */
+            struct pgerr pe = r->pge;
+            r->err[0] = '\0';
+            slice_failed(r, NULL, &pe);
+            return;
+        }
+        if (!e)
+            druid_error_set(&copy, DRUID_ERR_PROTOCOL, "%s", r->err);
+        slice_failed(r, &copy, NULL);
+        return;
+    }
+    char cur[TIME_ISO_MAX];
+    r->cursor_sent = d->incremental
+                         ? ledger_cursor(d->cursor_ms, ledger_prefix_max(d->slices, d->nslices,
+                                                                         r->idx, r->max_seen))
+                         : INT64_MIN;
+    if (r->cursor_sent != INT64_MIN)
+        time_format_iso_ms(r->cursor_sent, cur);
+    r->committing = true;
+    pgsink_slice_commit(r->sl, r->cursor_sent != INT64_MIN ? cur : NULL, slice_on_commit, r);
+}
+
+static void slice_on_ready(void *ud, struct pgsink_slice *sl, const struct pgerr *err)
+{
+    static const struct druid_query_ops ops = {slice_on_header, slice_on_row, slice_on_done};
+    struct slicerun *r = ud;
+    struct dsync *d = r->d;
+    if (err) {
+        slice_failed(r, NULL, err);
+        return;
+    }
+    r->sl = sl;
+    sched_touch(r->d->s);
+    if (d->failed || d->s->stopping) {
+        pgsink_slice_abort(sl);
+        r->sl = NULL;
+        d->slices[r->idx].status = LEDGER_PENDING;
+        run_end(r);
+        cycle_maybe_finish(d);
+        return;
+    }
+    struct ledger_slice *st = &d->slices[r->idx];
+    struct buf b = BUF_INIT;
+    struct druid_param p[DRUIDSQL_MAX_PARAMS];
+    size_t np = 0;
+    r->ordered = d->time_idx >= 0 && !d->unordered;
+    r->group_key[0] = '\0';
+    druidsql_slice(&b, p, &np, d->name, d->ccol_names, d->nccols, d->slice_col, st->r.lo, st->r.hi,
+                   r->ordered);
+    r->q = druid_query_submit(d->s->druid, b.data, p, np, &ops, r);
+    buf_free(&b);
+    if (!r->q)
+        abort();
+}
+
+void slicerun_start(struct dsync *d, size_t idx)
+{
+    struct slicerun *r = sched_xcalloc(1, sizeof *r);
+    r->d = d;
+    r->idx = idx;
+    r->max_seen = INT64_MIN;
+    r->cursor_sent = INT64_MIN;
+    sched_touch(r->d->s);
+    struct rowenc_column *rc = sched_xcalloc(d->nccols, sizeof *rc);
+    for (size_t i = 0; i < d->nccols; i++) {
+        rc[i].name = d->ccols[i].name;
+        rc[i].type = d->types[i];
+    }
+    r->enc = rowenc_new(rc, d->nccols, d->inc_idx, true);
+    free(rc);
+    if (!r->enc)
+        abort();
+    d->slices[idx].status = LEDGER_RUNNING;
+    LIST_PUSH(d->runs, r);
+    d->running++;
+    d->outstanding++;
+    pgsink_slice_begin(d->s->sink, d->name, d->slices[idx].r.lo, d->slices[idx].r.hi,
+                       slice_on_ready, r);
+}
+
+void slicerun_cancel_all(struct dsync *d)
+{
+    for (struct slicerun *r = d->runs, *next; r; r = next) {
+        next = r->next;
+        if (r->committing)
+            continue; /* COMMIT is on its way; it finishes or fails as a whole */
+        if (r->q)
+            druid_query_cancel(r->q);
+        r->q = NULL;
+        if (!r->sl)
+            continue; /* still waiting for a writer; it aborts itself when ready */
+        pgsink_slice_abort(r->sl);
+        r->sl = NULL;
+        d->slices[r->idx].status = LEDGER_PENDING;
+        run_end(r);
+    }
+}
+
+void slicerun_free_all(struct dsync *d)
+{
+    while (d->runs) { /* those the sink still holds: pgsink_free reclaims its side */
+        struct slicerun *r = d->runs;
+        LIST_DEL(d->runs, r);
+        if (r->q)
+            druid_query_cancel(r->q);
+        run_free(r);
+    }
+}
+
+uint64_t slicerun_rows_in_flight(const struct dsync *d)
+{
+    uint64_t n = 0;
+    for (const struct slicerun *r = d->runs; r; r = r->next)
+        if (!r->committing)
+            n += r->rows;
+    return n;
+}

@@ -1,0 +1,850 @@
+/* fake_io: the fake world of the scheduler tests. See fake_io.h. */
+#include "fake_io.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "discovery.h"
+#include "druid_client.h"
+#include "pgsink.h"
+#include "timeutil.h"
+
+static void *xcalloc(size_t n, size_t sz)
+{
+    void *p = calloc(n ? n : 1, sz);
+    if (!p)
+        abort();
+    return p;
+}
+
+/* ---- operations and the virtual clock ---- */
+
+struct op {
+    struct op *next;
+    void (*fn)(void *arg);
+    void *arg;
+};
+
+static struct op *ops_head, *ops_tail;
+static uint64_t now_ms;
+
+static void defer(void (*fn)(void *), void *arg)
+{
+    struct op *o = xcalloc(1, sizeof *o);
+    o->fn = fn;
+    o->arg = arg;
+    if (ops_tail)
+        ops_tail->next = o;
+    else
+        ops_head = o;
+    ops_tail = o;
+}
+
+struct ftimer {
+    uv_timer_t *t;
+    uv_timer_cb cb;
+    uint64_t due;
+    bool active;
+    bool closed;
+};
+
+#define MAX_TIMERS 4096
+static struct ftimer timers[MAX_TIMERS];
+static size_t ntimers;
+
+static struct ftimer *find_timer(const void *h)
+{
+    for (size_t i = 0; i < ntimers; i++)
+        if (timers[i].t == h && !timers[i].closed)
+            return &timers[i];
+    return NULL;
+}
+
+int uv_timer_init(uv_loop_t *loop, uv_timer_t *t)
+{
+    (void)loop;
+    if (ntimers == MAX_TIMERS)
+        abort();
+    timers[ntimers++] = (struct ftimer){t, NULL, 0, false, false};
+    return 0;
+}
+
+int uv_timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t timeout, uint64_t repeat)
+{
+    (void)repeat;
+    struct ftimer *f = find_timer(t);
+    if (!f)
+        abort();
+    f->cb = cb;
+    f->due = now_ms + timeout;
+    f->active = true;
+    return 0;
+}
+
+int uv_timer_stop(uv_timer_t *t)
+{
+    struct ftimer *f = find_timer(t);
+    if (f)
+        f->active = false;
+    return 0;
+}
+
+int uv_is_active(const uv_handle_t *h)
+{
+    struct ftimer *f = find_timer(h);
+    return f && f->active;
+}
+
+uint64_t uv_now(const uv_loop_t *loop)
+{
+    (void)loop;
+    return now_ms;
+}
+
+struct closing {
+    uv_handle_t *h;
+    uv_close_cb cb;
+};
+
+static void do_close(void *arg)
+{
+    struct closing *c = arg;
+    if (c->cb)
+        c->cb(c->h);
+    free(c);
+}
+
+void uv_close(uv_handle_t *h, uv_close_cb cb)
+{
+    struct ftimer *f = find_timer(h);
+    if (f) {
+        f->active = false;
+        f->closed = true;
+    }
+    struct closing *c = xcalloc(1, sizeof *c);
+    c->h = h;
+    c->cb = cb;
+    defer(do_close, c);
+}
+
+uint64_t fake_now(void)
+{
+    return now_ms;
+}
+
+void fake_step(void)
+{
+    struct op *o = ops_head;
+    ops_head = ops_tail = NULL;
+    while (o) {
+        struct op *next = o->next;
+        o->fn(o->arg);
+        free(o);
+        o = next;
+    }
+}
+
+int fake_run(uint64_t until_ms)
+{
+    int steps = 0;
+    for (;;) {
+        if (ops_head) {
+            fake_step();
+            steps++;
+            continue;
+        }
+        struct ftimer *next = NULL;
+        for (size_t i = 0; i < ntimers; i++)
+            if (timers[i].active && !timers[i].closed && (!next || timers[i].due < next->due))
+                next = &timers[i];
+        if (!next || next->due > until_ms)
+            return steps;
+        if (next->due > now_ms)
+            now_ms = next->due;
+        next->active = false;
+        next->cb(next->t);
+        steps++;
+    }
+}
+
+/* ---- Druid ---- */
+
+struct frow {
+    int64_t ts, v;
+};
+
+static struct frow *rows;
+static size_t nrows, caprows;
+
+struct fault {
+    char match[128];
+    enum druid_err_kind kind;
+    int after_rows;
+    int times;
+};
+static struct fault faults[16];
+static size_t nfaults;
+static void (*before_count)(int level, int64_t lo, int64_t hi);
+static int queries_done;
+static char *queries_log[4096];
+static int nlog;
+
+struct druid_query {
+    struct druid_query *next;
+    char *sql;
+    struct druid_param p[4];
+    size_t np;
+    const struct druid_query_ops *ops;
+    void *ud;
+    bool cancelled;
+};
+static struct druid_query *pending_q;
+
+void fake_druid_add_row(int64_t ts_ms, int64_t v)
+{
+    if (nrows == caprows) {
+        caprows = caprows ? caprows * 2 : 256;
+        rows = realloc(rows, caprows * sizeof *rows);
+        if (!rows)
+            abort();
+    }
+    rows[nrows++] = (struct frow){ts_ms, v};
+}
+
+void fake_druid_delete(int64_t lo, int64_t hi)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < nrows; i++)
+        if (!(rows[i].ts >= lo && rows[i].ts < hi))
+            rows[k++] = rows[i];
+    nrows = k;
+}
+
+size_t fake_druid_rows(void)
+{
+    return nrows;
+}
+
+void fake_druid_fault(const char *match, enum druid_err_kind kind, int after_rows, int times)
+{
+    struct fault *f = &faults[nfaults++];
+    snprintf(f->match, sizeof f->match, "%s", match ? match : "");
+    f->kind = kind;
+    f->after_rows = after_rows;
+    f->times = times;
+}
+
+void fake_druid_before_count(void (*fn)(int level, int64_t lo, int64_t hi))
+{
+    before_count = fn;
+}
+
+int fake_druid_queries(const char *match)
+{
+    if (!match)
+        return queries_done;
+    int n = 0;
+    for (int i = 0; i < nlog; i++)
+        n += strstr(queries_log[i], match) != NULL;
+    return n;
+}
+
+int fake_druid_pending(void)
+{
+    int n = 0;
+    for (struct druid_query *q = pending_q; q; q = q->next)
+        n += !q->cancelled;
+    return n;
+}
+
+static int cmp_row(const void *a, const void *b)
+{
+    const struct frow *x = a, *y = b;
+    if (x->ts != y->ts)
+        return x->ts < y->ts ? -1 : 1;
+    return x->v < y->v ? -1 : x->v > y->v;
+}
+
+/* The range of a query: its TIMESTAMP parameters, by the comparisons in its text. */
+static void query_range(const struct druid_query *q, int64_t *lo, int64_t *hi)
+{
+    *lo = INT64_MIN;
+    *hi = INT64_MAX;
+    size_t k = 0;
+    if (strstr(q->sql, ">= ?"))
+        *lo = q->p[k++].i;
+    if (strstr(q->sql, "< ?"))
+        *hi = q->p[k].i;
+}
+
+static int64_t floor_to(int64_t ts, int64_t w)
+{
+    int64_t f = ts / w * w;
+    return f > ts ? f - w : f;
+}
+
+static struct json_object *ts_json(int64_t ms)
+{
+    char t[TIME_ISO_MAX];
+    time_format_iso_ms(ms, t);
+    return json_object_new_string(t);
+}
+
+static void unlink_q(struct druid_query *q)
+{
+    for (struct druid_query **pp = &pending_q; *pp; pp = &(*pp)->next)
+        if (*pp == q) {
+            *pp = q->next;
+            return;
+        }
+}
+
+static void answer(void *arg)
+{
+    struct druid_query *q = arg;
+    unlink_q(q);
+    if (q->cancelled) {
+        free(q->sql);
+        free(q);
+        return;
+    }
+    queries_done++;
+    if (nlog < 4096)
+        queries_log[nlog++] = strdup(q->sql);
+    struct fault *fault = NULL;
+    for (size_t i = 0; i < nfaults; i++)
+        if (faults[i].times > 0 && strstr(q->sql, faults[i].match)) {
+            fault = &faults[i];
+            fault->times--;
+            break;
+        }
+    int64_t lo, hi;
+    query_range(q, &lo, &hi);
+    bool count = strstr(q->sql, "COUNT(*)") != NULL;
+    int64_t width = 1;
+    int level = 4;
+    static const char *periods[] = {"'P1D'", "'PT1H'", "'PT1M'", "'PT1S'"};
+    static const int64_t widths[] = {86400000, 3600000, 60000, 1000};
+    for (int i = 0; i < 4; i++)
+        if (strstr(q->sql, periods[i])) {
+            width = widths[i];
+            level = i;
+        }
+    if (count && before_count)
+        before_count(level, lo, hi);
+    qsort(rows, nrows, sizeof *rows, cmp_row);
+    struct druid_error e = {DRUID_OK, 200, "", "", "", -1};
+    int delivered = 0;
+    bool aborted = false;
+    if (!count && q->ops->on_header) {
+        const char *names[] = {"__time", "v"};
+        const char *nt[] = {"LONG", "LONG"};
+        const char *st[] = {"TIMESTAMP", "BIGINT"};
+        struct druid_header h = {2, names, nt, st};
+        aborted = q->ops->on_header(q->ud, &h) != 0;
+    }
+    for (size_t i = 0; i < nrows && !aborted;) {
+        if (rows[i].ts < lo || rows[i].ts >= hi) {
+            i++;
+            continue;
+        }
+        if (fault && delivered >= fault->after_rows)
+            break;
+        struct json_object *row = json_object_new_array();
+        if (count) {
+            int64_t b = floor_to(rows[i].ts, width), n = 0, mx = INT64_MIN;
+            size_t j = i;
+            for (; j < nrows && rows[j].ts < hi && floor_to(rows[j].ts, width) == b; j++) {
+                n++;
+                if (rows[j].ts > mx)
+                    mx = rows[j].ts;
+            }
+            json_object_array_add(row, ts_json(b));
+            json_object_array_add(row, json_object_new_int64(n));
+            json_object_array_add(row, ts_json(mx));
+            i = j;
+        } else {
+            json_object_array_add(row, ts_json(rows[i].ts));
+            json_object_array_add(row, json_object_new_int64(rows[i].v));
+            i++;
+        }
+        delivered++;
+        aborted = q->ops->on_row(q->ud, row) != 0;
+        json_object_put(row);
+    }
+    if (aborted)
+        druid_error_set(&e, DRUID_ERR_PROTOCOL, "aborted by consumer");
+    else if (fault)
+        druid_error_set(&e, fault->kind, "fault injected after %d rows", delivered);
+    q->ops->on_done(q->ud, &e);
+    free(q->sql);
+    free(q);
+}
+
+struct druid_query *druid_query_submit(struct druid_client *c, const char *sql,
+                                       const struct druid_param *params, size_t nparams,
+                                       const struct druid_query_ops *ops, void *ud)
+{
+    (void)c;
+    struct druid_query *q = xcalloc(1, sizeof *q);
+    q->sql = strdup(sql);
+    q->np = nparams < 4 ? nparams : 4;
+    memcpy(q->p, params, q->np * sizeof *params);
+    q->ops = ops;
+    q->ud = ud;
+    q->next = pending_q;
+    pending_q = q;
+    defer(answer, q);
+    return q;
+}
+
+void druid_query_cancel(struct druid_query *q)
+{
+    if (q)
+        q->cancelled = true;
+}
+
+void druid_query_pause(struct druid_query *q, bool paused)
+{
+    (void)q;
+    (void)paused;
+}
+
+/* ---- discovery ---- */
+
+struct discovery {
+    discovery_cb cb;
+    void *ud;
+    bool cancelled;
+};
+
+static void disc_answer(void *arg)
+{
+    struct discovery *d = arg;
+    if (!d->cancelled) {
+        struct discovery_column cols[2] = {{"__time", "TIMESTAMP", 1}, {"v", "BIGINT", 2}};
+        struct discovery_table t = {"ds", cols, 2};
+        struct discovery_result r = {&t, 1};
+        d->cb(d->ud, &r, NULL);
+    }
+    free(d);
+}
+
+struct discovery *discovery_run(struct druid_client *druid, struct pgsink *sink, const char *schema,
+                                discovery_cb cb, void *ud)
+{
+    (void)druid;
+    (void)sink;
+    (void)schema;
+    struct discovery *d = xcalloc(1, sizeof *d);
+    d->cb = cb;
+    d->ud = ud;
+    defer(disc_answer, d);
+    return d;
+}
+
+void discovery_cancel(struct discovery *d)
+{
+    if (d)
+        d->cancelled = true;
+}
+
+/* ---- PostgreSQL sink ---- */
+
+struct srow {
+    int64_t ts, v;
+};
+static struct srow *stored;
+static size_t nstored, capstored;
+static char state_status[32];
+static int64_t state_cursor = INT64_MIN;
+static char state_error[1100];
+static int cycle_ends;
+static int commits;
+static int64_t commit_cursors[4096];
+static bool hold;
+static struct pgerr fail_err;
+static int fail_n;
+static struct pgerr last_err;
+static int open_slices;
+
+struct pgsink_slice {
+    int64_t lo, hi;
+    struct srow *rows;
+    size_t n, cap;
+    struct pgerr err;
+    char cursor[64];
+    bool has_cursor;
+    pgsink_commit_cb cb;
+    void *ud;
+    struct pgsink_slice *next_held;
+};
+static struct pgsink_slice *held;
+
+const struct pgerr *pgsink_last_error(const struct pgsink *s)
+{
+    (void)s;
+    return &last_err;
+}
+
+struct cbop {
+    pgsink_cb cb;
+    void *ud;
+};
+
+static void run_cbop(void *arg)
+{
+    struct cbop *c = arg;
+    c->cb(c->ud, NULL);
+    free(c);
+}
+
+static void ok_later(pgsink_cb cb, void *ud)
+{
+    struct cbop *c = xcalloc(1, sizeof *c);
+    c->cb = cb;
+    c->ud = ud;
+    defer(run_cbop, c);
+}
+
+void pgsink_ensure_schema(struct pgsink *s, pgsink_cb cb, void *ud)
+{
+    (void)s;
+    ok_later(cb, ud);
+}
+
+struct prepop {
+    pgsink_table_cb cb;
+    void *ud;
+    enum pgtype types[8];
+};
+
+static void run_prep(void *arg)
+{
+    struct prepop *p = arg;
+    char cur[TIME_ISO_MAX];
+    if (state_cursor != INT64_MIN)
+        time_format_iso_ms(state_cursor, cur);
+    struct pgsink_table_info info = {"ds", p->types, state_cursor != INT64_MIN ? cur : NULL};
+    p->cb(p->ud, NULL, &info);
+    free(p);
+}
+
+void pgsink_prepare_table(struct pgsink *s, const struct pgsink_table_req *req, pgsink_table_cb cb,
+                          void *ud)
+{
+    (void)s;
+    struct prepop *p = xcalloc(1, sizeof *p);
+    p->cb = cb;
+    p->ud = ud;
+    for (size_t i = 0; i < req->ncols && i < 8; i++)
+        p->types[i] = req->cols[i].type;
+    defer(run_prep, p);
+}
+
+void pgsink_state_cycle_start(struct pgsink *s, const char *datasource, pgsink_cb cb, void *ud)
+{
+    (void)s;
+    (void)datasource;
+    snprintf(state_status, sizeof state_status, "syncing");
+    ok_later(cb, ud);
+}
+
+void pgsink_state_cycle_end(struct pgsink *s, const char *datasource, const char *error,
+                            const char *cursor, bool interrupted, pgsink_cb cb, void *ud)
+{
+    (void)s;
+    (void)datasource;
+    snprintf(state_status, sizeof state_status, "%s",
+             interrupted ? "interrupted"
+             : error     ? "error"
+                         : "ok");
+    snprintf(state_error, sizeof state_error, "%s", error ? error : "");
+    int64_t c;
+    if (cursor && time_parse_iso_ms(cursor, &c) == 0 && c > state_cursor)
+        state_cursor = c;
+    cycle_ends++;
+    ok_later(cb, ud);
+}
+
+struct beginop {
+    pgsink_slice_cb cb;
+    void *ud;
+    struct pgsink_slice *sl;
+};
+
+static void run_begin(void *arg)
+{
+    struct beginop *b = arg;
+    b->cb(b->ud, b->sl, NULL);
+    free(b);
+}
+
+void pgsink_slice_begin(struct pgsink *s, const char *datasource, int64_t lo, int64_t hi,
+                        pgsink_slice_cb cb, void *ud)
+{
+    (void)s;
+    (void)datasource;
+    struct beginop *b = xcalloc(1, sizeof *b);
+    b->cb = cb;
+    b->ud = ud;
+    b->sl = xcalloc(1, sizeof *b->sl);
+    b->sl->lo = lo;
+    b->sl->hi = hi;
+    open_slices++;
+    defer(run_begin, b);
+}
+
+bool pgsink_slice_fast(const struct pgsink_slice *sl)
+{
+    (void)sl;
+    return false;
+}
+
+int pgsink_slice_write(struct pgsink_slice *sl, const char *data, size_t len)
+{
+    /* lines "ts\tv\tid\n" */
+    const char *p = data, *end = data + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl)
+            abort(); /* the scheduler hands over whole lines */
+        char line[256];
+        size_t n = (size_t)(nl - p) < sizeof line - 1 ? (size_t)(nl - p) : sizeof line - 1;
+        memcpy(line, p, n);
+        line[n] = '\0';
+        char *tab = strchr(line, '\t');
+        if (!tab)
+            abort();
+        *tab = '\0';
+        struct srow r;
+        if (time_parse_iso_ms(line, &r.ts) != 0)
+            abort();
+        r.v = strtoll(tab + 1, NULL, 10);
+        if (sl->n == sl->cap) {
+            sl->cap = sl->cap ? sl->cap * 2 : 64;
+            sl->rows = realloc(sl->rows, sl->cap * sizeof *sl->rows);
+            if (!sl->rows)
+                abort();
+        }
+        sl->rows[sl->n++] = r;
+        p = nl + 1;
+    }
+    return 0;
+}
+
+void pgsink_slice_on_drain(struct pgsink_slice *sl, void (*cb)(void *ud), void *ud)
+{
+    (void)sl;
+    (void)cb;
+    (void)ud;
+}
+
+const struct pgerr *pgsink_slice_last_error(const struct pgsink_slice *sl)
+{
+    return &sl->err;
+}
+
+static void slice_free(struct pgsink_slice *sl)
+{
+    open_slices--;
+    free(sl->rows);
+    free(sl);
+}
+
+static void run_commit(void *arg)
+{
+    struct pgsink_slice *sl = arg;
+    if (fail_n > 0) {
+        fail_n--;
+        last_err = fail_err;
+        pgsink_commit_cb cb = sl->cb;
+        void *ud = sl->ud;
+        slice_free(sl);
+        cb(ud, &fail_err, NULL);
+        return;
+    }
+    /* the range's rows become exactly the slice's rows (the merge path's effect) */
+    size_t k = 0;
+    int64_t vanished = 0;
+    for (size_t i = 0; i < nstored; i++) {
+        if (stored[i].ts >= sl->lo && stored[i].ts < sl->hi)
+            vanished++;
+        else
+            stored[k++] = stored[i];
+    }
+    nstored = k;
+    for (size_t i = 0; i < sl->n; i++) {
+        if (nstored == capstored) {
+            capstored = capstored ? capstored * 2 : 256;
+            stored = realloc(stored, capstored * sizeof *stored);
+            if (!stored)
+                abort();
+        }
+        stored[nstored++] = sl->rows[i];
+    }
+    int64_t c = INT64_MIN;
+    if (sl->has_cursor && time_parse_iso_ms(sl->cursor, &c) == 0 && c > state_cursor)
+        state_cursor = c;
+    if (commits < 4096)
+        commit_cursors[commits] = sl->has_cursor ? c : INT64_MIN;
+    commits++;
+    struct pgsink_slice_result res = {(int64_t)sl->n, (int64_t)sl->n, vanished, false};
+    pgsink_commit_cb cb = sl->cb;
+    void *ud = sl->ud;
+    slice_free(sl);
+    cb(ud, NULL, &res);
+}
+
+void pgsink_slice_commit(struct pgsink_slice *sl, const char *cursor, pgsink_commit_cb cb, void *ud)
+{
+    sl->cb = cb;
+    sl->ud = ud;
+    sl->has_cursor = cursor != NULL;
+    if (cursor)
+        snprintf(sl->cursor, sizeof sl->cursor, "%s", cursor);
+    if (hold) {
+        sl->next_held = held;
+        held = sl;
+        return;
+    }
+    defer(run_commit, sl);
+}
+
+void pgsink_slice_abort(struct pgsink_slice *sl)
+{
+    if (sl)
+        slice_free(sl);
+}
+
+void fake_sink_hold_commits(bool h)
+{
+    hold = h;
+}
+
+int fake_sink_held(void)
+{
+    int n = 0;
+    for (struct pgsink_slice *s = held; s; s = s->next_held)
+        n++;
+    return n;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int fake_sink_held_list(int64_t *los, int max)
+{
+    int n = 0;
+    for (struct pgsink_slice *s = held; s && n < max; s = s->next_held)
+        los[n++] = s->lo;
+    qsort(los, (size_t)n, sizeof *los, cmp_i64);
+    return n;
+}
+
+int fake_sink_release(int64_t lo)
+{
+    for (struct pgsink_slice **pp = &held; *pp; pp = &(*pp)->next_held) {
+        if ((*pp)->lo == lo) {
+            struct pgsink_slice *sl = *pp;
+            *pp = sl->next_held;
+            defer(run_commit, sl);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+void fake_sink_fail_commits(const char *sqlstate, bool conn_lost, int n)
+{
+    pgerr_set(&fail_err, sqlstate, conn_lost, "fake failure");
+    fail_n = n;
+}
+
+size_t fake_sink_rows(void)
+{
+    return nstored;
+}
+
+int fake_sink_copies(int64_t ts_ms, int64_t v)
+{
+    int n = 0;
+    for (size_t i = 0; i < nstored; i++)
+        n += stored[i].ts == ts_ms && stored[i].v == v;
+    return n;
+}
+
+int fake_sink_commits(void)
+{
+    return commits;
+}
+
+int64_t fake_sink_commit_cursor(int k)
+{
+    return k < commits && k < 4096 ? commit_cursors[k] : INT64_MIN;
+}
+
+const char *fake_sink_status(void)
+{
+    return state_status;
+}
+
+int64_t fake_sink_cursor(void)
+{
+    return state_cursor;
+}
+
+const char *fake_sink_last_error(void)
+{
+    return state_error;
+}
+
+int fake_sink_cycle_ends(void)
+{
+    return cycle_ends;
+}
+
+int fake_sink_open_slices(void)
+{
+    return open_slices;
+}
+
+void fake_reset(void)
+{
+    while (ops_head) {
+        struct op *o = ops_head;
+        ops_head = o->next;
+        free(o);
+    }
+    ops_tail = NULL;
+    now_ms = 0;
+    ntimers = 0;
+    free(rows);
+    rows = NULL;
+    nrows = caprows = 0;
+    nfaults = 0;
+    before_count = NULL;
+    queries_done = 0;
+    for (int i = 0; i < nlog; i++)
+        free(queries_log[i]);
+    nlog = 0;
+    pending_q = NULL;
+    free(stored);
+    stored = NULL;
+    nstored = capstored = 0;
+    state_status[0] = '\0';
+    state_cursor = INT64_MIN;
+    state_error[0] = '\0';
+    cycle_ends = commits = 0;
+    hold = false;
+    held = NULL;
+    fail_n = 0;
+    memset(&last_err, 0, sizeof last_err);
+    open_slices = 0;
+}

@@ -1,0 +1,378 @@
+/* Whole sync cycles of the real scheduler (daemon/: scheduler, registry, cycle, planning,
+ * slicerun, retry, ledger) against the fakes of fake_io.c: a virtual clock, an in-memory
+ * Druid datasource and a PostgreSQL sink that keeps what was committed. No process, socket
+ * or sleep: a stop, a retry or an out-of-order commit is a deterministic test. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+#include "fake_io.h"
+#include "log.h"
+#include "scheduler.h"
+
+#define DAY 86400000LL
+#define T0 1577836800000LL /* 2020-01-01T00:00:00Z */
+#define FOREVER (UINT64_C(1) << 50)
+
+struct run {
+    struct config *cfg;
+    struct sched *s;
+    uv_loop_t loop; /* never run: the fake clock stands in for it */
+    bool finished;
+    int code;
+};
+
+static void on_finished(void *ud, int code)
+{
+    struct run *r = ud;
+    r->finished = true;
+    r->code = code;
+}
+
+static struct config *cfg_new(long batch, int conc)
+{
+    char json[1024], err[256];
+    snprintf(json, sizeof json,
+             "{\"druid_host\": \"druid.invalid\", \"postgres\": \"\", \"batch_size\": %ld,"
+             " \"max_concurrent_queries\": %d, \"retry_initial_seconds\": 1,"
+             " \"retry_max_seconds\": 8, \"max_retries\": 3, \"sync_interval_seconds\": 60,"
+             " \"log_level\": \"error\"}",
+             batch, conc);
+    struct config *c = config_parse(json, err, sizeof err);
+    if (!c)
+        fail_msg("config: %s", err);
+    return c;
+}
+
+static void start(struct run *r, long batch, int conc, bool once)
+{
+    memset(r, 0, sizeof *r);
+    r->cfg = cfg_new(batch, conc);
+    struct sched_opts o = {once, NULL, on_finished, r};
+    r->s = sched_new(&r->loop, r->cfg, NULL, NULL, &o);
+    sched_start(r->s);
+}
+
+static void finish(struct run *r)
+{
+    sched_free(r->s);
+    fake_step(); /* the timers' close callbacks */
+    free(r->s);
+    config_free(r->cfg);
+    fake_reset();
+}
+
+/* 250 rows a day, one a minute, v numbering them from 0. */
+static int64_t rows_3_days(void)
+{
+    int64_t v = 0, max = 0;
+    for (int d = 0; d < 3; d++)
+        for (int i = 0; i < 250; i++) {
+            max = T0 + d * DAY + i * 60000LL;
+            fake_druid_add_row(max, v++);
+        }
+    return max;
+}
+
+static void assert_each_row_once(int64_t from_v, int64_t to_v)
+{
+    for (int64_t v = from_v; v < to_v; v++) {
+        int64_t ts = T0 + (v / 250) * DAY + (v % 250) * 60000LL;
+        if (fake_sink_copies(ts, v) != 1)
+            fail_msg("row v=%lld stored %d times", (long long)v, fake_sink_copies(ts, v));
+    }
+}
+
+struct info {
+    uint64_t ok, failed, interrupted;
+    int64_t est;
+    size_t done, planned;
+    double last_success;
+};
+
+static void grab(void *ud, const struct sched_ds_info *i)
+{
+    struct info *o = ud;
+    o->ok = i->cycles_ok;
+    o->failed = i->cycles_failed;
+    o->interrupted = i->cycles_interrupted;
+    o->est = i->cycle_est_rows;
+    o->done = i->slices_done;
+    o->planned = i->slices_planned;
+    o->last_success = i->last_success;
+}
+
+static struct info info_of(struct run *r)
+{
+    struct info i;
+    memset(&i, 0, sizeof i);
+    sched_foreach(r->s, grab, &i);
+    return i;
+}
+
+/* A first sync under --once: every row exactly once, the cursor at the newest row. */
+static void test_first_sync(void **state)
+{
+    (void)state;
+    struct run r;
+    int64_t max = rows_3_days();
+    start(&r, 100, 4, true);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 0);
+    assert_int_equal(fake_sink_rows(), 750);
+    assert_each_row_once(0, 750);
+    assert_string_equal(fake_sink_status(), "ok");
+    assert_true(fake_sink_cursor() == max);
+    /* one count per day then one per hour inside each day that holds too many rows */
+    assert_int_equal(fake_druid_queries("'P1D'"), 1);
+    assert_int_equal(fake_druid_queries("'PT1H'"), 3);
+    assert_true(fake_sink_commits() >= 8);
+    assert_int_equal(fake_sink_open_slices(), 0);
+    finish(&r);
+}
+
+/* Releases every held commit, lowest first, until the run is over. */
+static void release_all(struct run *r)
+{
+    for (;;) {
+        fake_run(FOREVER);
+        int64_t los[64];
+        int n = fake_sink_held_list(los, 64);
+        if (n == 0)
+            break;
+        assert_int_equal(fake_sink_release(los[0]), 0);
+    }
+    assert_true(r->finished);
+}
+
+/* A count answer cut off half-way is retried; its buckets count once. */
+static void test_truncated_count_counts_once(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_fault("'P1D'", DRUID_ERR_TRUNCATED, 2, 1);
+    fake_sink_hold_commits(true);
+    start(&r, 100, 4, true);
+    fake_run(FOREVER);
+    assert_int_equal(fake_druid_queries("'P1D'"), 2);
+    assert_true(fake_now() >= 1000); /* it waited for the backoff */
+    struct info i = info_of(&r);
+    assert_int_equal(i.est, 750); /* 1,250 if the first answer's two days had stayed */
+    assert_int_equal(sched_get_counters(r.s)->retries[DRUID_ERR_TRUNCATED], 1);
+    release_all(&r);
+    assert_int_equal(r.code, 0);
+    assert_int_equal(fake_sink_rows(), 750);
+    assert_each_row_once(0, 750);
+    finish(&r);
+}
+
+static void delete_first_day(int level, int64_t lo, int64_t hi)
+{
+    (void)hi;
+    if (level == 1 && lo == T0)
+        fake_druid_delete(T0, T0 + DAY);
+}
+
+/* The rows of a day went away between the day count and its hour count: the refinement
+ * comes back empty and planning goes on without it. */
+static void test_empty_refinement(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_before_count(delete_first_day);
+    start(&r, 100, 4, true);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 0);
+    assert_string_equal(fake_sink_status(), "ok");
+    assert_int_equal(fake_sink_rows(), 500);
+    assert_each_row_once(250, 750);
+    finish(&r);
+}
+
+/* A slice whose response is truncated is read again after the backoff; nothing doubles. */
+static void test_slice_retry(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_fault("ORDER BY", DRUID_ERR_TRUNCATED, 10, 1);
+    start(&r, 100, 4, true);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 0);
+    assert_true(fake_now() >= 1000);
+    assert_int_equal(sched_get_counters(r.s)->retries[DRUID_ERR_TRUNCATED], 1);
+    assert_int_equal(fake_sink_rows(), 750);
+    assert_each_row_once(0, 750);
+    finish(&r);
+}
+
+/* Commits arrive out of order: a commit never carries a cursor past a slice that has not
+ * committed, and the cursor never moves back. */
+static void test_out_of_order_commits(void **state)
+{
+    (void)state;
+    struct run r;
+    int64_t max = rows_3_days();
+    fake_sink_hold_commits(true);
+    start(&r, 100, 4, true);
+    fake_run(FOREVER);
+    int64_t los[8];
+    assert_int_equal(fake_sink_held_list(los, 8), 4);
+    /* slices: [-inf, 01:00), [01:00, 02:00), [02:00, 03:00), [03:00, next day 00:00) */
+    assert_true(los[0] == INT64_MIN && los[1] == T0 + 3600000 && los[3] == T0 + 3 * 3600000);
+    assert_int_equal(fake_sink_release(los[3]), 0);
+    fake_run(FOREVER);
+    assert_int_equal(fake_sink_commits(), 1);
+    assert_true(fake_sink_commit_cursor(0) == INT64_MIN); /* slices 1-3 still open */
+    assert_true(fake_sink_cursor() == INT64_MIN);
+    assert_int_equal(fake_sink_release(los[0]), 0);
+    fake_run(FOREVER);
+    assert_true(fake_sink_commit_cursor(1) == T0 + 59 * 60000LL); /* slice 1's newest row */
+    assert_true(fake_sink_cursor() == T0 + 59 * 60000LL);
+    assert_int_equal(fake_sink_release(los[2]), 0);
+    assert_int_equal(fake_sink_release(los[1]), 0);
+    release_all(&r);
+    assert_int_equal(r.code, 0);
+    int64_t prev = INT64_MIN;
+    for (int k = 0; k < fake_sink_commits(); k++) {
+        int64_t c = fake_sink_commit_cursor(k);
+        if (c == INT64_MIN)
+            continue;
+        assert_true(c >= prev);
+        prev = c;
+    }
+    assert_true(fake_sink_cursor() == max);
+    assert_string_equal(fake_sink_status(), "ok");
+    assert_each_row_once(0, 750);
+    finish(&r);
+}
+
+/* A stop while slices are in flight: they commit within the grace period, the rest stays
+ * unread, the cycle is recorded as interrupted (not a success), the cursor covers exactly
+ * the committed prefix. */
+static void test_stop_mid_cycle(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_sink_hold_commits(true);
+    start(&r, 100, 4, false);
+    fake_run(0); /* daemon mode: discoveries repeat forever, so the clock stays put */
+    assert_int_equal(fake_sink_held(), 4);
+    sched_stop(r.s, 30);
+    assert_false(r.finished); /* the slices in flight get their grace period */
+    release_all(&r);
+    assert_int_equal(r.code, 0);
+    assert_int_equal(fake_sink_commits(), 4);
+    assert_int_equal(fake_druid_pending(), 0);
+    assert_string_equal(fake_sink_status(), "interrupted");
+    /* four slices of the first day: up to 03:00 and the rest of day 1 */
+    assert_true(fake_sink_cursor() == T0 + 249 * 60000LL);
+    struct info i = info_of(&r);
+    assert_int_equal(i.interrupted, 1);
+    assert_int_equal(i.ok, 0);
+    assert_true(i.last_success == 0);
+    assert_int_equal(fake_sink_open_slices(), 0);
+    finish(&r);
+}
+
+/* A stop while a slice waits for its retry: the wait ends at once, the cycle is
+ * interrupted, nothing is left open. */
+static void test_stop_during_backoff(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_fault("ORDER BY", DRUID_ERR_TRANSIENT, 0, 1);
+    start(&r, 100, 4, false);
+    fake_run(500); /* the retry is due at 1,000 ms */
+    assert_false(r.finished);
+    sched_stop(r.s, 30);
+    fake_run(999);
+    assert_true(r.finished); /* before the retry was due */
+    assert_int_equal(r.code, 0);
+    assert_string_equal(fake_sink_status(), "interrupted");
+    assert_int_equal(info_of(&r).interrupted, 1);
+    assert_int_equal(fake_sink_open_slices(), 0);
+    finish(&r);
+}
+
+/* A constraint violation fails the slice at once (no retry) and the cycle with
+ * PostgreSQL's reason; the next cycles wait at least the sync interval. */
+static void test_postgres_constraint_fails_at_once(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_sink_fail_commits("23514", false, 1000000);
+    start(&r, 100, 4, false);
+    fake_run(600000); /* ten minutes */
+    const struct sched_counters *c = sched_get_counters(r.s);
+    assert_int_equal(c->retries[SCHED_ERR_POSTGRES], 0);
+    assert_true(c->errors[SCHED_ERR_POSTGRES] >= 1);
+    assert_string_equal(fake_sink_status(), "error");
+    assert_non_null(strstr(fake_sink_last_error(), "23514"));
+    /* cycles at 0, 60, 120, ... s at most: no tight loop */
+    assert_true(fake_sink_cycle_ends() >= 2 && fake_sink_cycle_ends() <= 11);
+    assert_int_equal(fake_sink_rows(), 0);
+    sched_stop(r.s, 30);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    finish(&r);
+}
+
+/* A lost connection at COMMIT is retried on a fresh one; the data ends exact. */
+static void test_postgres_connection_lost_retried(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_sink_fail_commits("", true, 2);
+    start(&r, 100, 4, true);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 0);
+    assert_int_equal(sched_get_counters(r.s)->retries[SCHED_ERR_POSTGRES], 2);
+    assert_string_equal(fake_sink_status(), "ok");
+    assert_int_equal(fake_sink_rows(), 750);
+    assert_each_row_once(0, 750);
+    finish(&r);
+}
+
+/* Each test starts in a fresh world, even after a failed one. */
+static int reset(void **state)
+{
+    (void)state;
+    fake_reset();
+    return 0;
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test_setup(test_first_sync, reset),
+    cmocka_unit_test_setup(test_truncated_count_counts_once, reset),
+    cmocka_unit_test_setup(test_empty_refinement, reset),
+    cmocka_unit_test_setup(test_slice_retry, reset),
+    cmocka_unit_test_setup(test_out_of_order_commits, reset),
+    cmocka_unit_test_setup(test_stop_mid_cycle, reset),
+    cmocka_unit_test_setup(test_stop_during_backoff, reset),
+    cmocka_unit_test_setup(test_postgres_constraint_fails_at_once, reset),
+    cmocka_unit_test_setup(test_postgres_connection_lost_retried, reset),
+};
+
+int main(void)
+{
+    log_set_level(LOG_LVL_ERROR);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
