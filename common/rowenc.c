@@ -1,7 +1,9 @@
-/* rowenc: Druid result rows -> PostgreSQL COPY text lines, and the per-row identity UUID. */
+/* rowenc: Druid result rows -> PostgreSQL COPY text lines, and the per-row identity UUID
+ * (id scheme ROWENC_ID_SCHEME: canonical values, see rowenc.h). */
 #include "rowenc.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +13,49 @@
 
 #include "timeutil.h"
 
-/* Seed of the id hash: fixed forever, ids are stored in tables. */
-#define ID_SEED 0x64727569642d6964ULL /* "druid-id" */
+/* What a field contributes to the id (scheme 2, rowenc.h): its value class and where its
+ * canonical value is, recorded while the field is encoded and hashed once the row is
+ * complete (the hash runs in name order, the encoder in column order). Pointers are into
+ * the row's json-c objects, valid for the rowenc_encode call. */
+enum canon_kind {
+    CK_NULL,     /* left out of the hash */
+    CK_INT,      /* number: i */
+    CK_UINT,     /* number: (uint64_t)i, above INT64_MAX */
+    CK_NUMTEXT,  /* number: the decimal literal p/n (d: its double, for a literal json-c made) */
+    CK_NAN,      /* NaN */
+    CK_PINF,     /* +Infinity */
+    CK_NINF,     /* -Infinity */
+    CK_STR,      /* string: p/n */
+    CK_TS,       /* timestamp: i epoch millis */
+    CK_JSON,     /* JSON text p/n, valid (json_check JC_OK or JC_NUL) */
+    CK_JSONSTR,  /* a jsonb stored as the JSON string of the text p/n */
+    CK_JSONTEXT, /* a JSON array/object in a text column: JSON if it is valid, else a string */
+};
+
+struct canon {
+    enum canon_kind kind;
+    const char *p;
+    size_t n;
+    int64_t i;
+    double d;
+};
+
+/* Tags of the hash input (rowenc.h). */
+#define TAG_NUMBER 'N'
+#define TAG_NAN 'Q'
+#define TAG_PINF '+'
+#define TAG_NINF '-'
+#define TAG_STRING 'S'
+#define TAG_TIME 'T'
+#define TAG_JSON 'J'
+
+/* The id hash input goes through XXH3's streaming state; small pieces gather in blk first
+ * so that a row costs a few update calls, not one per piece. */
+struct hashw {
+    XXH3_state_t *st;
+    size_t n;
+    unsigned char blk[256];
+};
 
 struct occ_slot {
     XXH128_hash_t h;
@@ -26,9 +69,8 @@ struct rowenc {
     size_t *by_name; /* column indexes in ascending byte order of name */
     int inc_col;
     bool with_id;
-    size_t *fstart, *fend; /* offsets of each field's text in out during one encode */
-    bool *isnull;
-    struct buf hashin; /* scratch: the content-hash input */
+    struct canon *canon; /* per column, this row */
+    struct hashw hw;
     struct occ_slot *occ;
     size_t occ_cap, occ_used; /* occ_cap is 0 or a power of two */
     uint64_t rows;
@@ -47,10 +89,9 @@ struct rowenc *rowenc_new(const struct rowenc_column *cols, size_t ncols, int in
     e->cols = calloc(n, sizeof *e->cols);
     e->name_len = calloc(n, sizeof *e->name_len);
     e->by_name = calloc(n, sizeof *e->by_name);
-    e->fstart = calloc(n, sizeof *e->fstart);
-    e->fend = calloc(n, sizeof *e->fend);
-    e->isnull = calloc(n, sizeof *e->isnull);
-    if (!e->cols || !e->name_len || !e->by_name || !e->fstart || !e->fend || !e->isnull)
+    e->canon = calloc(n, sizeof *e->canon);
+    e->hw.st = with_id ? XXH3_createState() : NULL;
+    if (!e->cols || !e->name_len || !e->by_name || !e->canon || (with_id && !e->hw.st))
         goto oom;
     for (size_t i = 0; i < ncols; i++) {
         e->cols[i].type = cols[i].type;
@@ -84,11 +125,10 @@ void rowenc_free(struct rowenc *e)
     free(e->cols);
     free(e->name_len);
     free(e->by_name);
-    free(e->fstart);
-    free(e->fend);
-    free(e->isnull);
+    free(e->canon);
+    if (e->hw.st)
+        XXH3_freeState(e->hw.st);
     free(e->occ);
-    buf_free(&e->hashin);
     free(e);
 }
 
@@ -271,15 +311,6 @@ static int str_int64(const char *s, size_t n, int64_t *out)
         return -1;
     *out = v;
     return 0;
-}
-
-static void put_json_text(struct buf *out, struct json_object *v)
-{
-    /* Doubles parsed by json-c's tokener serialise as their original text, so values
-     * are kept exactly as Druid wrote them (1.0E7 stays 1.0E7). */
-    const char *t =
-        json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-    rowenc_copy_escape(out, t, strlen(t));
 }
 
 /* Text with each NUL written as U+FFFD: PostgreSQL text cannot hold NUL. One memchr when
@@ -593,28 +624,59 @@ static void put_json_string_of(struct rowenc *e, struct buf *out, const char *s,
     e->pend.json_as_string++;
 }
 
-static void put_jsonb(struct rowenc *e, struct buf *out, const char *s, size_t n)
+static enum jcheck put_jsonb(struct rowenc *e, struct buf *out, const char *s, size_t n)
 {
-    switch (json_check(s, n)) {
+    enum jcheck r = json_check(s, n);
+    switch (r) {
     case JC_OK:
         rowenc_copy_escape(out, s, n);
-        return;
+        break;
     case JC_NUL:
         put_json_nul_fixed(e, out, s, n);
-        return;
+        break;
     case JC_BAD:
         put_json_string_of(e, out, s, n);
-        return;
+        break;
+    }
+    return r;
+}
+
+static void put_u64(struct buf *out, uint64_t u)
+{
+    char tmp[24];
+    size_t p = sizeof tmp;
+    do {
+        tmp[--p] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    buf_append(out, tmp + p, sizeof tmp - p);
+}
+
+/* An integer JSON value as its decimal text (what json-c prints) and its canonical form. */
+static void put_json_int(struct buf *out, struct json_object *v, struct canon *c)
+{
+    int64_t i64;
+    if (json_int64(v, &i64) == 0) {
+        put_i64(out, i64);
+        c->kind = CK_INT;
+        c->i = i64;
+    } else {
+        uint64_t u = json_object_get_uint64(v);
+        put_u64(out, u);
+        c->kind = CK_UINT;
+        c->i = (int64_t)u;
     }
 }
 
-static int put_double(const struct rowenc *e, size_t col, struct buf *out, struct json_object *v,
+static int put_double(struct rowenc *e, size_t col, struct buf *out, struct json_object *v,
                       char *err, size_t errlen)
 {
     double d = json_object_get_double(v);
     const char *t = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+    struct canon *c = &e->canon[col];
     if (d != d) {
         buf_puts(out, "NaN");
+        c->kind = CK_NAN;
     } else if (d > 1.7976931348623157e308 || d < -1.7976931348623157e308) {
         /* A literal infinity is stored; a finite number too large for a double (1e400)
          * would be rejected by PostgreSQL, so it is reported here, naming the column. */
@@ -622,13 +684,16 @@ static int put_double(const struct rowenc *e, size_t col, struct buf *out, struc
         if (strncasecmp(s, "inf", 3) != 0)
             return fail_value(e, col, v, "out of range for double precision", err, errlen);
         buf_puts(out, d < 0 ? "-Infinity" : "Infinity");
+        c->kind = d < 0 ? CK_NINF : CK_PINF;
     } else {
         if (d == 0 && strpbrk(t, "123456789") && strcspn(t, "123456789") < strcspn(t, "eE")) {
             /* a non-zero literal that underflows to 0 (1e-400): PostgreSQL refuses it as
              * out of range, like 1e400 (Druid's Double.toString never writes one) */
             return fail_value(e, col, v, "out of range for double precision", err, errlen);
         }
-        buf_puts(out, t);
+        size_t n = strlen(t);
+        buf_append(out, t, n);
+        *c = (struct canon){.kind = CK_NUMTEXT, .p = t, .n = n, .d = d};
     }
     return 0;
 }
@@ -657,6 +722,16 @@ static int put_ts(const struct rowenc *e, size_t col, struct buf *out, struct js
     return 0;
 }
 
+/* Druid's own form of an instant in the years 1 to 9999, "2015-09-12T00:46:58.771Z", once
+ * time_parse_iso_ms took it: a four-digit year (a sign or a longer year would put the first
+ * '-' elsewhere), every field in range. time_format_pg_ms writes these same 24 bytes for
+ * it, so the text is copied rather than printed again. */
+static bool ts_druid_form(const char *s, size_t n)
+{
+    return n == 24 && s[4] == '-' && s[10] == 'T' && s[19] == '.' && s[23] == 'Z' &&
+           memcmp(s, "0000", 4) != 0;
+}
+
 static int put_date(const struct rowenc *e, size_t col, struct buf *out, struct json_object *v,
                     int64_t day, char *err, size_t errlen)
 {
@@ -672,14 +747,44 @@ static int encode_value(struct rowenc *e, size_t col, struct json_object *v, str
                         char *err, size_t errlen)
 {
     enum json_type jt = json_object_get_type(v);
+    struct canon *c = &e->canon[col];
     int64_t i64;
     switch (e->cols[col].type) {
     case PGT_TEXT:
-        if (jt == json_type_string)
-            put_text(e, out, json_object_get_string(v), (size_t)json_object_get_string_len(v));
-        else
-            put_json_text(out, v); /* numbers, booleans, and arrays/objects as JSON text */
-        return 0;
+        /* the value class follows what Druid sent: a number stays a number, a boolean
+         * the number 0 or 1, an array or object JSON */
+        switch (jt) {
+        case json_type_string: {
+            const char *s = json_object_get_string(v);
+            size_t n = (size_t)json_object_get_string_len(v);
+            put_text(e, out, s, n);
+            *c = (struct canon){.kind = CK_STR, .p = s, .n = n};
+            return 0;
+        }
+        case json_type_int:
+            put_json_int(out, v, c);
+            return 0;
+        case json_type_boolean:
+            c->kind = CK_INT;
+            c->i = json_object_get_boolean(v) ? 1 : 0;
+            buf_puts(out, c->i ? "true" : "false");
+            return 0;
+        case json_type_double: {
+            const char *t = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+            size_t n = strlen(t);
+            rowenc_copy_escape(out, t, n);
+            *c = (struct canon){.kind = CK_NUMTEXT, .p = t, .n = n, .d = json_object_get_double(v)};
+            return 0;
+        }
+        default: { /* arrays and objects, as their JSON text */
+            const char *t = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
+                                                                  JSON_C_TO_STRING_NOSLASHESCAPE);
+            size_t n = strlen(t);
+            rowenc_copy_escape(out, t, n);
+            *c = (struct canon){.kind = CK_JSONTEXT, .p = t, .n = n};
+            return 0;
+        }
+        }
 
     case PGT_BIGINT:
         if (jt == json_type_int) {
@@ -695,6 +800,8 @@ static int encode_value(struct rowenc *e, size_t col, struct json_object *v, str
             return fail_value(e, col, v, NULL, err, errlen);
         }
         put_i64(out, i64);
+        c->kind = CK_INT;
+        c->i = i64;
         return 0;
 
     case PGT_DOUBLE:
@@ -702,15 +809,19 @@ static int encode_value(struct rowenc *e, size_t col, struct json_object *v, str
             return put_double(e, col, out, v, err, errlen);
         if (jt == json_type_int) {
             /* the integer's exact text; PostgreSQL rounds it once, as it would any input */
-            buf_puts(out, json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+            put_json_int(out, v, c);
             return 0;
         }
         if (jt == json_type_string) {
             /* Jackson writes non-finite doubles as these strings (reference §3.1) */
             const char *s = json_object_get_string(v);
-            if (strcmp(s, "NaN") == 0 || strcmp(s, "Infinity") == 0 ||
-                strcmp(s, "-Infinity") == 0) {
+            enum canon_kind k = strcmp(s, "NaN") == 0         ? CK_NAN
+                                : strcmp(s, "Infinity") == 0  ? CK_PINF
+                                : strcmp(s, "-Infinity") == 0 ? CK_NINF
+                                                              : CK_NULL;
+            if (k != CK_NULL) {
                 buf_puts(out, s);
+                c->kind = k;
                 return 0;
             }
         }
@@ -718,32 +829,41 @@ static int encode_value(struct rowenc *e, size_t col, struct json_object *v, str
 
     case PGT_BOOLEAN:
         if (jt == json_type_boolean) {
-            buf_putc(out, json_object_get_boolean(v) ? 't' : 'f');
-            return 0;
+            i64 = json_object_get_boolean(v) ? 1 : 0;
+        } else if (jt == json_type_int && json_int64(v, &i64) == 0 && (i64 == 0 || i64 == 1)) {
+            /* i64 set */
+        } else if (jt == json_type_string &&
+                   (strcasecmp(json_object_get_string(v), "true") == 0 ||
+                    strcasecmp(json_object_get_string(v), "false") == 0)) {
+            i64 = (json_object_get_string(v)[0] | 0x20) == 't';
+        } else {
+            return fail_value(e, col, v, NULL, err, errlen);
         }
-        if (jt == json_type_int && json_int64(v, &i64) == 0 && (i64 == 0 || i64 == 1)) {
-            buf_putc(out, i64 ? 't' : 'f');
-            return 0;
-        }
-        if (jt == json_type_string) {
-            const char *s = json_object_get_string(v);
-            if (strcasecmp(s, "true") == 0 || strcasecmp(s, "false") == 0) {
-                buf_putc(out, (s[0] | 0x20) == 't' ? 't' : 'f');
-                return 0;
-            }
-        }
-        return fail_value(e, col, v, NULL, err, errlen);
+        buf_putc(out, i64 ? 't' : 'f');
+        c->kind = CK_INT; /* true is 1: a boolean widened to bigint keeps its ids */
+        c->i = i64;
+        return 0;
 
     case PGT_TIMESTAMPTZ:
         if (jt == json_type_int) {
             if (json_int64(v, &i64))
                 return fail_value(e, col, v, "out of range", err, errlen);
         } else if (jt == json_type_string) {
-            if (time_parse_iso_ms(json_object_get_string(v), &i64))
+            const char *s = json_object_get_string(v);
+            if (time_parse_iso_ms(s, &i64))
                 return fail_value(e, col, v, "not an ISO-8601 timestamp", err, errlen);
+            size_t n = (size_t)json_object_get_string_len(v);
+            if (ts_druid_form(s, n)) {
+                buf_append(out, s, n);
+                c->kind = CK_TS;
+                c->i = i64;
+                return 0;
+            }
         } else {
             return fail_value(e, col, v, NULL, err, errlen);
         }
+        c->kind = CK_TS;
+        c->i = i64;
         return put_ts(e, col, out, v, i64, err, errlen);
 
     case PGT_DATE: {
@@ -761,20 +881,30 @@ static int encode_value(struct rowenc *e, size_t col, struct json_object *v, str
         } else {
             return fail_value(e, col, v, NULL, err, errlen);
         }
+        /* the instant of the day's UTC midnight: a date widened to timestamptz, printed by
+         * Druid at midnight UTC, keeps its ids (no overflow within the checked range) */
+        c->kind = CK_TS;
+        c->i = day * 86400000;
         return put_date(e, col, out, v, day, err, errlen);
     }
 
-    case PGT_JSONB:
+    case PGT_JSONB: {
         /* Druid sends ARRAY and COMPLEX<json> values as JSON text inside a string; real
          * JSON values (sqlStringifyArrays:false) are checked as their text too. */
+        const char *t;
+        size_t n;
         if (jt == json_type_string) {
-            put_jsonb(e, out, json_object_get_string(v), (size_t)json_object_get_string_len(v));
+            t = json_object_get_string(v);
+            n = (size_t)json_object_get_string_len(v);
         } else {
-            const char *t = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
-                                                                  JSON_C_TO_STRING_NOSLASHESCAPE);
-            put_jsonb(e, out, t, strlen(t));
+            t = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
+                                                      JSON_C_TO_STRING_NOSLASHESCAPE);
+            n = strlen(t);
         }
+        enum jcheck r = put_jsonb(e, out, t, n);
+        *c = (struct canon){.kind = r == JC_BAD ? CK_JSONSTR : CK_JSON, .p = t, .n = n};
         return 0;
+    }
     }
     return fail_value(e, col, v, "unknown column type", err, errlen);
 }
@@ -787,6 +917,10 @@ static int inc_value(const struct rowenc *e, struct json_object *v, int64_t *ms,
         return 0;
     }
     size_t col = (size_t)e->inc_col;
+    if (e->cols[col].type == PGT_TIMESTAMPTZ && e->canon[col].kind == CK_TS) {
+        *ms = e->canon[col].i; /* parsed once, by encode_value, the same way */
+        return 0;
+    }
     switch (json_object_get_type(v)) {
     case json_type_int:
         if (json_int64(v, ms) == 0)
@@ -803,6 +937,394 @@ static int inc_value(const struct rowenc *e, struct json_object *v, int64_t *ms,
         break;
     }
     return fail_value(e, col, v, "not usable as the incremental column", err, errlen);
+}
+
+/* --- the id hash input (scheme 2, rowenc.h) --- */
+
+static void hw_flush(struct hashw *h)
+{
+    if (h->n)
+        XXH3_128bits_update(h->st, h->blk, h->n);
+    h->n = 0;
+}
+
+static void hw_put(struct hashw *h, const void *p, size_t n)
+{
+    if (n > sizeof h->blk - h->n) {
+        hw_flush(h);
+        if (n >= sizeof h->blk) {
+            XXH3_128bits_update(h->st, p, n);
+            return;
+        }
+    }
+    memcpy(h->blk + h->n, p, n);
+    h->n += n;
+}
+
+static void hw_byte(struct hashw *h, unsigned char c)
+{
+    if (h->n == sizeof h->blk)
+        hw_flush(h);
+    h->blk[h->n++] = c;
+}
+
+/* Unsigned LEB128: 7 bits a byte, low first, the high bit set on all but the last. */
+static void hw_varint(struct hashw *h, uint64_t v)
+{
+    unsigned char b[10];
+    size_t k = 0;
+    do {
+        b[k] = (unsigned char)(v & 0x7f);
+        v >>= 7;
+        b[k++] |= v ? 0x80 : 0;
+    } while (v);
+    hw_put(h, b, k);
+}
+
+/* Decimal text of v into t (at least 21 bytes); returns its length. */
+static size_t fmt_i64(char *t, int64_t v)
+{
+    char tmp[24];
+    size_t p = sizeof tmp, n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[--p] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        t[n++] = '-';
+    memcpy(t + n, tmp + p, sizeof tmp - p);
+    return n + sizeof tmp - p;
+}
+
+/* A number as D x 10^X: the sign, D's digits (two runs of the text: the integer part and
+ * the fraction, either may be empty), X. Both runs empty means zero. */
+struct dec {
+    bool neg;
+    const char *a0, *a1, *b0, *b1;
+    int64_t x;
+};
+
+/* Exponents written beyond this are clamped to it: such a number is far outside any
+ * double or bigint (it only reaches text columns, as text) and stays a number. */
+#define DEC_EXP_CLAMP 1000000000000000LL
+
+/* A decimal literal as json-c's tokener accepts one: [+-] digits [. digits] [(e|E) [+-]
+ * digits], either digit run of the mantissa may be empty but not both. -1 otherwise. */
+static int dec_parse(const char *s, size_t n, struct dec *d)
+{
+    const char *p = s, *end = s + n;
+    d->neg = false;
+    if (p < end && (*p == '-' || *p == '+'))
+        d->neg = *p++ == '-';
+    const char *i0 = p;
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    const char *i1 = p, *f0 = p, *f1 = p;
+    if (p < end && *p == '.') {
+        f0 = ++p;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        f1 = p;
+    }
+    if (i0 == i1 && f0 == f1)
+        return -1;
+    int64_t ex = 0;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        bool eneg = p < end && *p == '-';
+        if (p < end && (*p == '-' || *p == '+'))
+            p++;
+        const char *e0 = p;
+        for (; p < end && *p >= '0' && *p <= '9'; p++)
+            if (ex <= DEC_EXP_CLAMP)
+                ex = ex * 10 + (*p - '0');
+        if (p == e0)
+            return -1;
+        if (ex > DEC_EXP_CLAMP)
+            ex = DEC_EXP_CLAMP;
+        if (eneg)
+            ex = -ex;
+    }
+    if (p != end)
+        return -1;
+    int64_t x = ex - (int64_t)(f1 - f0);
+    while (i0 < i1 && *i0 == '0')
+        i0++;
+    if (i0 == i1) /* no integer digits: the fraction's leading zeros are not significant */
+        while (f0 < f1 && *f0 == '0')
+            f0++;
+    while (f1 > f0 && f1[-1] == '0')
+        f1--, x++;
+    if (f1 == f0)
+        while (i1 > i0 && i1[-1] == '0')
+            i1--, x++;
+    *d = (struct dec){d->neg, i0, i1, f0, f1, x};
+    return 0;
+}
+
+/* tag, length, "[-]DeX" ("0" for zero, whatever its sign). */
+static void hw_dec(struct hashw *h, unsigned char tag, const struct dec *d)
+{
+    hw_byte(h, tag);
+    if (d->a0 == d->a1 && d->b0 == d->b1) {
+        hw_varint(h, 1);
+        hw_byte(h, '0');
+        return;
+    }
+    char xt[24];
+    xt[0] = 'e';
+    size_t xn = 1 + fmt_i64(xt + 1, d->x);
+    size_t na = (size_t)(d->a1 - d->a0), nb = (size_t)(d->b1 - d->b0);
+    hw_varint(h, d->neg + na + nb + xn);
+    if (d->neg)
+        hw_byte(h, '-');
+    hw_put(h, d->a0, na);
+    hw_put(h, d->b0, nb);
+    hw_put(h, xt, xn);
+}
+
+static void hw_int(struct hashw *h, unsigned char tag, bool neg, uint64_t u)
+{
+    char t[24];
+    size_t n = 0;
+    int64_t x = 0;
+    while (u && u % 10 == 0)
+        u /= 10, x++;
+    for (; u; u /= 10)
+        t[sizeof t - ++n] = (char)('0' + u % 10);
+    const char *d0 = t + sizeof t - n, *d1 = t + sizeof t;
+    struct dec d = {neg, d0, d1, d1, d1, x}; /* no digits: zero */
+    hw_dec(h, tag, &d);
+}
+
+/* A number written as text (a double's literal): exactly its decimal value; the literals
+ * that are not decimal are NaN and the infinities (or a double json-c made without text,
+ * written here as 17 significant digits, which read back as the same double). */
+static void hw_numtext(struct hashw *h, const char *s, size_t n, double dv)
+{
+    struct dec d;
+    if (dec_parse(s, n, &d) == 0) {
+        hw_dec(h, TAG_NUMBER, &d);
+    } else if (dv != dv) {
+        hw_byte(h, TAG_NAN);
+    } else if (isinf(dv)) {
+        hw_byte(h, dv < 0 ? TAG_NINF : TAG_PINF);
+    } else {
+        char t[40];
+        int k = snprintf(t, sizeof t, "%.17g", dv);
+        if (k > 0 && (size_t)k < sizeof t && dec_parse(t, (size_t)k, &d) == 0) {
+            hw_dec(h, TAG_NUMBER, &d);
+        } else { /* not reached: %.17g of a finite double is decimal */
+            hw_byte(h, TAG_STRING);
+            hw_varint(h, n);
+            hw_put(h, s, n);
+        }
+    }
+}
+
+/* A JSON string from just after its opening quote: its decoded bytes are counted (h NULL)
+ * or hashed. Returns the position after the closing quote. Escapes decode to UTF-8, a
+ * surrogate pair to its code point, \u0000 to a NUL byte. */
+static const unsigned char *json_str_bytes(struct hashw *h, const unsigned char *p,
+                                           const unsigned char *end, size_t *len)
+{
+    size_t n = 0;
+    while (p < end && *p != '"') {
+        if (*p != '\\') {
+            const unsigned char *q = p;
+            while (p < end && *p != '"' && *p != '\\')
+                p++;
+            if (h)
+                hw_put(h, q, (size_t)(p - q));
+            n += (size_t)(p - q);
+            continue;
+        }
+        if (++p == end)
+            break;
+        unsigned char c = *p++, o[4];
+        size_t k = 1;
+        uint32_t cp;
+        switch (c) {
+        case 'b':
+            o[0] = '\b';
+            break;
+        case 'f':
+            o[0] = '\f';
+            break;
+        case 'n':
+            o[0] = '\n';
+            break;
+        case 'r':
+            o[0] = '\r';
+            break;
+        case 't':
+            o[0] = '\t';
+            break;
+        case 'u': {
+            int u = hex4(p, end);
+            if (u < 0) {
+                cp = 0xFFFD; /* not reached in checked JSON */
+            } else {
+                p += 4;
+                cp = (uint32_t)u;
+                int lo = u >= 0xD800 && u <= 0xDBFF && end - p >= 6 && p[0] == '\\' && p[1] == 'u'
+                             ? hex4(p + 2, end)
+                             : -1;
+                if (lo >= 0xDC00 && lo <= 0xDFFF) {
+                    cp = 0x10000 + (((uint32_t)u - 0xD800) << 10) + ((uint32_t)lo - 0xDC00);
+                    p += 6;
+                }
+            }
+            if (cp < 0x80) {
+                o[0] = (unsigned char)cp;
+            } else if (cp < 0x800) {
+                o[0] = (unsigned char)(0xC0 | cp >> 6);
+                o[1] = (unsigned char)(0x80 | (cp & 0x3F));
+                k = 2;
+            } else if (cp < 0x10000) {
+                o[0] = (unsigned char)(0xE0 | cp >> 12);
+                o[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
+                o[2] = (unsigned char)(0x80 | (cp & 0x3F));
+                k = 3;
+            } else {
+                o[0] = (unsigned char)(0xF0 | cp >> 18);
+                o[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3F));
+                o[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
+                o[3] = (unsigned char)(0x80 | (cp & 0x3F));
+                k = 4;
+            }
+            break;
+        }
+        default: /* '"', '\\', '/' */
+            o[0] = c;
+        }
+        if (h)
+            hw_put(h, o, k);
+        n += k;
+    }
+    *len = n;
+    return p < end ? p + 1 : end;
+}
+
+/* JSON text that json_check accepted, as a stream of items: { } [ ] as themselves, a
+ * string as 's' length bytes, a number as 'n' length "[-]DeX", true 't', false 'f', null
+ * 'z'. Whitespace, commas and colons carry nothing a valid text's items do not imply. */
+static void hw_json(struct hashw *h, const char *text, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)text, *end = p + n;
+    while (p < end) {
+        unsigned char c = *p;
+        switch (c) {
+        case '{':
+        case '}':
+        case '[':
+        case ']':
+            hw_byte(h, c);
+            p++;
+            break;
+        case ' ':
+        case '\t':
+        case '\n':
+        case '\r':
+        case ',':
+        case ':':
+            p++;
+            break;
+        case '"': {
+            size_t len;
+            json_str_bytes(NULL, p + 1, end, &len);
+            hw_byte(h, 's');
+            hw_varint(h, len);
+            p = json_str_bytes(h, p + 1, end, &len);
+            break;
+        }
+        case 't':
+        case 'f':
+        case 'n': {
+            size_t w = c == 'f' ? 5 : 4;
+            hw_byte(h, c == 'n' ? 'z' : c);
+            p += (size_t)(end - p) < w ? (size_t)(end - p) : w;
+            break;
+        }
+        default: {
+            const unsigned char *q = p;
+            while (q < end && ((*q >= '0' && *q <= '9') || *q == '-' || *q == '+' || *q == '.' ||
+                               *q == 'e' || *q == 'E'))
+                q++;
+            struct dec d;
+            if (q > p && dec_parse((const char *)p, (size_t)(q - p), &d) == 0) {
+                hw_dec(h, 'n', &d);
+            } else { /* not reached in checked JSON: the byte as it is, and on */
+                q = q > p ? q : p + 1;
+                hw_put(h, p, (size_t)(q - p));
+            }
+            p = q;
+        }
+        }
+    }
+}
+
+static void hash_field(struct rowenc *e, size_t col)
+{
+    struct hashw *h = &e->hw;
+    const struct canon *c = &e->canon[col];
+    hw_put(h, e->cols[col].name, e->name_len[col] + 1); /* the name and its NUL */
+    switch (c->kind) {
+    case CK_NULL: /* not reached: left out by the caller */
+        break;
+    case CK_INT:
+        hw_int(h, TAG_NUMBER, c->i < 0, c->i < 0 ? (uint64_t)0 - (uint64_t)c->i : (uint64_t)c->i);
+        break;
+    case CK_UINT:
+        hw_int(h, TAG_NUMBER, false, (uint64_t)c->i);
+        break;
+    case CK_NUMTEXT:
+        hw_numtext(h, c->p, c->n, c->d);
+        break;
+    case CK_NAN:
+        hw_byte(h, TAG_NAN);
+        break;
+    case CK_PINF:
+        hw_byte(h, TAG_PINF);
+        break;
+    case CK_NINF:
+        hw_byte(h, TAG_NINF);
+        break;
+    case CK_TS: {
+        unsigned char b[9] = {TAG_TIME};
+        uint64_t u = (uint64_t)c->i;
+        for (int i = 0; i < 8; i++)
+            b[1 + i] = (unsigned char)(u >> (56 - 8 * i));
+        hw_put(h, b, sizeof b);
+        break;
+    }
+    case CK_JSONTEXT:
+        if (json_check(c->p, c->n) != JC_BAD) {
+            hw_byte(h, TAG_JSON);
+            hw_json(h, c->p, c->n);
+        } else { /* not JSON PostgreSQL would take (json-c wrote NaN): a string */
+            hw_byte(h, TAG_STRING);
+            hw_varint(h, c->n);
+            hw_put(h, c->p, c->n);
+        }
+        break;
+    case CK_STR:
+        hw_byte(h, TAG_STRING);
+        hw_varint(h, c->n);
+        hw_put(h, c->p, c->n);
+        break;
+    case CK_JSON:
+        hw_byte(h, TAG_JSON);
+        hw_json(h, c->p, c->n);
+        break;
+    case CK_JSONSTR:
+        hw_byte(h, TAG_JSON);
+        hw_byte(h, 's');
+        hw_varint(h, c->n);
+        hw_put(h, c->p, c->n);
+        break;
+    }
 }
 
 /* Occurrence number of a content hash in this slice: 0 for its first row, then 1, 2, ... */
@@ -841,16 +1363,16 @@ static void put_id(struct rowenc *e, struct buf *out)
 {
     /* Content hash over non-NULL fields in name order: a new all-NULL column, or a
      * reordering of columns, leaves every id unchanged. */
-    buf_reset(&e->hashin);
+    struct hashw *h = &e->hw;
+    XXH3_128bits_reset(h->st);
+    h->n = 0;
     for (size_t k = 0; k < e->ncols; k++) {
         size_t c = e->by_name[k];
-        if (e->isnull[c])
-            continue;
-        buf_append(&e->hashin, e->cols[c].name, e->name_len[c] + 1);
-        buf_append(&e->hashin, out->data + e->fstart[c], e->fend[c] - e->fstart[c]);
-        buf_putc(&e->hashin, '\0');
+        if (e->canon[c].kind != CK_NULL)
+            hash_field(e, c);
     }
-    XXH128_hash_t content = XXH3_128bits(e->hashin.data ? e->hashin.data : "", e->hashin.len);
+    hw_flush(h);
+    XXH128_hash_t content = XXH3_128bits_digest(h->st);
     uint64_t n = occ_next(e, content);
 
     uint8_t in[24];
@@ -859,7 +1381,7 @@ static void put_id(struct rowenc *e, struct buf *out)
     memcpy(in, canon.digest, 16);
     for (int i = 0; i < 8; i++)
         in[16 + i] = (uint8_t)(n >> (56 - 8 * i));
-    XXH128_canonicalFromHash(&canon, XXH3_128bits_withSeed(in, sizeof in, ID_SEED));
+    XXH128_canonicalFromHash(&canon, XXH3_128bits(in, sizeof in));
     uint8_t *id = canon.digest;
     id[6] = (uint8_t)((id[6] & 0x0f) | 0x80); /* version 8: custom (RFC 9562) */
     id[8] = (uint8_t)((id[8] & 0x3f) | 0x80); /* variant 10 */
@@ -888,13 +1410,12 @@ int rowenc_encode(struct rowenc *e, struct json_object *row, struct buf *out, in
         struct json_object *v = json_object_array_get_idx(row, i);
         if (i)
             buf_putc(out, '\t');
-        e->fstart[i] = out->len;
-        e->isnull[i] = v == NULL;
-        if (!v)
+        if (!v) {
+            e->canon[i].kind = CK_NULL;
             buf_append(out, "\\N", 2);
-        else if ((rc = encode_value(e, i, v, out, err, errlen)) != 0)
+        } else if ((rc = encode_value(e, i, v, out, err, errlen)) != 0) {
             goto undo;
-        e->fend[i] = out->len;
+        }
         if ((int)i == e->inc_col && (rc = inc_value(e, v, &inc, err, errlen)) != 0)
             goto undo;
     }

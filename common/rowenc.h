@@ -1,7 +1,8 @@
 /* rowenc: the row encoder. Turns one Druid result row (a json-c array, as parsed from an
  * arrayLines body) into one line of PostgreSQL COPY text, and gives every row its identity:
  * a 128-bit hash of its values plus its occurrence number among identical rows of the
- * slice, written as a UUID. Knows nothing of HTTP or SQL connections. */
+ * slice, written as a UUID (scheme ROWENC_ID_SCHEME, below). Knows nothing of HTTP or SQL
+ * connections. */
 #ifndef DSYNC_ROWENC_H
 #define DSYNC_ROWENC_H
 
@@ -12,6 +13,45 @@
 
 #include "buf.h"
 #include "typemap.h"
+
+/* The row id scheme rowenc_encode writes. Ids are stored (the primary key), so a scheme
+ * never changes once released; a table records the scheme it was written with, and one
+ * written with another scheme is migrated by the sink. Every scheme hashes the non-NULL
+ * fields only (a new all-NULL column keeps every id) in ascending byte order of column name
+ * (column order does not matter), with XXH3-128, then derives the id from that content
+ * hash and the row's occurrence number n among identical rows of the slice (0, 1, ...):
+ * id = XXH3-128(content digest, 16 bytes big-endian || n, 8 bytes big-endian) with the
+ * UUID version set to 8 and the variant to 10 (RFC 9562), written lowercase 8-4-4-4-12.
+ *
+ * 1: content input = name NUL copytext NUL per field, copytext being the field's COPY text
+ *    as written; second step seeded with 0x64727569642d6964. Depends on the PostgreSQL
+ *    column type and on how Druid spells a number (1 in bigint, 1.0 in double precision).
+ * 2: content input = name NUL tag payload per field, over canonical values; second step
+ *    unseeded. len is an unsigned LEB128 byte count. The class comes from the column type
+ *    and, in a text column, from the JSON kind Druid sent:
+ *    - number 'N' len "[-]DeX": the exact decimal value D x 10^X, D the significant digits
+ *      with no leading or trailing zero, X in decimal ("1e0" for 1, 1.0, 1.0E0, 10E-1;
+ *      "15e-1" for 1.5; "-25e2" for -2500). Zero is "0", also -0.0 (no sign). A double is
+ *      taken from the literal Druid wrote, never through binary floating point; exponents
+ *      written beyond 10^15 are clamped to 10^15 (only text columns can hold such a value).
+ *      Integers, doubles, numeric strings in a bigint column, and booleans (true 1, false
+ *      0, as Druid stores them: a boolean widened to bigint keeps its ids) all use it.
+ *    - NaN 'Q', +Infinity '+', -Infinity '-', no payload (the literals and Jackson's
+ *      strings "NaN", "Infinity", "-Infinity" in a double column alike).
+ *    - timestamp 'T' and 8 bytes: the instant in epoch milliseconds, big-endian two's
+ *      complement, whatever its text form (Z, an offset, SQL form, epoch millis). A date is
+ *      the instant of its 00:00 UTC (a date widened to timestamptz keeps its ids when Druid
+ *      prints it at midnight UTC).
+ *    - string 'S' len bytes: the bytes Druid sent (JSON escapes decoded, a NUL kept as NUL
+ *      though it is stored as U+FFFD). A change to or from a string type changes ids.
+ *    - JSON 'J' item (jsonb columns, and arrays/objects in text columns): the JSON text as
+ *      a stream of items: '{' '}' '[' ']' as themselves, a string 's' len bytes (escapes
+ *      decoded to UTF-8, surrogate pairs joined), a number 'n' len "[-]DeX" as above, true
+ *      't', false 'f', null 'z'; whitespace, commas and colons carry nothing. Object keys
+ *      stay in the order Druid sent them. A jsonb value stored as a JSON string of its text
+ *      (not valid JSON) is 'J' 's' len text; an array/object in a text column that is not
+ *      valid JSON (NaN inside) is 'S' len text. */
+#define ROWENC_ID_SCHEME 2
 
 struct rowenc_column {
     const char *name; /* Druid column name, verbatim */
