@@ -13,8 +13,16 @@ This module owns everything a test needs from "a Druid cluster":
   by our own typer because the header rows and the value formatting depend on
   the SQL type of each output expression, which SQLite does not know.
 * ``INFORMATION_SCHEMA`` and ``sys.segments`` views of the datasources.
-* A control API under ``/__sim/`` (never authenticated) to create/alter data,
-  inject faults and inspect the queries the daemon sent.
+* Druid's segment model (``shared/reference/druid-segments.md``): each datasource is
+  cut into time chunks of its segment granularity, each chunk held by the
+  partitions of one version; every row belongs to one segment.  sys.segments is
+  built from that model (the columns of the configured Druid version), and queries
+  see exactly the rows of the segments the Broker's timeline would use: available,
+  not overshadowed, complete partition sets, plus realtime segments.
+* A control API under ``/__sim/`` (never authenticated) to create/alter data
+  (including late appends, compaction, reindexing, dropped intervals, unavailable
+  segments, realtime segments and handoff), inject faults and inspect the queries
+  the daemon sent.  simctl.py has one method per endpoint.
 
 Standard library only; run with /usr/bin/python3 (3.11).
 """
@@ -1498,9 +1506,10 @@ class Store:
         for name in (t.sqlite_name, t.hidden_name):
             self.db.execute('DELETE FROM "%s" WHERE "sg" = ?' % name, (s.key,))
 
-    def _recompute(self, t):
+    def _recompute(self, t, cleanup=False):
         """Overshadowing (Coordinator), loading and query visibility (Broker) of every
-        segment of t; moves rows so the queryable table holds exactly the visible ones."""
+        segment of t; moves rows so the queryable table holds exactly the visible ones.
+        cleanup: overshadowed segments no longer served are marked unused (returns how many)."""
         groups, rts = {}, []
         for s in t.segs.values():
             if s.realtime:
@@ -1547,12 +1556,18 @@ class Store:
                 served[k] = ss
         scomp = {k: complete(k, ss) for k, ss in served.items()}
         vis = _timeline(served, scomp)
-        for k, g in groups.items():
+        unused = 0
+        for k, g in list(groups.items()):
             ss = served.get(k)
             keys = {s.key for s in ss} if ss else ()
             vp = vis[k] if ss and scomp[k] else []
-            for s in g:
+            for s in list(g):
                 s.served = s.key in keys
+                if cleanup and s.overshadowed and not s.served:
+                    self._unuse(t, [s])
+                    g.remove(s)
+                    unused += 1
+                    continue
                 nv = vp if s.served else []
                 if nv != s.vis:
                     for a, b in _minus(s.vis, nv):
@@ -1579,6 +1594,9 @@ class Store:
             t.listed = listed
             self.system_dirty = True
         self.segments_dirty.add(t.name)
+        if unused:
+            t.groups = {k: g for k, g in groups.items() if g}
+        return unused
 
     # -- chunk lookups
     def _covering(self, t, ms):
@@ -1657,6 +1675,22 @@ class Store:
                 n += max(cur.rowcount, 0)
         return n
 
+    def _relabel_logical(self, t, a, b, new_key, exclude=None):
+        """Hand the current rows of [a, b) (minus the excluded interval) to segment new_key,
+        in place (their order kept), into the queryable table.  For rewrites whose old
+        segments are marked unused at once.  Returns the number of rows."""
+        n = 0
+        for cond, args in self._logical(t, a, b, exclude):
+            for name in (t.sqlite_name, t.hidden_name):
+                cur = self.db.execute('UPDATE "%s" SET "sg" = ? WHERE %s' % (name, cond), [new_key] + args)
+                n += max(cur.rowcount, 0)
+        cols = self._cols_sql(t) + ', "sg"'
+        if self.db.execute('SELECT 1 FROM "%s" WHERE "sg" = ? LIMIT 1' % t.hidden_name, (new_key,)).fetchone():
+            self.db.execute('INSERT INTO "%s" (%s) SELECT %s FROM "%s" WHERE "sg" = ? ORDER BY rowid'
+                            % (t.sqlite_name, cols, cols, t.hidden_name), (new_key,))
+            self.db.execute('DELETE FROM "%s" WHERE "sg" = ?' % t.hidden_name, (new_key,))
+        return n
+
     def _unuse(self, t, segs):
         for s in segs:
             self._delete_rows(t, s)
@@ -1672,11 +1706,6 @@ class Store:
                 out.append((a, b))
         return out
 
-    def _cleanup(self, t):
-        """The Coordinator marks overshadowed segments unused once what overshadows them is loaded."""
-        gone = [s for s in t.segs.values() if s.published and s.overshadowed and not s.served]
-        self._unuse(t, gone)
-        return len(gone)
 
     # -- datasources (control API)
     def create(self, name, columns, rows, mapping=None, granularity=None, rows_per_segment=None):
@@ -1798,16 +1827,30 @@ class Store:
         merged = self._merge_chunks(chunks)
         new, empty = [], []
         with self._txn():
+            tc = self._tcol(t)
             for a, b in merged:
                 rows = [tup for (ca, cb), lst in chunks.items() if a <= ca and cb <= b for tup in lst]
-                s = self._new_seg(t, a, b, version, 0, 1)
-                n = self._copy_logical(t, a, b, t.sqlite_name, s.key, 1, exclude)
+                pieces = self._pieces_in(t, a, b)
+                one = t.groups[pieces[0][2]] if len(pieces) == 1 and pieces[0][2][:2] == (a, b) else ()
+                if len(one) == 1 and one[0].served and one[0].vis == [(a, b)] and one[0].kind == "numbered":
+                    # The chunk is one fully served segment: the rewritten segment takes its place
+                    # (same rows, in place), which is what rewrite + cleanup would leave.
+                    s = one[0]
+                    n = s.nrows
+                    if exclude:
+                        n -= self.db.execute('DELETE FROM "%s" WHERE "sg" = ? AND "%s" >= ? AND "%s" < ?'
+                                             % (t.sqlite_name, tc, tc), (s.key, exclude[0], exclude[1])).rowcount
+                    s.version, s.pnum, s.core, s.compaction = version, 0, 1, None
+                    _n, s.dims, s.mets = self._schema(t)
+                else:
+                    s = self._new_seg(t, a, b, version, 0, 1)
+                    n = self._relabel_logical(t, a, b, s.key, exclude)
                 for tup in rows:
                     assert a <= tup[tc_i] < b
                     tup.append(s.key)
                 self._insert_tuples(t, t.sqlite_name, rows)
                 if n + len(rows) == 0:
-                    del t.segs[s.key]
+                    self._unuse(t, [s])
                     empty.append((a, b))
                     continue
                 s.vis = [(a, b)]
@@ -1815,9 +1858,7 @@ class Store:
             self._stats(t, new)
             for a, b in empty:
                 self._unuse(t, [s for s in t.segs.values() if s.published and a <= s.start and s.end <= b])
-            self._recompute(t)
-            if self._cleanup(t):
-                self._recompute(t)
+            self._recompute(t, cleanup=True)
 
     def _chunks_with_rows(self, t, lo, hi):
         """{chunk: []} for the active chunks holding current rows inside [lo, hi)."""
@@ -2087,17 +2128,19 @@ class Store:
                 self._recompute(t)
             return ids
 
-    def set_available(self, name, start, end, available, partitions=None, replication_factor=None):
-        """Published segments overlapping [start, end) (only these partition numbers, if
-        given) are loaded on historicals or not; replication_factor sets the load rule's
-        replica count (0: deep storage only, never loaded)."""
+    def set_available(self, name, start, end, available, partitions=None, replication_factor=None,
+                      segment_ids=None):
+        """Published segments overlapping [start, end) (only these partition numbers, or
+        these segment ids, if given) are loaded on historicals or not; replication_factor
+        sets the load rule's replica count (0: deep storage only, never loaded)."""
         with self.lock:
             t = self.get(name)
             lo = to_millis(start) if start is not None else MIN_INSTANT
             hi = to_millis(end) if end is not None else MAX_INSTANT
             parts = None if partitions is None else {int(p) for p in partitions}
+            ids = None if segment_ids is None else set(segment_ids)
             hit = [s for s in t.segs.values() if s.published and s.start < hi and lo < s.end
-                   and (parts is None or s.pnum in parts)]
+                   and (parts is None or s.pnum in parts) and (ids is None or s.sid in ids)]
             with self._txn():
                 for s in hit:
                     s.want_available = bool(available)
@@ -2110,9 +2153,7 @@ class Store:
         with self.lock:
             t = self.get(name)
             with self._txn():
-                n = self._cleanup(t)
-                self._recompute(t)
-            return n
+                return self._recompute(t, cleanup=True)
 
     def set_granularity(self, name, granularity):
         with self.lock:
@@ -3660,7 +3701,7 @@ class Handler(BaseHTTPRequestHandler):
             if method == "POST" and ep == "availability":
                 ids = store.set_available(body["datasource"], body.get("start"), body.get("end"),
                                           body.get("available", False), body.get("partitions"),
-                                          body.get("replication_factor"))
+                                          body.get("replication_factor"), body.get("segment_ids"))
                 return self.send_json(200, {"ok": True, "segments": ids})
             if method == "POST" and ep == "cleanup":
                 n = store.cleanup(body["datasource"])

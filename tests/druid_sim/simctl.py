@@ -216,14 +216,15 @@ class Sim:
         return self._control("POST", "drop_interval", {"datasource": datasource, "start": start, "end": end})
 
     def set_available(self, datasource, start=None, end=None, available=False, partitions=None,
-                      replication_factor=None):
+                      replication_factor=None, segment_ids=None):
         """Published segments overlapping [start, end) (default all; only these partition
-        numbers if given) unloaded (available=False: is_available=0, rows left out of
-        queries) or loaded again; replication_factor sets the load rule (0: deep storage
-        only). -> {"segments": [ids]}"""
+        numbers or segment ids if given) unloaded (available=False: is_available=0, rows
+        left out of queries) or loaded again; replication_factor sets the load rule (0:
+        deep storage only). -> {"segments": [ids]}"""
         return self._control("POST", "availability", {"datasource": datasource, "start": start, "end": end,
                                                       "available": available, "partitions": partitions,
-                                                      "replication_factor": replication_factor})
+                                                      "replication_factor": replication_factor,
+                                                      "segment_ids": segment_ids})
 
     def cleanup(self, datasource):
         """The Coordinator's duty: overshadowed segments no longer served become unused."""
