@@ -1034,6 +1034,7 @@ class Table:
         self.active_starts = []
         self.groups = {}  # (start, end, version) -> [published Segment]
         self.rt = []  # realtime segments
+        self.max_parts = 0  # most queryable historical partitions in one chunk
         self.used_starts, self.used_ends = [], []  # merged intervals of all used segments
         self.schema_json = None  # (column count, dimensions JSON, metrics JSON) for new segments
 
@@ -1556,6 +1557,8 @@ class Store:
                 served[k] = ss
         scomp = {k: complete(k, ss) for k, ss in served.items()}
         vis = _timeline(served, scomp)
+        # The Coordinator marks unused what is overshadowed by loaded segments only.
+        loaded_cover = _timeline(groups, {k: k in served and scomp[k] for k in groups}) if cleanup else None
         unused = 0
         for k, g in list(groups.items()):
             ss = served.get(k)
@@ -1563,7 +1566,7 @@ class Store:
             vp = vis[k] if ss and scomp[k] else []
             for s in list(g):
                 s.served = s.key in keys
-                if cleanup and s.overshadowed and not s.served:
+                if cleanup and s.overshadowed and not s.served and not loaded_cover[k]:
                     self._unuse(t, [s])
                     g.remove(s)
                     unused += 1
@@ -1581,6 +1584,11 @@ class Store:
             if s.vis != nv:
                 self._move(t, s, t.hidden_name, t.sqlite_name, s.start, s.end)
                 s.vis = nv
+        per_chunk = {}
+        for s in t.segs.values():
+            if s.vis and not s.realtime:  # historicals' partitions per chunk (check_scan_order)
+                per_chunk[(s.start, s.end)] = per_chunk.get((s.start, s.end), 0) + 1
+        t.max_parts = max(per_chunk.values(), default=0)
         ivs = sorted((s.start, s.end) for s in t.segs.values())
         t.used_starts, t.used_ends = [], []
         for a, b in ivs:
@@ -2155,6 +2163,42 @@ class Store:
             with self._txn():
                 return self._recompute(t, cleanup=True)
 
+    MAX_ROWS_QUEUED_FOR_ORDERING = 100000
+    MAX_PARTITIONS_ORDERED_IN_MEMORY = 50
+
+    def check_scan_order(self, plan):
+        """Druid's ScanQueryRunnerFactory: a scan ordered by __time with no limit under
+        maxRowsQueuedForOrdering merges the partitions of each time chunk in memory, at most
+        maxSegmentPartitionsOrderedInMemory of them (reference 6.3).  The chunks scanned are
+        taken as those holding a row that matches the filter (Druid prunes by interval)."""
+        t = plan.table
+        if not plan.ordered_scan or (plan.scan_limit is not None
+                                     and plan.scan_limit < self.MAX_ROWS_QUEUED_FOR_ORDERING):
+            return
+        if t.max_parts <= self.MAX_PARTITIONS_ORDERED_IN_MEMORY:
+            return
+        per_chunk = {}
+        for s in t.segs.values():
+            if s.vis and not s.realtime:
+                per_chunk[(s.start, s.end)] = per_chunk.get((s.start, s.end), 0) + 1
+        sql = 'SELECT DISTINCT "sg" FROM "%s"' % t.sqlite_name
+        if plan.where_sql:
+            sql += " WHERE " + plan.where_sql
+        n = max([per_chunk.get((t.segs[sg].start, t.segs[sg].end), 0)
+                 for (sg,) in self.db.execute(sql, plan.binds) if sg in t.segs], default=0)
+        if n > self.MAX_PARTITIONS_ORDERED_IN_MEMORY:
+            raise DruidError(
+                400, "Time ordering is not supported for a Scan query with %d segments per time chunk and a row "
+                     "limit of %d. Try reducing your query limit below maxRowsQueuedForOrdering (currently %s), or "
+                     "using compaction to reduce the number of segments per time chunk, or raising "
+                     "maxSegmentPartitionsOrderedInMemory (currently %s) above the number of segments per time "
+                     "chunk." % (n, plan.scan_limit if plan.scan_limit is not None else 2 ** 63 - 1,
+                                 "{:,}".format(self.MAX_ROWS_QUEUED_FOR_ORDERING),
+                                 "{:,}".format(self.MAX_PARTITIONS_ORDERED_IN_MEMORY)),
+                code="legacyQueryException", persona="OPERATOR", category="INVALID_INPUT", kind="legacy",
+                legacy_error="Resource limit exceeded",
+                legacy_class="org.apache.druid.query.ResourceLimitExceededException")
+
     def set_granularity(self, name, granularity):
         with self.lock:
             self.get(name).granularity = granularity_name(granularity)
@@ -2461,6 +2505,9 @@ class Plan:
         self.names = []
         self.types = []
         self.table = None
+        self.ordered_scan = False  # a scan ordered by __time (no aggregation)
+        self.scan_limit = None  # its row limit (None: none)
+        self.where_sql = None
 
 
 def _is_time(t):
@@ -2832,7 +2879,8 @@ class Planner:
             parts.append('FROM "%s"' % self.table.sqlite_name)
         if q.where is not None:
             self.no_aggs = "WHERE"
-            parts.append("WHERE " + self.expr(q.where)[0])
+            p.where_sql = self.expr(q.where)[0]
+            parts.append("WHERE " + p.where_sql)
             self.no_aggs = None
         grouped = q.group is not None
         if grouped:
@@ -2862,11 +2910,14 @@ class Planner:
             if (not aggregating and self.table is not None and self.table.schema == "druid" and bad):
                 raise err_order_by(bad)
             parts.append("ORDER BY " + ", ".join(os_))
+            p.ordered_scan = not aggregating and self.table is not None and self.table.schema == "druid"
         if q.limit is not None or q.offset is not None:
             lim = self.count(q.limit) if q.limit is not None else -1
             parts.append("LIMIT %d" % lim)
             if q.offset is not None:
                 parts.append("OFFSET %d" % self.count(q.offset))
+            if lim >= 0:
+                p.scan_limit = lim + (self.count(q.offset) if q.offset is not None else 0)
         p.sql = " ".join(x for x in parts if x)
         p.binds = self.binds
         p.names, p.types = names, types
@@ -3471,6 +3522,8 @@ class Handler(BaseHTTPRequestHandler):
                         # authorizeSystemTablesDirectly without READ on SYSTEM_TABLE segments
                         raise DruidError(403, "Unauthorized", raw='{"error":"Unauthorized"}')
                     store.refresh_system(plan.table)
+                elif plan.table is not None:
+                    store.check_scan_order(plan)
         except DruidError as e:
             return fail(e)
         except RecursionError:

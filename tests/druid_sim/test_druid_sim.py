@@ -1010,6 +1010,29 @@ class Segments(unittest.TestCase):
         self.assertEqual(len(self.rows("rt")), 7)
         self.assertEqual(self.segs("rt", ' AND "is_realtime" = 1'), [])
 
+    def test_time_ordering_limit(self):
+        # more than maxSegmentPartitionsOrderedInMemory (50) partitions in a chunk: a scan ordered
+        # by __time without a limit under 100,000 fails as Druid's does (message as in test_ordering)
+        self.sim.generate("p60", segments=61, granularity="DAY", partitions_per_chunk=60)
+        st, _h, body = self.sim.sql('SELECT "__time" FROM "p60" ORDER BY "__time"')
+        e = json.loads(body)
+        self.assertEqual((st, e["error"], e["category"], e["errorClass"]),
+                         (400, "Resource limit exceeded", "INVALID_INPUT",
+                          "org.apache.druid.query.ResourceLimitExceededException"))
+        self.assertEqual(e["errorMessage"],
+                         "Time ordering is not supported for a Scan query with 60 segments per time chunk and a row "
+                         "limit of 9223372036854775807. Try reducing your query limit below maxRowsQueuedForOrdering "
+                         "(currently 100,000), or using compaction to reduce the number of segments per time chunk, "
+                         "or raising maxSegmentPartitionsOrderedInMemory (currently 50) above the number of segments "
+                         "per time chunk.")
+        ok = ['SELECT "__time" FROM "p60" ORDER BY "__time" LIMIT 99999', 'SELECT COUNT(*) FROM "p60"',
+              'SELECT "__time" FROM "p60"',
+              'SELECT "__time" FROM "p60" WHERE "__time" >= TIMESTAMP \'2020-01-02 00:00:00\' ORDER BY "__time"']
+        for sql in ok:
+            self.assertEqual(self.sim.sql(sql)[0], 200, sql)
+        self.sim.compact("p60", "2020-01-01", "2020-01-02")
+        self.assertEqual(self.sim.sql('SELECT "__time" FROM "p60" ORDER BY "__time"')[0], 200)
+
     def test_num_rows_unknown(self):
         self.hours("n", n=2)
         self.sim.num_rows_known("n", False, at(1, 1), at(1, 2))
