@@ -881,11 +881,12 @@ static int encode_value(struct rowenc *e, size_t col, struct json_object *v, str
         } else {
             return fail_value(e, col, v, NULL, err, errlen);
         }
+        int rc = put_date(e, col, out, v, day, err, errlen);
         /* the instant of the day's UTC midnight: a date widened to timestamptz, printed by
-         * Druid at midnight UTC, keeps its ids (no overflow within the checked range) */
+         * Druid at midnight UTC, keeps its ids (inside PostgreSQL's range, no overflow) */
         c->kind = CK_TS;
-        c->i = day * 86400000;
-        return put_date(e, col, out, v, day, err, errlen);
+        c->i = rc == 0 ? day * 86400000 : 0;
+        return rc;
     }
 
     case PGT_JSONB: {
@@ -948,20 +949,30 @@ static void hw_flush(struct hashw *h)
     h->n = 0;
 }
 
-static void hw_put(struct hashw *h, const void *p, size_t n)
+/* A piece that does not fit what is left of blk: blk goes to XXH3 first, and a piece as
+ * large as blk goes straight after it. */
+static __attribute__((noinline)) void hw_put_long(struct hashw *h, const void *p, size_t n)
 {
-    if (n > sizeof h->blk - h->n) {
-        hw_flush(h);
-        if (n >= sizeof h->blk) {
-            XXH3_128bits_update(h->st, p, n);
-            return;
-        }
+    hw_flush(h);
+    if (n >= sizeof h->blk) {
+        XXH3_128bits_update(h->st, p, n);
+        return;
     }
-    memcpy(h->blk + h->n, p, n);
-    h->n += n;
+    memcpy(h->blk, p, n);
+    h->n = n;
 }
 
-static void hw_byte(struct hashw *h, unsigned char c)
+static inline void hw_put(struct hashw *h, const void *p, size_t n)
+{
+    if (n <= sizeof h->blk - h->n) {
+        memcpy(h->blk + h->n, p, n);
+        h->n += n;
+    } else {
+        hw_put_long(h, p, n);
+    }
+}
+
+static inline void hw_byte(struct hashw *h, unsigned char c)
 {
     if (h->n == sizeof h->blk)
         hw_flush(h);

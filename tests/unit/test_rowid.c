@@ -348,6 +348,22 @@ static void test_strings(void **state)
     assert_string_not_equal(ids[0], id1("a", PGT_TEXT, "[\"x\\u0000b\\u0000Sy\"]"));
 }
 
+static void test_long_values(void **state)
+{
+    (void)state;
+    /* hash inputs longer than the encoder's staging block, and a two-byte length:
+     * "s" NUL 'S' ac 02 then 300 'x'; and a 200-byte name NUL 'S' 64 then 100 'y' */
+    char row[400], name[201];
+    snprintf(row, sizeof row, "[\"%0300d\"]", 0);
+    memset(row + 2, 'x', 300);
+    EXPECT_ID1("39893275-b5fe-8cc2-987f-e8f5c3a303df", "s", PGT_TEXT, row);
+    memset(name, 'c', 200);
+    name[200] = '\0';
+    snprintf(row, sizeof row, "[\"%0100d\"]", 0);
+    memset(row + 2, 'y', 100);
+    EXPECT_ID1("08b95e32-25f4-8701-96e0-735230fb2526", name, PGT_TEXT, row);
+}
+
 static void test_json(void **state)
 {
     (void)state;
@@ -443,6 +459,7 @@ int main(void)
         cmocka_unit_test(test_numbers_exact),
         cmocka_unit_test(test_timestamp_forms),
         cmocka_unit_test(test_strings),
+        cmocka_unit_test(test_long_values),
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_occurrences),
     };
