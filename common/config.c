@@ -115,6 +115,8 @@ static const struct cf_key cf_keys[] = {
     NUM ("request_timeout_seconds", request_timeout_seconds, "300",       CF_GT, 0),
     NUM ("lookback_seconds",        lookback_seconds,        "0",         0, 0),
     BOOL("soft_deletes",            soft_deletes,            "true",      0),
+    BOOL("follow_drops",            follow_drops,            "true",      0),
+    NUM ("realtime_reread_seconds", realtime_reread_seconds, "600",       0, 0),
     {"metadata_column_prefix", CF_STRING, F(metadata_column_prefix), "\"_druid_\"", CF_NONEMPTY,
      0, 0, 0, 0, PREFIX_MAX, NULL},
     /* additions beyond SPEC 2 */

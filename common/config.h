@@ -33,6 +33,8 @@ struct config {
     double request_timeout_seconds;
     double lookback_seconds;
     bool soft_deletes;
+    bool follow_drops;              /* rows of chunks Druid dropped are flagged (or deleted) */
+    double realtime_reread_seconds; /* an open (realtime) chunk is re-read whole this often */
     char *metadata_column_prefix;
     /* additions beyond SPEC 2 (documented in the README) */
     int max_retries;                 /* attempts per slice before the cycle fails; default 5 */

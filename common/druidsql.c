@@ -42,6 +42,15 @@ void druidsql_columns(struct buf *sql, struct druid_param *p, size_t *np, const 
     param_varchar(p, np, schema);
 }
 
+void druidsql_segments(struct buf *sql, struct druid_param *p, size_t *np)
+{
+    (void)p;
+    *np = 0;
+    buf_puts(sql, "SELECT \"datasource\", \"start\", \"end\", \"segment_id\", \"size\","
+                  " \"num_rows\", \"is_available\", \"is_realtime\" FROM sys.segments"
+                  " WHERE \"is_active\" = 1");
+}
+
 void druidsql_count(struct buf *sql, struct druid_param *p, size_t *np, const char *datasource,
                     const char *col, const char *period, int64_t lo, int64_t hi)
 {

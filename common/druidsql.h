@@ -22,6 +22,12 @@
 void druidsql_tables(struct buf *sql, struct druid_param *p, size_t *np, const char *schema);
 void druidsql_columns(struct buf *sql, struct druid_param *p, size_t *np, const char *schema);
 
+/* The active segments of every datasource, one row each: datasource, start, end, segment_id,
+ * size, num_rows, is_available, is_realtime. One query serves all datasources (Druid builds
+ * the whole list for any filter); the JSON columns are never selected (they cost the Broker);
+ * order is not guaranteed. */
+void druidsql_segments(struct buf *sql, struct druid_param *p, size_t *np);
+
 /* Rows per bucket of col over [lo, hi) (INT64_MIN / INT64_MAX: unbounded), with the greatest
  * value of col per bucket: columns "b", "n", "mx". period is a TIME_FLOOR period ("P1D",
  * "PT1H", ...) or NULL to group by the column's own values. */

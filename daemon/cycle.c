@@ -9,11 +9,14 @@
 #include "planning.h"
 #include "registry.h"
 #include "retry.h"
+#include "segments.h"
 #include "slicerun.h"
 #include "timeutil.h"
 #include "typemap.h"
 
 static void cycle_done(struct dsync *d, const char *err);
+static void retry_prepare(struct dsync *d, void *arg);
+static void retry_prepare_drop(struct dsync *d, void *arg);
 static void retry_cycle_end(struct dsync *d, void *arg);
 
 /* ---- retry waits ---- */
@@ -42,12 +45,16 @@ void cycle_call_later(struct dsync *d, double seconds, void (*fn)(struct dsync *
     dl->t.data = dl;
     LIST_PUSH(d->delays, dl);
     d->outstanding++;
-    uv_timer_start(&dl->t, on_delay, (uint64_t)(seconds * 1000.0), 0);
+    uint64_t ms = (uint64_t)(seconds * 1000.0), due = uv_now(d->s->loop) + ms;
+    if (due > d->s->quiet_until)
+        d->s->quiet_until = due; /* waiting for our own timer is not being stuck */
+    uv_timer_start(&dl->t, on_delay, ms, 0);
 }
 
 void cycle_drop_delays(struct dsync *d)
 {
     bool end_dropped = false;
+    segments_forget(d); /* waiting for a snapshot is a wait too */
     while (d->delays) {
         struct delayed *dl = d->delays;
         LIST_DEL(d->delays, dl);
@@ -87,6 +94,25 @@ static void cycle_reset(struct dsync *d)
     d->req_cols = NULL;
     plan_free(d->plan);
     d->plan = NULL;
+    for (size_t i = 0; d->plans && i < d->nwork; i++)
+        plan_free(d->plans[i]);
+    free(d->plans);
+    d->plans = NULL;
+    free(d->snapc);
+    d->snapc = NULL;
+    d->nsnapc = 0;
+    free(d->ledc);
+    d->ledc = NULL;
+    d->nledc = 0;
+    free(d->work);
+    d->work = NULL;
+    free(d->work_rows);
+    d->work_rows = NULL;
+    free(d->work_recorded);
+    d->work_recorded = NULL;
+    d->nwork = 0;
+    d->table_reset = false;
+    d->prep_attempts = 0;
     free(d->slices);
     d->slices = NULL;
     d->nslices = d->next_slice = 0;
@@ -117,18 +143,54 @@ void cycle_schedule(struct dsync *d, double seconds)
     uv_timer_start(&d->timer, on_ds_timer, (uint64_t)(seconds * 1000.0), 0);
 }
 
-void cycle_planned(struct dsync *d, const struct plan_slice *sl, size_t n)
+void cycle_planned(struct dsync *d, struct ledger_slice *sl, size_t n)
 {
-    d->slices = sched_xcalloc(n, sizeof *d->slices);
+    d->slices = sl;
     for (size_t i = 0; i < n; i++) {
-        d->slices[i].r = sl[i];
         d->slices[i].max_seen = INT64_MIN;
-        d->est_rows += sl[i].est_rows;
+        d->slices[i].status = LEDGER_PENDING;
+        d->est_rows += sl[i].r.est_rows;
     }
     d->nslices = n;
     d->st = DS_RUNNING;
     cycle_pump(d);
     cycle_maybe_finish(d);
+}
+
+void cycle_chunk_record(const struct dsync *d, size_t item, int64_t rows, struct pgsink_chunk *out)
+{
+    const struct ledger_work *w = &d->work[item];
+    memset(out, 0, sizeof *out);
+    out->start_ms = w->lo;
+    out->end_ms = w->hi;
+    out->druid_rows = -1;
+    out->stored_rows = rows;
+    if (w->action == LEDGER_DROP) {
+        out->start = out->end = "";
+        out->fingerprint = NULL; /* gone: its ledger rows are removed */
+        return;
+    }
+    const struct ledger_chunk *c = &d->snapc[w->snap];
+    out->start = c->start;
+    out->end = c->end;
+    out->druid_rows = c->druid_rows;
+    if (w->action == LEDGER_READ) {
+        out->fingerprint = c->fp;
+        out->state = "synced";
+        return;
+    }
+    /* postponed: a ledger row of the same bounds keeps its fingerprint, so that the chunk
+     * is read once it is available again only if it changed */
+    out->fingerprint = "";
+    out->state = "postponed";
+    out->postponed_since_ms = w->since_ms;
+    for (size_t j = 0; j < d->nledc; j++) {
+        const struct ledger_chunk *l = &d->ledc[j];
+        if (l->start_ms == w->lo && l->end_ms == w->hi) {
+            out->fingerprint = l->fp;
+            out->stored_rows = l->stored_rows;
+        }
+    }
 }
 
 void cycle_pump(struct dsync *d)
@@ -212,14 +274,62 @@ static void record_cycle_end(struct dsync *d)
     if (d->end_cursor_ms != INT64_MIN)
         time_format_iso_ms(d->end_cursor_ms, cur);
     pgsink_state_cycle_end(d->s->sink, d->name, d->failed ? d->err : NULL,
-                           d->end_cursor_ms != INT64_MIN ? cur : NULL, d->interrupted, on_cycle_end,
-                           d);
+                           d->end_cursor_ms != INT64_MIN ? cur : NULL, d->interrupted, d->detection,
+                           on_cycle_end, d);
 }
 
 static void retry_cycle_end(struct dsync *d, void *arg)
 {
     (void)arg;
     record_cycle_end(d);
+}
+
+static void on_chunks_written(void *ud, const char *err)
+{
+    struct dsync *d = ud;
+    sched_touch(d->s);
+    if (err && !d->failed) {
+        snprintf(d->err, sizeof d->err, "recording the chunk ledger failed: %s", err);
+        d->failed = true;
+    }
+    record_cycle_end(d);
+}
+
+/* The ledger rows not written with a slice's data: chunks whose slices committed
+ * concurrently, postponed chunks, and drops kept as an archive (follow_drops false).
+ * Returns whether a write was started. */
+static bool write_chunks(struct dsync *d)
+{
+    struct sched *s = d->s;
+    struct pgsink_chunk *rec = sched_xcalloc(d->nwork, sizeof *rec);
+    size_t n = 0, postponed = 0;
+    int64_t now = time_now_ms();
+    for (size_t i = 0; i < d->nwork; i++) {
+        const struct ledger_work *w = &d->work[i];
+        if (w->action == LEDGER_POSTPONE) {
+            postponed++;
+            if (now - w->since_ms > 600000)
+                log_warning("sched",
+                            "%s: chunk %s/%s has been postponed for %.0f minutes: some of its "
+                            "segments are not available in Druid",
+                            d->name, d->snapc[w->snap].start, d->snapc[w->snap].end,
+                            (double)(now - w->since_ms) / 60000.0);
+        } else if (w->action == LEDGER_DROP && !s->cfg->follow_drops) {
+            /* kept in PostgreSQL as an archive: only the ledger forgets the chunk */
+        } else if (d->work_recorded[i] ||
+                   !ledger_item_complete(d->slices, d->nslices, i, SIZE_MAX)) {
+            continue;
+        }
+        cycle_chunk_record(d, i, d->work_rows[i], &rec[n++]);
+    }
+    d->postponed = postponed;
+    if (n == 0) {
+        free(rec);
+        return false;
+    }
+    pgsink_chunks_write(s->sink, d->name, rec, n, on_chunks_written, d);
+    free(rec);
+    return true;
 }
 
 static void finish(struct dsync *d)
@@ -241,6 +351,8 @@ static void finish(struct dsync *d)
     }
     d->end_cursor_ms = m;
     d->end_attempts = 0;
+    if (d->ledger_mode && d->work && write_chunks(d))
+        return; /* the end is recorded once the ledger rows are written */
     record_cycle_end(d);
 }
 
@@ -279,8 +391,19 @@ static void on_prepared(void *ud, const char *err, const struct pgsink_table_inf
     sched_touch(s);
     d->outstanding--;
     if (err) {
-        if (pgerr_schema_missing(pgsink_last_error(s->sink)))
+        const struct pgerr *pe = pgsink_last_error(s->sink);
+        bool lost = false;
+        double delay = retry_postgres(s->cfg, pe, ++d->prep_attempts, s->stopping, &lost);
+        if (lost)
             s->schema_lost = true;
+        if (delay >= 0 && !lost) {
+            /* a lock held by someone else, a restart: the same request again later */
+            s->counters.retries[SCHED_ERR_POSTGRES]++;
+            log_warning("pg", "%s: preparing the PostgreSQL table failed: %s; retry %d in %.1f s",
+                        d->name, err, d->prep_attempts, delay);
+            cycle_call_later(d, delay, retry_prepare, retry_prepare_drop, NULL);
+            return;
+        }
         d->st = DS_PLANNING; /* so that cycle_maybe_finish records the failure */
         cycle_fail(d, "preparing the PostgreSQL table failed: %s", err);
         return;
@@ -288,7 +411,13 @@ static void on_prepared(void *ud, const char *err, const struct pgsink_table_inf
     for (size_t i = 0; i < d->nccols; i++)
         d->types[i] = info->types[i];
     d->start_ms = PLAN_UNBOUNDED_LO;
-    if (d->incremental && info->cursor) {
+    d->table_reset = info->created || info->empty;
+    if (d->incremental && info->cursor && d->table_reset && !d->ledger_mode) {
+        log_warning("sched",
+                    "%s: the destination table is new or empty but the state row has cursor %s; "
+                    "reading from the start",
+                    d->name, info->cursor);
+    } else if (d->incremental && info->cursor) {
         int64_t c;
         if (time_parse_iso_ms(info->cursor, &c) == 0) {
             d->start_ms = c - (int64_t)(s->cfg->lookback_seconds * 1000.0);
@@ -308,9 +437,27 @@ static void on_prepared(void *ud, const char *err, const struct pgsink_table_inf
 
 static void prepare(struct dsync *d)
 {
+    /* d->req (and req_cols) stay until the cycle ends: a retry sends it again */
     pgsink_prepare_table(d->s->sink, &d->req, on_prepared, d);
-    free(d->req_cols);
-    d->req_cols = NULL;
+}
+
+/* A stop ended the wait: the cycle is over before it planned (interrupted). */
+static void retry_prepare_drop(struct dsync *d, void *arg)
+{
+    (void)arg;
+    d->st = DS_PLANNING;
+}
+
+static void retry_prepare(struct dsync *d, void *arg)
+{
+    (void)arg;
+    if (d->s->stopping) {
+        d->st = DS_PLANNING; /* so that cycle_maybe_finish records it as interrupted */
+        cycle_maybe_finish(d);
+        return;
+    }
+    d->outstanding++;
+    prepare(d);
 }
 
 static void on_schema_ready(void *ud, const char *err)
@@ -318,8 +465,6 @@ static void on_schema_ready(void *ud, const char *err)
     struct dsync *d = ud;
     struct sched *s = d->s;
     if (err) {
-        free(d->req_cols);
-        d->req_cols = NULL;
         on_prepared(d, err, NULL);
         return;
     }
@@ -364,6 +509,8 @@ void cycle_start(struct dsync *d)
     d->time_idx = time_idx;
     int slice_idx = d->incremental ? d->inc_idx : time_idx;
     d->slice_col = slice_idx >= 0 ? sched_xstrdup(d->ccols[slice_idx].name) : NULL;
+    /* Druid changes data by time chunk: datasources read by __time follow sys.segments */
+    d->ledger_mode = time_idx >= 0 && (!d->incremental || d->inc_idx == time_idx);
     log_msg(s->opts.once ? LOG_LVL_INFO : LOG_LVL_DEBUG, "sched",
             "%s: cycle starts (%s mode, %zu columns)", d->name,
             d->incremental ? "incremental" : "full", d->ncols);

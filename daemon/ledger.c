@@ -1,6 +1,9 @@
 /* ledger: slice table bookkeeping. See ledger.h. */
 #include "ledger.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 int64_t ledger_prefix_max(const struct ledger_slice *sl, size_t n, size_t upto, int64_t this_max)
 {
     int64_t m = INT64_MIN;
@@ -26,10 +29,111 @@ int64_t ledger_cursor(int64_t committed, int64_t candidate)
     return committed > candidate ? committed : candidate;
 }
 
+bool ledger_item_complete(const struct ledger_slice *sl, size_t n, size_t item, size_t except)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (i == except || sl[i].w0 == SIZE_MAX || item < sl[i].w0 || item > sl[i].w1)
+            continue;
+        if (sl[i].status != LEDGER_DONE)
+            return false;
+    }
+    return true;
+}
+
 size_t ledger_done(const struct ledger_slice *sl, size_t n)
 {
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
         k += sl[i].status == LEDGER_DONE;
     return k;
+}
+
+static bool overlaps(int64_t lo1, int64_t hi1, int64_t lo2, int64_t hi2)
+{
+    return lo1 < hi2 && lo2 < hi1;
+}
+
+static int push(struct ledger_work **w, size_t *n, size_t *cap, const struct ledger_work *x)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 16;
+        struct ledger_work *nw = realloc(*w, c * sizeof *nw);
+        if (!nw)
+            return -1;
+        *w = nw;
+        *cap = c;
+    }
+    (*w)[(*n)++] = *x;
+    return 0;
+}
+
+static int cmp_work(const void *a, const void *b)
+{
+    const struct ledger_work *x = a, *y = b;
+    if (x->lo != y->lo)
+        return x->lo < y->lo ? -1 : 1;
+    return x->hi < y->hi ? -1 : x->hi > y->hi;
+}
+
+int ledger_diff(const struct ledger_chunk *snap, size_t ns, const struct ledger_chunk *led,
+                size_t nl, const struct ledger_opts *o, struct ledger_work **out, size_t *nout,
+                size_t *ndrops)
+{
+    struct ledger_work *w = NULL;
+    size_t n = 0, cap = 0, drops = 0;
+    size_t j0 = 0; /* first ledger row that may overlap the current snapshot chunk */
+    for (size_t i = 0; i < ns; i++) {
+        const struct ledger_chunk *c = &snap[i];
+        while (j0 < nl && led[j0].end_ms <= c->start_ms)
+            j0++;
+        size_t nover = 0, same = SIZE_MAX;
+        int64_t since = 0;
+        for (size_t j = j0; j < nl && led[j].start_ms < c->end_ms; j++) {
+            if (!overlaps(led[j].start_ms, led[j].end_ms, c->start_ms, c->end_ms))
+                continue;
+            nover++;
+            if (led[j].start_ms == c->start_ms && led[j].end_ms == c->end_ms)
+                same = j;
+            if (led[j].state == LEDGER_POSTPONED && led[j].postponed_since_ms &&
+                (!since || led[j].postponed_since_ms < since))
+                since = led[j].postponed_since_ms;
+        }
+        struct ledger_work x = {LEDGER_READ, c->start_ms,   c->end_ms, i,
+                                nover == 0,  c->druid_rows, 0};
+        if (!c->available) {
+            x.action = LEDGER_POSTPONE;
+            x.since_ms = since ? since : o->now_ms;
+        } else if (nover == 1 && same != SIZE_MAX && led[same].state == LEDGER_SYNCED &&
+                   !c->realtime && c->fp[0] && strcmp(led[same].fp, c->fp) == 0) {
+            continue; /* unchanged: not queried */
+        }
+        if (push(&w, &n, &cap, &x) != 0)
+            goto oom;
+    }
+    /* ledger rows no active chunk overlaps: dropped intervals */
+    size_t i0 = 0;
+    for (size_t j = 0; j < nl; j++) {
+        while (i0 < ns && snap[i0].end_ms <= led[j].start_ms)
+            i0++;
+        bool covered = false;
+        for (size_t i = i0; i < ns && snap[i].start_ms < led[j].end_ms && !covered; i++)
+            covered = overlaps(led[j].start_ms, led[j].end_ms, snap[i].start_ms, snap[i].end_ms);
+        if (covered)
+            continue;
+        drops++;
+        if (o->hold_drops)
+            continue;
+        struct ledger_work x = {LEDGER_DROP, led[j].start_ms, led[j].end_ms, SIZE_MAX, false, 0, 0};
+        if (push(&w, &n, &cap, &x) != 0)
+            goto oom;
+    }
+    if (n > 1)
+        qsort(w, n, sizeof *w, cmp_work);
+    *out = w;
+    *nout = n;
+    *ndrops = drops;
+    return 0;
+oom:
+    free(w);
+    return -1;
 }

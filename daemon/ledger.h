@@ -23,7 +23,54 @@ struct ledger_slice {
     enum ledger_status status;
     int64_t max_seen; /* greatest incremental value committed by this slice, INT64_MIN none */
     int attempts;
+    size_t w0, w1; /* the chunk work items it reads (ledger_work indices), SIZE_MAX none */
 };
+
+/* ---- the chunk ledger (segments mode) ---- */
+
+enum ledger_state { LEDGER_SYNCED, LEDGER_WAITING, LEDGER_POSTPONED };
+
+/* One time chunk: from Druid's snapshot (its active segments) or a ledger row. */
+struct ledger_chunk {
+    int64_t start_ms, end_ms;
+    char start[48], end[48]; /* as Druid prints them */
+    char fp[33];             /* fingerprint of the active segments (hex), "" unknown */
+    int64_t druid_rows;      /* sum of num_rows; -1 when a segment's is unknown (0) */
+    int64_t stored_rows;     /* ledger: rows read when it was synced */
+    bool available;          /* snapshot: every active segment is served */
+    bool realtime;           /* snapshot: some segment is served only by realtime tasks */
+    enum ledger_state state; /* ledger */
+    int64_t postponed_since_ms;
+};
+
+enum ledger_action {
+    LEDGER_READ,     /* new or changed (or open): read its range (fast or merge path) */
+    LEDGER_POSTPONE, /* some active segment unavailable: neither read nor flagged */
+    LEDGER_DROP,     /* in the ledger, no longer active: its rows follow follow_drops */
+};
+
+struct ledger_work {
+    enum ledger_action action;
+    int64_t lo, hi;
+    size_t snap;      /* the snapshot chunk (READ, POSTPONE); SIZE_MAX for DROP */
+    bool fresh;       /* READ: no ledger row overlaps it */
+    int64_t rows;     /* READ: rows Druid reports, -1 unknown */
+    int64_t since_ms; /* POSTPONE: postponed since (epoch ms) */
+};
+
+struct ledger_opts {
+    int64_t now_ms;
+    bool hold_drops; /* drops are held back this time (more than half, not yet confirmed) */
+};
+
+/* Compares Druid's chunks (snap, by start, disjoint) with the ledger rows (led, by start)
+ * and lists the work, by range: chunks matched by overlap, not exact bounds. An unchanged
+ * chunk (one ledger row, same bounds, same fingerprint, synced, not realtime) is no work.
+ * *ndrops: ledger rows that vanished from the active set (counted even when held). Returns
+ * 0, -1 on OOM; *out is malloc'd. */
+int ledger_diff(const struct ledger_chunk *snap, size_t ns, const struct ledger_chunk *led,
+                size_t nl, const struct ledger_opts *o, struct ledger_work **out, size_t *nout,
+                size_t *ndrops);
 
 /* The greatest max_seen of the committed prefix of sl[0..n), with slice `upto` counted as
  * committed with `this_max` (upto = SIZE_MAX: none). INT64_MIN when the prefix holds no
@@ -32,6 +79,10 @@ int64_t ledger_prefix_max(const struct ledger_slice *sl, size_t n, size_t upto, 
 
 /* The cursor to record: candidate, but never behind committed (INT64_MIN: none). */
 int64_t ledger_cursor(int64_t committed, int64_t candidate);
+
+/* Is work item `item` complete once every slice reading it but `except` (SIZE_MAX: none)
+ * has committed? (A chunk cut into several slices is complete with its last one.) */
+bool ledger_item_complete(const struct ledger_slice *sl, size_t n, size_t item, size_t except);
 
 /* Slices committed. */
 size_t ledger_done(const struct ledger_slice *sl, size_t n);

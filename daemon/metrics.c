@@ -72,6 +72,8 @@ enum {
     M_ADJ_NUL,
     M_ADJ_JSON,
     M_SKIPPED,
+    M_DETECTION,
+    M_POSTPONED,
     M_COUNT
 };
 
@@ -129,6 +131,18 @@ static void per_ds(void *ud, const struct sched_ds_info *i)
         suffix = ",rule=\"json_as_string\"";
         snprintf(val, sizeof val, "%llu", (unsigned long long)i->json_as_string_total);
         break;
+    case M_DETECTION:
+        if (!i->detection)
+            return;
+        buf_printf(b, "%s{datasource=", r->metric);
+        label(b, i->name);
+        buf_puts(b, ",mode=");
+        label(b, i->detection);
+        buf_puts(b, "} 1\n");
+        return;
+    case M_POSTPONED:
+        snprintf(val, sizeof val, "%zu", i->chunks_postponed);
+        break;
     case M_SKIPPED:
         snprintf(val, sizeof val, "%llu", (unsigned long long)i->rows_skipped_total);
         break;
@@ -177,6 +191,14 @@ char *metrics_render(const struct sched *s, const struct druid_client *d, const 
     family(&b, s, "druid_syncd_values_adjusted_total", "counter",
            "Values stored by a documented rule instead of verbatim, by rule.", M_ADJ_NUL,
            M_ADJ_JSON, -1);
+    family(&b, s, "druid_syncd_change_detection", "gauge",
+           "How the last cycle found changes: segments (sys.segments and the chunk ledger), "
+           "counts (row counts from the cursor), cursor or full.",
+           M_DETECTION, -1, -1);
+    family(&b, s, "druid_syncd_chunks_postponed", "gauge",
+           "Time chunks not read in the last cycle because some of their segments are "
+           "unavailable.",
+           M_POSTPONED, -1, -1);
     family(&b, s, "druid_syncd_rows_skipped_total", "counter",
            "Rows left out because no PostgreSQL value can hold them.", M_SKIPPED, -1, -1);
     const struct sched_counters *c = sched_get_counters(s);

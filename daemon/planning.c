@@ -1,10 +1,14 @@
 /* planning: count queries to slices. See planning.h. */
 #include "planning.h"
 
+#include <inttypes.h>
+#include <stdio.h>
+
 #include "cycle.h"
 #include "druidsql.h"
 #include "log.h"
 #include "retry.h"
+#include "segments.h"
 #include "timeutil.h"
 
 /* One count query of the plan: the first (per day from the start) or a refinement of a
@@ -13,6 +17,8 @@
 struct countq {
     struct dsync *d;
     struct countq *next, *prev;
+    struct plan *plan; /* the plan it answers: d->plan, or a chunk's d->plans[item] */
+    size_t item;       /* the chunk work item (segments mode), SIZE_MAX none */
     bool refine;
     struct plan_bucket parent; /* the bucket refined, when refine */
     enum plan_level level;
@@ -25,6 +31,7 @@ struct countq {
 };
 
 static void submit_count(struct dsync *d, struct countq *cq);
+static void ledger_plan_done(struct dsync *d);
 
 static void countq_free(struct countq *cq)
 {
@@ -84,15 +91,22 @@ static void plan_done(struct dsync *d)
         return;
     }
     log_debug("sched", "%s: %zu slices planned", d->name, n);
-    cycle_planned(d, sl, n);
+    struct ledger_slice *ls = sched_xcalloc(n, sizeof *ls);
+    for (size_t i = 0; i < n; i++) {
+        ls[i].r = sl[i];
+        ls[i].w0 = ls[i].w1 = SIZE_MAX;
+    }
     free(sl);
+    cycle_planned(d, ls, n);
 }
 
-static void take_refinements(struct dsync *d)
+static void take_refinements(struct dsync *d, struct plan *plan, size_t item)
 {
     struct plan_bucket b;
-    while (plan_take_refinement(d->plan, &b) == 1) {
+    while (plan_take_refinement(plan, &b) == 1) {
         struct countq *cq = sched_xcalloc(1, sizeof *cq);
+        cq->plan = plan;
+        cq->item = item;
         cq->refine = true;
         cq->parent = b;
         cq->level = (enum plan_level)(b.level + 1);
@@ -137,8 +151,10 @@ static void count_on_done(void *ud, const struct druid_error *e)
         cycle_fail(d, "counting rows failed: %s", e->message);
         return;
     }
-    int rc = cq->refine ? plan_refined(d->plan, &cq->parent, cq->got, cq->ngot)
-                        : plan_add(d->plan, cq->got, cq->ngot);
+    struct plan *plan = cq->plan;
+    size_t item = cq->item;
+    int rc = cq->refine ? plan_refined(plan, &cq->parent, cq->got, cq->ngot)
+                        : plan_add(plan, cq->got, cq->ngot);
     if (cq->newest_ms > d->druid_newest_ms)
         d->druid_newest_ms = cq->newest_ms;
     countq_free(cq);
@@ -150,9 +166,13 @@ static void count_on_done(void *ud, const struct druid_error *e)
         cycle_maybe_finish(d);
         return;
     }
-    take_refinements(d);
-    if (!d->counts && !d->delays && d->st == DS_PLANNING)
-        plan_done(d);
+    take_refinements(d, plan, item);
+    if (!d->counts && !d->delays && d->st == DS_PLANNING) {
+        if (d->ledger_mode)
+            ledger_plan_done(d);
+        else
+            plan_done(d);
+    }
 }
 
 static void submit_count(struct dsync *d, struct countq *cq)
@@ -172,9 +192,9 @@ static void submit_count(struct dsync *d, struct countq *cq)
         abort();
 }
 
-void planning_start(struct dsync *d)
+/* Today's planning: counts per day from the cursor (or the start), refined. */
+static void plan_by_counts(struct dsync *d)
 {
-    d->st = DS_PLANNING;
     if (!d->slice_col) {
         /* nothing to slice by: the whole datasource is one slice */
         d->plan = plan_new(d->s->cfg->batch_size, PLAN_UNBOUNDED_LO);
@@ -187,14 +207,279 @@ void planning_start(struct dsync *d)
     if (!d->plan)
         abort();
     struct countq *cq = sched_xcalloc(1, sizeof *cq);
+    cq->plan = d->plan;
+    cq->item = SIZE_MAX;
     cq->level = PLAN_DAY;
     cq->lo = d->start_ms;
     cq->hi = PLAN_UNBOUNDED_HI;
     submit_count(d, cq);
 }
 
+/* ---- segments mode ---- */
+
+static int cmp_work_range(const void *a, const void *b)
+{
+    const struct ledger_work *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+static int cmp_slice(const void *a, const void *b)
+{
+    const struct ledger_slice *x = a, *y = b;
+    return x->r.lo < y->r.lo ? -1 : x->r.lo > y->r.lo;
+}
+
+/* Every count is in: chunks small enough are packed (adjacent ones together, up to
+ * batch_size rows), counted ones are cut by their plan. */
+static void ledger_plan_done(struct dsync *d)
+{
+    long batch = d->s->cfg->batch_size;
+    struct ledger_slice *sl = sched_xcalloc(d->nwork * 2 + 1, sizeof *sl);
+    size_t n = 0, cap = d->nwork * 2 + 1;
+    bool open = false; /* sl[n-1] is a packed group that may grow */
+    for (size_t i = 0; i < d->nwork; i++) {
+        const struct ledger_work *w = &d->work[i];
+        bool reads =
+            w->action == LEDGER_READ || (w->action == LEDGER_DROP && d->s->cfg->follow_drops);
+        if (!reads) {
+            open = false;
+            continue;
+        }
+        if (d->plans[i]) {
+            struct plan_slice *ps = NULL;
+            size_t np = 0;
+            if (plan_slices(d->plans[i], &ps, &np) != 0) {
+                free(sl);
+                cycle_fail(d, "slice planning failed");
+                return;
+            }
+            if (n + np > cap) {
+                cap = (n + np) * 2;
+                sl = realloc(sl, cap * sizeof *sl);
+                if (!sl)
+                    abort();
+            }
+            for (size_t k = 0; k < np; k++) {
+                struct ledger_slice x;
+                memset(&x, 0, sizeof x);
+                x.r = ps[k];
+                if (k == 0)
+                    x.r.lo = w->lo;
+                if (k + 1 == np)
+                    x.r.hi = w->hi;
+                x.w0 = x.w1 = i;
+                x.max_seen = INT64_MIN;
+                sl[n++] = x;
+            }
+            free(ps);
+            open = false;
+            continue;
+        }
+        int64_t rows = w->action == LEDGER_DROP ? 0 : w->rows;
+        if (open && sl[n - 1].r.hi == w->lo && sl[n - 1].r.est_rows + rows <= batch) {
+            sl[n - 1].r.hi = w->hi;
+            sl[n - 1].r.est_rows += rows;
+            sl[n - 1].w1 = i;
+            continue;
+        }
+        if (n == cap) {
+            cap *= 2;
+            sl = realloc(sl, cap * sizeof *sl);
+            if (!sl)
+                abort();
+        }
+        struct ledger_slice x;
+        memset(&x, 0, sizeof x);
+        x.r = (struct plan_slice){w->lo, w->hi, rows};
+        x.w0 = x.w1 = i;
+        x.max_seen = INT64_MIN;
+        sl[n++] = x;
+        open = true;
+    }
+    qsort(sl, n, sizeof *sl, cmp_slice);
+    log_debug("sched", "%s: %zu chunks to read or flag, %zu slices", d->name, d->nwork, n);
+    cycle_planned(d, sl, n);
+}
+
+static void ledger_start_counts(struct dsync *d)
+{
+    long batch = d->s->cfg->batch_size;
+    d->plans = sched_xcalloc(d->nwork, sizeof *d->plans);
+    for (size_t i = 0; i < d->nwork; i++) {
+        const struct ledger_work *w = &d->work[i];
+        if (w->action != LEDGER_READ || (w->rows >= 0 && w->rows <= batch))
+            continue;
+        /* Druid does not know its rows, or they exceed a slice: count inside the chunk */
+        d->plans[i] = plan_new(batch, w->lo);
+        if (!d->plans[i])
+            abort();
+        struct countq *cq = sched_xcalloc(1, sizeof *cq);
+        cq->plan = d->plans[i];
+        cq->item = i;
+        cq->level = PLAN_DAY;
+        cq->lo = w->lo;
+        cq->hi = w->hi;
+        submit_count(d, cq);
+    }
+    if (!d->counts && !d->delays)
+        ledger_plan_done(d);
+}
+
+static void to_ledger_chunks(struct dsync *d, const struct pgsink_chunk *c, size_t n)
+{
+    d->ledc = sched_xcalloc(n, sizeof *d->ledc);
+    d->nledc = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct ledger_chunk *l = &d->ledc[d->nledc];
+        memset(l, 0, sizeof *l);
+        l->start_ms = c[i].start_ms;
+        l->end_ms = c[i].end_ms;
+        snprintf(l->start, sizeof l->start, "%s", c[i].start);
+        snprintf(l->end, sizeof l->end, "%s", c[i].end);
+        snprintf(l->fp, sizeof l->fp, "%s", c[i].fingerprint ? c[i].fingerprint : "");
+        l->druid_rows = c[i].druid_rows;
+        l->stored_rows = c[i].stored_rows;
+        l->state = strcmp(c[i].state, "synced") == 0      ? LEDGER_SYNCED
+                   : strcmp(c[i].state, "postponed") == 0 ? LEDGER_POSTPONED
+                                                          : LEDGER_WAITING;
+        l->postponed_since_ms = c[i].postponed_since_ms;
+        if (l->state == LEDGER_SYNCED && l->end_ms > d->chunk_synced_ms)
+            d->chunk_synced_ms = l->end_ms;
+        d->nledc++;
+    }
+}
+
+static void on_ledger(void *ud, const char *err, const struct pgsink_chunk *c, size_t n)
+{
+    struct dsync *d = ud;
+    struct sched *s = d->s;
+    sched_touch(s);
+    d->outstanding--;
+    if (err) {
+        cycle_fail(d, "reading the chunk ledger failed: %s", err);
+        return;
+    }
+    if (d->failed || s->stopping) {
+        cycle_maybe_finish(d);
+        return;
+    }
+    int64_t stored = 0;
+    for (size_t i = 0; i < n; i++)
+        stored += c[i].stored_rows;
+    d->chunk_synced_ms = INT64_MIN;
+    if (d->table_reset && n > 0) {
+        /* the ledger says the table holds rows, the table says otherwise */
+        log_warning("sched",
+                    "%s: the destination table was dropped or emptied while the chunk ledger "
+                    "records %" PRId64 " rows in %zu chunks; rebuilding it from Druid",
+                    d->name, stored, n);
+        n = 0;
+    }
+    to_ledger_chunks(d, c, n);
+    struct ledger_opts o = {time_now_ms(), false};
+    size_t drops = 0;
+    if (ledger_diff(d->snapc, d->nsnapc, d->ledc, d->nledc, &o, &d->work, &d->nwork, &drops) != 0)
+        abort();
+    if (drops > 0 && d->nledc >= 2 && drops * 2 > d->nledc) {
+        if (d->held_drops != drops) {
+            /* a snapshot that drops most of a datasource at once waits for the next one to
+             * agree: a Broker that lost its view must not flag everything */
+            log_warning("sched",
+                        "%s: Druid's segments drop %zu of %zu known chunks at once; holding "
+                        "that back until the next snapshot agrees",
+                        d->name, drops, d->nledc);
+            d->held_drops = drops;
+            free(d->work);
+            o.hold_drops = true;
+            if (ledger_diff(d->snapc, d->nsnapc, d->ledc, d->nledc, &o, &d->work, &d->nwork,
+                            &drops) != 0)
+                abort();
+        } else {
+            d->held_drops = 0;
+        }
+    } else {
+        d->held_drops = 0;
+    }
+    /* lookback_seconds stays a safety net: unchanged chunks near the cursor are read too */
+    if (s->cfg->lookback_seconds > 0 && d->cursor_ms != INT64_MIN) {
+        int64_t from = d->cursor_ms - (int64_t)(s->cfg->lookback_seconds * 1000.0);
+        for (size_t i = 0; i < d->nsnapc; i++) {
+            const struct ledger_chunk *k = &d->snapc[i];
+            if (k->end_ms <= from || !k->available)
+                continue;
+            bool listed = false;
+            for (size_t w = 0; w < d->nwork && !listed; w++)
+                listed = d->work[w].snap == i;
+            if (listed)
+                continue;
+            d->work = realloc(d->work, (d->nwork + 1) * sizeof *d->work);
+            if (!d->work)
+                abort();
+            d->work[d->nwork++] = (struct ledger_work){LEDGER_READ, k->start_ms,   k->end_ms, i,
+                                                       false,       k->druid_rows, 0};
+        }
+        qsort(d->work, d->nwork, sizeof *d->work, cmp_work_range);
+    }
+    d->work_rows = sched_xcalloc(d->nwork, sizeof *d->work_rows);
+    d->work_recorded = sched_xcalloc(d->nwork, sizeof *d->work_recorded);
+    ledger_start_counts(d);
+}
+
+static void on_snapshot(struct dsync *d, const struct ledger_chunk *c, size_t n, const char *err)
+{
+    struct sched *s = d->s;
+    sched_touch(s);
+    if (d->failed || s->stopping) {
+        cycle_maybe_finish(d);
+        return;
+    }
+    if (!c) {
+        /* no segments to go by: an error, a 403, or none listed for a datasource the catalog
+         * has (not proof that everything was dropped) */
+        if (!d->detection || strcmp(d->detection, "counts") != 0)
+            log_warning("sched",
+                        "%s: %s; change detection falls back to row counts from the cursor",
+                        d->name,
+                        err ? err
+                            : "sys.segments lists no segment of it (no permission, or not "
+                              "visible yet)");
+        d->detection = "counts";
+        d->ledger_mode = false;
+        plan_by_counts(d);
+        return;
+    }
+    if (!d->detection || strcmp(d->detection, "segments") != 0)
+        log_info("sched", "%s: change detection from sys.segments (%zu chunks)", d->name, n);
+    d->detection = "segments";
+    d->snapc = sched_xcalloc(n, sizeof *d->snapc);
+    memcpy(d->snapc, c, n * sizeof *c);
+    d->nsnapc = n;
+    d->chunk_newest_ms = c[n - 1].end_ms;
+    for (size_t i = 0; i < n; i++)
+        if (c[i].end_ms > d->chunk_newest_ms)
+            d->chunk_newest_ms = c[i].end_ms;
+    d->outstanding++;
+    pgsink_chunks_read(s->sink, d->name, on_ledger, d);
+}
+
+void planning_start(struct dsync *d)
+{
+    d->st = DS_PLANNING;
+    if (!d->ledger_mode) {
+        d->detection = d->slice_col ? "cursor" : "full";
+        plan_by_counts(d);
+        return;
+    }
+    /* datasources due around the same time share one snapshot */
+    double max_age = d->s->cfg->sync_interval_seconds / 2;
+    if (max_age < 1)
+        max_age = 1;
+    segments_get(d, max_age, on_snapshot);
+}
+
 void planning_cancel(struct dsync *d)
 {
+    segments_forget(d);
     while (d->counts) {
         struct countq *cq = d->counts;
         LIST_DEL(d->counts, cq);

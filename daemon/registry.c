@@ -57,6 +57,7 @@ void registry_update(struct sched *s, const struct discovery_result *r)
             d->name = sched_xstrdup(t->name);
             d->cursor_ms = INT64_MIN;
             d->druid_newest_ms = INT64_MIN;
+            d->chunk_newest_ms = d->chunk_synced_ms = INT64_MIN;
             uv_timer_init(s->loop, &d->timer);
             d->timer.data = d;
             d->next = s->ds;

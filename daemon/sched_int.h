@@ -84,10 +84,27 @@ struct dsync {
     int failed_cycles;           /* consecutive failed cycles: the next one waits longer */
     struct pgsink_table_req req; /* the table request of this cycle, until it is sent */
     struct pgsink_column *req_cols;
-    int end_attempts;        /* tries to record the end of this cycle */
-    int64_t end_cursor_ms;   /* the cursor that end records, INT64_MIN none */
-    bool interrupted;        /* this cycle was stopped before every slice committed */
-    int64_t cursor_ms;       /* committed cursor, INT64_MIN unknown */
+    int prep_attempts;     /* tries to prepare the table in this cycle */
+    int end_attempts;      /* tries to record the end of this cycle */
+    int64_t end_cursor_ms; /* the cursor that end records, INT64_MIN none */
+    bool interrupted;      /* this cycle was stopped before every slice committed */
+    int64_t cursor_ms;     /* committed cursor, INT64_MIN unknown */
+    /* segments mode (the chunk ledger): datasources read by __time */
+    bool ledger_mode;           /* this cycle plans from sys.segments and the ledger */
+    const char *detection;      /* "segments", "counts" or "cursor" (last cycle's) */
+    bool table_reset;           /* the table was created or found empty at prepare */
+    struct ledger_chunk *snapc; /* this cycle's snapshot chunks */
+    size_t nsnapc;
+    struct ledger_chunk *ledc; /* this cycle's ledger rows */
+    size_t nledc;
+    struct ledger_work *work; /* this cycle's chunk work, by range */
+    size_t nwork;
+    int64_t *work_rows;  /* rows committed per work item */
+    bool *work_recorded; /* its ledger row was written with the data */
+    struct plan **plans; /* per work item that needs counting, else NULL */
+    size_t held_drops;   /* drops held back last cycle (more than half the ledger) */
+    size_t postponed;    /* chunks postponed in the last cycle */
+    int64_t chunk_newest_ms, chunk_synced_ms; /* newest active / synced chunk end */
     int64_t druid_newest_ms; /* newest incremental value seen in Druid, INT64_MIN unknown */
 };
 
@@ -102,6 +119,7 @@ struct sched {
     uv_timer_t stop_timer;
     bool started;
     uint64_t last_progress; /* loop time of the last row, drain, answer or timer of ours */
+    uint64_t quiet_until;   /* a retry wait of ours ends then: quiet until it is legitimate */
     bool schema_lost;       /* PostgreSQL said the destination schema or a table is gone */
     bool ensuring;          /* discovery waits for the schema to be created again */
     bool stopping;
@@ -113,6 +131,7 @@ struct sched {
     char last_error[512];
     struct sched_counters counters;
     struct discovery *disc;             /* the catalog read in progress, if any */
+    struct segsnap *snap;               /* the last sys.segments snapshot (segments.c) */
     size_t last_ntables, last_selected; /* to log discoveries that changed something */
 };
 

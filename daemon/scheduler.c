@@ -10,6 +10,7 @@
 #include "log.h"
 #include "registry.h"
 #include "retry.h"
+#include "segments.h"
 #include "slicerun.h"
 
 static void discover(struct sched *s);
@@ -259,6 +260,7 @@ void sched_free(struct sched *s)
     discovery_cancel(s->disc);
     s->disc = NULL;
     registry_free(s);
+    segments_free(s);
     uv_close((uv_handle_t *)&s->disc_timer, NULL);
     uv_close((uv_handle_t *)&s->stop_timer, NULL);
     /* s itself is freed by the caller after the loop has closed the timers */
@@ -316,10 +318,18 @@ void sched_foreach(const struct sched *s, void (*fn)(void *ud, const struct sche
         i.cycles_interrupted = d->cycles_interrupted;
         i.last_success = d->last_success;
         i.lag_seconds = -1;
-        if (d->cursor_ms != INT64_MIN && d->druid_newest_ms != INT64_MIN)
+        if (d->detection && strcmp(d->detection, "segments") == 0 &&
+            d->chunk_newest_ms != INT64_MIN && d->chunk_synced_ms != INT64_MIN)
+            /* idle cycles read no row: the newest active chunk against the newest synced */
+            i.lag_seconds = d->chunk_newest_ms > d->chunk_synced_ms
+                                ? (double)(d->chunk_newest_ms - d->chunk_synced_ms) / 1000.0
+                                : 0.0;
+        else if (d->cursor_ms != INT64_MIN && d->druid_newest_ms != INT64_MIN)
             i.lag_seconds = d->druid_newest_ms > d->cursor_ms
                                 ? (double)(d->druid_newest_ms - d->cursor_ms) / 1000.0
                                 : 0.0;
+        i.detection = d->detection;
+        i.chunks_postponed = d->postponed;
         if (d->st != DS_IDLE) {
             i.cycle_rows = (uint64_t)d->rows_read + slicerun_rows_in_flight(d);
             i.slices_done = ledger_done(d->slices, d->nslices);
@@ -336,7 +346,9 @@ bool sched_healthy(const struct sched *s, double *stuck_seconds)
     bool busy = s->disc != NULL;
     for (const struct dsync *d = s->ds; d && !busy; d = d->next)
         busy = d->st != DS_IDLE;
-    double quiet = (double)(uv_now(s->loop) - s->last_progress) / 1000.0;
+    uint64_t now = uv_now(s->loop);
+    uint64_t since = s->last_progress > s->quiet_until ? s->last_progress : s->quiet_until;
+    double quiet = now > since ? (double)(now - since) / 1000.0 : 0.0;
     /* Work in flight always moves within this: a Druid query ends within its timeout, a
      * PostgreSQL operation within postgres_timeout_seconds (the server's) plus our own
      * margin, a backoff within retry_max_seconds. */

@@ -56,10 +56,12 @@ struct sched_ds_info {
     uint64_t cycles_ok, cycles_failed, cycles_interrupted;
     uint64_t cycle_rows; /* this cycle: rows read so far (committed or in flight) */
     size_t slices_done, slices_planned;
-    int64_t cycle_est_rows; /* this cycle: rows counted at planning */
-    double cycle_seconds;   /* this cycle: time since it started */
-    double last_success;    /* unix time of the last successful cycle, 0 if none */
-    double lag_seconds;     /* newest Druid row minus committed cursor; < 0 unknown */
+    int64_t cycle_est_rows;  /* this cycle: rows counted at planning */
+    double cycle_seconds;    /* this cycle: time since it started */
+    double last_success;     /* unix time of the last successful cycle, 0 if none */
+    double lag_seconds;      /* newest Druid row minus committed cursor; < 0 unknown */
+    const char *detection;   /* "segments", "counts", "cursor", "full"; NULL before a cycle */
+    size_t chunks_postponed; /* chunks with unavailable segments, in the last cycle */
 };
 
 /* Error kinds counted by sched_counters: the druid_err_kind values, then PostgreSQL. */

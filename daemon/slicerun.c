@@ -27,13 +27,16 @@ struct slicerun {
     uint64_t bytes;
     bool ordered;
     bool committing;
-    bool pg_failed;   /* the consumer side failed: PostgreSQL, not Druid */
-    struct pgerr pge; /* ... and why */
+    bool pg_failed;     /* the consumer side failed: PostgreSQL, not Druid */
+    struct pgerr pge;   /* ... and why */
+    int64_t *item_rows; /* segments mode: rows read per work item w0..w1 of the slice */
+    bool chunks_sent;   /* the commit carries the ledger rows of the items it completes */
     char err[1024];
 };
 
 static void run_free(struct slicerun *r)
 {
+    free(r->item_rows);
     rowenc_free(r->enc);
     buf_free(&r->out);
     free(r);
@@ -189,6 +192,21 @@ static int slice_on_header(void *ud, const struct druid_header *h)
     return 0;
 }
 
+/* The work item (chunk) a row of the slice belongs to, by its __time. */
+static void count_item(struct slicerun *r, int64_t ms)
+{
+    const struct ledger_slice *st = &r->d->slices[r->idx];
+    size_t lo = st->w0, hi = st->w1;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo + 1) / 2;
+        if (r->d->work[mid].lo <= ms)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    r->item_rows[lo - st->w0]++;
+}
+
 static int slice_on_row(void *ud, struct json_object *row)
 {
     struct slicerun *r = ud;
@@ -225,6 +243,8 @@ static int slice_on_row(void *ud, struct json_object *row)
         if (ms > r->d->druid_newest_ms)
             r->d->druid_newest_ms = ms;
     }
+    if (r->item_rows)
+        count_item(r, ms);
     r->rows++;
     sched_touch(r->d->s);
     if (r->out.len >= COPY_CHUNK)
@@ -267,12 +287,39 @@ static void slice_on_commit(void *ud, const struct pgerr *err,
                     d->name, r->idx + 1, es->nul_replaced, es->json_as_string, es->rows_skipped);
     if (r->cursor_sent != INT64_MIN && r->cursor_sent > d->cursor_ms)
         d->cursor_ms = r->cursor_sent;
+    if (r->item_rows) {
+        for (size_t i = st->w0; i <= st->w1; i++) {
+            d->work_rows[i] += r->item_rows[i - st->w0];
+            if (r->chunks_sent && ledger_item_complete(d->slices, d->nslices, i, SIZE_MAX)) {
+                d->work_recorded[i] = true;
+                if (d->work[i].hi > d->chunk_synced_ms && d->work[i].action == LEDGER_READ)
+                    d->chunk_synced_ms = d->work[i].hi;
+            }
+        }
+    }
     log_debug("sched",
               "%s: slice %zu committed: %" PRId64 " rows, %" PRId64 " new, %" PRId64 " vanished",
               d->name, r->idx + 1, res->copied, res->inserted, res->vanished);
     run_end(r);
     cycle_pump(d);
     cycle_maybe_finish(d);
+}
+
+/* The chunks this slice completes become synced in its own transaction. A chunk cut into
+ * slices that commit concurrently is recorded at the end of the cycle instead. */
+static void attach_chunks(struct slicerun *r)
+{
+    struct dsync *d = r->d;
+    const struct ledger_slice *st = &d->slices[r->idx];
+    struct pgsink_chunk *rec = sched_xcalloc(st->w1 - st->w0 + 1, sizeof *rec);
+    size_t n = 0;
+    for (size_t i = st->w0; i <= st->w1; i++)
+        if (ledger_item_complete(d->slices, d->nslices, i, r->idx))
+            cycle_chunk_record(d, i, d->work_rows[i] + r->item_rows[i - st->w0], &rec[n++]);
+    if (n)
+        pgsink_slice_chunks(r->sl, rec, n);
+    r->chunks_sent = n > 0;
+    free(rec);
 }
 
 static void slice_on_done(void *ud, const struct druid_error *e)
@@ -309,6 +356,8 @@ static void slice_on_done(void *ud, const struct druid_error *e)
     if (r->cursor_sent != INT64_MIN)
         time_format_iso_ms(r->cursor_sent, cur);
     r->committing = true;
+    if (r->item_rows)
+        attach_chunks(r);
     pgsink_slice_commit(r->sl, r->cursor_sent != INT64_MIN ? cur : NULL, slice_on_commit, r);
 }
 
@@ -358,7 +407,11 @@ void slicerun_start(struct dsync *d, size_t idx)
         rc[i].name = d->ccols[i].name;
         rc[i].type = d->types[i];
     }
-    r->enc = rowenc_new(rc, d->nccols, d->inc_idx, true);
+    /* segments mode needs every row's __time: which chunk it belongs to */
+    r->enc = rowenc_new(rc, d->nccols, d->ledger_mode ? d->time_idx : d->inc_idx, true);
+    if (d->ledger_mode && d->slices[idx].w0 != SIZE_MAX)
+        r->item_rows =
+            sched_xcalloc(d->slices[idx].w1 - d->slices[idx].w0 + 1, sizeof *r->item_rows);
     free(rc);
     if (!r->enc)
         abort();

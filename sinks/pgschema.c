@@ -129,6 +129,7 @@ struct prep {
     struct pgnames_map map; /* recorded column mapping, then with the new columns */
     enum pgtype *types;
     char *cursor;
+    bool empty; /* the table holds no row */
 };
 
 static void prep_free(struct prep *p)
@@ -195,6 +196,7 @@ static int prep_state_hook(struct pgjob *j, PGresult *res, void *ud, char *err, 
     struct prep *p = ud;
     if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
         p->cursor = strdup(PQgetvalue(res, 0, 0));
+    p->empty = PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
     return 0;
 }
 
@@ -233,7 +235,11 @@ static void add_tail(struct pgjob *j, struct prep *p)
         pgjob_sql(j, b.data, 2, mp, NULL);
     }
     buf_reset(&b);
-    buf_puts(&b, "SELECT cursor FROM ");
+    /* with an emptiness probe: a table dropped or emptied behind the daemon's back while
+     * its state says it holds rows is rebuilt */
+    buf_puts(&b, "SELECT cursor, NOT EXISTS (SELECT 1 FROM ");
+    pgsink_qtable(&b, s, p->dest);
+    buf_puts(&b, ") FROM ");
     pgsink_qtable(&b, s, STATE_TABLE);
     buf_puts(&b, " WHERE datasource = $1");
     pgjob_sql(j, b.data, 1, params, prep_state_hook);
@@ -531,7 +537,7 @@ static void prep_done(void *ud, const char *err)
     sqlident_quote(&b, s->col_id);
     t->copy_cols = buf_steal(&b);
     t->slice_column = p->slice_column ? strdup(p->slice_column) : NULL;
-    struct pgsink_table_info info = {p->dest, p->types, p->cursor};
+    struct pgsink_table_info info = {p->dest, p->types, p->cursor, !p->table_exists, p->empty};
     p->cb(p->ud, NULL, &info);
     prep_free(p);
 }

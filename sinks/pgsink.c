@@ -156,6 +156,7 @@ void pgsink_ensure_schema(struct pgsink *s, pgsink_cb cb, void *ud)
     pgjob_sql(j, b.data, 0, NULL, NULL);
     buf_free(&b);
     pgstate_add_create(j, s);
+    pgchunks_add_create(j, s);
     pgjob_submit(s->control, j);
 }
 

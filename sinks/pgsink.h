@@ -73,6 +73,8 @@ struct pgsink_table_info {
     const char *destination_table;
     const enum pgtype *types; /* the destination column types (after widening), per req col */
     const char *cursor;       /* committed cursor, NULL when none */
+    bool created;             /* the table did not exist: created now */
+    bool empty;               /* the table holds no row at all (live or flagged) */
 };
 typedef void (*pgsink_table_cb)(void *ud, const char *err, const struct pgsink_table_info *info);
 
@@ -110,12 +112,36 @@ void pgsink_slice_commit(struct pgsink_slice *sl, const char *cursor, pgsink_com
 /* Rolls back and frees the slice; no callback. */
 void pgsink_slice_abort(struct pgsink_slice *sl);
 
+/* The chunk ledger druid_syncd_chunks (SPEC 3.4): one row per Druid time chunk known. */
+#define PGSINK_CHUNKS_TABLE "druid_syncd_chunks"
+struct pgsink_chunk {
+    const char *start, *end; /* as Druid reports them */
+    int64_t start_ms, end_ms;
+    const char *fingerprint;    /* of its active segments; NULL: the chunk is gone */
+    int64_t druid_rows;         /* rows Druid reports, -1 unknown */
+    int64_t stored_rows;        /* rows read into PostgreSQL when it was synced */
+    const char *state;          /* "synced", "pending" or "postponed" */
+    int64_t postponed_since_ms; /* epoch ms, 0 when not postponed */
+};
+/* The ledger rows of a datasource, by start (strings borrowed for the call). */
+typedef void (*pgsink_chunks_cb)(void *ud, const char *err, const struct pgsink_chunk *c, size_t n);
+void pgsink_chunks_read(struct pgsink *s, const char *datasource, pgsink_chunks_cb cb, void *ud);
+/* Records chunks in one transaction: every ledger row overlapping a chunk of c is replaced
+ * by it (a chunk with a NULL fingerprint only removes them). */
+void pgsink_chunks_write(struct pgsink *s, const char *datasource, const struct pgsink_chunk *c,
+                         size_t n, pgsink_cb cb, void *ud);
+/* The same, inside the slice's transaction, at COMMIT: the chunks this slice completes
+ * become synced with its data. Call before pgsink_slice_commit; c is copied. */
+void pgsink_slice_chunks(struct pgsink_slice *sl, const struct pgsink_chunk *c, size_t n);
+
 /* State row outside slices. */
 void pgsink_state_cycle_start(struct pgsink *s, const char *datasource, pgsink_cb cb, void *ud);
 /* error NULL: success (last_success, clears last_error); cursor NULL keeps it. interrupted:
- * a stop ended the cycle early (status 'interrupted', last_success kept). */
+ * a stop ended the cycle early (status 'interrupted', last_success kept). detection: how
+ * changes were found ("segments", "counts", "cursor", "full"; NULL keeps it). */
 void pgsink_state_cycle_end(struct pgsink *s, const char *datasource, const char *error,
-                            const char *cursor, bool interrupted, pgsink_cb cb, void *ud);
+                            const char *cursor, bool interrupted, const char *detection,
+                            pgsink_cb cb, void *ud);
 /* Datasources with a state row that are not in present_json (a JSON array of the names in
  * Druid's catalog) are marked missing: their tables are kept, the state says so. */
 void pgsink_state_mark_missing(struct pgsink *s, const char *present_json, pgsink_cb cb, void *ud);

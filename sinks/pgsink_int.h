@@ -1,7 +1,7 @@
 /* pgsink_int: what the parts of the PostgreSQL sink share and nobody else sees: the sink's
  * state (control queue, writer pool, prepared tables, system column names) and small SQL
  * helpers. pgsink.c owns the lifecycle, pgschema.c the DDL and schema evolution, pgslice.c
- * the slice transaction, pgstate.c the state table. */
+ * the slice transaction, pgstate.c the state table, pgchunks.c the chunk ledger. */
 #ifndef DSYNC_PGSINK_INT_H
 #define DSYNC_PGSINK_INT_H
 
@@ -62,6 +62,12 @@ void pgsink_column_list(struct buf *b, const struct pgsink_column *cols, size_t 
 
 /* pgstate.c: the state table's DDL, as a step of a job. */
 void pgstate_add_create(struct pgjob *j, const struct pgsink *s);
+/* pgchunks.c: the chunk ledger's DDL as a step; the chunk list as the jsonb text ($2) of
+ * the two statements that replace ledger rows (delete overlapping, insert). */
+void pgchunks_add_create(struct pgjob *j, const struct pgsink *s);
+char *pgchunks_json(const struct pgsink_chunk *c, size_t n);
+void pgchunks_sql_delete(struct buf *b, const struct pgsink *s);
+void pgchunks_sql_insert(struct buf *b, const struct pgsink *s);
 /* pgslice.c: frees a slice that is still alive when the sink is freed. */
 void pgslice_free_live(struct pgsink *s);
 /* pgschema.c: frees the prepared-table list. */

@@ -53,6 +53,8 @@ enum slice_phase {
     SL_ANALYZE,
     SL_INSERT,
     SL_VANISH,
+    SL_CHUNKS_DEL,
+    SL_CHUNKS_INS,
     SL_STATE,
     SL_COMMIT,
     SL_ROLLBACK,
@@ -73,6 +75,7 @@ struct pgsink_slice {
     pgsink_commit_cb commit_cb;
     void *commit_ud;
     char *cursor;
+    char *chunks_json; /* the ledger rows this slice completes, or NULL */
     struct pgsink_slice_result res;
     void (*drain_cb)(void *ud);
     void *drain_ud;
@@ -96,6 +99,7 @@ static void slice_free(struct pgsink_slice *sl)
     free(sl->view.copy_cols);
     free(sl->view.slice_column);
     free(sl->cursor);
+    free(sl->chunks_json);
     free(sl);
 }
 
@@ -264,6 +268,16 @@ static void slice_step(struct pgsink_slice *sl)
         buf_puts(&b, ")");
         slice_query(sl, b.data, np, p);
         break;
+    case SL_CHUNKS_DEL:
+    case SL_CHUNKS_INS:
+        if (sl->phase == SL_CHUNKS_DEL)
+            pgchunks_sql_delete(&b, s);
+        else
+            pgchunks_sql_insert(&b, s);
+        p[0] = sl->datasource;
+        p[1] = sl->chunks_json;
+        slice_query(sl, b.data, 2, p);
+        break;
     case SL_STATE: {
         char ins[32];
         snprintf(ins, sizeof ins, "%" PRId64, sl->res.inserted);
@@ -326,7 +340,7 @@ static void slice_on_result(void *ud, PGresult *res, const char *err)
         sl->res.fast = sl->fast;
         if (sl->fast) {
             sl->res.inserted = sl->res.copied;
-            sl->phase = SL_STATE;
+            sl->phase = sl->chunks_json ? SL_CHUNKS_DEL : SL_STATE;
         } else {
             sl->phase = SL_ANALYZE;
         }
@@ -340,6 +354,12 @@ static void slice_on_result(void *ud, PGresult *res, const char *err)
         break;
     case SL_VANISH:
         sl->res.vanished = cmd_tuples(res);
+        sl->phase = sl->chunks_json ? SL_CHUNKS_DEL : SL_STATE;
+        break;
+    case SL_CHUNKS_DEL:
+        sl->phase = SL_CHUNKS_INS;
+        break;
+    case SL_CHUNKS_INS:
         sl->phase = SL_STATE;
         break;
     case SL_STATE:
@@ -429,6 +449,12 @@ void pgsink_slice_on_drain(struct pgsink_slice *sl, void (*cb)(void *ud), void *
     sl->drain_cb = cb;
     sl->drain_ud = ud;
     pgconn_on_drain(sl->w->conn, slice_drained, sl);
+}
+
+void pgsink_slice_chunks(struct pgsink_slice *sl, const struct pgsink_chunk *c, size_t n)
+{
+    free(sl->chunks_json);
+    sl->chunks_json = n ? pgchunks_json(c, n) : NULL;
 }
 
 void pgsink_slice_commit(struct pgsink_slice *sl, const char *cursor, pgsink_commit_cb cb, void *ud)

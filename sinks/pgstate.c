@@ -26,7 +26,8 @@ void pgstate_add_create(struct pgjob *j, const struct pgsink *s)
     pgjob_sql(j, b.data, 0, NULL, NULL);
     /* columns added after the first release: a state table from then gains them */
     static const char *const added[] = {
-        "column_names jsonb", /* Druid column name -> PostgreSQL column name */
+        "column_names jsonb",    /* Druid column name -> PostgreSQL column name */
+        "change_detection text", /* segments, counts, cursor or full */
     };
     for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
         buf_reset(&b);
@@ -63,20 +64,28 @@ void pgsink_state_cycle_start(struct pgsink *s, const char *datasource, pgsink_c
 }
 
 void pgsink_state_cycle_end(struct pgsink *s, const char *datasource, const char *error,
-                            const char *cursor, bool interrupted, pgsink_cb cb, void *ud)
+                            const char *cursor, bool interrupted, const char *detection,
+                            pgsink_cb cb, void *ud)
 {
     /* the scheduler never sends a cursor behind the stored one: no text comparison, which
      * would misorder years beyond 9999 and BC */
-    state_update(
-        s,
-        interrupted ? "last_finished = now(), last_error = $2::text, status = 'interrupted',"
-                      " cursor = COALESCE($3::text, st.cursor)"
-                    : "last_finished = now(),"
-                      " last_success = CASE WHEN $2::text IS NULL THEN now() ELSE last_success END,"
-                      " last_error = $2::text,"
-                      " status = CASE WHEN $2::text IS NULL THEN 'ok' ELSE 'error' END,"
-                      " cursor = COALESCE($3::text, st.cursor)",
-        3, datasource, error, cursor, cb, ud);
+    struct pgjob *j = pgsink_job(s, cb, ud);
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "UPDATE ");
+    pgsink_qtable(&b, s, STATE_TABLE);
+    buf_puts(&b, interrupted ? " AS st SET last_finished = now(), last_error = $2::text,"
+                               " status = 'interrupted',"
+                             : " AS st SET last_finished = now(),"
+                               " last_success = CASE WHEN $2::text IS NULL THEN now() ELSE"
+                               " last_success END, last_error = $2::text,"
+                               " status = CASE WHEN $2::text IS NULL THEN 'ok' ELSE 'error' END,");
+    buf_puts(&b, " cursor = COALESCE($3::text, st.cursor),"
+                 " change_detection = COALESCE($4::text, st.change_detection),"
+                 " updated_at = now() WHERE datasource = $1");
+    const char *p[4] = {datasource, error, cursor, detection};
+    pgjob_sql(j, b.data, 4, p, NULL);
+    buf_free(&b);
+    pgjob_submit(s->control, j);
 }
 
 void pgsink_state_mark_missing(struct pgsink *s, const char *present_json, pgsink_cb cb, void *ud)

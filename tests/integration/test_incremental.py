@@ -85,8 +85,7 @@ class IncrementalTest(EnvTestCase):
         self.assertSynced(ds)
         self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s" % tbl(ds)), "8")
 
-    def test_late_rows_and_lookback(self):
-        ds = "inc_late"
+    def _late_rows(self, ds):
         self.sim.datasource(ds, COLS, rows(*[(i * 10, i, "r%d" % i) for i in range(13)]))  # 0..120 s
         self.sync(ds, lookback_seconds=60)
         self.assertSynced(ds)
@@ -94,12 +93,29 @@ class IncrementalTest(EnvTestCase):
         # One late row 30 s behind the cursor (inside the lookback), one 100 s behind (outside).
         self.sim.append(ds, rows((90, 100, "inside"), (20, 101, "outside")))
         self.sync(ds, lookback_seconds=60)
-        live = self.live(ds)
+        return self.live(ds)
+
+    def test_late_rows_and_lookback(self):
+        """Without sys.segments (the counts fallback) only lookback_seconds catches late rows."""
+        self.sim.segments_forbidden(True)
+        try:
+            live = self._late_rows("inc_late")
+        finally:
+            self.sim.segments_forbidden(False)
         self.assertEqual(live[(t(90), "100", "inside")], 1, "late row inside lookback_seconds not synced")
         self.assertEqual(live[(t(20), "101", "outside")], 0,
                          "late row older than lookback_seconds was synced (documented: it is not)")
         self.assertEqual(sum(live.values()), 14)
-        self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s WHERE _druid_deleted" % tbl(ds)), "0")
+        self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s WHERE _druid_deleted" % tbl("inc_late")), "0")
+        self.assertEqual(state_row(self.pg, "inc_late")["change_detection"], "counts")
+
+    def test_late_rows_followed_by_segments(self):
+        """With sys.segments the changed chunk is read again, however old the late row."""
+        live = self._late_rows("inc_late_seg")
+        self.assertEqual(live[(t(90), "100", "inside")], 1)
+        self.assertEqual(live[(t(20), "101", "outside")], 1, "late row in an old chunk not synced")
+        self.assertEqual(sum(live.values()), 15)
+        self.assertEqual(state_row(self.pg, "inc_late_seg")["change_detection"], "segments")
 
     def _replace_case(self, ds, soft):
         orig = rows(*[(i * 10, i, "r%d" % i) for i in range(7)])  # 0..60 s
@@ -193,6 +209,9 @@ class IncrementalTest(EnvTestCase):
         self.assertEqual(snapshot(self.pg, ds), snap)
 
     def test_lookback_boundary_is_inclusive(self):
+        """The lookback window of the counts fallback (sys.segments unreadable)."""
+        self.sim.segments_forbidden(True)
+        self.addCleanup(self.sim.segments_forbidden, False)
         ds = "inc_boundary"
         self.sim.datasource(ds, COLS, rows(*[(i, i, "b") for i in range(0, 101, 10)]))  # cursor 100 s
         self.sync(ds, lookback_seconds=10)

@@ -104,7 +104,7 @@ class ShortenedNameTest(CollisionCase):
 # where datasource "ix" exists: its range index and its primary key included.
 OWN_NAMES = ["druid_syncd_state", "information_schema_tables", "information_schema_columns",
              "druid_syncd_chunks", "druid_syncd_leases", "druid_syncd_state_pkey",
-             "druid_syncd_ix___time", "ix_pkey"]
+             "druid_syncd_chunks_pkey", "druid_syncd_ix___time", "ix_pkey"]
 RESERVED = OWN_NAMES[:5]
 
 
@@ -366,7 +366,8 @@ class LegacyStateTest(CollisionCase):
         self.assertEqual(st["column_names"], {"__time": "__time", "k": "k", "v": "v", "w": "w"})
         self.assertEqual(self.own_rows(ds, schema, "old"), 4)
         self.assertEqual(self.tables_in(schema), sorted(
-            [ds, "druid_syncd_state", "information_schema_columns", "information_schema_tables"]))
+            [ds, "druid_syncd_chunks", "druid_syncd_state", "information_schema_columns",
+             "information_schema_tables"]))
 
     def test_previous_version_shared_table(self):
         """The previous version gave a long datasource and one named like its shortened

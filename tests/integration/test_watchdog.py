@@ -264,7 +264,6 @@ class Watchdog(EnvTestCase):
         print("\n  moving cycle: %d slices in %.0f s, longest pause between pings %.2f s"
               % (committed[-1], time.monotonic() - t0, gap))
 
-    @unittest.expectedFailure  # sched_healthy ignores a Retry-After wait beyond retry_max_seconds
     def test_3_long_retry_after_keeps_pinging(self):
         d, t0 = self.held, self.t_held
         wait_for(lambda: "retry" in d.stderr(), timeout=20, what="the 429 to be retried later")

@@ -302,6 +302,80 @@ static void unlink_q(struct druid_query *q)
         }
 }
 
+static bool seg_on, seg_unknown;
+static char seg_version[64];
+static int64_t unavailable_days[64];
+static size_t nunavailable;
+
+void fake_druid_segments(bool on, const char *version, bool rows_unknown)
+{
+    seg_on = on;
+    seg_unknown = rows_unknown;
+    snprintf(seg_version, sizeof seg_version, "%s", version ? version : "v1");
+}
+
+void fake_druid_unavailable(int64_t day_ms, bool unavailable)
+{
+    for (size_t i = 0; i < nunavailable; i++)
+        if (unavailable_days[i] == day_ms) {
+            if (!unavailable)
+                unavailable_days[i] = unavailable_days[--nunavailable];
+            return;
+        }
+    if (unavailable)
+        unavailable_days[nunavailable++] = day_ms;
+}
+
+static bool day_unavailable(int64_t day)
+{
+    for (size_t i = 0; i < nunavailable; i++)
+        if (unavailable_days[i] == day)
+            return true;
+    return false;
+}
+
+static int cmp_row(const void *a, const void *b);
+
+/* sys.segments: one segment per day holding rows. */
+static void answer_segments(struct druid_query *q)
+{
+    struct druid_error e = {DRUID_OK, 200, "", "", "", -1};
+    if (!seg_on) {
+        druid_error_set(&e, DRUID_ERR_AUTH, "Unauthorized");
+        e.http_status = 403;
+        q->ops->on_done(q->ud, &e);
+        return;
+    }
+    qsort(rows, nrows, sizeof *rows, cmp_row);
+    for (size_t i = 0; i < nrows;) {
+        int64_t day = floor_to(rows[i].ts, 86400000), n = 0;
+        size_t j = i;
+        while (j < nrows && floor_to(rows[j].ts, 86400000) == day)
+            j++, n++;
+        char st[TIME_ISO_MAX], en[TIME_ISO_MAX], id[256];
+        time_format_iso_ms(day, st);
+        time_format_iso_ms(day + 86400000, en);
+        snprintf(id, sizeof id, "ds_%s_%s_%s", st, en, seg_version);
+        struct json_object *row = json_object_new_array();
+        json_object_array_add(row, json_object_new_string("ds"));
+        json_object_array_add(row, json_object_new_string(st));
+        json_object_array_add(row, json_object_new_string(en));
+        json_object_array_add(row, json_object_new_string(id));
+        json_object_array_add(row, json_object_new_int64(n * 100));
+        json_object_array_add(row, json_object_new_int64(seg_unknown ? 0 : n));
+        json_object_array_add(row, json_object_new_int64(day_unavailable(day) ? 0 : 1));
+        json_object_array_add(row, json_object_new_int64(0));
+        int rc = q->ops->on_row(q->ud, row);
+        json_object_put(row);
+        if (rc != 0) {
+            druid_error_set(&e, DRUID_ERR_PROTOCOL, "aborted by consumer");
+            break;
+        }
+        i = j;
+    }
+    q->ops->on_done(q->ud, &e);
+}
+
 static void answer(void *arg)
 {
     struct druid_query *q = arg;
@@ -314,6 +388,12 @@ static void answer(void *arg)
     queries_done++;
     if (nlog < 4096)
         queries_log[nlog++] = strdup(q->sql);
+    if (strstr(q->sql, "sys.segments")) {
+        answer_segments(q);
+        free(q->sql);
+        free(q);
+        return;
+    }
     struct fault *fault = NULL;
     for (size_t i = 0; i < nfaults; i++)
         if (faults[i].times > 0 && strstr(q->sql, faults[i].match)) {
@@ -347,7 +427,8 @@ static void answer(void *arg)
         aborted = q->ops->on_header(q->ud, &h) != 0;
     }
     for (size_t i = 0; i < nrows && !aborted;) {
-        if (rows[i].ts < lo || rows[i].ts >= hi) {
+        if (rows[i].ts < lo || rows[i].ts >= hi ||
+            day_unavailable(floor_to(rows[i].ts, 86400000))) {
             i++;
             continue;
         }
@@ -357,7 +438,9 @@ static void answer(void *arg)
         if (count) {
             int64_t b = floor_to(rows[i].ts, width), n = 0, mx = INT64_MIN;
             size_t j = i;
-            for (; j < nrows && rows[j].ts < hi && floor_to(rows[j].ts, width) == b; j++) {
+            for (; j < nrows && rows[j].ts < hi && floor_to(rows[j].ts, width) == b &&
+                   !day_unavailable(floor_to(rows[j].ts, 86400000));
+                 j++) {
                 n++;
                 if (rows[j].ts > mx)
                     mx = rows[j].ts;
@@ -471,7 +554,45 @@ static int fail_n;
 static struct pgerr last_err;
 static int open_slices;
 
+struct lrow {
+    char start[48], end[48];
+    int64_t start_ms, end_ms;
+    char fp[40];
+    int64_t druid_rows, stored_rows;
+    char state[16];
+    int64_t since;
+};
+static struct lrow ledger[8192];
+static size_t nledger;
+
+static void ledger_apply(const struct pgsink_chunk *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t k = 0;
+        for (size_t j = 0; j < nledger; j++)
+            if (!(ledger[j].start_ms < c[i].end_ms && c[i].start_ms < ledger[j].end_ms))
+                ledger[k++] = ledger[j];
+        nledger = k;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!c[i].fingerprint)
+            continue;
+        struct lrow *l = &ledger[nledger++];
+        snprintf(l->start, sizeof l->start, "%s", c[i].start);
+        snprintf(l->end, sizeof l->end, "%s", c[i].end);
+        l->start_ms = c[i].start_ms;
+        l->end_ms = c[i].end_ms;
+        snprintf(l->fp, sizeof l->fp, "%s", c[i].fingerprint);
+        l->druid_rows = c[i].druid_rows;
+        l->stored_rows = c[i].stored_rows;
+        snprintf(l->state, sizeof l->state, "%s", c[i].state);
+        l->since = c[i].postponed_since_ms;
+    }
+}
+
 struct pgsink_slice {
+    struct pgsink_chunk *chunks;
+    size_t nchunks;
     int64_t lo, hi;
     struct srow *rows;
     size_t n, cap;
@@ -528,7 +649,8 @@ static void run_prep(void *arg)
     char cur[TIME_ISO_MAX];
     if (state_cursor != INT64_MIN)
         time_format_iso_ms(state_cursor, cur);
-    struct pgsink_table_info info = {"ds", p->types, state_cursor != INT64_MIN ? cur : NULL};
+    struct pgsink_table_info info = {"ds", p->types, state_cursor != INT64_MIN ? cur : NULL, false,
+                                     false};
     p->cb(p->ud, NULL, &info);
     free(p);
 }
@@ -554,10 +676,12 @@ void pgsink_state_cycle_start(struct pgsink *s, const char *datasource, pgsink_c
 }
 
 void pgsink_state_cycle_end(struct pgsink *s, const char *datasource, const char *error,
-                            const char *cursor, bool interrupted, pgsink_cb cb, void *ud)
+                            const char *cursor, bool interrupted, const char *detection,
+                            pgsink_cb cb, void *ud)
 {
     (void)s;
     (void)datasource;
+    (void)detection;
     snprintf(state_status, sizeof state_status, "%s",
              interrupted ? "interrupted"
              : error     ? "error"
@@ -651,6 +775,7 @@ const struct pgerr *pgsink_slice_last_error(const struct pgsink_slice *sl)
 static void slice_free(struct pgsink_slice *sl)
 {
     open_slices--;
+    free(sl->chunks);
     free(sl->rows);
     free(sl);
 }
@@ -686,6 +811,7 @@ static void run_commit(void *arg)
         }
         stored[nstored++] = sl->rows[i];
     }
+    ledger_apply(sl->chunks, sl->nchunks);
     int64_t c = INT64_MIN;
     if (sl->has_cursor && time_parse_iso_ms(sl->cursor, &c) == 0 && c > state_cursor)
         state_cursor = c;
@@ -718,6 +844,88 @@ void pgsink_slice_abort(struct pgsink_slice *sl)
 {
     if (sl)
         slice_free(sl);
+}
+
+/* Strings of the chunks handed over must outlive the call: keep a copy per slice. */
+static struct pgsink_chunk *copy_chunks(const struct pgsink_chunk *c, size_t n)
+{
+    /* the strings are the scheduler's cycle data, alive until the commit completes
+     * (slices commit before their cycle is reset) */
+    struct pgsink_chunk *o = xcalloc(n, sizeof *o);
+    memcpy(o, c, n * sizeof *c);
+    return o;
+}
+
+void pgsink_slice_chunks(struct pgsink_slice *sl, const struct pgsink_chunk *c, size_t n)
+{
+    free(sl->chunks);
+    sl->chunks = copy_chunks(c, n);
+    sl->nchunks = n;
+}
+
+void pgsink_chunks_write(struct pgsink *s, const char *datasource, const struct pgsink_chunk *c,
+                         size_t n, pgsink_cb cb, void *ud)
+{
+    (void)s;
+    (void)datasource;
+    ledger_apply(c, n);
+    ok_later(cb, ud);
+}
+
+struct readop {
+    pgsink_chunks_cb cb;
+    void *ud;
+};
+
+static int cmp_lrow(const void *a, const void *b)
+{
+    const struct lrow *x = a, *y = b;
+    return x->start_ms < y->start_ms ? -1 : x->start_ms > y->start_ms;
+}
+
+static void run_read(void *arg)
+{
+    struct readop *r = arg;
+    qsort(ledger, nledger, sizeof *ledger, cmp_lrow);
+    struct pgsink_chunk *c = xcalloc(nledger, sizeof *c);
+    for (size_t i = 0; i < nledger; i++)
+        c[i] = (struct pgsink_chunk){ledger[i].start,       ledger[i].end,   ledger[i].start_ms,
+                                     ledger[i].end_ms,      ledger[i].fp,    ledger[i].druid_rows,
+                                     ledger[i].stored_rows, ledger[i].state, ledger[i].since};
+    r->cb(r->ud, NULL, c, nledger);
+    free(c);
+    free(r);
+}
+
+void pgsink_chunks_read(struct pgsink *s, const char *datasource, pgsink_chunks_cb cb, void *ud)
+{
+    (void)s;
+    (void)datasource;
+    struct readop *r = xcalloc(1, sizeof *r);
+    r->cb = cb;
+    r->ud = ud;
+    defer(run_read, r);
+}
+
+int fake_ledger_rows(void)
+{
+    return (int)nledger;
+}
+
+const char *fake_ledger_state(int64_t start_ms)
+{
+    for (size_t i = 0; i < nledger; i++)
+        if (ledger[i].start_ms == start_ms)
+            return ledger[i].state;
+    return "";
+}
+
+int64_t fake_ledger_stored(int64_t start_ms)
+{
+    for (size_t i = 0; i < nledger; i++)
+        if (ledger[i].start_ms == start_ms)
+            return ledger[i].stored_rows;
+    return -1;
 }
 
 void fake_sink_hold_commits(bool h)
@@ -847,4 +1055,7 @@ void fake_reset(void)
     fail_n = 0;
     memset(&last_err, 0, sizeof last_err);
     open_slices = 0;
+    nledger = 0;
+    seg_on = seg_unknown = false;
+    nunavailable = 0;
 }

@@ -42,6 +42,12 @@ int fake_druid_queries(const char *match);
 /* Queries not yet answered. */
 int fake_druid_pending(void);
 
+/* sys.segments: off (the default) answers like a Druid that forbids it (403); on lists one
+ * segment per day of the rows, version `version`, num_rows known unless rows_unknown. */
+void fake_druid_segments(bool on, const char *version, bool rows_unknown);
+/* The segments of the day starting at day_ms are unavailable (true) or served again. */
+void fake_druid_unavailable(int64_t day_ms, bool unavailable);
+
 /* ---- PostgreSQL sink ---- */
 /* Hold commits instead of completing them; release one by its slice's lo bound. */
 void fake_sink_hold_commits(bool hold);
@@ -64,6 +70,10 @@ const char *fake_sink_status(void); /* "ok", "error", "interrupted", "syncing", 
 int64_t fake_sink_cursor(void);     /* INT64_MIN none */
 const char *fake_sink_last_error(void);
 int fake_sink_cycle_ends(void);
+/* The chunk ledger: rows, and the state/stored rows of the row starting at start_ms. */
+int fake_ledger_rows(void);
+const char *fake_ledger_state(int64_t start_ms);
+int64_t fake_ledger_stored(int64_t start_ms);
 /* Slice transactions open now. */
 int fake_sink_open_slices(void);
 

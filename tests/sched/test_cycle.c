@@ -351,6 +351,138 @@ static void test_postgres_connection_lost_retried(void **state)
     finish(&r);
 }
 
+/* ---- segments mode: the chunk ledger ---- */
+
+/* Runs one daemon cycle: the first at start, later ones on the datasource's timer. */
+static void next_cycle(void)
+{
+    fake_run(fake_now() + 60000);
+}
+
+/* A first sync planned from the segments' row counts: no COUNT query at all, each day one
+ * slice, the ledger records every chunk with its rows. */
+static void test_segments_first_sync(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    start(&r, 300, 4, true);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 0);
+    assert_int_equal(fake_druid_queries("COUNT(*)"), 0);
+    assert_int_equal(fake_druid_queries("ORDER BY"), 3);
+    assert_int_equal(fake_sink_rows(), 750);
+    assert_each_row_once(0, 750);
+    assert_int_equal(fake_ledger_rows(), 3);
+    for (int d = 0; d < 3; d++) {
+        assert_string_equal(fake_ledger_state(T0 + d * DAY), "synced");
+        assert_int_equal(fake_ledger_stored(T0 + d * DAY), 250);
+    }
+    finish(&r);
+}
+
+/* Unchanged chunks are not queried; a chunk that gained a late row is read again, alone. */
+static void test_segments_change_detection(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    start(&r, 300, 4, false);
+    fake_run(0);
+    assert_int_equal(fake_sink_rows(), 750);
+    int reads = fake_druid_queries("ORDER BY"), all = fake_druid_queries(NULL);
+    next_cycle();
+    assert_int_equal(fake_druid_queries("ORDER BY"), reads); /* no change: no data query */
+    assert_int_equal(fake_druid_queries(NULL), all + 1);     /* only sys.segments */
+    /* a late row into day 1 */
+    fake_druid_add_row(T0 + DAY + 7, 750);
+    next_cycle();
+    assert_int_equal(fake_druid_queries("ORDER BY"), reads + 1);
+    assert_int_equal(fake_sink_rows(), 751);
+    assert_int_equal(fake_sink_copies(T0 + DAY + 7, 750), 1);
+    assert_each_row_once(0, 750);
+    assert_int_equal(fake_ledger_stored(T0 + DAY), 251);
+    assert_string_equal(fake_sink_status(), "ok");
+    sched_stop(r.s, 30);
+    fake_run(FOREVER);
+    finish(&r);
+}
+
+/* Dropped days: their rows are flagged (here: the range's rows replaced by none) and the
+ * ledger forgets them; a snapshot dropping most chunks at once waits for a second one to
+ * agree. (A datasource with no segment listed at all is "unreadable", not "all dropped".) */
+static void test_segments_drops(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    start(&r, 300, 4, false);
+    fake_run(0);
+    assert_int_equal(fake_ledger_rows(), 3);
+    fake_druid_delete(T0, T0 + 2 * DAY); /* two of three chunks at once */
+    next_cycle();
+    assert_int_equal(fake_sink_rows(), 750);
+    assert_int_equal(fake_ledger_rows(), 3);
+    next_cycle(); /* the second snapshot agrees */
+    assert_int_equal(fake_sink_rows(), 250);
+    assert_int_equal(fake_ledger_rows(), 1);
+    assert_each_row_once(500, 750);
+    assert_string_equal(fake_sink_status(), "ok");
+    sched_stop(r.s, 30);
+    fake_run(FOREVER);
+    finish(&r);
+}
+
+/* A day whose segments are unavailable is neither read nor flagged; it converges once they
+ * are served again. */
+static void test_segments_unavailable_postponed(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    start(&r, 300, 4, false);
+    fake_run(0);
+    fake_druid_add_row(T0 + 2 * DAY + 5, 750);
+    fake_druid_unavailable(T0 + 2 * DAY, true);
+    int reads = fake_druid_queries("ORDER BY");
+    next_cycle();
+    assert_int_equal(fake_druid_queries("ORDER BY"), reads);
+    assert_string_equal(fake_ledger_state(T0 + 2 * DAY), "postponed");
+    assert_int_equal(fake_sink_rows(), 750); /* day 2's rows stay, not flagged */
+    fake_druid_unavailable(T0 + 2 * DAY, false);
+    next_cycle();
+    assert_string_equal(fake_ledger_state(T0 + 2 * DAY), "synced");
+    assert_int_equal(fake_sink_rows(), 751);
+    assert_each_row_once(0, 750);
+    sched_stop(r.s, 30);
+    fake_run(FOREVER);
+    finish(&r);
+}
+
+/* Segments whose num_rows is unknown (0) are counted inside their chunk. */
+static void test_segments_unknown_rows_counted(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", true);
+    start(&r, 100, 4, true);
+    fake_run(FOREVER);
+    assert_int_equal(r.code, 0);
+    assert_int_equal(fake_druid_queries("'P1D'"), 3); /* one per chunk */
+    assert_int_equal(fake_sink_rows(), 750);
+    assert_each_row_once(0, 750);
+    assert_int_equal(fake_ledger_rows(), 3);
+    for (int d = 0; d < 3; d++)
+        assert_int_equal(fake_ledger_stored(T0 + d * DAY), 250);
+    finish(&r);
+}
+
 /* Each test starts in a fresh world, even after a failed one. */
 static int reset(void **state)
 {
@@ -369,6 +501,11 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup(test_stop_during_backoff, reset),
     cmocka_unit_test_setup(test_postgres_constraint_fails_at_once, reset),
     cmocka_unit_test_setup(test_postgres_connection_lost_retried, reset),
+    cmocka_unit_test_setup(test_segments_first_sync, reset),
+    cmocka_unit_test_setup(test_segments_change_detection, reset),
+    cmocka_unit_test_setup(test_segments_drops, reset),
+    cmocka_unit_test_setup(test_segments_unavailable_postponed, reset),
+    cmocka_unit_test_setup(test_segments_unknown_rows_counted, reset),
 };
 
 int main(void)
