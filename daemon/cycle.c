@@ -108,10 +108,13 @@ static void cycle_reset(struct dsync *d)
     d->work = NULL;
     free(d->work_rows);
     d->work_rows = NULL;
+    free(d->work_max);
+    d->work_max = NULL;
     free(d->work_recorded);
     d->work_recorded = NULL;
     d->nwork = 0;
     d->table_reset = false;
+    d->migrating = false;
     d->prep_attempts = 0;
     free(d->slices);
     d->slices = NULL;
@@ -157,10 +160,12 @@ void cycle_planned(struct dsync *d, struct ledger_slice *sl, size_t n)
     cycle_maybe_finish(d);
 }
 
-void cycle_chunk_record(const struct dsync *d, size_t item, int64_t rows, struct pgsink_chunk *out)
+void cycle_chunk_record(const struct dsync *d, size_t item, int64_t rows, int64_t max_ms,
+                        struct pgsink_chunk *out)
 {
     const struct ledger_work *w = &d->work[item];
     memset(out, 0, sizeof *out);
+    out->position_ms = INT64_MIN;
     out->start_ms = w->lo;
     out->end_ms = w->hi;
     out->druid_rows = -1;
@@ -177,6 +182,12 @@ void cycle_chunk_record(const struct dsync *d, size_t item, int64_t rows, struct
     if (w->action == LEDGER_READ) {
         out->fingerprint = c->fp;
         out->state = "synced";
+        if (w->open) {
+            /* still served by realtime tasks: new rows keep arriving, it stays pending */
+            out->state = "pending";
+            out->position_ms = max_ms > w->position_ms ? max_ms : w->position_ms;
+            out->full_read_ms = w->full_read_ms;
+        }
         return;
     }
     /* postponed: a ledger row of the same bounds keeps its fingerprint, so that the chunk
@@ -275,7 +286,7 @@ static void record_cycle_end(struct dsync *d)
         time_format_iso_ms(d->end_cursor_ms, cur);
     pgsink_state_cycle_end(d->s->sink, d->name, d->failed ? d->err : NULL,
                            d->end_cursor_ms != INT64_MIN ? cur : NULL, d->interrupted, d->detection,
-                           on_cycle_end, d);
+                           d->migrating && !d->failed ? ROWENC_ID_SCHEME : 0, on_cycle_end, d);
 }
 
 static void retry_cycle_end(struct dsync *d, void *arg)
@@ -320,7 +331,7 @@ static bool write_chunks(struct dsync *d)
                    !ledger_item_complete(d->slices, d->nslices, i, SIZE_MAX)) {
             continue;
         }
-        cycle_chunk_record(d, i, d->work_rows[i], &rec[n++]);
+        cycle_chunk_record(d, i, d->work_rows[i], d->work_max[i], &rec[n++]);
     }
     d->postponed = postponed;
     if (n == 0) {
@@ -399,8 +410,10 @@ static void on_prepared(void *ud, const char *err, const struct pgsink_table_inf
         if (delay >= 0 && !lost) {
             /* a lock held by someone else, a restart: the same request again later */
             s->counters.retries[SCHED_ERR_POSTGRES]++;
+            char msg[1200];
+            retry_pg_describe(pe, msg, sizeof msg);
             log_warning("pg", "%s: preparing the PostgreSQL table failed: %s; retry %d in %.1f s",
-                        d->name, err, d->prep_attempts, delay);
+                        d->name, msg, d->prep_attempts, delay);
             cycle_call_later(d, delay, retry_prepare, retry_prepare_drop, NULL);
             return;
         }
@@ -412,7 +425,15 @@ static void on_prepared(void *ud, const char *err, const struct pgsink_table_inf
         d->types[i] = info->types[i];
     d->start_ms = PLAN_UNBOUNDED_LO;
     d->table_reset = info->created || info->empty;
-    if (d->incremental && info->cursor && d->table_reset && !d->ledger_mode) {
+    d->migrating = !d->table_reset && info->id_scheme != ROWENC_ID_SCHEME;
+    if (d->migrating)
+        log_info("sched",
+                 "%s: the table's row ids are of scheme %d (0: unrecorded), the encoder's are of "
+                 "scheme %d: reading every row again to rewrite them",
+                 d->name, info->id_scheme, ROWENC_ID_SCHEME);
+    if (d->incremental && info->cursor && d->migrating && !d->ledger_mode) {
+        /* from the start: every row gets its new id */
+    } else if (d->incremental && info->cursor && d->table_reset && !d->ledger_mode) {
         log_warning("sched",
                     "%s: the destination table is new or empty but the state row has cursor %s; "
                     "reading from the start",
@@ -519,7 +540,8 @@ void cycle_start(struct dsync *d)
                                    d->ncols,
                                    d->slice_col,
                                    d->incremental ? "incremental" : "full",
-                                   s->cfg->incremental_column};
+                                   s->cfg->incremental_column,
+                                   ROWENC_ID_SCHEME};
     d->st = DS_PREPARING;
     d->outstanding++;
     d->req_cols = pc;

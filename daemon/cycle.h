@@ -16,8 +16,9 @@ void cycle_schedule(struct dsync *d, double seconds);
 /* Planning is over: the cycle's slices, in order (the array is taken over). */
 void cycle_planned(struct dsync *d, struct ledger_slice *sl, size_t n);
 /* The ledger row that records work item `item` as done with `rows` rows read (segments
- * mode). Strings point into d's cycle. */
-void cycle_chunk_record(const struct dsync *d, size_t item, int64_t rows, struct pgsink_chunk *out);
+ * mode); max_ms: the newest __time read in it. Strings point into d's cycle. */
+void cycle_chunk_record(const struct dsync *d, size_t item, int64_t rows, int64_t max_ms,
+                        struct pgsink_chunk *out);
 /* Starts slices while the concurrency limit allows. */
 void cycle_pump(struct dsync *d);
 /* Ends the cycle when nothing of it is in flight any more and it is complete, failed or

@@ -98,8 +98,23 @@ int ledger_diff(const struct ledger_chunk *snap, size_t ns, const struct ledger_
                 (!since || led[j].postponed_since_ms < since))
                 since = led[j].postponed_since_ms;
         }
-        struct ledger_work x = {LEDGER_READ, c->start_ms,   c->end_ms, i,
-                                nover == 0,  c->druid_rows, 0};
+        struct ledger_work x = {LEDGER_READ,   c->start_ms, c->end_ms, i,         nover == 0,
+                                c->druid_rows, 0,           false,     INT64_MIN, 0};
+        if (c->realtime && c->available) {
+            x.open = true;
+            x.full_read_ms = o->now_ms;
+            const struct ledger_chunk *l = same != SIZE_MAX && nover == 1 ? &led[same] : NULL;
+            if (l && l->state == LEDGER_WAITING && l->position_ms != INT64_MIN &&
+                l->position_ms >= c->start_ms && l->full_read_ms &&
+                o->now_ms - l->full_read_ms < o->reread_ms) {
+                /* its new rows: from the newest one read (rows sharing it are read again,
+                 * identical ones write nothing) */
+                x.lo = l->position_ms;
+                x.position_ms = l->position_ms;
+                x.full_read_ms = l->full_read_ms;
+                x.rows = -1; /* unknown for a part of the chunk: counted */
+            }
+        }
         if (!c->available) {
             x.action = LEDGER_POSTPONE;
             x.since_ms = since ? since : o->now_ms;
@@ -123,7 +138,8 @@ int ledger_diff(const struct ledger_chunk *snap, size_t ns, const struct ledger_
         drops++;
         if (o->hold_drops)
             continue;
-        struct ledger_work x = {LEDGER_DROP, led[j].start_ms, led[j].end_ms, SIZE_MAX, false, 0, 0};
+        struct ledger_work x = {LEDGER_DROP, led[j].start_ms, led[j].end_ms, SIZE_MAX, false, 0,
+                                0,           false,           INT64_MIN,     0};
         if (push(&w, &n, &cap, &x) != 0)
             goto oom;
     }

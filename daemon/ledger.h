@@ -41,6 +41,8 @@ struct ledger_chunk {
     bool realtime;           /* snapshot: some segment is served only by realtime tasks */
     enum ledger_state state; /* ledger */
     int64_t postponed_since_ms;
+    int64_t position_ms;  /* ledger, open chunks: the newest __time read, INT64_MIN none */
+    int64_t full_read_ms; /* ledger, open chunks: when it was last read whole, 0 never */
 };
 
 enum ledger_action {
@@ -52,20 +54,26 @@ enum ledger_action {
 struct ledger_work {
     enum ledger_action action;
     int64_t lo, hi;
-    size_t snap;      /* the snapshot chunk (READ, POSTPONE); SIZE_MAX for DROP */
-    bool fresh;       /* READ: no ledger row overlaps it */
-    int64_t rows;     /* READ: rows Druid reports, -1 unknown */
-    int64_t since_ms; /* POSTPONE: postponed since (epoch ms) */
+    size_t snap;          /* the snapshot chunk (READ, POSTPONE); SIZE_MAX for DROP */
+    bool fresh;           /* READ: no ledger row overlaps it */
+    int64_t rows;         /* READ: rows Druid reports, -1 unknown */
+    int64_t since_ms;     /* POSTPONE: postponed since (epoch ms) */
+    bool open;            /* READ: realtime segments serve it: it stays 'pending' */
+    int64_t position_ms;  /* open: the newest __time read before, INT64_MIN none */
+    int64_t full_read_ms; /* open: when it is (lo = chunk start) or was last read whole */
 };
 
 struct ledger_opts {
     int64_t now_ms;
-    bool hold_drops; /* drops are held back this time (more than half, not yet confirmed) */
+    int64_t reread_ms; /* an open chunk is read whole at most this often, else from its position */
+    bool hold_drops;   /* drops are held back this time (more than half, not yet confirmed) */
 };
 
 /* Compares Druid's chunks (snap, by start, disjoint) with the ledger rows (led, by start)
  * and lists the work, by range: chunks matched by overlap, not exact bounds. An unchanged
  * chunk (one ledger row, same bounds, same fingerprint, synced, not realtime) is no work.
+ * An open (realtime) chunk is read from its position (the newest __time read, inclusive)
+ * and whole again every reread_ms; its handoff (no realtime segment left) reads it whole.
  * *ndrops: ledger rows that vanished from the active set (counted even when held). Returns
  * 0, -1 on OOM; *out is malloc'd. */
 int ledger_diff(const struct ledger_chunk *snap, size_t ns, const struct ledger_chunk *led,

@@ -343,6 +343,8 @@ static void to_ledger_chunks(struct dsync *d, const struct pgsink_chunk *c, size
                    : strcmp(c[i].state, "postponed") == 0 ? LEDGER_POSTPONED
                                                           : LEDGER_WAITING;
         l->postponed_since_ms = c[i].postponed_since_ms;
+        l->position_ms = c[i].position_ms;
+        l->full_read_ms = c[i].full_read_ms;
         if (l->state == LEDGER_SYNCED && l->end_ms > d->chunk_synced_ms)
             d->chunk_synced_ms = l->end_ms;
         d->nledc++;
@@ -375,8 +377,11 @@ static void on_ledger(void *ud, const char *err, const struct pgsink_chunk *c, s
                     d->name, stored, n);
         n = 0;
     }
+    if (d->migrating)
+        n = 0; /* every chunk is read again: the ids change */
     to_ledger_chunks(d, c, n);
-    struct ledger_opts o = {time_now_ms(), false};
+    struct ledger_opts o = {time_now_ms(), (int64_t)(s->cfg->realtime_reread_seconds * 1000.0),
+                            false};
     size_t drops = 0;
     if (ledger_diff(d->snapc, d->nsnapc, d->ledc, d->nledc, &o, &d->work, &d->nwork, &drops) != 0)
         abort();
@@ -415,12 +420,16 @@ static void on_ledger(void *ud, const char *err, const struct pgsink_chunk *c, s
             d->work = realloc(d->work, (d->nwork + 1) * sizeof *d->work);
             if (!d->work)
                 abort();
-            d->work[d->nwork++] = (struct ledger_work){LEDGER_READ, k->start_ms,   k->end_ms, i,
-                                                       false,       k->druid_rows, 0};
+            struct ledger_work x = {LEDGER_READ,   k->start_ms, k->end_ms, i,         false,
+                                    k->druid_rows, 0,           false,     INT64_MIN, 0};
+            d->work[d->nwork++] = x;
         }
         qsort(d->work, d->nwork, sizeof *d->work, cmp_work_range);
     }
     d->work_rows = sched_xcalloc(d->nwork, sizeof *d->work_rows);
+    d->work_max = sched_xcalloc(d->nwork, sizeof *d->work_max);
+    for (size_t i = 0; i < d->nwork; i++)
+        d->work_max[i] = INT64_MIN;
     d->work_recorded = sched_xcalloc(d->nwork, sizeof *d->work_recorded);
     ledger_start_counts(d);
 }

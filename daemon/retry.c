@@ -2,6 +2,7 @@
 #include "retry.h"
 
 #include <math.h>
+#include <stdio.h>
 
 double retry_backoff(const struct config *c, int attempt, double retry_after)
 {
@@ -48,4 +49,10 @@ double retry_discovery(const struct config *c, int attempts, bool once)
     if (!once && delay > c->sync_interval_seconds)
         delay = c->sync_interval_seconds;
     return delay;
+}
+
+void retry_pg_describe(const struct pgerr *e, char *out, size_t n)
+{
+    snprintf(out, n, "PostgreSQL (%s%s%s): %s", pgerr_kind(e), e->sqlstate[0] ? ", " : "",
+             e->sqlstate, e->message);
 }

@@ -30,6 +30,10 @@ double retry_druid(const struct config *c, const struct druid_error *e, int atte
 double retry_postgres(const struct config *c, const struct pgerr *e, int attempts, bool stopping,
                       bool *schema_lost);
 
+/* "PostgreSQL (constraint, 23514): ERROR: ...": the failure with its class and SQLSTATE,
+ * as every log line about a PostgreSQL failure shows it. */
+void retry_pg_describe(const struct pgerr *e, char *out, size_t n);
+
 /* The wait before the next cycle of a datasource after failed_cycles consecutive failed
  * cycles (0: the last one succeeded): never less than sync_interval_seconds, growing with
  * the backoff so that a permanent error (a constraint, a full disk) is no tight loop. */

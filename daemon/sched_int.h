@@ -93,6 +93,7 @@ struct dsync {
     bool ledger_mode;           /* this cycle plans from sys.segments and the ledger */
     const char *detection;      /* "segments", "counts" or "cursor" (last cycle's) */
     bool table_reset;           /* the table was created or found empty at prepare */
+    bool migrating;             /* its rows carry ids of an older scheme: read everything again */
     struct ledger_chunk *snapc; /* this cycle's snapshot chunks */
     size_t nsnapc;
     struct ledger_chunk *ledc; /* this cycle's ledger rows */
@@ -100,6 +101,7 @@ struct dsync {
     struct ledger_work *work; /* this cycle's chunk work, by range */
     size_t nwork;
     int64_t *work_rows;  /* rows committed per work item */
+    int64_t *work_max;   /* newest __time committed per work item, INT64_MIN none */
     bool *work_recorded; /* its ledger row was written with the data */
     struct plan **plans; /* per work item that needs counting, else NULL */
     size_t held_drops;   /* drops held back last cycle (more than half the ledger) */

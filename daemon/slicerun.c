@@ -30,6 +30,7 @@ struct slicerun {
     bool pg_failed;     /* the consumer side failed: PostgreSQL, not Druid */
     struct pgerr pge;   /* ... and why */
     int64_t *item_rows; /* segments mode: rows read per work item w0..w1 of the slice */
+    int64_t *item_max;  /* ... and the newest __time of each */
     bool chunks_sent;   /* the commit carries the ledger rows of the items it completes */
     char err[1024];
 };
@@ -37,6 +38,7 @@ struct slicerun {
 static void run_free(struct slicerun *r)
 {
     free(r->item_rows);
+    free(r->item_max);
     rowenc_free(r->enc);
     buf_free(&r->out);
     free(r);
@@ -68,13 +70,6 @@ static void slice_retry_drop(struct dsync *d, void *arg)
     d->slices[(size_t)(uintptr_t)arg].status = LEDGER_PENDING;
 }
 
-/* "PostgreSQL (constraint, 23514): ERROR: ..." */
-static void pg_describe(const struct pgerr *e, char *out, size_t n)
-{
-    snprintf(out, n, "PostgreSQL (%s%s%s): %s", pgerr_kind(e), e->sqlstate[0] ? ", " : "",
-             e->sqlstate, e->message);
-}
-
 /* A slice attempt failed; its transaction is (being) rolled back. Exactly one of e (Druid)
  * and pe (PostgreSQL) is set. The slice is retried after a backoff or, when it cannot be,
  * put back as pending and the cycle fails: no slice is left behind. */
@@ -102,7 +97,7 @@ static void slice_failed(struct slicerun *r, const struct druid_error *e, const 
     double delay;
     const char *kind;
     if (pe) {
-        pg_describe(pe, msg, sizeof msg);
+        retry_pg_describe(pe, msg, sizeof msg);
         ekind = SCHED_ERR_POSTGRES;
         kind = "postgres";
         bool lost = false;
@@ -205,6 +200,8 @@ static void count_item(struct slicerun *r, int64_t ms)
             hi = mid - 1;
     }
     r->item_rows[lo - st->w0]++;
+    if (ms > r->item_max[lo - st->w0])
+        r->item_max[lo - st->w0] = ms;
 }
 
 static int slice_on_row(void *ud, struct json_object *row)
@@ -290,6 +287,8 @@ static void slice_on_commit(void *ud, const struct pgerr *err,
     if (r->item_rows) {
         for (size_t i = st->w0; i <= st->w1; i++) {
             d->work_rows[i] += r->item_rows[i - st->w0];
+            if (r->item_max[i - st->w0] > d->work_max[i])
+                d->work_max[i] = r->item_max[i - st->w0];
             if (r->chunks_sent && ledger_item_complete(d->slices, d->nslices, i, SIZE_MAX)) {
                 d->work_recorded[i] = true;
                 if (d->work[i].hi > d->chunk_synced_ms && d->work[i].action == LEDGER_READ)
@@ -315,7 +314,10 @@ static void attach_chunks(struct slicerun *r)
     size_t n = 0;
     for (size_t i = st->w0; i <= st->w1; i++)
         if (ledger_item_complete(d->slices, d->nslices, i, r->idx))
-            cycle_chunk_record(d, i, d->work_rows[i] + r->item_rows[i - st->w0], &rec[n++]);
+            cycle_chunk_record(d, i, d->work_rows[i] + r->item_rows[i - st->w0],
+                               r->item_max[i - st->w0] > d->work_max[i] ? r->item_max[i - st->w0]
+                                                                        : d->work_max[i],
+                               &rec[n++]);
     if (n)
         pgsink_slice_chunks(r->sl, rec, n);
     r->chunks_sent = n > 0;
@@ -381,6 +383,7 @@ static void slice_on_ready(void *ud, struct pgsink_slice *sl, const struct pgerr
         return;
     }
     struct ledger_slice *st = &d->slices[r->idx];
+    pgsink_slice_set_replace(sl, d->migrating);
     struct buf b = BUF_INIT;
     struct druid_param p[DRUIDSQL_MAX_PARAMS];
     size_t np = 0;
@@ -409,9 +412,13 @@ void slicerun_start(struct dsync *d, size_t idx)
     }
     /* segments mode needs every row's __time: which chunk it belongs to */
     r->enc = rowenc_new(rc, d->nccols, d->ledger_mode ? d->time_idx : d->inc_idx, true);
-    if (d->ledger_mode && d->slices[idx].w0 != SIZE_MAX)
-        r->item_rows =
-            sched_xcalloc(d->slices[idx].w1 - d->slices[idx].w0 + 1, sizeof *r->item_rows);
+    if (d->ledger_mode && d->slices[idx].w0 != SIZE_MAX) {
+        size_t k = d->slices[idx].w1 - d->slices[idx].w0 + 1;
+        r->item_rows = sched_xcalloc(k, sizeof *r->item_rows);
+        r->item_max = sched_xcalloc(k, sizeof *r->item_max);
+        for (size_t i = 0; i < k; i++)
+            r->item_max[i] = INT64_MIN;
+    }
     free(rc);
     if (!r->enc)
         abort();

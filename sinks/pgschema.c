@@ -129,7 +129,9 @@ struct prep {
     struct pgnames_map map; /* recorded column mapping, then with the new columns */
     enum pgtype *types;
     char *cursor;
-    bool empty; /* the table holds no row */
+    bool empty;     /* the table holds no row */
+    int id_scheme;  /* of the request */
+    int got_scheme; /* recorded for the table */
 };
 
 static void prep_free(struct prep *p)
@@ -197,6 +199,7 @@ static int prep_state_hook(struct pgjob *j, PGresult *res, void *ud, char *err, 
     if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
         p->cursor = strdup(PQgetvalue(res, 0, 0));
     p->empty = PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+    p->got_scheme = PQntuples(res) > 0 ? atoi(PQgetvalue(res, 0, 2)) : 0;
     return 0;
 }
 
@@ -214,17 +217,24 @@ static void add_tail(struct pgjob *j, struct prep *p)
     buf_puts(
         &b,
         " AS st (datasource, destination_table, mode, incremental_column, column_names,"
-        " in_catalog, status) VALUES ($1, $2, $3, $4, $5::jsonb, true, 'syncing')"
+        " in_catalog, status, id_scheme) VALUES ($1, $2, $3, $4, $5::jsonb, true, 'syncing',"
+        " $6::integer)"
         " ON CONFLICT (datasource) DO UPDATE SET destination_table = EXCLUDED.destination_table,"
         " mode = EXCLUDED.mode, incremental_column = EXCLUDED.incremental_column,"
         " column_names = EXCLUDED.column_names, in_catalog = true, updated_at = now(),"
+        /* a table created now holds ids of the current scheme; an existing one keeps its
+         * record (NULL: written before schemes were recorded) */
+        " id_scheme = COALESCE(EXCLUDED.id_scheme, st.id_scheme),"
         /* switching modes, or moving to another table, invalidates the cursor */
         " cursor = CASE WHEN st.mode IS DISTINCT FROM EXCLUDED.mode"
         " OR st.incremental_column IS DISTINCT FROM EXCLUDED.incremental_column"
         " OR st.destination_table IS DISTINCT FROM EXCLUDED.destination_table"
         " THEN NULL ELSE st.cursor END");
-    const char *params[5] = {p->datasource, p->dest, p->mode, p->inc, mapping};
-    pgjob_sql(j, b.data, 5, params, NULL);
+    char scheme[16];
+    snprintf(scheme, sizeof scheme, "%d", p->id_scheme);
+    const char *params[6] = {p->datasource, p->dest, p->mode,
+                             p->inc,        mapping, !p->table_exists ? scheme : NULL};
+    pgjob_sql(j, b.data, 6, params, NULL);
     if (p->meta_pg_column) {
         buf_reset(&b);
         buf_puts(&b, "UPDATE ");
@@ -238,8 +248,9 @@ static void add_tail(struct pgjob *j, struct prep *p)
     /* with an emptiness probe: a table dropped or emptied behind the daemon's back while
      * its state says it holds rows is rebuilt */
     buf_puts(&b, "SELECT cursor, NOT EXISTS (SELECT 1 FROM ");
+    /* ... and the id scheme of its rows */
     pgsink_qtable(&b, s, p->dest);
-    buf_puts(&b, ") FROM ");
+    buf_puts(&b, "), COALESCE(id_scheme, 0) FROM ");
     pgsink_qtable(&b, s, STATE_TABLE);
     buf_puts(&b, " WHERE datasource = $1");
     pgjob_sql(j, b.data, 1, params, prep_state_hook);
@@ -537,7 +548,8 @@ static void prep_done(void *ud, const char *err)
     sqlident_quote(&b, s->col_id);
     t->copy_cols = buf_steal(&b);
     t->slice_column = p->slice_column ? strdup(p->slice_column) : NULL;
-    struct pgsink_table_info info = {p->dest, p->types, p->cursor, !p->table_exists, p->empty};
+    struct pgsink_table_info info = {p->dest,          p->types, p->cursor,
+                                     !p->table_exists, p->empty, p->got_scheme};
     p->cb(p->ud, NULL, &info);
     prep_free(p);
 }
@@ -567,6 +579,7 @@ void pgsink_prepare_table(struct pgsink *s, const struct pgsink_table_req *req, 
     p->slice_druid = req->slice_column ? strdup(req->slice_column) : NULL;
     p->mode = strdup(req->mode);
     p->inc = strdup(req->incremental_column);
+    p->id_scheme = req->id_scheme;
 
     struct pgjob *j = pgjob_new(prep_done, p);
     pgjob_set_ud_free(j, prep_drop);

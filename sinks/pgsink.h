@@ -67,6 +67,7 @@ struct pgsink_table_req {
     const char *slice_column; /* the column slices are ranges of; NULL: whole-table slices */
     const char *mode;         /* "incremental" or "full" */
     const char *incremental_column;
+    int id_scheme; /* the row id scheme the encoder writes (recorded for new tables) */
 };
 
 struct pgsink_table_info {
@@ -75,6 +76,7 @@ struct pgsink_table_info {
     const char *cursor;       /* committed cursor, NULL when none */
     bool created;             /* the table did not exist: created now */
     bool empty;               /* the table holds no row at all (live or flagged) */
+    int id_scheme;            /* the row id scheme its rows were written with; 0 unknown */
 };
 typedef void (*pgsink_table_cb)(void *ud, const char *err, const struct pgsink_table_info *info);
 
@@ -109,6 +111,9 @@ typedef void (*pgsink_commit_cb)(void *ud, const struct pgerr *err,
  * transaction is rolled back: nothing of the slice is visible. */
 void pgsink_slice_commit(struct pgsink_slice *sl, const char *cursor, pgsink_commit_cb cb,
                          void *ud);
+/* The slice's range is rewritten, not merged: live rows of the range that the slice does not
+ * bring are deleted rather than flagged (rows written with an older id scheme). */
+void pgsink_slice_set_replace(struct pgsink_slice *sl, bool replace);
 /* Rolls back and frees the slice; no callback. */
 void pgsink_slice_abort(struct pgsink_slice *sl);
 
@@ -122,6 +127,8 @@ struct pgsink_chunk {
     int64_t stored_rows;        /* rows read into PostgreSQL when it was synced */
     const char *state;          /* "synced", "pending" or "postponed" */
     int64_t postponed_since_ms; /* epoch ms, 0 when not postponed */
+    int64_t position_ms;        /* open chunks: newest __time read, INT64_MIN none */
+    int64_t full_read_ms;       /* open chunks: last read whole (epoch ms), 0 never */
 };
 /* The ledger rows of a datasource, by start (strings borrowed for the call). */
 typedef void (*pgsink_chunks_cb)(void *ud, const char *err, const struct pgsink_chunk *c, size_t n);
@@ -138,10 +145,11 @@ void pgsink_slice_chunks(struct pgsink_slice *sl, const struct pgsink_chunk *c, 
 void pgsink_state_cycle_start(struct pgsink *s, const char *datasource, pgsink_cb cb, void *ud);
 /* error NULL: success (last_success, clears last_error); cursor NULL keeps it. interrupted:
  * a stop ended the cycle early (status 'interrupted', last_success kept). detection: how
- * changes were found ("segments", "counts", "cursor", "full"; NULL keeps it). */
+ * changes were found ("segments", "counts", "cursor", "full"; NULL keeps it). id_scheme:
+ * every row now has ids of this scheme (0 keeps it). */
 void pgsink_state_cycle_end(struct pgsink *s, const char *datasource, const char *error,
                             const char *cursor, bool interrupted, const char *detection,
-                            pgsink_cb cb, void *ud);
+                            int id_scheme, pgsink_cb cb, void *ud);
 /* Datasources with a state row that are not in present_json (a JSON array of the names in
  * Druid's catalog) are marked missing: their tables are kept, the state says so. */
 void pgsink_state_mark_missing(struct pgsink *s, const char *present_json, pgsink_cb cb, void *ud);

@@ -81,6 +81,7 @@ struct pgsink_slice {
     void *drain_ud;
     bool aborted;      /* caller gave up: roll back quietly */
     bool soft_deletes; /* as configured when the slice began: a reload does not change it */
+    bool replace;      /* unmatched live rows are deleted, not flagged (id scheme migration) */
     struct pgerr err;  /* the first failure, with its cause */
 };
 
@@ -245,7 +246,7 @@ static void slice_step(struct pgsink_slice *sl)
         slice_query(sl, b.data, 0, NULL);
         break;
     case SL_VANISH:
-        if (sl->soft_deletes) {
+        if (sl->soft_deletes && !sl->replace) {
             buf_puts(&b, "UPDATE ");
             pgsink_qtable(&b, s, sl->dest);
             buf_puts(&b, " AS t SET ");
@@ -259,6 +260,12 @@ static void slice_step(struct pgsink_slice *sl)
             buf_puts(&b, "DELETE FROM ");
             pgsink_qtable(&b, s, sl->dest);
             buf_puts(&b, " AS t WHERE ");
+            if (sl->replace && sl->soft_deletes) {
+                /* rows flagged before keep their record */
+                buf_puts(&b, "NOT t.");
+                sqlident_quote(&b, s->col_deleted);
+                buf_puts(&b, " AND ");
+            }
         }
         np = range_sql(&b, &sl->view, "t", sl->lo, sl->hi, 1, lob, hib, p);
         buf_puts(&b, " AND NOT EXISTS (SELECT 1 FROM " STAGE_TABLE " g WHERE g.");
@@ -449,6 +456,11 @@ void pgsink_slice_on_drain(struct pgsink_slice *sl, void (*cb)(void *ud), void *
     sl->drain_cb = cb;
     sl->drain_ud = ud;
     pgconn_on_drain(sl->w->conn, slice_drained, sl);
+}
+
+void pgsink_slice_set_replace(struct pgsink_slice *sl, bool replace)
+{
+    sl->replace = replace;
 }
 
 void pgsink_slice_chunks(struct pgsink_slice *sl, const struct pgsink_chunk *c, size_t n)

@@ -28,6 +28,7 @@ void pgstate_add_create(struct pgjob *j, const struct pgsink *s)
     static const char *const added[] = {
         "column_names jsonb",    /* Druid column name -> PostgreSQL column name */
         "change_detection text", /* segments, counts, cursor or full */
+        "id_scheme integer",     /* the row id scheme of the table's rows (rowenc.h) */
     };
     for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
         buf_reset(&b);
@@ -65,7 +66,7 @@ void pgsink_state_cycle_start(struct pgsink *s, const char *datasource, pgsink_c
 
 void pgsink_state_cycle_end(struct pgsink *s, const char *datasource, const char *error,
                             const char *cursor, bool interrupted, const char *detection,
-                            pgsink_cb cb, void *ud)
+                            int id_scheme, pgsink_cb cb, void *ud)
 {
     /* the scheduler never sends a cursor behind the stored one: no text comparison, which
      * would misorder years beyond 9999 and BC */
@@ -81,9 +82,12 @@ void pgsink_state_cycle_end(struct pgsink *s, const char *datasource, const char
                                " status = CASE WHEN $2::text IS NULL THEN 'ok' ELSE 'error' END,");
     buf_puts(&b, " cursor = COALESCE($3::text, st.cursor),"
                  " change_detection = COALESCE($4::text, st.change_detection),"
+                 " id_scheme = COALESCE($5::integer, st.id_scheme),"
                  " updated_at = now() WHERE datasource = $1");
-    const char *p[4] = {datasource, error, cursor, detection};
-    pgjob_sql(j, b.data, 4, p, NULL);
+    char scheme[16];
+    snprintf(scheme, sizeof scheme, "%d", id_scheme);
+    const char *p[5] = {datasource, error, cursor, detection, id_scheme > 0 ? scheme : NULL};
+    pgjob_sql(j, b.data, 5, p, NULL);
     buf_free(&b);
     pgjob_submit(s->control, j);
 }

@@ -10,6 +10,7 @@
 #include "discovery.h"
 #include "druid_client.h"
 #include "pgsink.h"
+#include "rowenc.h"
 #include "timeutil.h"
 
 static void *xcalloc(size_t n, size_t sz)
@@ -326,6 +327,35 @@ void fake_druid_unavailable(int64_t day_ms, bool unavailable)
         unavailable_days[nunavailable++] = day_ms;
 }
 
+static int64_t realtime_days[64];
+static size_t nrealtime;
+static int64_t last_slice_lo = INT64_MIN;
+
+void fake_druid_realtime(int64_t day_ms, bool realtime)
+{
+    for (size_t i = 0; i < nrealtime; i++)
+        if (realtime_days[i] == day_ms) {
+            if (!realtime)
+                realtime_days[i] = realtime_days[--nrealtime];
+            return;
+        }
+    if (realtime)
+        realtime_days[nrealtime++] = day_ms;
+}
+
+static bool day_realtime(int64_t day)
+{
+    for (size_t i = 0; i < nrealtime; i++)
+        if (realtime_days[i] == day)
+            return true;
+    return false;
+}
+
+int64_t fake_druid_last_slice_lo(void)
+{
+    return last_slice_lo;
+}
+
 static bool day_unavailable(int64_t day)
 {
     for (size_t i = 0; i < nunavailable; i++)
@@ -364,7 +394,7 @@ static void answer_segments(struct druid_query *q)
         json_object_array_add(row, json_object_new_int64(n * 100));
         json_object_array_add(row, json_object_new_int64(seg_unknown ? 0 : n));
         json_object_array_add(row, json_object_new_int64(day_unavailable(day) ? 0 : 1));
-        json_object_array_add(row, json_object_new_int64(0));
+        json_object_array_add(row, json_object_new_int64(day_realtime(day) ? 1 : 0));
         int rc = q->ops->on_row(q->ud, row);
         json_object_put(row);
         if (rc != 0) {
@@ -415,6 +445,8 @@ static void answer(void *arg)
         }
     if (count && before_count)
         before_count(level, lo, hi);
+    if (!count)
+        last_slice_lo = lo;
     qsort(rows, nrows, sizeof *rows, cmp_row);
     struct druid_error e = {DRUID_OK, 200, "", "", "", -1};
     int delivered = 0;
@@ -561,6 +593,7 @@ struct lrow {
     int64_t druid_rows, stored_rows;
     char state[16];
     int64_t since;
+    int64_t position, full_read;
 };
 static struct lrow ledger[8192];
 static size_t nledger;
@@ -587,6 +620,8 @@ static void ledger_apply(const struct pgsink_chunk *c, size_t n)
         l->stored_rows = c[i].stored_rows;
         snprintf(l->state, sizeof l->state, "%s", c[i].state);
         l->since = c[i].postponed_since_ms;
+        l->position = c[i].position_ms;
+        l->full_read = c[i].full_read_ms;
     }
 }
 
@@ -649,8 +684,8 @@ static void run_prep(void *arg)
     char cur[TIME_ISO_MAX];
     if (state_cursor != INT64_MIN)
         time_format_iso_ms(state_cursor, cur);
-    struct pgsink_table_info info = {"ds", p->types, state_cursor != INT64_MIN ? cur : NULL, false,
-                                     false};
+    struct pgsink_table_info info = {"ds",  p->types, state_cursor != INT64_MIN ? cur : NULL,
+                                     false, false,    ROWENC_ID_SCHEME};
     p->cb(p->ud, NULL, &info);
     free(p);
 }
@@ -677,8 +712,9 @@ void pgsink_state_cycle_start(struct pgsink *s, const char *datasource, pgsink_c
 
 void pgsink_state_cycle_end(struct pgsink *s, const char *datasource, const char *error,
                             const char *cursor, bool interrupted, const char *detection,
-                            pgsink_cb cb, void *ud)
+                            int id_scheme, pgsink_cb cb, void *ud)
 {
+    (void)id_scheme;
     (void)s;
     (void)datasource;
     (void)detection;
@@ -856,6 +892,12 @@ static struct pgsink_chunk *copy_chunks(const struct pgsink_chunk *c, size_t n)
     return o;
 }
 
+void pgsink_slice_set_replace(struct pgsink_slice *sl, bool replace)
+{
+    (void)sl;
+    (void)replace;
+}
+
 void pgsink_slice_chunks(struct pgsink_slice *sl, const struct pgsink_chunk *c, size_t n)
 {
     free(sl->chunks);
@@ -889,9 +931,10 @@ static void run_read(void *arg)
     qsort(ledger, nledger, sizeof *ledger, cmp_lrow);
     struct pgsink_chunk *c = xcalloc(nledger, sizeof *c);
     for (size_t i = 0; i < nledger; i++)
-        c[i] = (struct pgsink_chunk){ledger[i].start,       ledger[i].end,   ledger[i].start_ms,
-                                     ledger[i].end_ms,      ledger[i].fp,    ledger[i].druid_rows,
-                                     ledger[i].stored_rows, ledger[i].state, ledger[i].since};
+        c[i] = (struct pgsink_chunk){
+            ledger[i].start, ledger[i].end,        ledger[i].start_ms,    ledger[i].end_ms,
+            ledger[i].fp,    ledger[i].druid_rows, ledger[i].stored_rows, ledger[i].state,
+            ledger[i].since, ledger[i].position,   ledger[i].full_read};
     r->cb(r->ud, NULL, c, nledger);
     free(c);
     free(r);
@@ -1058,4 +1101,6 @@ void fake_reset(void)
     nledger = 0;
     seg_on = seg_unknown = false;
     nunavailable = 0;
+    nrealtime = 0;
+    last_slice_lo = INT64_MIN;
 }

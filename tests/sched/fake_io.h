@@ -48,6 +48,12 @@ void fake_druid_segments(bool on, const char *version, bool rows_unknown);
 /* The segments of the day starting at day_ms are unavailable (true) or served again. */
 void fake_druid_unavailable(int64_t day_ms, bool unavailable);
 
+/* The segments of the day starting at day_ms are served by realtime tasks (true) or were
+ * handed off. */
+void fake_druid_realtime(int64_t day_ms, bool realtime);
+/* The lower bound of the last slice query (INT64_MIN: unbounded). */
+int64_t fake_druid_last_slice_lo(void);
+
 /* ---- PostgreSQL sink ---- */
 /* Hold commits instead of completing them; release one by its slice's lo bound. */
 void fake_sink_hold_commits(bool hold);

@@ -483,6 +483,37 @@ static void test_segments_unknown_rows_counted(void **state)
     finish(&r);
 }
 
+/* A chunk still served by realtime tasks stays pending: each cycle reads it from the newest
+ * row read before; after the handoff it is read whole once and becomes synced. */
+static void test_segments_realtime_chunk(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    fake_druid_realtime(T0 + 2 * DAY, true);
+    start(&r, 300, 4, false);
+    fake_run(0);
+    assert_string_equal(fake_ledger_state(T0 + 2 * DAY), "pending");
+    assert_string_equal(fake_ledger_state(T0 + DAY), "synced");
+    fake_druid_add_row(T0 + 2 * DAY + 300 * 60000LL, 750); /* a new realtime row */
+    next_cycle();
+    assert_true(fake_druid_last_slice_lo() == T0 + 2 * DAY + 249 * 60000LL); /* from the newest */
+    assert_int_equal(fake_sink_rows(), 751);
+    assert_each_row_once(0, 750);
+    fake_druid_realtime(T0 + 2 * DAY, false); /* handoff */
+    next_cycle();
+    assert_true(fake_druid_last_slice_lo() == T0 + 2 * DAY);
+    assert_string_equal(fake_ledger_state(T0 + 2 * DAY), "synced");
+    assert_int_equal(fake_sink_rows(), 751);
+    int reads = fake_druid_queries("ORDER BY");
+    next_cycle();
+    assert_int_equal(fake_druid_queries("ORDER BY"), reads); /* closed and unchanged */
+    sched_stop(r.s, 30);
+    fake_run(FOREVER);
+    finish(&r);
+}
+
 /* Each test starts in a fresh world, even after a failed one. */
 static int reset(void **state)
 {
@@ -506,6 +537,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup(test_segments_drops, reset),
     cmocka_unit_test_setup(test_segments_unavailable_postponed, reset),
     cmocka_unit_test_setup(test_segments_unknown_rows_counted, reset),
+    cmocka_unit_test_setup(test_segments_realtime_chunk, reset),
 };
 
 int main(void)
