@@ -72,6 +72,25 @@ void druidsql_count(struct buf *sql, struct druid_param *p, size_t *np, const ch
     buf_puts(sql, " GROUP BY 1");
 }
 
+void druidsql_sums(struct buf *sql, struct druid_param *p, size_t *np, const char *datasource,
+                   const char *col, const char *period, const char *const *sum_cols, size_t nsum,
+                   int64_t lo, int64_t hi)
+{
+    *np = 0;
+    buf_puts(sql, "SELECT TIME_FLOOR(");
+    sqlident_quote(sql, col);
+    buf_printf(sql, ", '%s') AS \"b\", COUNT(*) AS \"n\"", period);
+    for (size_t k = 0; k < nsum; k++) {
+        buf_puts(sql, ", SUM(");
+        sqlident_quote(sql, sum_cols[k]);
+        buf_printf(sql, ") AS \"s%zu\"", k);
+    }
+    buf_puts(sql, " FROM ");
+    sqlident_quote(sql, datasource);
+    where_range(sql, col, lo, hi, p, np);
+    buf_puts(sql, " GROUP BY 1");
+}
+
 void druidsql_slice(struct buf *sql, struct druid_param *p, size_t *np, const char *datasource,
                     const char *const *cols, size_t ncols, const char *col, int64_t lo, int64_t hi,
                     int ordered)

@@ -34,6 +34,12 @@ void druidsql_segments(struct buf *sql, struct druid_param *p, size_t *np);
 void druidsql_count(struct buf *sql, struct druid_param *p, size_t *np, const char *datasource,
                     const char *col, const char *period, int64_t lo, int64_t hi);
 
+/* Rows per bucket of col over [lo, hi), with the sums of sum_cols: columns "b", "n", then one
+ * per summed column. period as for druidsql_count (never NULL here). */
+void druidsql_sums(struct buf *sql, struct druid_param *p, size_t *np, const char *datasource,
+                   const char *col, const char *period, const char *const *sum_cols, size_t nsum,
+                   int64_t lo, int64_t hi);
+
 /* All of cols (in this order) of the rows with col in [lo, hi); col NULL: every row.
  * ordered: ORDER BY "__time" (Druid's scan order that bounds occurrence counting). */
 void druidsql_slice(struct buf *sql, struct druid_param *p, size_t *np, const char *datasource,

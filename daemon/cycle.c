@@ -115,6 +115,7 @@ static void cycle_reset(struct dsync *d)
     d->nwork = 0;
     d->table_reset = false;
     d->migrating = false;
+    d->counts_mode = false;
     d->prep_attempts = 0;
     free(d->slices);
     d->slices = NULL;
@@ -362,7 +363,7 @@ static void finish(struct dsync *d)
     }
     d->end_cursor_ms = m;
     d->end_attempts = 0;
-    if (d->ledger_mode && d->work && write_chunks(d))
+    if (d->ledger_mode && !d->counts_mode && d->work && write_chunks(d))
         return; /* the end is recorded once the ledger rows are written */
     record_cycle_end(d);
 }
@@ -557,6 +558,7 @@ void cycle_start(struct dsync *d)
 void cycle_free(struct dsync *d)
 {
     cycle_cancel_all(d);
+    planning_free(d);
     slicerun_free_all(d);
     cycle_reset(d);
     registry_free_cols(d->cols, d->ncols);

@@ -2,6 +2,7 @@
 #include "planning.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 
 #include "cycle.h"
@@ -434,6 +435,282 @@ static void on_ledger(void *ud, const char *err, const struct pgsink_chunk *c, s
     ledger_start_counts(d);
 }
 
+/* ---- counts fallback: Druid's buckets against PostgreSQL's ---- */
+
+#define CMP_MAX_SUMS 16
+
+struct bkt {
+    int64_t start, n;
+    double sums[CMP_MAX_SUMS];
+};
+
+/* One bucket comparison: the same level and range counted on both sides. */
+struct cmpq {
+    struct dsync *d;
+    struct cmpq *next, *prev;
+    enum plan_level level;
+    int64_t lo, hi;
+    struct druid_query *q;
+    struct bkt *druid, *pg;
+    size_t nd, np, capd;
+    int attempts;
+    bool druid_done, pg_done, cancelled;
+};
+
+static size_t cmp_nsums(const struct dsync *d, size_t *idx, const char **names)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d->nccols && n < CMP_MAX_SUMS; i++) {
+        if ((int)i == d->time_idx || (d->types[i] != PGT_BIGINT && d->types[i] != PGT_DOUBLE))
+            continue;
+        if (idx)
+            idx[n] = i;
+        if (names)
+            names[n] = d->ccols[i].name;
+        n++;
+    }
+    return n;
+}
+
+static void cmp_free(struct cmpq *c)
+{
+    free(c->druid);
+    free(c->pg);
+    free(c);
+}
+
+static bool same_bucket(const struct bkt *a, const struct bkt *b, size_t ns)
+{
+    if (a->n != b->n)
+        return false;
+    for (size_t k = 0; k < ns; k++) {
+        double x = a->sums[k], y = b->sums[k], m = fabs(x) > fabs(y) ? fabs(x) : fabs(y);
+        /* sums of doubles depend on the order of addition: a relative tolerance */
+        if (fabs(x - y) > 1e-9 * m)
+            return false;
+    }
+    return true;
+}
+
+static int cmp_bkt(const void *a, const void *b)
+{
+    const struct bkt *x = a, *y = b;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static void cmp_submit(struct dsync *d, enum plan_level level, int64_t lo, int64_t hi);
+
+static void add_work(struct dsync *d, int64_t lo, int64_t hi, int64_t rows)
+{
+    d->work = realloc(d->work, (d->nwork + 1) * sizeof *d->work);
+    if (!d->work)
+        abort();
+    struct ledger_work x = {LEDGER_READ, lo, hi, SIZE_MAX, false, rows, 0, false, INT64_MIN, 0};
+    d->work[d->nwork++] = x;
+}
+
+static void counts_planned(struct dsync *d)
+{
+    qsort(d->work, d->nwork, sizeof *d->work, cmp_work_range);
+    d->work_rows = sched_xcalloc(d->nwork, sizeof *d->work_rows);
+    d->work_max = sched_xcalloc(d->nwork, sizeof *d->work_max);
+    d->work_recorded = sched_xcalloc(d->nwork, sizeof *d->work_recorded);
+    for (size_t i = 0; i < d->nwork; i++)
+        d->work_max[i] = INT64_MIN;
+    log_debug("sched", "%s: %zu hours differ from Druid's counts", d->name, d->nwork);
+    ledger_start_counts(d);
+}
+
+/* Both sides answered: buckets that differ are refined (day to hours) or read (hours). */
+static void cmp_compare(struct cmpq *c)
+{
+    struct dsync *d = c->d;
+    size_t ns = cmp_nsums(d, NULL, NULL);
+    qsort(c->druid, c->nd, sizeof *c->druid, cmp_bkt);
+    qsort(c->pg, c->np, sizeof *c->pg, cmp_bkt);
+    int64_t width = plan_level_width_ms(c->level);
+    size_t i = 0, j = 0;
+    while (i < c->nd || j < c->np) {
+        const struct bkt *a = i < c->nd ? &c->druid[i] : NULL, *b = j < c->np ? &c->pg[j] : NULL;
+        int64_t start;
+        bool differ;
+        int64_t rows = 0;
+        if (a && (!b || a->start < b->start)) {
+            start = a->start, differ = true, rows = a->n, i++;
+        } else if (b && (!a || b->start < a->start)) {
+            start = b->start, differ = true, j++; /* only in PostgreSQL: its rows vanished */
+        } else {
+            start = a->start, differ = !same_bucket(a, b, ns), rows = a->n, i++, j++;
+        }
+        if (!differ)
+            continue;
+        if (c->level == PLAN_DAY)
+            cmp_submit(d, PLAN_HOUR, start, start + width);
+        else
+            add_work(d, start, start + width, rows);
+    }
+}
+
+static void cmp_maybe_done(struct cmpq *c)
+{
+    struct dsync *d = c->d;
+    if (!c->druid_done || !c->pg_done)
+        return;
+    LIST_DEL(d->cmps, c);
+    d->outstanding--;
+    if (!d->failed && !d->s->stopping)
+        cmp_compare(c);
+    cmp_free(c);
+    if (d->failed || d->s->stopping) {
+        cycle_maybe_finish(d);
+        return;
+    }
+    if (!d->cmps && d->st == DS_PLANNING)
+        counts_planned(d);
+}
+
+static int cmp_on_row(void *ud, struct json_object *row)
+{
+    struct cmpq *c = ud;
+    sched_touch(c->d->s);
+    struct json_object *b = json_object_array_get_idx(row, 0);
+    if (c->nd == c->capd) {
+        c->capd = c->capd ? c->capd * 2 : 32;
+        c->druid = realloc(c->druid, c->capd * sizeof *c->druid);
+        if (!c->druid)
+            abort();
+    }
+    struct bkt *k = &c->druid[c->nd];
+    memset(k, 0, sizeof *k);
+    if (!b || !json_object_is_type(b, json_type_string) ||
+        time_parse_iso_ms(json_object_get_string(b), &k->start) != 0)
+        return -1;
+    k->n = json_object_get_int64(json_object_array_get_idx(row, 1));
+    size_t ns = cmp_nsums(c->d, NULL, NULL);
+    for (size_t s = 0; s < ns; s++) {
+        struct json_object *v = json_object_array_get_idx(row, 2 + s);
+        k->sums[s] = v ? json_object_get_double(v) : 0;
+    }
+    c->nd++;
+    return 0;
+}
+
+static void cmp_send(struct cmpq *c);
+
+static void cmp_retry(struct dsync *d, void *arg)
+{
+    struct cmpq *c = arg;
+    if (d->failed || d->s->stopping) {
+        c->druid_done = true;
+        cmp_maybe_done(c);
+        return;
+    }
+    cmp_send(c);
+}
+
+static void cmp_retry_drop(struct dsync *d, void *arg)
+{
+    (void)d;
+    struct cmpq *c = arg;
+    c->druid_done = true; /* a stop: the comparison ends unfinished (interrupted) */
+    cmp_maybe_done(c);
+}
+
+static void cmp_on_done(void *ud, const struct druid_error *e)
+{
+    struct cmpq *c = ud;
+    struct dsync *d = c->d;
+    struct sched *s = d->s;
+    c->q = NULL;
+    sched_touch(s);
+    if (e->kind != DRUID_OK) {
+        c->nd = 0;
+        bool auth = false;
+        double delay = retry_druid(s->cfg, e, ++c->attempts, false, &auth);
+        if (auth) {
+            sched_block_on_auth(s, e->http_status, e->message);
+            sched_set_last_error(s, "Druid HTTP %ld: %s", e->http_status, e->message);
+        }
+        if (delay >= 0 && !s->stopping && !d->failed) {
+            s->counters.retries[e->kind]++;
+            log_warning("druid", "%s: counting rows failed (%s: %s); retry %d in %.1f s", d->name,
+                        druid_err_kind_name(e->kind), e->message, c->attempts, delay);
+            cycle_call_later(d, delay, cmp_retry, cmp_retry_drop, c);
+            return;
+        }
+        if (!s->stopping) {
+            s->counters.errors[e->kind]++;
+            cycle_fail(d, "counting rows in Druid failed: %s", e->message);
+        }
+    }
+    c->druid_done = true;
+    cmp_maybe_done(c);
+}
+
+static void cmp_on_pg(void *ud, const char *err, const struct pgsink_bucket *b, size_t n)
+{
+    struct cmpq *c = ud;
+    if (c->cancelled) {
+        LIST_DEL(c->d->cmp_orphans, c);
+        cmp_free(c); /* a hard stop dropped it: nobody waits */
+        return;
+    }
+    sched_touch(c->d->s);
+    if (err) {
+        cycle_fail(c->d, "counting rows in PostgreSQL failed: %s", err);
+    } else {
+        size_t ns = cmp_nsums(c->d, NULL, NULL);
+        c->pg = sched_xcalloc(n, sizeof *c->pg);
+        for (size_t i = 0; i < n; i++) {
+            c->pg[i].start = b[i].start_ms;
+            c->pg[i].n = b[i].n;
+            for (size_t k = 0; k < ns; k++)
+                c->pg[i].sums[k] = b[i].sums[k];
+        }
+        c->np = n;
+    }
+    c->pg_done = true;
+    cmp_maybe_done(c);
+}
+
+static void cmp_submit(struct dsync *d, enum plan_level level, int64_t lo, int64_t hi)
+{
+    struct cmpq *c = sched_xcalloc(1, sizeof *c);
+    c->d = d;
+    c->level = level;
+    c->lo = lo;
+    c->hi = hi;
+    LIST_PUSH(d->cmps, c);
+    d->outstanding++;
+    size_t idx[CMP_MAX_SUMS];
+    size_t ns = cmp_nsums(d, idx, NULL);
+    cmp_send(c);
+    pgsink_buckets(d->s->sink, d->name, idx, ns, plan_level_width_ms(level), lo, hi, cmp_on_pg, c);
+}
+
+static void cmp_send(struct cmpq *c)
+{
+    static const struct druid_query_ops ops = {NULL, cmp_on_row, cmp_on_done};
+    struct dsync *d = c->d;
+    const char *names[CMP_MAX_SUMS];
+    size_t ns = cmp_nsums(d, NULL, names);
+    struct buf b = BUF_INIT;
+    struct druid_param p[DRUIDSQL_MAX_PARAMS];
+    size_t np = 0;
+    druidsql_sums(&b, p, &np, d->name, d->slice_col, plan_level_period(c->level), names, ns, c->lo,
+                  c->hi);
+    c->q = druid_query_submit(d->s->druid, b.data, p, np, &ops, c);
+    buf_free(&b);
+    if (!c->q)
+        abort();
+}
+
+static void counts_start(struct dsync *d)
+{
+    d->counts_mode = true;
+    cmp_submit(d, PLAN_DAY, INT64_MIN, INT64_MAX);
+}
+
 static void on_snapshot(struct dsync *d, const struct ledger_chunk *c, size_t n, const char *err)
 {
     struct sched *s = d->s;
@@ -447,14 +724,20 @@ static void on_snapshot(struct dsync *d, const struct ledger_chunk *c, size_t n,
          * has (not proof that everything was dropped) */
         if (!d->detection || strcmp(d->detection, "counts") != 0)
             log_warning("sched",
-                        "%s: %s; change detection falls back to row counts from the cursor",
+                        "%s: %s; change detection falls back to comparing row counts with "
+                        "PostgreSQL",
                         d->name,
                         err ? err
                             : "sys.segments lists no segment of it (no permission, or not "
                               "visible yet)");
         d->detection = "counts";
-        d->ledger_mode = false;
-        plan_by_counts(d);
+        if (d->migrating || d->table_reset) {
+            /* everything is read anyway: no need to compare */
+            d->ledger_mode = false;
+            plan_by_counts(d);
+        } else {
+            counts_start(d);
+        }
         return;
     }
     if (!d->detection || strcmp(d->detection, "segments") != 0)
@@ -489,11 +772,41 @@ void planning_start(struct dsync *d)
 void planning_cancel(struct dsync *d)
 {
     segments_forget(d);
+    while (d->cmps) {
+        struct cmpq *c = d->cmps;
+        LIST_DEL(d->cmps, c);
+        if (c->q)
+            druid_query_cancel(c->q);
+        d->outstanding--;
+        if (c->pg_done) {
+            cmp_free(c);
+        } else {
+            c->cancelled = true; /* freed when PostgreSQL answers */
+            LIST_PUSH(d->cmp_orphans, c);
+        }
+    }
     while (d->counts) {
         struct countq *cq = d->counts;
         LIST_DEL(d->counts, cq);
         druid_query_cancel(cq->q);
         d->outstanding--;
         countq_free(cq);
+    }
+}
+
+void planning_free(struct dsync *d)
+{
+    /* only at teardown: the sink is freed next and will not answer */
+    while (d->cmps) {
+        struct cmpq *c = d->cmps;
+        LIST_DEL(d->cmps, c);
+        if (c->q)
+            druid_query_cancel(c->q);
+        cmp_free(c);
+    }
+    while (d->cmp_orphans) {
+        struct cmpq *c = d->cmp_orphans;
+        LIST_DEL(d->cmp_orphans, c);
+        cmp_free(c);
     }
 }

@@ -25,6 +25,7 @@ enum ds_state { DS_IDLE, DS_PREPARING, DS_PLANNING, DS_RUNNING, DS_FINISHING };
 
 struct dsync;
 struct countq;
+struct cmpq;
 struct slicerun;
 
 /* A retry waiting for its timer. drop (may be NULL) releases arg when a stop ends the
@@ -94,6 +95,9 @@ struct dsync {
     const char *detection;      /* "segments", "counts" or "cursor" (last cycle's) */
     bool table_reset;           /* the table was created or found empty at prepare */
     bool migrating;             /* its rows carry ids of an older scheme: read everything again */
+    bool counts_mode;           /* segments unreadable: buckets compared with PostgreSQL */
+    struct cmpq *cmps;          /* bucket comparisons in flight (planning.c) */
+    struct cmpq *cmp_orphans;   /* ... cancelled, still waiting for PostgreSQL's answer */
     struct ledger_chunk *snapc; /* this cycle's snapshot chunks */
     size_t nsnapc;
     struct ledger_chunk *ledc; /* this cycle's ledger rows */

@@ -358,7 +358,7 @@ static void slice_on_done(void *ud, const struct druid_error *e)
     if (r->cursor_sent != INT64_MIN)
         time_format_iso_ms(r->cursor_sent, cur);
     r->committing = true;
-    if (r->item_rows)
+    if (r->item_rows && !d->counts_mode)
         attach_chunks(r);
     pgsink_slice_commit(r->sl, r->cursor_sent != INT64_MIN ? cur : NULL, slice_on_commit, r);
 }

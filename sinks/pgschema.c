@@ -548,6 +548,16 @@ static void prep_done(void *ud, const char *err)
     sqlident_quote(&b, s->col_id);
     t->copy_cols = buf_steal(&b);
     t->slice_column = p->slice_column ? strdup(p->slice_column) : NULL;
+    for (size_t i = 0; i < t->ncols; i++)
+        free(t->pg_cols[i]);
+    free(t->pg_cols);
+    t->pg_cols = calloc(p->ncols ? p->ncols : 1, sizeof *t->pg_cols);
+    if (!t->pg_cols)
+        abort();
+    for (size_t i = 0; i < p->ncols; i++)
+        if (!(t->pg_cols[i] = strdup(p->cols[i].name)))
+            abort();
+    t->ncols = p->ncols;
     struct pgsink_table_info info = {p->dest,          p->types, p->cursor,
                                      !p->table_exists, p->empty, p->got_scheme};
     p->cb(p->ud, NULL, &info);
@@ -617,6 +627,9 @@ void pgschema_free_tables(struct pgsink *s)
         free(t->datasource);
         free(t->copy_cols);
         free(t->slice_column);
+        for (size_t i = 0; i < t->ncols; i++)
+            free(t->pg_cols[i]);
+        free(t->pg_cols);
         free(t);
     }
 }

@@ -141,6 +141,20 @@ void pgsink_chunks_write(struct pgsink *s, const char *datasource, const struct 
  * become synced with its data. Call before pgsink_slice_commit; c is copied. */
 void pgsink_slice_chunks(struct pgsink_slice *sl, const struct pgsink_chunk *c, size_t n);
 
+/* Live rows per bucket of the slice column over [lo, hi) (INT64_MIN/INT64_MAX: unbounded):
+ * bucket start (epoch ms, a multiple of width_ms), row count, and the sum of each column
+ * sum_cols[k] (indices into the columns of the table request; NULL sums read 0). For the
+ * fallback that compares Druid's counts with what PostgreSQL holds. */
+struct pgsink_bucket {
+    int64_t start_ms;
+    int64_t n;
+    const double *sums;
+};
+typedef void (*pgsink_buckets_cb)(void *ud, const char *err, const struct pgsink_bucket *b,
+                                  size_t n);
+void pgsink_buckets(struct pgsink *s, const char *datasource, const size_t *sum_cols, size_t nsum,
+                    int64_t width_ms, int64_t lo, int64_t hi, pgsink_buckets_cb cb, void *ud);
+
 /* State row outside slices. */
 void pgsink_state_cycle_start(struct pgsink *s, const char *datasource, pgsink_cb cb, void *ud);
 /* error NULL: success (last_success, clears last_error); cursor NULL keeps it. interrupted:

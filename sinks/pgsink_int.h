@@ -1,7 +1,8 @@
 /* pgsink_int: what the parts of the PostgreSQL sink share and nobody else sees: the sink's
  * state (control queue, writer pool, prepared tables, system column names) and small SQL
  * helpers. pgsink.c owns the lifecycle, pgschema.c the DDL and schema evolution, pgslice.c
- * the slice transaction, pgstate.c the state table, pgchunks.c the chunk ledger. */
+ * the slice transaction, pgstate.c the state table, pgchunks.c the chunk ledger,
+ * pgbuckets.c the per-bucket counts the fallback compares. */
 #ifndef DSYNC_PGSINK_INT_H
 #define DSYNC_PGSINK_INT_H
 
@@ -27,6 +28,8 @@ struct dstable {
     char dest[SQLIDENT_PG_MAX + 1];
     char *copy_cols;    /* "c1","c2",...,"<prefix>id" */
     char *slice_column; /* NULL: whole-table slices */
+    char **pg_cols;     /* the PostgreSQL name of each requested column, in request order */
+    size_t ncols;
 };
 
 struct writer {

@@ -96,6 +96,8 @@ class LogFormatTest(EnvTestCase):
     def test_journal_warning_prefix(self):
         # a retried slice (one-shot 503) gives a warning line
         path = self.cfg()
+        # a new row: its chunk is read again (an unchanged one would not be queried)
+        self.sim.append("small", rows(1, start=1000 + len(self.sim.queries())))
         self.sim.fault("status", match='"v" FROM "small"', times=1, error="unavailable")
         try:
             rc, err = run(path, "--once", "--datasource", "small", env={"JOURNAL_STREAM": "8:1234"})

@@ -351,13 +351,46 @@ static void test_postgres_connection_lost_retried(void **state)
     finish(&r);
 }
 
-/* ---- segments mode: the chunk ledger ---- */
-
 /* Runs one daemon cycle: the first at start, later ones on the datasource's timer. */
 static void next_cycle(void)
 {
     fake_run(fake_now() + 60000);
 }
+
+/* Without sys.segments, later cycles compare Druid's row counts and sums per day, then per
+ * hour, with PostgreSQL's, and read only the hours that differ: a late row into an old day
+ * is found without any lookback, and a cycle with no change reads no row. */
+static void test_counts_fallback_compares(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    start(&r, 100, 4, false);
+    fake_run(0);
+    assert_int_equal(fake_sink_rows(), 750);
+    int reads = fake_druid_queries("ORDER BY"), hours = fake_druid_queries("'PT1H'");
+    next_cycle();
+    assert_int_equal(fake_druid_queries("ORDER BY"), reads); /* no change, no row read */
+    assert_int_equal(fake_druid_queries("'PT1H'"), hours);   /* no day differs */
+    fake_druid_add_row(T0 + 30 * 60000LL + 7, 750);          /* late, into day 0's first hour */
+    next_cycle();
+    assert_int_equal(fake_druid_queries("'PT1H'"), hours + 1); /* only day 0 refined */
+    assert_int_equal(fake_druid_queries("ORDER BY"), reads + 1);
+    assert_int_equal(fake_sink_rows(), 751);
+    assert_int_equal(fake_sink_copies(T0 + 30 * 60000LL + 7, 750), 1);
+    assert_each_row_once(0, 750);
+    /* a row that vanished from Druid: its hour differs and is read again (flagged) */
+    fake_druid_delete(T0 + DAY + 5 * 60000LL, T0 + DAY + 5 * 60000LL + 1);
+    next_cycle();
+    assert_int_equal(fake_sink_rows(), 750);
+    assert_int_equal(fake_sink_copies(T0 + DAY + 5 * 60000LL, 255), 0);
+    assert_string_equal(fake_sink_status(), "ok");
+    sched_stop(r.s, 30);
+    fake_run(FOREVER);
+    finish(&r);
+}
+
+/* ---- segments mode: the chunk ledger ---- */
 
 /* A first sync planned from the segments' row counts: no COUNT query at all, each day one
  * slice, the ledger records every chunk with its rows. */
@@ -532,6 +565,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup(test_stop_during_backoff, reset),
     cmocka_unit_test_setup(test_postgres_constraint_fails_at_once, reset),
     cmocka_unit_test_setup(test_postgres_connection_lost_retried, reset),
+    cmocka_unit_test_setup(test_counts_fallback_compares, reset),
     cmocka_unit_test_setup(test_segments_first_sync, reset),
     cmocka_unit_test_setup(test_segments_change_detection, reset),
     cmocka_unit_test_setup(test_segments_drops, reset),
