@@ -642,6 +642,12 @@ class ChunkLedger(LedgerCase):
         self.assertDataOnlyIn(qs, ds, iso_ms(hour(4)), iso_ms(hour(5)), "while a chunk is postponed")
         self.assertEqual({c["chunk_start"]: c["state"] for c in self.ledger(ds)}[hour(2)], "postponed")
         self.assertEqual(state_row(self.pg, ds)["status"], "ok")
+        # postponed for more than 10 minutes (as if): a warning names the chunk
+        self.pg.psql("UPDATE %s SET postponed_since = now() - interval '11 minutes' WHERE datasource = %s"
+                     " AND state = 'postponed'" % (tbl("druid_syncd_chunks"), harness.sqlstr(ds)))
+        err, _qs = self.sync(ds)
+        self.assertRegex(err, r"warning +sched: %s: chunk %s/%s has been postponed for 1[01] minutes"
+                         % (ds, hour(2), hour(3)))
         # available again: converges
         self.sim.set_available(ds, hour(2), hour(3), available=True)
         self.sync(ds)
@@ -843,6 +849,28 @@ class ChunkLedger(LedgerCase):
         self.assertEqual(st["last_success"], st0["last_success"])
         self.assertEqual(self.count(ds, "k = 8001"), 0)
 
+    def test_metrics_in_segments_mode(self):
+        ds = "lg_metrics"
+        self.sim.datasource(ds, COLS, mkrows(range(3), 10), granularity="HOUR")
+        self.sync(ds)
+        self.sim.set_available(ds, hour(0), hour(1), available=False)
+        port = harness.free_port()
+        self.env.config(datasources=[ds], lookback_seconds=0, sync_interval_seconds=0.5,
+                        metrics_listen="127.0.0.1:%d" % port)
+        d = Daemon(self.env)
+        try:
+            text = wait_for(lambda: (lambda t: t if t and (metric(t, "druid_syncd_cycles_total", datasource=ds,
+                                                                     result="ok") or 0) >= 2 else None)(
+                self._try_scrape(port)), timeout=30, what="two idle cycles")
+        finally:
+            d.stop()
+            d.kill()
+        self.assertEqual(metric(text, "druid_syncd_change_detection", datasource=ds, mode="segments"), 1.0, text)
+        self.assertEqual(metric(text, "druid_syncd_chunks_postponed", datasource=ds), 1.0, text)
+        lag = metric(text, "druid_syncd_lag_seconds", datasource=ds)
+        self.assertIsNotNone(lag, "idle cycles lost the lag gauge:\n" + text)
+        self.assertGreaterEqual(lag, 0)
+
     @staticmethod
     def _try_scrape(port):
         try:
@@ -858,7 +886,7 @@ class CountsFallback(LedgerCase):
         self.sim.datasource(ds, COLS, mkrows(range(3), 10), granularity="HOUR")
         self.sim.segments_forbidden(True)
         err, _qs = self.sync(ds)
-        self.assertIn("falls back to row counts", err)
+        self.assertIn("change detection falls back", err)
         self.assertExact(ds)
         self.assertEqual(state_row(self.pg, ds)["change_detection"], "counts")
         self.sim.late_append(ds, mkrows([3, 4], 5, v="new"))
@@ -911,6 +939,38 @@ class CountsFallback(LedgerCase):
         self.assertEqual(sorted(self.xmins(ds)), good,
                          "id_scheme %s recorded, but the rows keep other ids"
                          % state_row(self.pg, ds)["id_scheme"])
+
+    def test_counts_compare_finds_old_changes(self):
+        """Counts fallback (item 5): per-bucket counts and numeric sums against PostgreSQL find
+        a late row into an old day, a changed value and a deleted row, with lookback 0."""
+        ds = "fb_compare"
+        days = [{"__time": ms_iso(DAY0 + d * 24 * HOUR + i * 600000), "k": d * 100 + i, "v": "d%d" % d}
+                for d in range(4) for i in range(6)]
+        self.sim.datasource(ds, COLS, days, granularity="DAY")
+        self.sim.segments_forbidden(True)
+        self.sync(ds)
+        self.assertExact(ds)
+        _err, qs = self.sync(ds)
+        print("\n[figure] counts fallback, no-change cycle: %d Druid queries (%s), %d rows read"
+              % (len([q for q in qs if kind(q, ds) != "probe"]),
+                 ", ".join(kind(q, ds) for q in qs if kind(q, ds) != "probe"),
+                 sum(q["rows_sent"] for q in of_kind(qs, ds, "data"))))
+        self.assertEqual(of_kind(qs, ds, "data"), [], "counts fallback, no change: rows read")
+        before = self.xmins(ds)
+        # day 0: one late row; day 1: a value changed (same count); day 2: one row deleted
+        self.sim.append(ds, [{"__time": ms_iso(DAY0 + 5 * HOUR), "k": 999, "v": "late"}])
+        self.sim.replace(ds, ms_iso(DAY0 + 24 * HOUR), ms_iso(DAY0 + 24 * HOUR + 1),
+                         [{"__time": ms_iso(DAY0 + 24 * HOUR), "k": 5000, "v": "d1"}])
+        self.sim.delete(ds, ms_iso(DAY0 + 48 * HOUR), ms_iso(DAY0 + 48 * HOUR + 1))
+        self.sync(ds)
+        self.assertExact(ds)
+        self.assertEqual(state_row(self.pg, ds)["change_detection"], "counts")
+        self.assertEqual(sorted(k for _t, k, _v in self.flagged(ds)), ["100", "200"])
+        after = self.xmins(ds)
+        untouched = [i for i in before if before[i][1] == "false" and after[i][1] == "false"]
+        self.assertEqual(len(untouched), 22)
+        for i in untouched:
+            self.assertEqual(after[i][0], before[i][0], "a row of an unchanged bucket was rewritten")
 
     def test_segments_hidden_after_ledger(self):
         ds = "fb_hidden"
