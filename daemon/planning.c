@@ -511,7 +511,8 @@ static void add_work(struct dsync *d, int64_t lo, int64_t hi, int64_t rows)
 
 static void counts_planned(struct dsync *d)
 {
-    qsort(d->work, d->nwork, sizeof *d->work, cmp_work_range);
+    if (d->nwork > 1)
+        qsort(d->work, d->nwork, sizeof *d->work, cmp_work_range);
     d->work_rows = sched_xcalloc(d->nwork, sizeof *d->work_rows);
     d->work_max = sched_xcalloc(d->nwork, sizeof *d->work_max);
     d->work_recorded = sched_xcalloc(d->nwork, sizeof *d->work_recorded);
@@ -526,8 +527,10 @@ static void cmp_compare(struct cmpq *c)
 {
     struct dsync *d = c->d;
     size_t ns = cmp_nsums(d, NULL, NULL);
-    qsort(c->druid, c->nd, sizeof *c->druid, cmp_bkt);
-    qsort(c->pg, c->np, sizeof *c->pg, cmp_bkt);
+    if (c->nd > 1)
+        qsort(c->druid, c->nd, sizeof *c->druid, cmp_bkt);
+    if (c->np > 1)
+        qsort(c->pg, c->np, sizeof *c->pg, cmp_bkt);
     int64_t width = plan_level_width_ms(c->level);
     size_t i = 0, j = 0;
     while (i < c->nd || j < c->np) {

@@ -95,17 +95,17 @@ class IncrementalTest(EnvTestCase):
         self.sync(ds, lookback_seconds=60)
         return self.live(ds)
 
-    def test_late_rows_and_lookback(self):
-        """Without sys.segments (the counts fallback) only lookback_seconds catches late rows."""
+    def test_late_rows_found_by_counts(self):
+        """Without sys.segments the counts fallback compares per-day (then per-hour) counts
+        and sums with PostgreSQL: late rows are found whatever lookback_seconds says."""
         self.sim.segments_forbidden(True)
         try:
             live = self._late_rows("inc_late")
         finally:
             self.sim.segments_forbidden(False)
-        self.assertEqual(live[(t(90), "100", "inside")], 1, "late row inside lookback_seconds not synced")
-        self.assertEqual(live[(t(20), "101", "outside")], 0,
-                         "late row older than lookback_seconds was synced (documented: it is not)")
-        self.assertEqual(sum(live.values()), 14)
+        self.assertEqual(live[(t(90), "100", "inside")], 1)
+        self.assertEqual(live[(t(20), "101", "outside")], 1, "late row in an old hour not synced")
+        self.assertEqual(sum(live.values()), 15)
         self.assertEqual(self.pg.scalar("SELECT count(*) FROM %s WHERE _druid_deleted" % tbl("inc_late")), "0")
         self.assertEqual(state_row(self.pg, "inc_late")["change_detection"], "counts")
 
@@ -209,18 +209,21 @@ class IncrementalTest(EnvTestCase):
         self.assertEqual(snapshot(self.pg, ds), snap)
 
     def test_lookback_boundary_is_inclusive(self):
-        """The lookback window of the counts fallback (sys.segments unreadable)."""
-        self.sim.segments_forbidden(True)
-        self.addCleanup(self.sim.segments_forbidden, False)
+        """An incremental column other than __time keeps cursor planning: each cycle reads
+        from cursor - lookback_seconds, inclusive."""
         ds = "inc_boundary"
-        self.sim.datasource(ds, COLS, rows(*[(i, i, "b") for i in range(0, 101, 10)]))  # cursor 100 s
-        self.sync(ds, lookback_seconds=10)
+        cols = COLS + [("ts", "TIMESTAMP")]
+
+        def r(sec, ms, k, v):
+            return {"__time": t(sec, ms), "ts": t(sec, ms), "k": k, "v": v}
+        self.sim.datasource(ds, cols, [r(i, 0, i, "b") for i in range(0, 101, 10)])  # cursor 100 s
+        self.sync(ds, lookback_seconds=10, incremental_column="ts")
         self.assertEqual(state_row(self.pg, ds)["cursor"], t(100))
+        self.assertEqual(state_row(self.pg, ds)["change_detection"], "cursor")
         # exactly cursor - lookback (90.000 s) is re-read; 89.999 s is not
-        self.sim.append(ds, [{"__time": t(90), "k": 500, "v": "at-lo"},
-                             {"__time": t(89, 999), "k": 501, "v": "before-lo"},
-                             {"__time": t(99, 999), "k": 502, "v": "just-before-cursor"}])
-        self.sync(ds, lookback_seconds=10)
+        self.sim.append(ds, [r(90, 0, 500, "at-lo"), r(89, 999, 501, "before-lo"),
+                             r(99, 999, 502, "just-before-cursor")])
+        self.sync(ds, lookback_seconds=10, incremental_column="ts")
         ks = sorted(int(r[0]) for r in self.pg.psql("SELECT k FROM %s WHERE k >= 500" % tbl(ds)))
         self.assertEqual(ks, [500, 502])
 
