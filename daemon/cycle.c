@@ -110,6 +110,9 @@ static void cycle_reset(struct dsync *d)
     d->work_rows = NULL;
     free(d->work_max);
     d->work_max = NULL;
+    free(d->held);
+    d->held = NULL;
+    d->nheld = 0;
     free(d->work_recorded);
     d->work_recorded = NULL;
     d->nwork = 0;
@@ -313,8 +316,10 @@ static void on_chunks_written(void *ud, const char *err)
 static bool write_chunks(struct dsync *d)
 {
     struct sched *s = d->s;
-    struct pgsink_chunk *rec = sched_xcalloc(d->nwork, sizeof *rec);
+    struct pgsink_chunk *rec = sched_xcalloc(d->nwork + d->nheld, sizeof *rec);
     size_t n = 0, postponed = 0;
+    for (size_t i = 0; i < d->nheld; i++)
+        rec[n++] = d->held[i]; /* drop-held marks set or cleared */
     int64_t now = time_now_ms();
     for (size_t i = 0; i < d->nwork; i++) {
         const struct ledger_work *w = &d->work[i];
@@ -363,7 +368,7 @@ static void finish(struct dsync *d)
     }
     d->end_cursor_ms = m;
     d->end_attempts = 0;
-    if (d->ledger_mode && !d->counts_mode && d->work && write_chunks(d))
+    if (d->ledger_mode && !d->counts_mode && (d->work || d->nheld) && write_chunks(d))
         return; /* the end is recorded once the ledger rows are written */
     record_cycle_end(d);
 }

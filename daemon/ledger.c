@@ -29,6 +29,22 @@ int64_t ledger_cursor(int64_t committed, int64_t candidate)
     return committed > candidate ? committed : candidate;
 }
 
+size_t ledger_dropped(const struct ledger_chunk *snap, size_t ns, const struct ledger_chunk *led,
+                      size_t nl, bool *gone)
+{
+    size_t n = 0, i0 = 0;
+    for (size_t j = 0; j < nl; j++) {
+        while (i0 < ns && snap[i0].end_ms <= led[j].start_ms)
+            i0++;
+        bool covered = false;
+        for (size_t i = i0; i < ns && snap[i].start_ms < led[j].end_ms && !covered; i++)
+            covered = led[j].start_ms < snap[i].end_ms && snap[i].start_ms < led[j].end_ms;
+        gone[j] = !covered;
+        n += !covered;
+    }
+    return n;
+}
+
 bool ledger_item_complete(const struct ledger_slice *sl, size_t n, size_t item, size_t except)
 {
     for (size_t i = 0; i < n; i++) {

@@ -43,6 +43,7 @@ struct ledger_chunk {
     int64_t postponed_since_ms;
     int64_t position_ms;  /* ledger, open chunks: the newest __time read, INT64_MIN none */
     int64_t full_read_ms; /* ledger, open chunks: when it was last read whole, 0 never */
+    bool drop_held;       /* ledger: a snapshot dropped it with too many others; held back */
 };
 
 enum ledger_action {
@@ -87,6 +88,11 @@ int64_t ledger_prefix_max(const struct ledger_slice *sl, size_t n, size_t upto, 
 
 /* The cursor to record: candidate, but never behind committed (INT64_MIN: none). */
 int64_t ledger_cursor(int64_t committed, int64_t candidate);
+
+/* Which ledger rows no chunk of the snapshot overlaps (gone[j], nl entries): dropped. Returns
+ * how many. */
+size_t ledger_dropped(const struct ledger_chunk *snap, size_t ns, const struct ledger_chunk *led,
+                      size_t nl, bool *gone);
 
 /* Is work item `item` complete once every slice reading it but `except` (SIZE_MAX: none)
  * has committed? (A chunk cut into several slices is complete with its last one.) */

@@ -113,6 +113,13 @@ static void take_refinements(struct dsync *d, struct plan *plan, size_t item)
         cq->level = (enum plan_level)(b.level + 1);
         cq->lo = b.start_ms;
         cq->hi = b.start_ms + plan_level_width_ms(b.level);
+        if (item != SIZE_MAX) {
+            /* inside a chunk: never count beyond it (an HOUR chunk's day holds others) */
+            if (cq->lo < d->work[item].lo)
+                cq->lo = d->work[item].lo;
+            if (cq->hi > d->work[item].hi)
+                cq->hi = d->work[item].hi;
+        }
         submit_count(d, cq);
     }
 }
@@ -345,6 +352,7 @@ static void to_ledger_chunks(struct dsync *d, const struct pgsink_chunk *c, size
                                                           : LEDGER_WAITING;
         l->postponed_since_ms = c[i].postponed_since_ms;
         l->position_ms = c[i].position_ms;
+        l->drop_held = c[i].drop_held;
         l->full_read_ms = c[i].full_read_ms;
         if (l->state == LEDGER_SYNCED && l->end_ms > d->chunk_synced_ms)
             d->chunk_synced_ms = l->end_ms;
@@ -383,29 +391,48 @@ static void on_ledger(void *ud, const char *err, const struct pgsink_chunk *c, s
     to_ledger_chunks(d, c, n);
     struct ledger_opts o = {time_now_ms(), (int64_t)(s->cfg->realtime_reread_seconds * 1000.0),
                             false};
-    size_t drops = 0;
+    bool *gone = sched_xcalloc(d->nledc, sizeof *gone);
+    size_t drops = ledger_dropped(d->snapc, d->nsnapc, d->ledc, d->nledc, gone);
+    bool confirmed = true; /* every chunk this snapshot drops was held back before */
+    for (size_t j = 0; j < d->nledc; j++)
+        confirmed &= !gone[j] || d->ledc[j].drop_held;
+    if (drops > 0 && d->nledc >= 2 && drops * 2 > d->nledc && !confirmed) {
+        /* a snapshot that drops most of a datasource at once waits for the next one to
+         * agree (this process or the next --once): a Broker that lost its view must not flag
+         * everything. The mark is kept in the ledger rows. */
+        log_warning("sched",
+                    "%s: Druid's segments drop %zu of %zu known chunks at once; holding that "
+                    "back until the next snapshot agrees",
+                    d->name, drops, d->nledc);
+        o.hold_drops = true;
+    }
+    d->held = sched_xcalloc(d->nledc, sizeof *d->held);
+    d->nheld = 0;
+    for (size_t j = 0; j < d->nledc; j++) {
+        /* held now: mark; no longer dropped (or confirmed): clear a stale mark */
+        bool mark = o.hold_drops && gone[j];
+        if (mark == d->ledc[j].drop_held || (!mark && gone[j]))
+            continue;
+        const struct ledger_chunk *l = &d->ledc[j];
+        struct pgsink_chunk *h = &d->held[d->nheld++];
+        *h = (struct pgsink_chunk){l->start,
+                                   l->end,
+                                   l->start_ms,
+                                   l->end_ms,
+                                   l->fp,
+                                   l->druid_rows,
+                                   l->stored_rows,
+                                   l->state == LEDGER_SYNCED      ? "synced"
+                                   : l->state == LEDGER_POSTPONED ? "postponed"
+                                                                  : "pending",
+                                   l->postponed_since_ms,
+                                   l->position_ms,
+                                   l->full_read_ms,
+                                   mark};
+    }
+    free(gone);
     if (ledger_diff(d->snapc, d->nsnapc, d->ledc, d->nledc, &o, &d->work, &d->nwork, &drops) != 0)
         abort();
-    if (drops > 0 && d->nledc >= 2 && drops * 2 > d->nledc) {
-        if (d->held_drops != drops) {
-            /* a snapshot that drops most of a datasource at once waits for the next one to
-             * agree: a Broker that lost its view must not flag everything */
-            log_warning("sched",
-                        "%s: Druid's segments drop %zu of %zu known chunks at once; holding "
-                        "that back until the next snapshot agrees",
-                        d->name, drops, d->nledc);
-            d->held_drops = drops;
-            free(d->work);
-            o.hold_drops = true;
-            if (ledger_diff(d->snapc, d->nsnapc, d->ledc, d->nledc, &o, &d->work, &d->nwork,
-                            &drops) != 0)
-                abort();
-        } else {
-            d->held_drops = 0;
-        }
-    } else {
-        d->held_drops = 0;
-    }
     /* lookback_seconds stays a safety net: unchanged chunks near the cursor are read too */
     if (s->cfg->lookback_seconds > 0 && d->cursor_ms != INT64_MIN) {
         int64_t from = d->cursor_ms - (int64_t)(s->cfg->lookback_seconds * 1000.0);
@@ -735,8 +762,14 @@ static void on_snapshot(struct dsync *d, const struct ledger_chunk *c, size_t n,
                               "visible yet)");
         d->detection = "counts";
         if (d->migrating || d->table_reset) {
-            /* everything is read anyway: no need to compare */
+            /* everything is read again, from the start: nothing to compare */
+            if (d->table_reset && !d->migrating && d->cursor_ms != INT64_MIN)
+                log_warning("sched",
+                            "%s: the destination table was dropped or emptied while the state "
+                            "row records a cursor; reading from the start",
+                            d->name);
             d->ledger_mode = false;
+            d->start_ms = PLAN_UNBOUNDED_LO;
             plan_by_counts(d);
         } else {
             counts_start(d);

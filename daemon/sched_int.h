@@ -104,12 +104,13 @@ struct dsync {
     size_t nledc;
     struct ledger_work *work; /* this cycle's chunk work, by range */
     size_t nwork;
-    int64_t *work_rows;  /* rows committed per work item */
-    int64_t *work_max;   /* newest __time committed per work item, INT64_MIN none */
-    bool *work_recorded; /* its ledger row was written with the data */
-    struct plan **plans; /* per work item that needs counting, else NULL */
-    size_t held_drops;   /* drops held back last cycle (more than half the ledger) */
-    size_t postponed;    /* chunks postponed in the last cycle */
+    int64_t *work_rows;        /* rows committed per work item */
+    int64_t *work_max;         /* newest __time committed per work item, INT64_MIN none */
+    bool *work_recorded;       /* its ledger row was written with the data */
+    struct plan **plans;       /* per work item that needs counting, else NULL */
+    struct pgsink_chunk *held; /* ledger rows whose drop-held mark changes this cycle */
+    size_t nheld;
+    size_t postponed;                         /* chunks postponed in the last cycle */
     int64_t chunk_newest_ms, chunk_synced_ms; /* newest active / synced chunk end */
     int64_t druid_newest_ms; /* newest incremental value seen in Druid, INT64_MIN unknown */
 };

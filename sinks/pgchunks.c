@@ -23,7 +23,8 @@ void pgchunks_add_create(struct pgjob *j, const struct pgsink *s)
                  " PRIMARY KEY (datasource, start_ms, end_ms))");
     pgjob_sql(j, b.data, 0, NULL, NULL);
     /* open (realtime) chunks: where the next read starts, and when it was read whole */
-    static const char *const added[] = {"position_ms bigint", "full_read_ms bigint"};
+    static const char *const added[] = {"position_ms bigint", "full_read_ms bigint",
+                                        "drop_held boolean NOT NULL DEFAULT false"};
     for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
         buf_reset(&b);
         buf_puts(&b, "ALTER TABLE ");
@@ -57,6 +58,7 @@ char *pgchunks_json(const struct pgsink_chunk *c, size_t n)
             c[i].position_ms != INT64_MIN ? json_object_new_int64(c[i].position_ms) : NULL);
         json_object_object_add(o, "full_read_ms",
                                c[i].full_read_ms ? json_object_new_int64(c[i].full_read_ms) : NULL);
+        json_object_object_add(o, "drop_held", json_object_new_boolean(c[i].drop_held));
         json_object_array_add(a, o);
     }
     char *out = strdup(json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN));
@@ -79,15 +81,17 @@ void pgchunks_sql_insert(struct buf *b, const struct pgsink *s)
     buf_puts(b, "INSERT INTO ");
     pgsink_qtable(b, s, PGSINK_CHUNKS_TABLE);
     buf_puts(b, " (datasource, chunk_start, chunk_end, start_ms, end_ms, fingerprint, druid_rows,"
-                " stored_rows, state, synced_at, postponed_since, position_ms, full_read_ms)"
+                " stored_rows, state, synced_at, postponed_since, position_ms, full_read_ms,"
+                " drop_held)"
                 " SELECT $1, c.chunk_start, c.chunk_end, c.start_ms, c.end_ms, c.fingerprint,"
                 " c.druid_rows, c.stored_rows, c.state,"
                 " CASE WHEN c.state = 'synced' THEN now() END,"
-                " to_timestamp(c.postponed_since_ms / 1000.0), c.position_ms, c.full_read_ms"
+                " to_timestamp(c.postponed_since_ms / 1000.0), c.position_ms, c.full_read_ms,"
+                " c.drop_held"
                 " FROM jsonb_to_recordset($2::jsonb) AS c(chunk_start text, chunk_end text,"
                 " start_ms bigint, end_ms bigint, fingerprint text, druid_rows bigint,"
                 " stored_rows bigint, state text, postponed_since_ms bigint, position_ms bigint,"
-                " full_read_ms bigint)"
+                " full_read_ms bigint, drop_held boolean)"
                 " WHERE c.fingerprint IS NOT NULL");
 }
 
@@ -137,6 +141,7 @@ static int chunks_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size
         c[i].position_ms =
             PQgetisnull(res, k, 9) ? INT64_MIN : strtoll(PQgetvalue(res, k, 9), NULL, 10);
         c[i].full_read_ms = PQgetisnull(res, k, 10) ? 0 : strtoll(PQgetvalue(res, k, 10), NULL, 10);
+        c[i].drop_held = strcmp(PQgetvalue(res, k, 11), "t") == 0;
         c[i].postponed_since_ms =
             PQgetisnull(res, k, 8) ? 0 : strtoll(PQgetvalue(res, k, 8), NULL, 10);
     }
@@ -167,7 +172,7 @@ void pgsink_chunks_read(struct pgsink *s, const char *datasource, pgsink_chunks_
     buf_puts(&b, "SELECT chunk_start, chunk_end, start_ms, end_ms, fingerprint, druid_rows,"
                  " stored_rows, state,"
                  " (extract(epoch FROM postponed_since) * 1000)::bigint, position_ms,"
-                 " full_read_ms FROM ");
+                 " full_read_ms, drop_held FROM ");
     pgsink_qtable(&b, s, PGSINK_CHUNKS_TABLE);
     buf_puts(&b, " WHERE datasource = $1 ORDER BY start_ms, end_ms");
     const char *p[1] = {datasource};

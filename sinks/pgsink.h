@@ -129,6 +129,7 @@ struct pgsink_chunk {
     int64_t postponed_since_ms; /* epoch ms, 0 when not postponed */
     int64_t position_ms;        /* open chunks: newest __time read, INT64_MIN none */
     int64_t full_read_ms;       /* open chunks: last read whole (epoch ms), 0 never */
+    bool drop_held;             /* gone from Druid in a snapshot that dropped too much at once */
 };
 /* The ledger rows of a datasource, by start (strings borrowed for the call). */
 typedef void (*pgsink_chunks_cb)(void *ud, const char *err, const struct pgsink_chunk *c, size_t n);

@@ -281,9 +281,6 @@ class ChunkLedger(LedgerCase):
         self.assertEqual(led[hour(5)]["stored_rows"], 20)
         self.assertTrue(all(c["state"] == "synced" for c in led.values()))
 
-    # Defect: a COUNT refinement inside a chunk is sent over the parent bucket's whole width
-    # (the hour COUNT of an HOUR chunk spans the whole day), scanning other chunks' rows.
-    @unittest.expectedFailure
     def test_count_queries_stay_inside_their_chunk(self):
         ds = "lg_plan_clip"
         _data, qs = self._plan_case(ds)
@@ -584,9 +581,6 @@ class ChunkLedger(LedgerCase):
             d.kill()
         self.assertEqual(sorted(c["chunk_start"] for c in self.ledger(ds)), [hour(0), hour(5)])
 
-    # Defect: the held-back drop count lives only in the process (d->held_drops), so runs of
-    # --once (cron) hold every such drop back forever.
-    @unittest.expectedFailure
     def test_most_chunks_dropped_at_once_held_back_once_under_once(self):
         ds = "lg_halfdrop_once"
         self.sim.datasource(ds, COLS, mkrows(range(6), 10), granularity="HOUR")
@@ -905,10 +899,6 @@ class CountsFallback(LedgerCase):
         self.assertEqual(snapshot(self.pg, ds), before, "counts -> segments rewrote rows")
         self.assertEqual(len(self.ledger(ds)), 5)
 
-    # Defect: in counts mode (sys.segments unreadable) a dropped table is refilled from the
-    # cursor only: the "new or empty table" check in on_prepared skips datasources read by
-    # __time (ledger_mode), and the fallback to counts is decided later, in planning.
-    @unittest.expectedFailure
     def test_dropped_table_in_counts_mode(self):
         ds = "fb_dropped"
         self.sim.datasource(ds, COLS, mkrows(range(3), 10), granularity="HOUR")
@@ -921,9 +911,6 @@ class CountsFallback(LedgerCase):
         self.assertExact(ds)
         self.assertIn("reading from the start", err)
 
-    # Defect (same cause as above): in counts mode the id-scheme rewrite of an older table
-    # reads from the cursor only, yet records the new scheme: older rows keep their old ids.
-    @unittest.expectedFailure
     def test_older_id_scheme_rewritten_in_counts_mode(self):
         ds = "fb_idscheme"
         self.sim.datasource(ds, COLS, mkrows(range(3), 10), granularity="HOUR")

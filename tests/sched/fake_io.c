@@ -603,6 +603,7 @@ struct lrow {
     char state[16];
     int64_t since;
     int64_t position, full_read;
+    bool drop_held;
 };
 static struct lrow ledger[8192];
 static size_t nledger;
@@ -631,6 +632,7 @@ static void ledger_apply(const struct pgsink_chunk *c, size_t n)
         l->since = c[i].postponed_since_ms;
         l->position = c[i].position_ms;
         l->full_read = c[i].full_read_ms;
+        l->drop_held = c[i].drop_held;
     }
 }
 
@@ -946,7 +948,7 @@ static void run_read(void *arg)
         c[i] = (struct pgsink_chunk){
             ledger[i].start, ledger[i].end,        ledger[i].start_ms,    ledger[i].end_ms,
             ledger[i].fp,    ledger[i].druid_rows, ledger[i].stored_rows, ledger[i].state,
-            ledger[i].since, ledger[i].position,   ledger[i].full_read};
+            ledger[i].since, ledger[i].position,   ledger[i].full_read,   ledger[i].drop_held};
     r->cb(r->ud, NULL, c, nledger);
     free(c);
     free(r);

@@ -470,6 +470,33 @@ static void test_segments_drops(void **state)
     finish(&r);
 }
 
+/* The hold survives the process: two --once runs confirm a large drop as a daemon's two
+ * cycles do (the mark is kept in the ledger). */
+static void test_segments_drop_hold_across_runs(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    for (int run = 0; run < 3; run++) {
+        if (run == 1)
+            fake_druid_delete(T0, T0 + 2 * DAY);
+        start(&r, 300, 4, true);
+        fake_run(FOREVER);
+        assert_true(r.finished);
+        assert_int_equal(r.code, 0);
+        if (run == 1)
+            assert_int_equal(fake_sink_rows(), 750); /* held back */
+        sched_free(r.s);
+        fake_step();
+        free(r.s);
+        config_free(r.cfg);
+    }
+    assert_int_equal(fake_sink_rows(), 250); /* the second run agreed */
+    assert_int_equal(fake_ledger_rows(), 1);
+    fake_reset();
+}
+
 /* A day whose segments are unavailable is neither read nor flagged; it converges once they
  * are served again. */
 static void test_segments_unavailable_postponed(void **state)
@@ -569,6 +596,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup(test_segments_first_sync, reset),
     cmocka_unit_test_setup(test_segments_change_detection, reset),
     cmocka_unit_test_setup(test_segments_drops, reset),
+    cmocka_unit_test_setup(test_segments_drop_hold_across_runs, reset),
     cmocka_unit_test_setup(test_segments_unavailable_postponed, reset),
     cmocka_unit_test_setup(test_segments_unknown_rows_counted, reset),
     cmocka_unit_test_setup(test_segments_realtime_chunk, reset),
