@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -121,12 +122,80 @@ static void test_prefix(void **state)
     assert_int_equal(ledger_done(sl, 4), 1);
 }
 
+static struct ledger_chunk chunk(int64_t lo, int64_t hi, const char *fp)
+{
+    struct ledger_chunk c;
+    memset(&c, 0, sizeof c);
+    c.start_ms = lo;
+    c.end_ms = hi;
+    snprintf(c.fp, sizeof c.fp, "%s", fp);
+    c.druid_rows = 10;
+    c.available = true;
+    c.state = LEDGER_SYNCED;
+    c.position_ms = INT64_MIN;
+    return c;
+}
+
+/* Druid's chunks against the ledger: what is read, skipped, postponed, dropped. */
+static void test_ledger_diff(void **state)
+{
+    (void)state;
+    const int64_t H = 3600000;
+    /* ledger: hours 0..3 synced; hour 5 synced */
+    struct ledger_chunk led[5] = {chunk(0, H, "a"), chunk(H, 2 * H, "b"), chunk(2 * H, 3 * H, "c"),
+                                  chunk(3 * H, 4 * H, "d"), chunk(5 * H, 6 * H, "f")};
+    /* Druid: hour 0 unchanged, hour 1 changed, hours 2-3 compacted into one chunk with the
+     * same rows (new fingerprint), hour 4 new, hour 5 gone, hour 6 unavailable */
+    struct ledger_chunk snap[5] = {chunk(0, H, "a"), chunk(H, 2 * H, "B"),
+                                   chunk(2 * H, 4 * H, "CD"), chunk(4 * H, 5 * H, "e"),
+                                   chunk(6 * H, 7 * H, "g")};
+    snap[4].available = false;
+    struct ledger_opts o = {1000, 600000, false};
+    struct ledger_work *w = NULL;
+    size_t n = 0, drops = 0;
+    assert_int_equal(ledger_diff(snap, 5, led, 5, &o, &w, &n, &drops), 0);
+    assert_int_equal(drops, 1);
+    assert_int_equal(n, 5);
+    /* by range: [1h,2h) read, [2h,4h) read (covers two ledger rows), [4h,5h) new,
+     * [5h,6h) dropped, [6h,7h) postponed; hour 0 not listed */
+    assert_true(w[0].lo == H && w[0].action == LEDGER_READ && !w[0].fresh);
+    assert_true(w[1].lo == 2 * H && w[1].hi == 4 * H && w[1].action == LEDGER_READ && !w[1].fresh);
+    assert_true(w[2].lo == 4 * H && w[2].action == LEDGER_READ && w[2].fresh);
+    assert_true(w[3].lo == 5 * H && w[3].action == LEDGER_DROP);
+    assert_true(w[4].lo == 6 * H && w[4].action == LEDGER_POSTPONE && w[4].since_ms == 1000);
+    free(w);
+    /* holding drops back: the drop is not listed, but counted */
+    o.hold_drops = true;
+    assert_int_equal(ledger_diff(snap, 5, led, 5, &o, &w, &n, &drops), 0);
+    assert_int_equal(drops, 1);
+    assert_int_equal(n, 4);
+    free(w);
+    bool gone[5];
+    assert_int_equal(ledger_dropped(snap, 5, led, 5, gone), 1);
+    assert_true(gone[4] && !gone[0] && !gone[3]);
+    /* an open chunk read recently is read from its position; whole after reread_ms */
+    struct ledger_chunk open_led = chunk(0, H, "x");
+    open_led.state = LEDGER_WAITING;
+    open_led.position_ms = 1234;
+    open_led.full_read_ms = 500;
+    struct ledger_chunk open_snap = chunk(0, H, "x");
+    open_snap.realtime = true;
+    o.hold_drops = false;
+    assert_int_equal(ledger_diff(&open_snap, 1, &open_led, 1, &o, &w, &n, &drops), 0);
+    assert_true(n == 1 && w[0].open && w[0].lo == 1234 && w[0].rows == -1);
+    free(w);
+    o.now_ms = 500 + 600000;
+    assert_int_equal(ledger_diff(&open_snap, 1, &open_led, 1, &o, &w, &n, &drops), 0);
+    assert_true(n == 1 && w[0].open && w[0].lo == 0 && w[0].full_read_ms == o.now_ms);
+    free(w);
+}
+
 int main(void)
 {
     static const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backoff),  cmocka_unit_test(test_druid),
         cmocka_unit_test(test_postgres), cmocka_unit_test(test_next_cycle),
-        cmocka_unit_test(test_prefix),
+        cmocka_unit_test(test_prefix),   cmocka_unit_test(test_ledger_diff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
