@@ -489,10 +489,15 @@ static int check_host(const struct cf_key *k, struct config *c, char *err, size_
 int config_parse_listen(const char *s, char *host, size_t hostlen, int *port)
 {
     const char *colon = strrchr(s, ':');
-    if (!colon || colon == s)
+    if (!colon)
         return -1;
     const char *h = s;
     size_t hl = (size_t)(colon - s);
+    if (hl == 0) {
+        /* ":PORT": every address (IPv4 and IPv6 where the host has it) */
+        h = "::";
+        hl = 2;
+    }
     if (h[0] == '[') {
         if (hl < 3 || h[hl - 1] != ']')
             return -1;
@@ -521,8 +526,8 @@ static int check_listen(const struct cf_key *k, struct config *c, char *err, siz
     int port;
     if (config_parse_listen(c->metrics_listen, host, sizeof host, &port) != 0) {
         seterr(err, errlen,
-               "%s: expected \"IP:port\" or \"[IPv6]:port\" (e.g. \"127.0.0.1:9187\"), "
-               "got \"%s\"",
+               "%s: expected \"IP:port\", \"[IPv6]:port\" or \":port\" (every address), e.g. "
+               "\"127.0.0.1:9187\", got \"%s\"",
                k->name, c->metrics_listen);
         return -1;
     }

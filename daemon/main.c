@@ -57,7 +57,7 @@ static void usage(FILE *f)
                "      --datasource NAME restrict this run to NAME (repeatable)\n"
                "      --log-level LEVEL error, warning, info (default) or debug\n"
                "      --version         print the version and exit\n"
-               "      --help            print this help and exit\n"
+               "  -h, --help            print this help and exit\n"
                "\n"
                "Exit codes: 0 success, 1 a sync failed, 64 usage error, 78 configuration error.\n");
 }
@@ -329,7 +329,7 @@ int main(int argc, char **argv)
     enum log_level lvl = LOG_LVL_INFO;
     log_init();
     int c;
-    while ((c = getopt_long(argc, argv, "c:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             a.config_path = optarg;

@@ -374,6 +374,11 @@ struct metrics *metrics_start(uv_loop_t *loop, const char *listen, const struct 
     uv_tcp_init(loop, &m->server);
     m->server.data = m;
     int r = uv_tcp_bind(&m->server, (const struct sockaddr *)&ss, 0);
+    if (r == UV_EAFNOSUPPORT && listen[0] == ':') {
+        /* ":PORT" on a host without IPv6: every IPv4 address */
+        uv_ip4_addr("0.0.0.0", port, (struct sockaddr_in *)&ss);
+        r = uv_tcp_bind(&m->server, (const struct sockaddr *)&ss, 0);
+    }
     if (r == 0)
         r = uv_listen((uv_stream_t *)&m->server, 64, on_connection);
     if (r != 0) {

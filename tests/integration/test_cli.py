@@ -47,6 +47,33 @@ class CliTest(EnvTestCase):
         p = run_bin(["--version"])
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("0.", p.stdout + p.stderr)
+        p = run_bin(["-h"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("--once", p.stdout + p.stderr)
+
+    def test_metrics_listen_port_only(self):
+        """":PORT" serves the metrics on every address (here: reached on 127.0.0.1)."""
+        port = harness.free_port()
+        self.env.config(datasources=["cli_ds"], metrics_listen=":%d" % port)
+        p = run_bin(["-c", self.env.config_path, "--check-config"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        proc = self.env.start_daemon()
+        try:
+            body = harness.wait_for(lambda: self._scrape(port), timeout=30,
+                                    what="/metrics on :%d" % port)
+            self.assertIn("druid_syncd_postgres_connections", body)
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=60)
+
+    @staticmethod
+    def _scrape(port):
+        import urllib.request
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=2) as r:
+                return r.read().decode()
+        except OSError:
+            return None
 
     def test_usage_errors(self):
         for argv in (["--bogus-option"], ["--log-level", "loud", "--check-config"], ["-c"],
