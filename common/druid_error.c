@@ -260,3 +260,12 @@ bool druid_err_retryable(enum druid_err_kind k)
     return k == DRUID_ERR_TRANSIENT || k == DRUID_ERR_SERVER || k == DRUID_ERR_TRUNCATED ||
            k == DRUID_ERR_TRANSPORT;
 }
+
+const char *druid_error_reason(const struct druid_error *e)
+{
+    char prefix[32];
+    int n = snprintf(prefix, sizeof prefix, "HTTP %ld: ", e->http_status);
+    if (n > 0 && strncmp(e->message, prefix, (size_t)n) == 0)
+        return e->message + n;
+    return e->message;
+}

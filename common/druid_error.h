@@ -36,6 +36,9 @@ void druid_error_from_response(long http_status, const char *body, size_t len,
 void druid_error_set(struct druid_error *out, enum druid_err_kind kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 const char *druid_err_kind_name(enum druid_err_kind k);
+/* The message without a leading "HTTP <status>: ", for callers that name the status
+ * themselves (so that no line says "HTTP 401: HTTP 401: ..."). Points into e->message. */
+const char *druid_error_reason(const struct druid_error *e);
 /* TRANSIENT, SERVER, TRUNCATED, TRANSPORT are retryable; QUERY, AUTH, PROTOCOL are not. */
 bool druid_err_retryable(enum druid_err_kind k);
 

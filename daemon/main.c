@@ -225,18 +225,18 @@ static void on_probe_done(void *ud, const struct druid_error *e)
         log_error("druid",
                   "Druid at %s:%d refused our credentials (HTTP %ld): %s; syncing waits until "
                   "the configuration is reloaded",
-                  a->cfg->druid_host, a->cfg->druid_port, e->http_status, e->message);
+                  a->cfg->druid_host, a->cfg->druid_port, e->http_status, druid_error_reason(e));
         a->auth_refused = true;
         notify_ready();
         notify_status("Druid refused our credentials (HTTP %ld): %s; fix them and reload",
-                      e->http_status, e->message);
+                      e->http_status, druid_error_reason(e));
         return;
     }
     if (e->kind == DRUID_ERR_AUTH) {
         log_error("druid", "Druid at %s:%d refused our credentials (HTTP %ld): %s",
-                  a->cfg->druid_host, a->cfg->druid_port, e->http_status, e->message);
+                  a->cfg->druid_host, a->cfg->druid_port, e->http_status, druid_error_reason(e));
         notify_status("start-up failed: Druid refused our credentials (HTTP %ld): %s",
-                      e->http_status, e->message);
+                      e->http_status, druid_error_reason(e));
         request_exit(a, 1);
         return;
     }

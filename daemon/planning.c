@@ -137,8 +137,8 @@ static void count_on_done(void *ud, const struct druid_error *e)
         bool auth = false;
         double delay = retry_druid(s->cfg, e, ++cq->attempts, false, &auth);
         if (auth) {
-            sched_block_on_auth(s, e->http_status, e->message);
-            sched_set_last_error(s, "Druid HTTP %ld: %s", e->http_status, e->message);
+            sched_block_on_auth(s, e->http_status, druid_error_reason(e));
+            sched_set_last_error(s, "Druid HTTP %ld: %s", e->http_status, druid_error_reason(e));
         }
         if (delay >= 0 && s->stopping) {
             countq_free(cq); /* planning stays unfinished: the cycle is interrupted */
@@ -658,8 +658,8 @@ static void cmp_on_done(void *ud, const struct druid_error *e)
         bool auth = false;
         double delay = retry_druid(s->cfg, e, ++c->attempts, false, &auth);
         if (auth) {
-            sched_block_on_auth(s, e->http_status, e->message);
-            sched_set_last_error(s, "Druid HTTP %ld: %s", e->http_status, e->message);
+            sched_block_on_auth(s, e->http_status, druid_error_reason(e));
+            sched_set_last_error(s, "Druid HTTP %ld: %s", e->http_status, druid_error_reason(e));
         }
         if (delay >= 0 && !s->stopping && !d->failed) {
             s->counters.retries[e->kind]++;

@@ -26,6 +26,10 @@ void sched_set_last_error(struct sched *s, const char *fmt, ...)
 
 void sched_block_on_auth(struct sched *s, long http_status, const char *message)
 {
+    char prefix[32];
+    int n = snprintf(prefix, sizeof prefix, "HTTP %ld: ", http_status);
+    if (n > 0 && strncmp(message, prefix, (size_t)n) == 0)
+        message += n; /* the line names the status already */
     if (!s->auth_blocked)
         log_error("druid",
                   "Druid refused our credentials (HTTP %ld): %s; syncing stops until the "

@@ -111,8 +111,8 @@ static void slice_failed(struct slicerun *r, const struct druid_error *e, const 
         bool auth = false;
         delay = retry_druid(s->cfg, e, st->attempts, false, &auth);
         if (auth) {
-            sched_block_on_auth(s, e->http_status, e->message);
-            sched_set_last_error(s, "Druid HTTP %ld: %s", e->http_status, e->message);
+            sched_block_on_auth(s, e->http_status, druid_error_reason(e));
+            sched_set_last_error(s, "Druid HTTP %ld: %s", e->http_status, druid_error_reason(e));
         }
     }
     run_end(r);

@@ -197,6 +197,9 @@ class AuthTest(EnvTestCase):
         self.assertNotIn("wrong-" + PASSWORD, err)
         self.assertNoSecret(err)
         self.assertTrue("401" in err or "unauthori" in err.lower() or "auth" in err.lower(), err[-3000:])
+        # the status is named once per line, not "HTTP 401: HTTP 401: ..."
+        import re
+        self.assertIsNone(re.search(r"HTTP 401\)?: HTTP 401", err), err[-3000:])
 
     def test_d_no_credentials_fails(self):
         self.env.config()

@@ -195,6 +195,8 @@ static void test_auth(void **state)
               NULL);
     assert_int_equal(e.kind, DRUID_ERR_AUTH);
     assert_non_null(strstr(e.message, "HTTP 401: Druid refused the credentials"));
+    /* callers that name the status themselves take the reason alone */
+    assert_string_equal(druid_error_reason(&e), "Druid refused the credentials (Unauthorized)");
 
     e = parse(403, "{\"error\":\"Unauthorized\"}", NULL);
     assert_int_equal(e.kind, DRUID_ERR_AUTH);
