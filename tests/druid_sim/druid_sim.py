@@ -33,6 +33,7 @@ import bisect
 import gzip
 import json
 import math
+import operator
 import os
 import re
 import signal
@@ -1357,6 +1358,10 @@ class Store:
         self.system_dirty = True  # INFORMATION_SCHEMA needs a rebuild
         self.segments_dirty = set()  # datasources whose sys.segments rows need a rebuild
         self.segments_forbidden = False  # fault: queries on sys.segments answer 403
+        # Rows changed by rebuilding system tables: data_gen() leaves them out, so reading
+        # sys.segments does not invalidate the pre-rendered slices of the datasources.
+        self.sys_changes = 0
+        self.fast = FastSlices(self)
         self.sys_defs = self._sys_defs(_version_tuple(version))
         self._make_system_tables()
 
@@ -1716,9 +1721,10 @@ class Store:
 
 
     # -- datasources (control API)
-    def create(self, name, columns, rows, mapping=None, granularity=None, rows_per_segment=None):
+    def create(self, name, columns, rows, mapping=None, granularity=None, rows_per_segment=None, repeat=None):
         """A datasource from one batch ingestion: one version, each chunk in
-        ceil(rows / rows_per_segment) partitions (one without it)."""
+        ceil(rows / rows_per_segment) partitions (one without it).  repeat: (n, cycle_ms)
+        (see load_file)."""
         with self.lock:
             old = self.tables.get(name)
             gran = granularity_name(granularity) if granularity else (old.granularity if old else "DAY")
@@ -1734,6 +1740,8 @@ class Store:
                 t.columns.append(Column(cname, ctype, "c%d" % i))
             tuples = self._convert(t, rows, mapping)
             ti = t.columns.index(t.col("__time"))
+            if repeat is not None:
+                tuples = self._cycle(tuples, ti, *repeat)
             self._create_ds_tables(t)
             version = self.new_version()
             by_chunk = {}
@@ -1764,11 +1772,37 @@ class Store:
             self._collect_garbage()
             return t
 
-    def load_file(self, name, path, limit=None, granularity=None):
-        rows = read_ndjson(path, limit)
-        cols = infer_columns(rows)
-        return self.create(name, [(n, t) for n, t, _f in cols], rows, {n: f for n, _t, f in cols},
-                           granularity=granularity)
+    @staticmethod
+    def _cycle(tuples, ti, n, cycle_ms):
+        """n tuples: these, then copies shifted in time by cycle_ms each (see load_file)."""
+        if n < 0:
+            raise ValueError("rows must not be negative")
+        if not tuples:
+            return []
+        if cycle_ms is None:
+            lo = min(tup[ti] for tup in tuples)
+            hi = max(tup[ti] for tup in tuples)
+            cycle_ms = ((hi - lo) // DAY_MS + 1) * DAY_MS
+        cycle_ms = int(cycle_ms)
+        out = []
+        k = 0
+        while len(out) < n:
+            off = k * cycle_ms
+            for tup in tuples[:n - len(out)]:
+                c = list(tup)
+                c[ti] += off
+                out.append(c)
+            k += 1
+        return out
+
+    def load_file(self, name, path, limit=None, granularity=None, rows=None, cycle_ms=None):
+        """rows: that many rows, the file's rows cycled: copy k of the file is shifted by
+        k * cycle_ms (default: the file's time span rounded up to whole days), so each copy
+        lands in chunks of its own (the benchmark's large wikiticker-shaped datasources)."""
+        recs = read_ndjson(path, limit)
+        cols = infer_columns(recs)
+        return self.create(name, [(n, t) for n, t, _f in cols], recs, {n: f for n, _t, f in cols},
+                           granularity=granularity, repeat=(int(rows), cycle_ms) if rows is not None else None)
 
     def generate(self, name, segments, granularity="HOUR", start="2020-01-01T00:00:00Z", rows_per_segment=1,
                  partitions_per_chunk=1):
@@ -2339,10 +2373,21 @@ class Store:
 
     def refresh_system(self, table=None):
         """Rebuild what a query on this system table reads (lock held)."""
-        if table is self.system[("sys", "segments")]:
-            self._refresh_segments()
-        elif table is not None and table.schema == "INFORMATION_SCHEMA":
-            self._refresh_info()
+        before = self.db.total_changes
+        try:
+            if table is self.system[("sys", "segments")]:
+                self._refresh_segments()
+            elif table is not None and table.schema == "INFORMATION_SCHEMA":
+                self._refresh_info()
+        finally:
+            self.sys_changes += self.db.total_changes - before
+
+    def data_gen(self):
+        """Changes so far to the rows of datasource tables (lock held).  SQLite counts every
+        row inserted, updated or deleted, whichever code path did it (appends, deletes,
+        compaction, availability, handoff, ...); DDL is not counted but always comes with a
+        new table name or a new column, which are part of the slice cache's key."""
+        return self.db.total_changes - self.sys_changes
 
     def _refresh_info(self):
         if not self.system_dirty:
@@ -2909,8 +2954,12 @@ class Planner:
                                else getattr(under, "name", None) or self.sql[e.pos:e.end])
             if (not aggregating and self.table is not None and self.table.schema == "druid" and bad):
                 raise err_order_by(bad)
-            parts.append("ORDER BY " + ", ".join(os_))
             p.ordered_scan = not aggregating and self.table is not None and self.table.schema == "druid"
+            if p.ordered_scan:
+                # Ties in storage (ingestion) order, by definition rather than by SQLite's
+                # sorter: the pre-rendered slices (FastSlices) serve them in that order too.
+                os_.append("rowid")
+            parts.append("ORDER BY " + ", ".join(os_))
         if q.limit is not None or q.offset is not None:
             lim = self.count(q.limit) if q.limit is not None else -1
             parts.append("LIMIT %d" % lim)
@@ -3118,6 +3167,241 @@ FORMATS = {f.upper(): f for f in ("object", "array", "objectLines", "arrayLines"
 
 
 # ---------------------------------------------------------------------------
+# Pre-rendered slices: the fast path for the queries a sync sends
+# ---------------------------------------------------------------------------
+
+_TS_PREFIX = {}  # epoch day -> '"YYYY-MM-DDT'
+
+
+def _ts_json(ms):
+    """'"' + fmt_ts(ms) + '"' for an int, with the date part cached per day."""
+    days, rem = divmod(ms, DAY_MS)
+    p = _TS_PREFIX.get(days)
+    if p is None:
+        if len(_TS_PREFIX) > 100000:
+            _TS_PREFIX.clear()
+        p = _TS_PREFIX[days] = '"' + fmt_ts(days * DAY_MS)[:-13]
+    hh, rem = divmod(rem, 3600000)
+    mi, rem = divmod(rem, 60000)
+    ss, mss = divmod(rem, 1000)
+    return '%s%02d:%02d:%02d.%03dZ"' % (p, hh, mi, ss, mss)
+
+
+def json_cell(t, stringify):
+    """f(sqlite value) -> the JSON text value_formatter gives (its first half), faster:
+    timestamps through _ts_json, other values memoised per column (str, int and None
+    never compare equal to each other; floats, which equal ints, always go through)."""
+    base = value_formatter(t, stringify)
+    if t.sql in ("TIMESTAMP", "DATE"):
+        def ts(v):
+            return _ts_json(v) if v.__class__ is int else base(v)[0]
+        return ts
+    memo = {}
+
+    def f(v):
+        if v.__class__ is float:
+            return base(v)[0]
+        r = memo.get(v)
+        if r is None:
+            r = base(v)[0]
+            if len(memo) < 200000:
+                memo[v] = r
+        return r
+    return f
+
+
+class _Rendered:
+    """One datasource table's rows for one column list, each rendered once as its
+    arrayLines line (b'[...]\n'), kept in storage (rowid) order and sorted by (__time,
+    rowid), with the times for bisecting."""
+    __slots__ = ("gen", "rows", "times", "sorted_rows", "pos", "nbytes")
+
+
+class FastSlices:
+    """Serves ``SELECT col, ... FROM ds [WHERE __time >= ? AND __time < ?] [ORDER BY
+    __time]`` in arrayLines (the daemon's slice reads) from rows rendered once per
+    version of the data, by bisecting on time and writing large chunks, instead of
+    running SQLite and formatting every value of every row each time.
+
+    The bytes are those of the SQLite path by construction: each row is rendered by the
+    same formatters, and rows come in the same order (storage order without ORDER BY,
+    (__time, rowid) with it; the planner adds the rowid tie-break).  A cached rendering
+    is valid while ``Store.data_gen()`` is unchanged (any row inserted, updated or
+    deleted anywhere invalidates every rendering); its key holds the SQLite table name
+    (new for a replaced datasource) and the columns with their types.  Everything else
+    (other formats, expressions, LIMIT, other filters, the endless_line / raw_line /
+    huge_header faults) takes the SQLite path."""
+
+    MAX_ENTRIES = 2
+    PIECE_ROWS = 2048  # rows per write; cancellation and the deadline are checked between pieces
+
+    def __init__(self, store):
+        self.store = store
+        self.enabled = True
+        self.entries = {}  # key -> _Rendered
+        self.lock = threading.Lock()  # taken before store.lock, never inside it
+        self.builds = 0
+        self.build_seconds = 0.0
+
+    # -- which queries (store.lock held: planning)
+    def match(self, q, plan, fmt, fault, stringify):
+        """A spec for rows(), or None for the SQLite path."""
+        t = plan.table
+        if (not self.enabled or fmt != "arrayLines" or t is None or t.schema != "druid" or q.distinct
+                or q.group is not None or q.having is not None or q.limit is not None or q.offset is not None):
+            return None
+        if fault and fault.get("kind") not in ("truncate", "reset", "delay"):
+            return None
+        tcol = t.col("__time")
+        if tcol is None:
+            return None
+        cols = []
+        for it in q.items:
+            if it.k == "star":
+                cols.extend(t.columns)
+            elif it.e.k == "col" and t.col(it.e.name) is not None:
+                cols.append(t.col(it.e.name))
+            else:
+                return None
+        if len(cols) != len(plan.types) or any(c.t is not pt for c, pt in zip(cols, plan.types)):
+            return None
+        ordered = False
+        if q.order:
+            if len(q.order) != 1:
+                return None
+            e, desc = q.order[0]
+            if desc or e.k != "col" or e.name != "__time":
+                return None
+            if not e.quals and "__time" in plan.names and cols[plan.names.index("__time")] is not tcol:
+                return None  # ORDER BY names a select item called __time that is something else
+            ordered = True
+        bounds = []
+        if q.where is not None and not self._bounds(q.where, plan.binds, bounds):
+            return None
+        key = (t.sqlite_name, tcol.internal, tuple((c.internal, c.t.sql) for c in cols), bool(stringify))
+        return (key, cols, stringify, bounds, ordered)
+
+    _FLIP = {">=": "<=", ">": "<", "<=": ">=", "<": ">"}
+
+    def _bounds(self, n, binds, out):
+        if n.k != "bin":
+            return False
+        if n.op == "AND":
+            return self._bounds(n.l, binds, out) and self._bounds(n.r, binds, out)
+        if n.op not in self._FLIP:
+            return False
+        l, r, op = n.l, n.r, n.op
+        if r.k == "col" and l.k != "col":
+            l, r, op = r, l, self._FLIP[op]
+        if l.k != "col" or l.name != "__time":
+            return False
+        if r.k == "param":
+            key = "p%d" % r.idx
+            if key not in binds:
+                return False
+            v = binds[key]
+        elif r.k == "ts":
+            v = r.ms
+        else:
+            return False
+        if v.__class__ not in (int, float) or (v.__class__ is float and not math.isfinite(v)):
+            return False
+        out.append((op, v))
+        return True
+
+    # -- the rows (no lock held by the caller)
+    def rows(self, spec):
+        """The rendered lines (bytes, each ending in \n) the query returns, in order; None
+        when the table cannot be served this way (then the SQLite path runs)."""
+        key, cols, stringify, bounds, ordered = spec
+        with self.lock:
+            with self.store.lock:
+                gen = self.store.data_gen()
+            e = self.entries.get(key)
+            if e is None or e.gen != gen:
+                e = self._build(key, cols, stringify)
+                if e is None:
+                    return None
+        ts = e.times
+        a, b = 0, len(ts)
+        for op, v in bounds:
+            if op == ">=":
+                a = max(a, bisect.bisect_left(ts, v))
+            elif op == ">":
+                a = max(a, bisect.bisect_right(ts, v))
+            elif op == "<":
+                b = min(b, bisect.bisect_left(ts, v))
+            else:
+                b = min(b, bisect.bisect_right(ts, v))
+        if a >= b:
+            return []
+        if e.pos is None or ordered:
+            return e.sorted_rows[a:b]
+        rr = e.rows
+        return [rr[i] for i in sorted(e.pos[a:b])]  # storage order, as a table scan gives
+
+    def _build(self, key, cols, stringify):
+        store = self.store
+        sqlite_name, tc = key[0], key[1]
+        sql = 'SELECT %s, "%s" FROM "%s" ORDER BY rowid' % (", ".join('"%s"' % c.internal for c in cols), tc,
+                                                           sqlite_name)
+        t0 = time.time()
+        fmts = [json_cell(c.t, stringify) for c in cols]
+        call = operator.call
+        rows, times = [], []
+        mono, prev, nbytes = True, None, 0
+        # Read in batches, the store lock held only while fetching (a build of millions of
+        # rows takes seconds); a change meanwhile discards the result (gen re-checked).
+        try:
+            with store.lock:
+                gen = store.data_gen()
+                cur = store.db.execute(sql)
+                data = cur.fetchmany(20000)
+            while data:
+                for row in data:
+                    tm = row[-1]
+                    if tm.__class__ is not int:
+                        return None
+                    if prev is not None and tm < prev:
+                        mono = False
+                    prev = tm
+                    line = ("[" + ",".join(map(call, fmts, row)) + "]\n").encode("utf-8")
+                    nbytes += len(line)
+                    rows.append(line)
+                    times.append(tm)
+                with store.lock:
+                    if store.data_gen() != gen:
+                        return None
+                    data = cur.fetchmany(20000)
+        except sqlite3.Error:
+            return None
+        e = _Rendered()
+        e.gen, e.rows, e.nbytes = gen, rows, nbytes
+        if mono:
+            e.times, e.sorted_rows, e.pos = times, rows, None
+        else:
+            order = sorted(range(len(times)), key=times.__getitem__)  # stable: ties in rowid order
+            e.times = [times[i] for i in order]
+            e.sorted_rows = [rows[i] for i in order]
+            e.pos = order
+        for k in [k for k, x in self.entries.items() if x.gen != gen]:
+            del self.entries[k]
+        self.entries.pop(key, None)
+        self.entries[key] = e
+        while len(self.entries) > self.MAX_ENTRIES:
+            del self.entries[next(iter(self.entries))]
+        self.builds += 1
+        self.build_seconds += time.time() - t0
+        return e
+
+    def info(self):
+        with self.lock:
+            return {"enabled": self.enabled, "builds": self.builds, "build_seconds": round(self.build_seconds, 3),
+                    "entries": [{"table": k[0], "columns": len(k[2]), "rows": len(e.rows), "bytes": e.nbytes,
+                                 "gen": e.gen} for k, e in self.entries.items()]}
+
+
+# ---------------------------------------------------------------------------
 # Server state: faults, query log, running queries
 # ---------------------------------------------------------------------------
 
@@ -3172,7 +3456,10 @@ class ChunkedBody:
         self.started = False
 
     def write(self, s):
-        b = s.encode("utf-8")
+        self.write_bytes(s.encode("utf-8"))
+
+    def write_bytes(self, b):
+        """b: bytes or a memoryview of them."""
         self.buf.append(b)
         self.size += len(b)
         if self.size >= self.FLUSH_AT:
@@ -3215,9 +3502,10 @@ class ChunkedBody:
         if not self.started:
             self._start(extra)
         if self.buf:
-            data = b"".join(self.buf)
+            # One write per chunk (small writes would meet Nagle and delayed ACKs).
+            data = b"".join([b"%x\r\n" % self.size] + self.buf + [b"\r\n"])
             self.buf, self.size = [], 0
-            self.h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.h.wfile.write(data)
 
     def finish(self, complete):
         extra = [] if self.started else [("X-Druid-Response-Context", '{"missingSegments":[]}')]
@@ -3524,10 +3812,13 @@ class Handler(BaseHTTPRequestHandler):
                     store.refresh_system(plan.table)
                 elif plan.table is not None:
                     store.check_scan_order(plan)
+                fast = store.fast.match(q, plan, fmt, fault, stringify)
         except DruidError as e:
             return fail(e)
         except RecursionError:
             return fail(err_parse("Query too complex"))
+        fast_rows = store.fast.rows(fast) if fast is not None else None
+        rec["fast_path"] = fast_rows is not None
 
         # --- execute and stream
         formatters = [value_formatter(t, stringify) for t in plan.types]
@@ -3554,6 +3845,23 @@ class Handler(BaseHTTPRequestHandler):
         sent = 0
         complete = False
         try:
+            if fast_rows is not None:
+                body.write(writer.start())
+                body.write(writer.header(header, [_native_or_none(t) for t in plan.types] if types_h else None,
+                                         [t.sql for t in plan.types] if sqltypes_h else None))
+                err = self._write_rendered(body, writer.n > 0, fast_rows, limit_rows, stall_at, fault, run,
+                                           deadline, rec, qid)
+                if err is not None:
+                    return fail(err)
+                if limit_rows is not None and len(fast_rows) >= limit_rows:
+                    raise Abort(fault["kind"])
+                if run.cancelled.is_set() and not body.started:
+                    return fail(err_cancelled(qid))
+                body.write(writer.end())
+                body.finish(True)
+                complete = True
+                rec["status"] = 200
+                return
             with store.lock:
                 try:
                     cur = store.db.cursor()
@@ -3613,6 +3921,7 @@ class Handler(BaseHTTPRequestHandler):
                 body.flush()
                 self.wfile.flush()
                 self.close_connection = True
+                self._drain_send_queue(2.0)
                 try:
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.connection.close()
@@ -3625,6 +3934,43 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             rec["complete"] = complete
             rec["finished"] = time.time()
+
+    def _write_rendered(self, body, after_header, rows, limit_rows, stall_at, fault, run, deadline, rec, qid):
+        """The row lines of a pre-rendered slice (FastSlices), byte for byte what the row
+        loop of the SQLite path writes: a row's separating newline goes out with the next
+        row (or the end marker), so a truncated body ends without one and a stall leaves
+        the last row unterminated, exactly as there.  Truncation (limit_rows), the
+        mid-stream stall, cancellation and the deadline apply at the same row counts;
+        the latter two are checked every PIECE_ROWS rows.  Returns a DruidError to send
+        instead of the body (only before anything went out), else None."""
+        n = len(rows) if limit_rows is None else min(len(rows), limit_rows)
+        step = FastSlices.PIECE_ROWS
+        lead = b"\n" if after_header else b""
+        sent = 0
+        while sent < n:
+            if stall_at is not None and sent == stall_at:
+                stall_at = None
+                body.flush()
+                self._stall(float(fault.get("delay_seconds", 1)), run, deadline)
+            if run.cancelled.is_set():
+                if not body.started:
+                    return err_cancelled(qid)
+                raise Abort("cancel")
+            if deadline and time.time() >= deadline:
+                if not body.started:
+                    return err_timeout()
+                raise Abort("timeout")
+            stop = min(n, sent + step)
+            if stall_at is not None and sent < stall_at < stop:
+                stop = stall_at
+            data = b"".join(rows[sent:stop])
+            if lead:
+                body.write_bytes(lead)
+            body.write_bytes(memoryview(data)[:-1])
+            lead = b"\n"
+            sent = stop
+            rec["rows_sent"] = sent
+        return None
 
     def _endless_line(self, body, writer, run, delay):
         """Starts a row line and never ends it: 'x' at full speed, in 256 KiB chunks, until
@@ -3640,6 +3986,22 @@ class Handler(BaseHTTPRequestHandler):
         while not run.cancelled.is_set():
             self.wfile.write(frame)
         raise Abort("cancel")
+
+    def _drain_send_queue(self, limit):
+        """Waits (up to limit seconds) until the client has acknowledged everything sent:
+        a reset discards what is still queued, so without this the rows before a reset
+        fault would depend on timing (and on how large the last writes were)."""
+        import fcntl
+        import termios
+        end = time.time() + limit
+        buf = struct.pack("i", 0)
+        while time.time() < end:
+            try:
+                if struct.unpack("i", fcntl.ioctl(self.connection.fileno(), termios.TIOCOUTQ, buf))[0] == 0:
+                    return
+            except OSError:
+                return
+            time.sleep(0.002)
 
     @staticmethod
     def _stall(seconds, run, deadline):
@@ -3698,7 +4060,8 @@ class Handler(BaseHTTPRequestHandler):
                 store.drop(body["datasource"])
                 return self.send_json(200, {"ok": True})
             if method == "POST" and ep == "load":
-                t = store.load_file(body["datasource"], body["file"], body.get("limit"), body.get("granularity"))
+                t = store.load_file(body["datasource"], body["file"], body.get("limit"), body.get("granularity"),
+                                    body.get("rows"), body.get("cycle_ms"))
                 return self.send_json(200, {"ok": True, "columns": [[c.name, c.t.info] for c in t.columns]})
             if method == "POST" and ep == "fault":
                 kind = body.get("kind")
@@ -3800,6 +4163,14 @@ class Handler(BaseHTTPRequestHandler):
                 with st.lock:
                     st.max_inflight = st.inflight
                 return self.send_json(200, {"ok": True})
+            if ep == "fast_path" and method in ("GET", "POST"):
+                # The pre-rendered slice path (FastSlices): on/off, and what it holds.
+                if method == "POST" and "enabled" in body:
+                    with store.fast.lock:
+                        store.fast.enabled = bool(body["enabled"])
+                        if not store.fast.enabled:
+                            store.fast.entries = {}
+                return self.send_json(200, store.fast.info())
             if method == "GET" and ep == "datasources":
                 with store.lock:
                     return self.send_json(200, {n: {"hidden": t.hidden, "listed": t.listed,
@@ -3856,12 +4227,15 @@ def main(argv=None):
     ap.add_argument("--no-trailers", action="store_true", help="do not send the Druid 31+ HTTP trailer")
     ap.add_argument("--documented-content-types", action="store_true",
                     help="text/plain for the line formats and text/csv for csv, as the docs say")
+    ap.add_argument("--no-fast-path", action="store_true",
+                    help="serve every query through SQLite (no pre-rendered slices)")
     ap.add_argument("--tls-cert", help="also serve HTTPS (same data) with this PEM certificate")
     ap.add_argument("--tls-key", help="the certificate's PEM private key")
     ap.add_argument("--tls-port-file", help="where to write the HTTPS port")
     args = ap.parse_args(argv)
 
     store = Store(args.version)
+    store.fast.enabled = not args.no_fast_path
     grans = {}
     for spec in args.granularity:
         name, _, g = spec.partition("=")

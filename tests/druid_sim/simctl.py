@@ -269,9 +269,22 @@ class Sim:
     def drop(self, datasource):
         return self._control("POST", "drop", {"datasource": datasource})
 
-    def load(self, datasource, file, limit=None, granularity=None):
-        return self._control("POST", "load", {"datasource": datasource, "file": file, "limit": limit,
-                                              "granularity": granularity})
+    def load(self, datasource, file, limit=None, granularity=None, rows=None, cycle_ms=None):
+        """Create (replace) a datasource from an NDJSON(.gz) file the server reads.
+        rows: that many rows, the file's rows cycled, copy k shifted by k * cycle_ms
+        (default: the file's time span rounded up to whole days)."""
+        body = {"datasource": datasource, "file": file, "limit": limit, "granularity": granularity}
+        if rows is not None:
+            body["rows"] = rows
+            body["cycle_ms"] = cycle_ms
+        return self._control("POST", "load", body)
+
+    def fast_path(self, enabled=None):
+        """The pre-rendered slice path: enabled=True/False switches it (off also empties
+        its cache); -> {"enabled", "builds", "build_seconds", "entries": [...]}."""
+        if enabled is None:
+            return self._control("GET", "fast_path")
+        return self._control("POST", "fast_path", {"enabled": bool(enabled)})
 
     def fault(self, kind, match=None, times=1, after_rows=0, **kw):
         """Add a fault rule. kw: error=, status=, body=, retry_after=, delay_seconds=."""

@@ -1241,5 +1241,259 @@ class SegmentModel(unittest.TestCase):
             self.run_seed(seed, 60)
 
 
+class FastPathPieces:
+    PIECE = druid_sim.FastSlices.PIECE_ROWS
+
+
+class FastPath(unittest.TestCase):
+    """The pre-rendered slice path (druid_sim.FastSlices) against the SQLite path of the
+    same server: every response byte (status, headers but Date, body, chunked end and
+    trailer) equal, over many time ranges, column lists, header options, value types,
+    rows stored out of time order, faults, and after every kind of data change."""
+
+    COLS = [("__time", TS), ("s", "VARCHAR"), ("n", "BIGINT"), ("d", "DOUBLE"), ("f", "FLOAT"),
+            ("b", "BOOLEAN"), ("a", "ARRAY"), ("j", "COMPLEX<json>"), ("dt", "DATE")]
+    T0 = 1442016000000  # 2015-09-12
+    H = 3600000
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.path.exists(WIKI):
+            raise unittest.SkipTest("sample data not found at %s" % WIKI)
+        cls.sim = Sim.start(load={"wikipedia": WIKI}, granularity={"wikipedia": "HOUR"})
+        cls.rnd = __import__("random").Random(8)
+        cls.sim.datasource("mixed", cls.COLS, cls.mixed_rows(0, 600), granularity="HOUR")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.sim.stop()
+
+    def setUp(self):
+        self.sim.clear_faults()
+        self.sim.fast_path(True)
+
+    @classmethod
+    def mixed_rows(cls, start, n):
+        """Rows in random time order with ties, NULLs, non-finite and odd values."""
+        r = cls.rnd
+        strs = ["", "x", 'q"uo\\te', "tab\there\nnl", "\x01\x1f\x7f", "é日本\u2028", "/slash/", None]
+        out = []
+        for i in range(start, start + n):
+            ms = cls.T0 + r.randrange(0, 6 * cls.H) // 1000 * 1000 if r.random() < 0.3 else \
+                cls.T0 + r.randrange(0, 6 * cls.H)
+            out.append({"__time": ms, "s": r.choice(strs), "n": r.choice([i, -2 ** 63, 2 ** 63 - 1, 0, None]),
+                        "d": r.choice([0.1 * i, 1e7, -0.0, 1e-5, float("nan"), float("inf"), None, 3]),
+                        "f": r.choice([0.3, 1e7, None, 2.5]), "b": r.choice([True, False, None]),
+                        "a": r.choice([["a", "b"], [], None, ["x\ny"]]),
+                        "j": r.choice([{"k": [1, 2.5, None]}, {}, None, {"z": "é"}]),
+                        "dt": r.choice(["2015-09-12", None, "1969-12-31"])})
+        return out
+
+    def fetch(self, sql, params=None, header=True, types=False, sqltypes=False):
+        """(status line, headers without Date, payload, chunked end with trailer) read raw."""
+        import socket
+        req = {"query": sql, "resultFormat": "arrayLines", "header": header, "typesHeader": types,
+               "sqlTypesHeader": sqltypes, "context": {"sqlQueryId": "fp"}}
+        if params is not None:
+            req["parameters"] = [{"type": t, "value": v} for t, v in params]
+        body = json.dumps(req).encode()
+        s = socket.create_connection(("127.0.0.1", self.sim.port), timeout=60)
+        try:
+            s.sendall(b"POST /druid/v2/sql HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: "
+                      b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            raw = b""
+            while True:
+                try:
+                    b = s.recv(1 << 20)
+                except ConnectionResetError:
+                    raw += b"<reset>"
+                    break
+                if not b:
+                    break
+                raw += b
+        finally:
+            s.close()
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines_ = head.split(b"\r\n")
+        hdrs = sorted(x for x in lines_[1:] if not x.lower().startswith(b"date:"))
+        if b"transfer-encoding: chunked" not in head.lower():
+            return lines_[0], hdrs, rest, None
+        out, i = [], 0
+        while True:
+            j = rest.find(b"\r\n", i)
+            if j < 0:
+                return lines_[0], hdrs, b"".join(out), rest[i:]
+            n = int(rest[i:j].split(b";")[0], 16)
+            if n == 0:
+                return lines_[0], hdrs, b"".join(out), rest[i:]
+            out.append(rest[j + 2:j + 2 + n])
+            i = j + 2 + n + 2
+
+    def both(self, sql, params=None, expect_fast=True, **kw):
+        """The response with the fast path on and off; asserts they are equal and that
+        the fast path served (or not) the first one."""
+        self.sim.clear_queries()
+        fast = self.fetch(sql, params, **kw)
+        rec = [q for q in self.sim.queries() if q.get("sql") == sql][-1]
+        self.sim.fast_path(False)
+        try:
+            slow = self.fetch(sql, params, **kw)
+        finally:
+            self.sim.fast_path(True)
+        self.assertEqual(rec.get("fast_path"), expect_fast, sql)
+        self.assertEqual(fast[0], slow[0], sql)
+        self.assertEqual(fast[1], slow[1], sql)
+        self.assert_same(fast[2], slow[2], (sql, params))
+        self.assertEqual(fast[3], slow[3], sql)
+        return fast
+
+    def assert_same(self, a, b, what):
+        """Bodies equal; on a difference, where it starts (not megabytes of text)."""
+        if a != b:
+            i = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
+            self.fail("%r: bodies differ at byte %d (lengths %d, %d): %r / %r"
+                      % (what, i, len(a), len(b), a[max(0, i - 80):i + 80], b[max(0, i - 80):i + 80]))
+
+    def slice_sql(self, ds, cols="*", ordered=True, where=' WHERE "__time" >= ? AND "__time" < ?'):
+        return "SELECT %s FROM \"%s\"%s%s" % (cols, ds, where, ' ORDER BY "__time"' if ordered else "")
+
+    def test_wikipedia_ranges(self):
+        cols = '"__time", "channel", "cityName", "comment", "isRobot", "metroCode", "added", "deleted"'
+        lo0, hi0 = 1442018818771, 1442102399200
+        r = self.rnd
+        for i in range(25):
+            a = r.randrange(lo0 - 10 ** 6, hi0)
+            b = a + r.choice([0, 1, 1000, 60000, 3600000, 10 ** 8])
+            for ordered in (True, False):
+                st, _h, body, _end = self.both(self.slice_sql("wikipedia", cols if i % 2 else "*", ordered),
+                                               [(TS, a), (TS, b)])
+                self.assertEqual(st, b"HTTP/1.1 200 OK")
+        # The whole table, no filter; and a bound equal to a row's time, each comparison.
+        self.both(self.slice_sql("wikipedia", where=""))
+        self.both(self.slice_sql("wikipedia", where="", ordered=False))
+        t = 1442020000000 - 1442020000000 % 1000
+        body = self.sim.sql('SELECT "__time" FROM wikipedia WHERE "__time" >= ? LIMIT 1',
+                            params=[(TS, t)], header=False)[2]
+        t = druid_sim.parse_time(json.loads(body.split(b"\n")[0])[0])
+        for cond in ('"__time" >= ?', '"__time" > ?', '"__time" <= ?', '"__time" < ?', '? <= "__time"',
+                     '? > "__time"', '"__time" >= ? AND "__time" <= ? AND "__time" > ?'):
+            n = cond.count("?")
+            self.both(self.slice_sql("wikipedia", "__time, page", where=" WHERE " + cond), [(TS, t)] * n)
+        # ISO strings and a TIMESTAMP literal bind the same; headers with types.
+        self.both(self.slice_sql("wikipedia", '"page", "__time"'),
+                  [(TS, "2015-09-12T10:00:00Z"), (TS, "2015-09-12 11:00:00")], types=True, sqltypes=True)
+        self.both(self.slice_sql("wikipedia", where=" WHERE __time >= TIMESTAMP '2015-09-12 23:00:00'"),
+                  header=False)
+
+    def test_mixed_types_out_of_order(self):
+        for a, b in [(0, 6), (1, 2), (2, 2), (0, 1), (5, 9)]:
+            for ordered in (True, False):
+                for header in (True, False):
+                    self.both(self.slice_sql("mixed", ordered=ordered),
+                              [(TS, self.T0 + a * self.H), (TS, self.T0 + b * self.H)], header=header)
+        self.both(self.slice_sql("mixed", '"j", "a", "__time", "dt", "b"', ordered=False, where=""))
+
+    def test_not_fast(self):
+        """Shapes the fast path leaves to SQLite still answer (and equal themselves)."""
+        p = [(TS, self.T0), (TS, self.T0 + 3 * self.H)]
+        for sql in ('SELECT "__time", n + 1 FROM mixed WHERE "__time" >= ? AND "__time" < ?',
+                    'SELECT * FROM mixed WHERE "__time" >= ? AND "__time" < ? AND n > 3',
+                    'SELECT * FROM mixed WHERE "__time" >= ? AND "__time" < ? ORDER BY "__time" DESC',
+                    'SELECT * FROM mixed WHERE "__time" >= ? AND "__time" < ? LIMIT 5'):
+            self.both(sql, p, expect_fast=False)
+        self.both('SELECT * FROM mixed WHERE "__time" >= ? AND "__time" < ?', [("VARCHAR", "x"), (TS, 0)],
+                  expect_fast=False)
+
+    def test_faults_alike(self):
+        sql = self.slice_sql("wikipedia", '"__time", "page", "added"')
+        p = [(TS, 1442016000000), (TS, 1442026800000)]  # 00:00-03:00: 1,000-odd rows
+        n = len(self.fetch(sql, p, header=False)[2].split(b"\n")) - 2
+        self.assertGreater(n, FastPathPieces.PIECE + 100)  # more than one piece written
+        for kind, after in [("truncate", 0), ("truncate", 1), ("truncate", FastPathPieces.PIECE),
+                            ("truncate", FastPathPieces.PIECE + 1), ("truncate", n), ("truncate", n + 1),
+                            ("reset", 0), ("reset", 7), ("reset", n), ("delay", 3), ("delay", FastPathPieces.PIECE),
+                            ("delay", n)]:
+            for header in (True, False):
+                with self.subTest(kind=kind, after=after, header=header):
+                    outs = []
+                    for fast in (True, False):
+                        self.sim.fast_path(fast)
+                        self.sim.fault(kind, match='FROM "wikipedia"', after_rows=after, delay_seconds=0.2)
+                        outs.append(self.fetch(sql, p, header=header))
+                    self.sim.fast_path(True)
+                    self.assertEqual(outs[0][:2], outs[1][:2])
+                    self.assert_same(outs[0][2], outs[1][2], (kind, after))
+                    self.assertEqual(outs[0][3], outs[1][3])
+                    if kind != "delay" and after <= n:
+                        self.assertFalse(outs[0][2].endswith(b"\n\n"))
+        # A status fault and a delay before the first row apply before either path runs.
+        self.sim.fault("status", match='FROM "wikipedia"', error="capacity")
+        self.assertEqual(self.fetch(sql, p)[0], b"HTTP/1.1 429 Too Many Requests")
+
+    def test_cancel_mid_stream(self):
+        """A query stalled mid-stream by a delay fault and cancelled ends without the end marker."""
+        sql = self.slice_sql("wikipedia", '"__time", "page"')
+        self.sim.fault("delay", match='FROM "wikipedia"', after_rows=10, delay_seconds=5)
+        out = {}
+        th = threading.Thread(target=lambda: out.update(r=self.fetch(sql, [(TS, 0), (TS, 2 ** 50)])))
+        th.start()
+        time.sleep(0.5)
+        self.assertEqual(self.sim.request("DELETE", "/druid/v2/sql/fp")[0], 202)
+        th.join(10)
+        payload = out["r"][2]
+        self.assertEqual(len(payload.split(b"\n")), 11)  # header + 10 rows, the 10th unterminated
+        self.assertFalse(payload.endswith(b"\n"))
+        self.assertIn(b"X-Druid-Response-Complete: false", out["r"][3])
+
+    def test_every_change_invalidates(self):
+        """After each kind of change the fast path serves the new rows (equal to SQLite's)."""
+        sim, H, T0 = self.sim, self.H, self.T0
+        sim.datasource("chg", self.COLS, self.mixed_rows(0, 300), granularity="HOUR")
+        sql = self.slice_sql("chg", '"__time", "s", "n", "d"')
+        p = [(TS, T0 - 10 * H), (TS, T0 + 20 * H)]
+        before = self.both(sql, p)[2]
+        # (name, change, whether the selected rows change)
+        steps = [
+            ("append", lambda: sim.append("chg", self.mixed_rows(1000, 20)), True),
+            ("late_append", lambda: sim.late_append("chg", self.mixed_rows(2000, 20)), True),
+            ("realtime", lambda: sim.realtime("chg", [{"__time": T0 + 7 * H + 5, "s": "rt", "n": 1}]), True),
+            ("handoff", lambda: sim.handoff("chg"), False),
+            ("compact", lambda: sim.compact("chg", "2015-09-12T00:00:00Z", "2015-09-12T03:00:00Z",
+                                            partitions=2), False),
+            ("cleanup", lambda: sim.cleanup("chg"), False),
+            ("unavailable", lambda: sim.set_available("chg", "2015-09-12T01:00:00Z", "2015-09-12T02:00:00Z"),
+             True),
+            ("available", lambda: sim.set_available("chg", "2015-09-12T01:00:00Z", "2015-09-12T02:00:00Z",
+                                                    available=True), True),
+            ("delete", lambda: sim.delete("chg", "2015-09-12T02:00:00Z", "2015-09-12T02:30:00Z"), True),
+            ("replace", lambda: sim.replace("chg", "2015-09-12T03:00:00Z", "2015-09-12T04:00:00Z",
+                                            [{"__time": T0 + 3 * H + 9, "s": "new"}]), True),
+            ("reindex", lambda: sim.reindex("chg", "2015-09-12T04:00:00Z", "2015-09-12T05:00:00Z",
+                                            [{"__time": T0 + 4 * H + 1, "s": "re"}]), True),
+            ("drop_interval", lambda: sim.drop_interval("chg", "2015-09-12T05:00:00Z", "2015-09-12T06:00:00Z"),
+             True),
+            ("add_column", lambda: sim.add_column("chg", "extra", "VARCHAR"), False),
+            ("recreate", lambda: sim.datasource("chg", self.COLS, self.mixed_rows(0, 50), granularity="HOUR"),
+             True),
+        ]
+        prev = before
+        for name, change, changes in steps:
+            with self.subTest(change=name):
+                change()
+                got = self.both(sql, p)[2]  # fast (rendered anew) == SQLite
+                self.both(self.slice_sql("chg", ordered=False), p)
+                self.both(self.slice_sql("chg"), p)  # SELECT *: the new column after add_column
+                if changes:
+                    self.assertNotEqual(got, prev, "the rows did not change after %s" % name)
+                prev = got
+        # Reading system tables does not re-render (only data changes do).
+        self.fetch(sql, p)
+        builds = sim.fast_path()["builds"]
+        sim.sql('SELECT * FROM sys.segments')
+        sim.sql('SELECT * FROM INFORMATION_SCHEMA.COLUMNS')
+        self.fetch(sql, p)
+        self.assertEqual(sim.fast_path()["builds"], builds)
+
+
 if __name__ == "__main__":
     unittest.main()
