@@ -66,6 +66,16 @@ class CliTest(EnvTestCase):
             proc.terminate()
             proc.communicate(timeout=60)
 
+    def test_unreachable_druid_said_once(self):
+        """A Druid nobody listens for: exit 1 with libcurl's reason, said once per line."""
+        self.env.config(druid_port=harness.free_port(), max_retries=1)
+        rc, err = self.env.run("--once", timeout=120)
+        self.assertEqual(rc, 1, err[-2000:])
+        lines = [l for l in err.splitlines() if "onnect" in l and "druid" in l.lower()]
+        self.assertTrue(lines, err[-2000:])
+        for l in lines:
+            self.assertLessEqual(l.count("Couldn't connect to server"), 1, l)
+
     @staticmethod
     def _scrape(port):
         import urllib.request
