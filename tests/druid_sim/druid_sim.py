@@ -4168,8 +4168,6 @@ class Handler(BaseHTTPRequestHandler):
                 if method == "POST" and "enabled" in body:
                     with store.fast.lock:
                         store.fast.enabled = bool(body["enabled"])
-                        if not store.fast.enabled:
-                            store.fast.entries = {}
                 return self.send_json(200, store.fast.info())
             if method == "GET" and ep == "datasources":
                 with store.lock:

@@ -280,8 +280,8 @@ class Sim:
         return self._control("POST", "load", body)
 
     def fast_path(self, enabled=None):
-        """The pre-rendered slice path: enabled=True/False switches it (off also empties
-        its cache); -> {"enabled", "builds", "build_seconds", "entries": [...]}."""
+        """The pre-rendered slice path: enabled=True/False switches it (what it rendered
+        is kept); -> {"enabled", "builds", "build_seconds", "entries": [...]}."""
         if enabled is None:
             return self._control("GET", "fast_path")
         return self._control("POST", "fast_path", {"enabled": bool(enabled)})
