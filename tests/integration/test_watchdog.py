@@ -178,10 +178,12 @@ class Watchdog(EnvTestCase):
         super().setUpClass()
         cls.daemons = []
         try:
-            # 4,000 rows, 50 a minute, 50 a slice: 80 slices, each answered by Druid after
-            # 1 s (within request_timeout_seconds): a cycle of well over BOUND seconds. Only
-            # slice reads are delayed (they name the columns), not the planning counts.
-            cls.sim.datasource("slow_moving", COLS, rows(4000, step_ms=1200))
+            # 8,000 rows, 50 a minute, 50 a slice: 160 slices, each answered by Druid after
+            # 1 s (within request_timeout_seconds): a cycle of well over BOUND seconds, still
+            # running when the other tests (which may take a while on a loaded machine) are
+            # done. Only slice reads are delayed (they name the columns), not the planning
+            # counts.
+            cls.sim.datasource("slow_moving", COLS, rows(8000, step_ms=1200))
             cls.sim.fault("delay", match='"v" FROM "slow_moving"', times=100000,
                           delay_seconds=1.0)
             cls.moving = cls.start("moving", dict(datasources=["slow_moving"], batch_size=50,
