@@ -461,7 +461,7 @@ def main():
     target("first sync >= 1.0 x two-session \\copy", d >= c2, "%.2f x" % (d / c2))
     target("daemon CPU <= 0.6 CPU-s per million rows", med(R["d_cpu"]) <= 0.6, "%.2f" % med(R["d_cpu"]))
     ratio = med(R["d_pgcpu"]) / med(R["c1_pgcpu"])
-    target("PostgreSQL CPU for the daemon's load <= 1.1 x one \\copy", ratio <= 1.1, "%.2f x" % ratio)
+    target("PostgreSQL CPU for the daemon's load <= 1.1 x one \\copy", ratio <= 1.1, "%.3f x" % ratio)
     if rss_1m is not None:
         r10 = med(R["d_rss"])
         target("peak RSS <= 64 MiB at 10M rows", r10 <= 64 and N >= 10_000_000,
