@@ -108,6 +108,10 @@ static const char *secret_to_watch(const char *text, size_t n, struct json_objec
     const char *first = memmem(text, n, pw, len);
     if (!first || memmem(first + 1, n - (size_t)(first + 1 - text), pw, len))
         return NULL;
+    /* ... and written literally as the value: a password made by escapes ("\ud800" decodes
+     * to U+FFFD) may equal other text of the file, such as a key an error rightly names */
+    if (first == text || first[-1] != '"' || (size_t)(first - text) + len >= n || first[len] != '"')
+        return NULL;
     return pw;
 }
 
