@@ -195,15 +195,43 @@ def psql(pg, db, sql):
     return rows[0][0] if rows and rows[0] else None
 
 
+def vm_hwm_kib(pid):
+    """The process's own peak RSS (VmHWM), None once it is gone."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def run_daemon(cfg_path, log_path):
-    """druid-syncd --once: (exit code, wall s, CPU s, peak RSS KiB)."""
+    """druid-syncd --once: (exit code, wall s, CPU s, peak RSS KiB).
+
+    The peak RSS is VmHWM read from /proc while the daemon runs, not wait4's ru_maxrss: Linux
+    folds the forking parent's RSS before exec into ru_maxrss, so this Python process's own
+    size (hundreds of MiB here) would be reported as the daemon's."""
     with open(log_path, "ab") as log:
         t0 = time.time()
         p = subprocess.Popen([harness.BIN, "-c", cfg_path, "--once"], stdout=log, stderr=log)
+        peak = [0]
+
+        def watch():
+            while True:
+                v = vm_hwm_kib(p.pid)
+                if v is None:
+                    return
+                peak[0] = max(peak[0], v)
+                time.sleep(0.01)
+        th = threading.Thread(target=watch, daemon=True)
+        th.start()
         _pid, status, ru = os.wait4(p.pid, 0)
         wall = time.time() - t0
+        th.join(timeout=5)
     p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss
+    return p.returncode, wall, ru.ru_utime + ru.ru_stime, peak[0]
 
 
 def copy_in(pg, db, table, files, backends):
