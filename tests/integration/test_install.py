@@ -1,6 +1,7 @@
 """`cmake --install` puts the binary, the example configuration and the unit files where the
 README says, and the installed example configuration passes --check-config."""
 import os
+import shutil
 import subprocess
 import tempfile
 import unittest
@@ -20,7 +21,24 @@ class InstallTest(unittest.TestCase):
             self.assertTrue(os.access(binary, os.X_OK))
             for unit in ("druid-syncd.service", "druid-syncd@.service"):
                 with open(os.path.join(units, unit)) as f:
-                    self.assertIn("Type=notify", f.read())
+                    text = f.read()
+                self.assertIn("Type=notify", text)
+                # the unit runs the binary this install put in place, whatever the prefix
+                execs = [l.split("=", 1)[1].split()[0] for l in text.splitlines()
+                         if l.startswith("ExecStart=")]
+                self.assertEqual(execs, [binary], unit)
+                self.assertIn("file:" + os.path.join(dest, "share", "doc", "druid-syncd", "README.md"),
+                              text)
+                self.assertNotIn("/usr/local", text)
+                if shutil.which("systemd-analyze"):
+                    name = unit.replace("@.", "@test.")
+                    with tempfile.TemporaryDirectory() as ud:
+                        path = os.path.join(ud, name)
+                        with open(path, "w") as f:
+                            f.write(text)
+                        p = subprocess.run(["systemd-analyze", "verify", path],
+                                           capture_output=True, text=True)
+                    self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
             self.assertTrue(os.path.exists(os.path.join(dest, "share", "doc", "druid-syncd",
                                                         "README.md")))
             p = subprocess.run([binary, "--check-config", "-c", example], capture_output=True,
