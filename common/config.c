@@ -113,6 +113,7 @@ static const struct cf_key cf_keys[] = {
     LONG("batch_size",              batch_size,              "50000",     1, LONG_MAX),
     INT ("max_concurrent_queries",  max_concurrent_queries,  "4",         0, 1, 256),
     NUM ("request_timeout_seconds", request_timeout_seconds, "300",       CF_GT, 0),
+    NUM ("connect_timeout_seconds", connect_timeout_seconds, "10",        CF_GT, 0),
     NUM ("lookback_seconds",        lookback_seconds,        "0",         0, 0),
     BOOL("soft_deletes",            soft_deletes,            "true",      0),
     BOOL("follow_drops",            follow_drops,            "true",      0),

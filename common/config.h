@@ -31,6 +31,7 @@ struct config {
     long batch_size;
     int max_concurrent_queries;
     double request_timeout_seconds;
+    double connect_timeout_seconds; /* opening a connection to Druid or PostgreSQL */
     double lookback_seconds;
     bool soft_deletes;
     bool follow_drops;              /* rows of chunks Druid dropped are flagged (or deleted) */

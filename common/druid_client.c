@@ -24,6 +24,7 @@ struct druid_client {
     char *ca;
     bool verify;
     long timeout_ms;
+    long connect_ms; /* connect_timeout_seconds */
     size_t max_inflight;
     size_t inflight;
     size_t cancels;                 /* DELETE requests in flight */
@@ -394,7 +395,7 @@ static void common_options(struct druid_client *c, struct druid_query *q)
     curl_easy_setopt(e, CURLOPT_PRIVATE, q);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, q->curl_err);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_ms);
     if (c->user) {
         curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
         curl_easy_setopt(e, CURLOPT_USERNAME, c->user);
@@ -615,6 +616,9 @@ static void apply_config(struct druid_client *c, const struct config *cfg)
     c->ca = dup_or_null(cfg->tls_ca_file);
     c->verify = cfg->tls_verify;
     c->timeout_ms = (long)(cfg->request_timeout_seconds * 1000.0);
+    c->connect_ms = (long)(cfg->connect_timeout_seconds * 1000.0);
+    if (c->connect_ms < 1)
+        c->connect_ms = 1;
     c->max_inflight = (size_t)cfg->max_concurrent_queries;
 }
 

@@ -80,9 +80,9 @@ void pgsink_set_config(struct pgsink *s, const struct config *cfg)
              " SET LOCAL idle_in_transaction_session_timeout = %ld",
              ms, lock_ms, ms);
     double wait = cfg->postgres_timeout_seconds + 10;
-    pgjob_queue_set_limits(s->control, PGSINK_CONNECT_TIMEOUT, wait, s->set_local);
+    pgjob_queue_set_limits(s->control, cfg->connect_timeout_seconds, wait, s->set_local);
     for (size_t i = 0; i < s->nwriters; i++)
-        pgconn_set_timeouts(s->writers[i].conn, PGSINK_CONNECT_TIMEOUT, wait);
+        pgconn_set_timeouts(s->writers[i].conn, cfg->connect_timeout_seconds, wait);
 }
 
 const struct pgerr *pgsink_last_error(const struct pgsink *s)

@@ -15,8 +15,6 @@
 #include "pgsink.h"
 #include "sqlident.h"
 
-/* Seconds to open a PostgreSQL connection (connect_timeout_seconds arrives with issue 9). */
-#define PGSINK_CONNECT_TIMEOUT 10.0
 
 #define STATE_TABLE "druid_syncd_state"
 #define STAGE_TABLE "druid_syncd_stage"
