@@ -28,6 +28,9 @@ void druidsql_columns(struct buf *sql, struct druid_param *p, size_t *np, const 
  * order is not guaranteed. */
 void druidsql_segments(struct buf *sql, struct druid_param *p, size_t *np);
 
+/* Every schema Druid has (asked only when a schema lists no table: a typo?). */
+#define DRUIDSQL_SCHEMATA "SELECT \"SCHEMA_NAME\" FROM INFORMATION_SCHEMA.SCHEMATA"
+
 /* Rows per bucket of col over [lo, hi) (INT64_MIN / INT64_MAX: unbounded), with the greatest
  * value of col per bucket: columns "b", "n", "mx". period is a TIME_FLOOR period ("P1D",
  * "PT1H", ...) or NULL to group by the column's own values. */

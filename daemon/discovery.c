@@ -29,6 +29,8 @@ struct discovery {
     struct buf copy;
     int idx_table_name, idx_table_type, idx_column_name, idx_ordinal, idx_data_type;
     struct discovery_result res;
+    bool schema_seen;   /* SCHEMATA lists the schema */
+    struct buf schemas; /* ... and what it lists, for the error */
 };
 
 static void *xcalloc(size_t n, size_t sz)
@@ -75,6 +77,7 @@ static void free_run(struct discovery *d)
     }
     free(d->res.tables);
     free(d->schema);
+    buf_free(&d->schemas);
     free(d);
 }
 
@@ -266,6 +269,42 @@ static int tables_on_row(void *ud, struct json_object *row)
     return 0;
 }
 
+static void write_tables(struct discovery *d);
+
+static int schemata_on_row(void *ud, struct json_object *row)
+{
+    struct discovery *d = ud;
+    struct json_object *v = json_object_array_get_idx(row, 0);
+    const char *name = v ? json_object_get_string(v) : NULL;
+    if (!name)
+        return 0;
+    if (strcmp(name, d->schema) == 0)
+        d->schema_seen = true;
+    buf_puts(&d->schemas, d->schemas.len ? ", " : "");
+    buf_puts(&d->schemas, name);
+    return 0;
+}
+
+static void schemata_on_done(void *ud, const struct druid_error *e)
+{
+    struct discovery *d = ud;
+    d->q = NULL;
+    if (e->kind != DRUID_OK) {
+        fail(d, "reading INFORMATION_SCHEMA.SCHEMATA", e->message, e->kind, e->http_status);
+        return;
+    }
+    if (!d->schema_seen) {
+        /* a mistyped schema_name must not look like an empty cluster */
+        struct buf m = BUF_INIT;
+        buf_printf(&m, "Druid has no schema \"%s\" (schema_name); its schemas are: %s", d->schema,
+                   d->schemas.len ? d->schemas.data : "none");
+        fail(d, "reading the catalog", m.data, DRUID_ERR_QUERY, 0);
+        buf_free(&m);
+        return;
+    }
+    write_tables(d);
+}
+
 static void tables_on_done(void *ud, const struct druid_error *e)
 {
     struct discovery *d = ud;
@@ -274,6 +313,16 @@ static void tables_on_done(void *ud, const struct druid_error *e)
         fail(d, "reading INFORMATION_SCHEMA.TABLES", e->message, e->kind, e->http_status);
         return;
     }
+    if (d->res.ntables == 0) {
+        static const struct druid_query_ops ops = {NULL, schemata_on_row, schemata_on_done};
+        d->q = druid_query_submit(d->druid, DRUIDSQL_SCHEMATA, NULL, 0, &ops, d);
+        return;
+    }
+    write_tables(d);
+}
+
+static void write_tables(struct discovery *d)
+{
     pgsink_replace_metadata(d->sink, PGSINK_META_TABLES, d->cols, d->ncols,
                             d->copy.data ? d->copy.data : "", d->copy.len, on_tables_written, d);
 }

@@ -53,7 +53,9 @@ static void disc_failed(struct sched *s, const struct discovery_error *e)
         sched_block_on_auth(s, e->http_status, e->message);
     s->disc_attempts++;
     sched_set_last_error(s, "%s: %s", e->what, e->message);
-    if (s->opts.once && (s->disc_attempts > s->cfg->max_retries || s->auth_blocked)) {
+    /* a wrong query (a schema that does not exist) cannot succeed by waiting */
+    bool permanent = e->kind == DRUID_ERR_QUERY || e->kind == DRUID_ERR_PROTOCOL;
+    if (s->opts.once && (s->disc_attempts > s->cfg->max_retries || s->auth_blocked || permanent)) {
         log_error("sched", "discovery failed: %s: %s", e->what, e->message);
         if (!s->finished_reported && s->opts.on_finished) {
             s->finished_reported = true;

@@ -66,6 +66,19 @@ class CliTest(EnvTestCase):
             proc.terminate()
             proc.communicate(timeout=60)
 
+    def test_mistyped_schema_name_fails(self):
+        """A schema Druid does not have is an error naming the schemas it has, not an empty
+        sync that exits 0; a schema that exists but holds no table still syncs nothing."""
+        self.env.config(schema_name="drud")
+        rc, err = self.env.run("--once", timeout=60)
+        self.assertEqual(rc, 1, err[-2000:])
+        self.assertIn('Druid has no schema "drud"', err)
+        self.assertIn("druid", err.split('no schema "drud"', 1)[1])
+        self.env.config(schema_name="lookup")
+        rc, err = self.env.run("--once", timeout=60)
+        self.assertEqual(rc, 0, err[-2000:])
+        self.assertIn('0 datasources in schema "lookup"', err)
+
     def test_unreachable_druid_said_once(self):
         """A Druid nobody listens for: exit 1 with libcurl's reason, said once per line."""
         self.env.config(druid_port=harness.free_port(), max_retries=1)
