@@ -38,6 +38,7 @@ struct app {
     int probe_attempts;
     bool auth_refused; /* Druid answered 401/403 to the start-up probe: wait for a reload */
     bool once;
+    const char *const *only; /* --datasource names, NULL-terminated, or NULL */
     bool cli_log_level;
     int exit_code;
     bool stopping;
@@ -305,7 +306,9 @@ static void on_sink_started(void *ud, const char *err)
     log_info("pg", "PostgreSQL ready; destination schema \"%s\"", a->cfg->destination_schema);
     /* a previous run that ended mid-cycle (killed, or PostgreSQL unreachable at its end)
      * left 'syncing' behind: say what happened */
-    pgsink_state_recover(a->sink, on_state_recovered, a);
+    /* only this instance's datasources: another instance may be mid-cycle on others */
+    const char *const *mine = a->only ? a->only : (const char *const *)a->cfg->datasources;
+    pgsink_state_recover(a->sink, mine, on_state_recovered, a);
 }
 
 int main(int argc, char **argv)
@@ -410,6 +413,7 @@ int main(int argc, char **argv)
         log_error("main", "initialisation failed (out of memory or libcurl)");
         return 1;
     }
+    a.only = (const char *const *)only;
     struct sched_opts so = {a.once, (const char *const *)only, on_finished, &a};
     a.sched = sched_new(&a.loop, a.cfg, a.druid, a.sink, &so);
     uv_timer_init(&a.loop, &a.exit_timer);

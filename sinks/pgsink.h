@@ -47,9 +47,11 @@ const struct pgerr *pgsink_last_error(const struct pgsink *s);
 /* CREATE SCHEMA and the state table IF NOT EXISTS (again: after a failure said the schema
  * or a table is gone, pgerr_schema_missing). */
 void pgsink_ensure_schema(struct pgsink *s, pgsink_cb cb, void *ud);
-/* Marks every state row still saying 'syncing' as 'interrupted': a previous run ended
- * during a cycle without recording its end (PostgreSQL was unreachable, or a kill). */
-void pgsink_state_recover(struct pgsink *s, pgsink_cb cb, void *ud);
+/* Marks the state rows still saying 'syncing' as 'interrupted': a previous run ended
+ * during a cycle without recording its end (PostgreSQL was unreachable, or a kill). Only the
+ * datasources this instance syncs: `only` (NULL-terminated names, or NULL for all) minus the
+ * configuration's exclude_datasources, so another instance's cycle is left alone. */
+void pgsink_state_recover(struct pgsink *s, const char *const *only, pgsink_cb cb, void *ud);
 
 /* Connects the control connection; creates the destination schema and the state table. */
 void pgsink_start(struct pgsink *s, pgsink_cb cb, void *ud);

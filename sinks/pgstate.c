@@ -1,6 +1,7 @@
 /* pgstate: the state table druid_syncd_state: its DDL and the updates outside slices
  * (cycle start and end, datasources missing from the catalog). See pgsink.h. */
 #include <inttypes.h>
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,7 +108,19 @@ void pgsink_state_mark_missing(struct pgsink *s, const char *present_json, pgsin
     pgjob_submit(s->control, j);
 }
 
-void pgsink_state_recover(struct pgsink *s, pgsink_cb cb, void *ud)
+static char *names_json(const char *const *names)
+{
+    struct json_object *a = json_object_new_array();
+    for (const char *const *n = names; n && *n; n++)
+        json_object_array_add(a, json_object_new_string(*n));
+    char *out = strdup(json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN));
+    json_object_put(a);
+    if (!out)
+        abort();
+    return out;
+}
+
+void pgsink_state_recover(struct pgsink *s, const char *const *only, pgsink_cb cb, void *ud)
 {
     struct pgjob *j = pgsink_job(s, cb, ud);
     struct buf b = BUF_INIT;
@@ -115,8 +128,16 @@ void pgsink_state_recover(struct pgsink *s, pgsink_cb cb, void *ud)
     pgsink_qtable(&b, s, STATE_TABLE);
     buf_puts(&b, " SET status = 'interrupted', last_finished = COALESCE(last_finished, now()),"
                  " last_error = 'the previous run ended during this cycle without recording"
-                 " its end', updated_at = now() WHERE status = 'syncing'");
-    pgjob_sql(j, b.data, 0, NULL, NULL);
+                 " its end', updated_at = now() WHERE status = 'syncing'"
+                 " AND ($1::jsonb IS NULL OR datasource IN"
+                 " (SELECT jsonb_array_elements_text($1::jsonb)))"
+                 " AND datasource NOT IN (SELECT jsonb_array_elements_text($2::jsonb))");
+    char *inc = only ? names_json(only) : NULL;
+    char *exc = names_json((const char *const *)s->cfg->exclude_datasources);
+    const char *p[2] = {inc, exc};
+    pgjob_sql(j, b.data, 2, p, NULL);
+    free(inc);
+    free(exc);
     buf_free(&b);
     pgjob_submit(s->control, j);
 }

@@ -66,6 +66,23 @@ class CliTest(EnvTestCase):
             proc.terminate()
             proc.communicate(timeout=60)
 
+    def test_start_up_leaves_other_instances_cycles_alone(self):
+        """A state row another instance is cycling on ('syncing') is not marked interrupted by
+        a start that syncs other datasources; one this run syncs is."""
+        self.sim.datasource("other_ds", COLS, rows(5))
+        self.env.config(datasources=["other_ds", "cli_ds"])
+        rc, err = self.env.run("--once", timeout=60)
+        self.assertEqual(rc, 0, err[-2000:])
+        self.pg.psql("UPDATE %s SET status = 'syncing'" % tbl("druid_syncd_state"))
+        rc, err = self.env.run("--once", "--datasource", "cli_ds", timeout=60)
+        self.assertEqual(rc, 0, err[-2000:])
+        self.assertEqual(state_row(self.pg, "other_ds")["status"], "syncing")
+        self.assertEqual(state_row(self.pg, "cli_ds")["status"], "ok")
+        self.env.config(datasources=["other_ds"])
+        rc, err = self.env.run("--once", "--log-level", "debug", timeout=60)
+        self.assertEqual(rc, 0, err[-2000:])
+        self.assertEqual(state_row(self.pg, "other_ds")["status"], "ok")
+
     def test_mistyped_schema_name_fails(self):
         """A schema Druid does not have is an error naming the schemas it has, not an empty
         sync that exits 0; a schema that exists but holds no table still syncs nothing."""

@@ -247,7 +247,18 @@ class SchemaAndState(EnvTestCase):
             if p.poll() is None:
                 p.kill()
         self.assertEqual(state_row(self.pg, ds)["status"], "syncing")
+        # a run that syncs only the other datasource leaves it alone (it could be another
+        # instance's cycle in progress) ...
         self.env.once("--datasource", other)
+        self.assertEqual(state_row(self.pg, ds)["status"], "syncing")
+        # ... a start that syncs it corrects it first thing (here Druid then refuses us, so
+        # the correction is all this run does)
+        self.sim.fault("status", match="SELECT 1", times=100, error="unauthorized")
+        try:
+            rc, err = self.env.run("--once", "--datasource", ds, timeout=60)
+        finally:
+            self.sim.clear_faults()
+        self.assertEqual(rc, 1, err[-2000:])
         st = state_row(self.pg, ds)
         self.assertEqual(st["status"], "interrupted")
         self.assertIn("without recording its end", st["last_error"])

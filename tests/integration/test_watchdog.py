@@ -247,8 +247,14 @@ class Watchdog(EnvTestCase):
 
     def test_2_moving_cycle_longer_than_the_bound_keeps_pinging(self):
         d, t0 = self.moving, self.t_moving
-        wait_for(lambda: (state_row(self.pg, "slow_moving") or {}).get("status") == "syncing",
-                 timeout=20, what="the slow cycle to start")
+        try:
+            # (a loaded machine running the sanitizer build next to another test may take a
+            # while to get there; the cycle itself lasts 160 s)
+            wait_for(lambda: (state_row(self.pg, "slow_moving") or {}).get("status") == "syncing",
+                     timeout=60, what="the slow cycle to start")
+        except AssertionError:
+            raise AssertionError("the slow cycle did not start: %s\n%s"
+                                 % (state_row(self.pg, "slow_moving"), d.stderr()[-3000:]))
         started = state_row(self.pg, "slow_moving")["last_started"]
         committed = []
         while time.monotonic() < t0 + OBSERVE:
