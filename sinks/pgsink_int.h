@@ -15,7 +15,6 @@
 #include "pgsink.h"
 #include "sqlident.h"
 
-
 #define STATE_TABLE "druid_syncd_state"
 #define STAGE_TABLE "druid_syncd_stage"
 
