@@ -78,6 +78,8 @@ struct cf_key {
 static int check_host(const struct cf_key *k, struct config *c, char *err, size_t errlen);
 static int check_listen(const struct cf_key *k, struct config *c, char *err, size_t errlen);
 static int check_log_level(const struct cf_key *k, struct config *c, char *err, size_t errlen);
+static int check_postgres(const struct cf_key *k, struct config *c, char *err, size_t errlen);
+static int check_log_format(const struct cf_key *k, struct config *c, char *err, size_t errlen);
 
 /* clang-format off */
 #define F(field) offsetof(struct config, field)
@@ -101,7 +103,7 @@ static const struct cf_key cf_keys[] = {
     STR ("tls_ca_file",             tls_ca_file,             NULL,        CF_NONEMPTY | CF_READABLE, NULL),
     BOOL("tls_verify",              tls_verify,              "true",      0),
     /* PostgreSQL */
-    STR ("postgres",                postgres,                "\"\"",      0, NULL),
+    STR ("postgres",                postgres,                "\"\"",      0, check_postgres),
     STR ("destination_schema",      destination_schema,      "\"druid\"", CF_NONEMPTY, NULL),
     {"postgres_timeout_seconds", CF_NUMBER, F(postgres_timeout_seconds), "600", 0,
      0, 0, 0.001, PG_TIMEOUT_MAX, 0, NULL}, /* >= 1 ms: 0 ms would mean no limit */
@@ -127,6 +129,10 @@ static const struct cf_key cf_keys[] = {
     STR ("log_level",               log_level,               NULL,        CF_NONEMPTY, check_log_level),
     NUM ("shutdown_timeout_seconds", shutdown_timeout_seconds, "30",      CF_GT, 0),
     STR ("metrics_listen",          metrics_listen,          NULL,        CF_NONEMPTY, check_listen),
+    INT ("postgres_writers",        postgres_writers,        "2",         0, 1, 64),
+    STR ("log_format",              log_format,              "\"text\"",  CF_NONEMPTY, check_log_format),
+    NUM ("lease_seconds",           lease_seconds,           "30",        CF_GT, 0),
+    {"instance_name", CF_STRING, F(instance_name), NULL, CF_NONEMPTY, 0, 0, 0, 0, 128, NULL},
 };
 /* clang-format on */
 
@@ -545,6 +551,103 @@ static int check_log_level(const struct cf_key *k, struct config *c, char *err, 
         return -1;
     }
     return 0;
+}
+
+static int check_log_format(const struct cf_key *k, struct config *c, char *err, size_t errlen)
+{
+    if (strcmp(c->log_format, "text") != 0 && strcmp(c->log_format, "json") != 0) {
+        seterr(err, errlen, "%s: expected \"text\" or \"json\", got \"%s\"", k->name,
+               c->log_format);
+        return -1;
+    }
+    return 0;
+}
+
+/* libpq's message may quote a token of the string, which may be a piece of a password:
+ * when the string mentions a password, quoted parts are replaced by "...". */
+static void redact_quoted(char *msg, size_t cap, bool has_secret)
+{
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        msg[--n] = '\0';
+    if (!has_secret)
+        return;
+    char out[512];
+    size_t o = 0;
+    bool in = false;
+    for (const char *p = msg; *p && o + 4 < sizeof out; p++) {
+        if (*p == '"') {
+            if (!in) {
+                memcpy(out + o, "\"...\"", 5);
+                o += 5;
+            }
+            in = !in;
+        } else if (!in) {
+            out[o++] = *p;
+        }
+    }
+    out[o] = '\0';
+    snprintf(msg, cap, "%s", out);
+}
+
+/* Is every entry of a port list ("5432" or "5432,5433,") a port number? libpq's parser
+ * accepts any text there and fails only when it connects. */
+static bool port_list_ok(const char *v)
+{
+    const char *p = v;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len) { /* an empty entry means the default port */
+            if (len > 5)
+                return false;
+            long port = 0;
+            for (size_t i = 0; i < len; i++) {
+                if (p[i] < '0' || p[i] > '9')
+                    return false;
+                port = port * 10 + (p[i] - '0');
+            }
+            if (port < 1 || port > 65535)
+                return false;
+        }
+        if (!comma)
+            return true;
+        p = comma + 1;
+    }
+}
+
+/* The connection string is parsed by libpq itself, so that --check-config catches what
+ * would otherwise fail only at run time (and restart-loop under systemd). */
+static int check_postgres(const struct cf_key *k, struct config *c, char *err, size_t errlen)
+{
+    char *errmsg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(c->postgres, &errmsg);
+    bool secret = strcasestr(c->postgres, "password") || strchr(c->postgres, '@');
+    if (!opts) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", errmsg ? errmsg : "out of memory");
+        if (errmsg) {
+            explicit_bzero(errmsg, strlen(errmsg));
+            PQfreemem(errmsg);
+        }
+        redact_quoted(msg, sizeof msg, secret);
+        seterr(err, errlen, "%s: libpq cannot parse the connection string: %s", k->name, msg);
+        return -1;
+    }
+    int rc = 0;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val)
+            continue;
+        if (strcmp(o->keyword, "port") == 0 && !port_list_ok(o->val)) {
+            seterr(err, errlen, "%s: port: expected a port number (1-65535), got \"%.64s\"",
+                   k->name, o->val);
+            rc = -1;
+        }
+        if (strcmp(o->keyword, "password") == 0)
+            explicit_bzero(o->val, strlen(o->val));
+    }
+    PQconninfoFree(opts);
+    return rc;
 }
 
 /* ---- unknown keys ---- */

@@ -37,6 +37,10 @@ struct config {
     bool follow_drops;              /* rows of chunks Druid dropped are flagged (or deleted) */
     double realtime_reread_seconds; /* an open (realtime) chunk is re-read whole this often */
     char *metadata_column_prefix;
+    int postgres_writers; /* PostgreSQL connections that write slices; default 2 */
+    char *log_format;     /* "text" (default) or "json" */
+    double lease_seconds; /* work lease length when instances share a destination */
+    char *instance_name;  /* NULL: host name and process id, decided at start-up */
     /* additions beyond SPEC 2 (documented in the README) */
     int max_retries;                 /* attempts per slice before the cycle fails; default 5 */
     double retry_initial_seconds;    /* first backoff, doubled each retry; default 1 */
