@@ -59,7 +59,7 @@ class UnitFileTest(unittest.TestCase):
                 text = f.read()
             cls.texts[fname] = text
             # point ExecStart at the built binary so that verify finds an executable
-            rewritten = re.sub(r"^(ExecStart=)(\S*druid-syncd)(\s)", lambda m: m.group(1) + os.path.abspath(BIN)
+            rewritten = re.sub(r"^(Exec(?:Start|Reload)=)(\S*druid-syncd)(\s)", lambda m: m.group(1) + os.path.abspath(BIN)
                                + m.group(3), text, flags=re.M)
             dst = os.path.join(cls.tmp, fname)
             with open(dst, "w", encoding="utf-8") as f:
@@ -113,8 +113,14 @@ class UnitFileTest(unittest.TestCase):
                     return v[-1]
 
                 self.assertEqual(one("Type"), "notify")
-                reload = one("ExecReload")
-                self.assertRegex(reload, r"kill\s+(-s\s+)?-?(HUP|SIGHUP|1)\b.*\$MAINPID", reload)
+                reloads = u.get(("Service", "ExecReload"), [])
+                self.assertEqual(len(reloads), 2, reloads)
+                # first the file is validated (a broken file fails the reload), then SIGHUP
+                self.assertRegex(reloads[0], r"druid-syncd\s+--check-config\s+(--config|-c)\s+/etc/druid-syncd/")
+                self.assertEqual(reloads[0].split("--config")[-1].strip(),
+                                 one("ExecStart").split("--config")[-1].strip(),
+                                 "ExecReload validates a different file than ExecStart runs")
+                self.assertRegex(reloads[1], r"kill\s+(-s\s+)?-?(HUP|SIGHUP|1)\b.*\$MAINPID", reloads[1])
                 wd = one("WatchdogSec")
                 self.assertRegex(wd, r"^\d+(s|min)?$")
                 self.assertGreater(int(re.match(r"\d+", wd).group(0)), 0)
