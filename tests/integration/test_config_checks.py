@@ -102,6 +102,26 @@ class ConfigChecksTest(unittest.TestCase):
         self.assertEqual(p.returncode, 78)
         self.assertIn('unknown key "batch_sise" (did you mean "batch_size"?)', p.stdout)
 
+    def test_malformed_postgres_string_is_a_configuration_error(self):
+        """issue 9.3: libpq's parser judges the string at load time, for --check-config and for
+        the daemon (exit 78, which the unit's RestartPreventExitStatus does not restart)."""
+        cases = [("host=x bogus=1", 'invalid connection option "bogus"'),
+                 ("postgresql://u@h:notaport/db", 'port: expected a port number (1-65535), got "notaport"'),
+                 ("postgresql://h/db?sslmode=require&bogus=1", "invalid URI query parameter"),
+                 ("host=x password=%s dbname" % PG_SECRET, 'missing "..." after "..."')]
+        for conninfo, reason in cases:
+            with self.subTest(postgres=conninfo):
+                path = self.config(0o600, postgres=conninfo)
+                p = run(["-c", path, "--check-config"])
+                self.assertEqual(p.returncode, 78, p.stdout + p.stderr)
+                self.assertIn("postgres: ", p.stdout)
+                self.assertIn(reason, p.stdout)
+                self.assertNoSecret(p)
+                p = run(["-c", path, "--once"], timeout=30)
+                self.assertEqual(p.returncode, 78, p.stdout + p.stderr)
+                self.assertIn(reason, p.stderr)
+                self.assertNoSecret(p)
+
     # ---- druid_password in a readable config ----
 
     def test_readable_config_with_druid_password_warns(self):
