@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "log.h"
+#include "pgctl.h"
 #include "planning.h"
 #include "registry.h"
 #include "retry.h"
@@ -502,7 +503,85 @@ static void on_schema_ready(void *ud, const char *err)
     prepare(d);
 }
 
+/* ---- operator requests (pause) ---- */
+
+/* The datasources whose pause this process has logged: said once per pause, not every cycle
+ * (by name: a datasource rediscovered after a catalog gap is the same pause). */
+struct paused_name {
+    struct paused_name *next;
+    char *name;
+};
+static struct paused_name *paused_logged;
+
+/* Whether the pause was new to this process; forgets it on resume (paused false). */
+static bool note_paused(const char *name, bool paused)
+{
+    for (struct paused_name **pp = &paused_logged; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->name, name) == 0) {
+            if (!paused) {
+                struct paused_name *p = *pp;
+                *pp = p->next;
+                free(p->name);
+                free(p);
+            }
+            return false;
+        }
+    }
+    if (!paused)
+        return false;
+    struct paused_name *p = sched_xcalloc(1, sizeof *p);
+    p->name = sched_xstrdup(name);
+    p->next = paused_logged;
+    paused_logged = p;
+    return true;
+}
+
+static void cycle_begin(struct dsync *d);
+
+static void on_requests(void *ud, const char *err, const struct pgctl_requests *r)
+{
+    struct dsync *d = ud;
+    struct sched *s = d->s;
+    sched_touch(s);
+    d->outstanding--;
+    if (err) {
+        /* not knowing whether it is paused, the cycle must not touch it: it fails like a
+         * prepare that PostgreSQL refused, and the next cycle asks again */
+        d->st = DS_PLANNING;
+        cycle_fail(d, "reading the operator requests from PostgreSQL failed: %s", err);
+        return;
+    }
+    bool paused = r->paused;
+    if (note_paused(d->name, paused))
+        log_info("sched",
+                 "%s: paused by an operator (druid-syncd resume %s): its cycles are "
+                 "skipped",
+                 d->name, d->name);
+    if (paused || s->stopping) {
+        log_debug("sched", "%s: cycle skipped (%s)", d->name, paused ? "paused" : "stopping");
+        d->st = DS_IDLE;
+        if (s->opts.once) {
+            d->once_done = true;
+            d->once_failed = false; /* a paused datasource is not a failed one */
+        }
+        if (!s->opts.once && !s->stopping)
+            cycle_schedule(d, s->cfg->sync_interval_seconds);
+        sched_check_finished(s);
+        return;
+    }
+    cycle_begin(d);
+}
+
+/* Every cycle first reads the operator requests: a paused datasource does nothing at all
+ * (no Druid query, no write), so a pause takes effect within one cycle on every instance. */
 void cycle_start(struct dsync *d)
+{
+    d->st = DS_PREPARING;
+    d->outstanding++;
+    pgsink_ctl_read(d->s->sink, d->name, on_requests, d);
+}
+
+static void cycle_begin(struct dsync *d)
 {
     struct sched *s = d->s;
     cycle_reset(d);

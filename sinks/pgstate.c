@@ -30,6 +30,10 @@ void pgstate_add_create(struct pgjob *j, const struct pgsink *s)
         "column_names jsonb",    /* Druid column name -> PostgreSQL column name */
         "change_detection text", /* segments, counts, cursor or full */
         "id_scheme integer",     /* the row id scheme of the table's rows (rowenc.h) */
+        /* operator requests (daemon/opcmd.c writes them, sinks/pgctl.c reads them) */
+        "paused boolean NOT NULL DEFAULT false", /* skipped by every instance until resumed */
+        "resync_requested timestamptz",          /* a rebuild asked for, not yet done */
+        "last_resync timestamptz",               /* the last rebuild done */
     };
     for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
         buf_reset(&b);
@@ -69,6 +73,7 @@ void pgsink_state_cycle_end(struct pgsink *s, const char *datasource, const char
                             const char *cursor, bool interrupted, const char *detection,
                             int id_scheme, pgsink_cb cb, void *ud)
 {
+    /* a pause that arrived during the cycle keeps its status: the next cycle is skipped */
     /* the scheduler never sends a cursor behind the stored one: no text comparison, which
      * would misorder years beyond 9999 and BC */
     struct pgjob *j = pgsink_job(s, cb, ud);
@@ -76,11 +81,13 @@ void pgsink_state_cycle_end(struct pgsink *s, const char *datasource, const char
     buf_puts(&b, "UPDATE ");
     pgsink_qtable(&b, s, STATE_TABLE);
     buf_puts(&b, interrupted ? " AS st SET last_finished = now(), last_error = $2::text,"
-                               " status = 'interrupted',"
+                               " status = CASE WHEN st.paused THEN 'paused' ELSE 'interrupted'"
+                               " END,"
                              : " AS st SET last_finished = now(),"
                                " last_success = CASE WHEN $2::text IS NULL THEN now() ELSE"
                                " last_success END, last_error = $2::text,"
-                               " status = CASE WHEN $2::text IS NULL THEN 'ok' ELSE 'error' END,");
+                               " status = CASE WHEN st.paused THEN 'paused' WHEN $2::text IS NULL"
+                               " THEN 'ok' ELSE 'error' END,");
     buf_puts(&b, " cursor = COALESCE($3::text, st.cursor),"
                  " change_detection = COALESCE($4::text, st.change_detection),"
                  " id_scheme = COALESCE($5::integer, st.id_scheme),"
@@ -99,7 +106,8 @@ void pgsink_state_mark_missing(struct pgsink *s, const char *present_json, pgsin
     struct buf b = BUF_INIT;
     buf_puts(&b, "UPDATE ");
     pgsink_qtable(&b, s, STATE_TABLE);
-    buf_puts(&b, " SET in_catalog = false, status = 'missing from the Druid catalog',"
+    buf_puts(&b, " SET in_catalog = false, status = CASE WHEN paused THEN 'paused'"
+                 " ELSE 'missing from the Druid catalog' END,"
                  " updated_at = now() WHERE in_catalog AND datasource NOT IN"
                  " (SELECT jsonb_array_elements_text($1::jsonb))");
     const char *p[1] = {present_json};

@@ -1165,3 +1165,67 @@ void fake_reset(void)
     nrealtime = 0;
     last_slice_lo = INT64_MIN;
 }
+
+/* ---- operator requests (sinks/pgctl.h) ---- */
+/* Its own block, with its own reset (fake_ctl_reset): the pause flag the operator commands
+ * set, the reads of it, and read failures on request. The test file declares these. */
+#include "pgctl.h"
+
+static bool ctl_paused;
+static int ctl_reads, ctl_fail_n;
+
+void fake_ctl_reset(void);
+void fake_ctl_pause(bool paused);
+int fake_ctl_reads(void);
+void fake_ctl_fail_reads(int n);
+
+void fake_ctl_reset(void)
+{
+    ctl_paused = false;
+    ctl_reads = ctl_fail_n = 0;
+}
+
+void fake_ctl_pause(bool paused)
+{
+    ctl_paused = paused;
+}
+
+int fake_ctl_reads(void)
+{
+    return ctl_reads;
+}
+
+void fake_ctl_fail_reads(int n)
+{
+    ctl_fail_n = n;
+}
+
+struct ctlop {
+    pgctl_cb cb;
+    void *ud;
+};
+
+static void run_ctl(void *arg)
+{
+    struct ctlop *c = arg;
+    ctl_reads++;
+    if (ctl_fail_n > 0) {
+        ctl_fail_n--;
+        pgerr_set(&last_err, "", true, "server closed the connection unexpectedly");
+        c->cb(c->ud, "server closed the connection unexpectedly", NULL);
+    } else {
+        struct pgctl_requests q = {true, ctl_paused, NULL};
+        c->cb(c->ud, NULL, &q);
+    }
+    free(c);
+}
+
+void pgsink_ctl_read(struct pgsink *s, const char *datasource, pgctl_cb cb, void *ud)
+{
+    (void)s;
+    (void)datasource;
+    struct ctlop *c = xcalloc(1, sizeof *c);
+    c->cb = cb;
+    c->ud = ud;
+    defer(run_ctl, c);
+}

@@ -574,11 +574,93 @@ static void test_segments_realtime_chunk(void **state)
     finish(&r);
 }
 
+/* ---- operator requests: pause and resume (sinks/pgctl.h, faked in fake_io.c's own block) */
+void fake_ctl_reset(void);
+void fake_ctl_pause(bool paused);
+int fake_ctl_reads(void);
+void fake_ctl_fail_reads(int n);
+
+/* A paused datasource under --once: no Druid query at all, nothing written, not a failure. */
+static void test_paused_once_does_nothing(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    fake_ctl_pause(true);
+    start(&r, 300, 4, true);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 0);
+    assert_int_equal(fake_ctl_reads(), 1);
+    assert_int_equal(fake_druid_queries(NULL), 0);
+    assert_int_equal(fake_sink_commits(), 0);
+    assert_int_equal(fake_sink_rows(), 0);
+    assert_int_equal(fake_sink_cycle_ends(), 0);
+    assert_string_equal(fake_sink_status(), ""); /* no state write: the pause's row stays */
+    finish(&r);
+}
+
+/* A running daemon: a pause takes effect at the next cycle (nothing read, the late row not
+ * synced, no state write), cycles keep asking, and a resume syncs at the cycle after it. */
+static void test_pause_then_resume_daemon(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    start(&r, 300, 4, false);
+    next_cycle();
+    assert_int_equal(fake_sink_rows(), 750);
+    int ends = fake_sink_cycle_ends(), commits = fake_sink_commits();
+    fake_ctl_pause(true);
+    fake_druid_add_row(T0 + DAY + 7, 750); /* late: its chunk changes */
+    fake_druid_segments(true, "v2", false);
+    int reads = fake_ctl_reads();
+    next_cycle();
+    next_cycle();
+    assert_true(fake_ctl_reads() >= reads + 2);          /* every cycle asks again */
+    assert_int_equal(fake_druid_queries("ORDER BY"), 3); /* no data query since the first */
+    assert_int_equal(fake_druid_queries("COUNT("), 0);
+    assert_int_equal(fake_sink_commits(), commits);
+    assert_int_equal(fake_sink_cycle_ends(), ends);
+    assert_int_equal(fake_sink_rows(), 750);
+    fake_ctl_pause(false);
+    next_cycle();
+    assert_int_equal(fake_sink_rows(), 751);
+    assert_int_equal(fake_sink_copies(T0 + DAY + 7, 750), 1);
+    assert_string_equal(fake_sink_status(), "ok");
+    assert_int_equal(fake_sink_cycle_ends(), ends + 1);
+    sched_stop(r.s, 30);
+    fake_run(FOREVER);
+    finish(&r);
+}
+
+/* PostgreSQL cannot say whether it is paused: the cycle reads nothing from Druid and fails
+ * (--once exit 1), rather than sync a datasource that may be paused. */
+static void test_requests_unreadable_fails(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_ctl_fail_reads(1);
+    start(&r, 300, 4, true);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 1);
+    assert_int_equal(fake_druid_queries(NULL), 0);
+    assert_int_equal(fake_sink_rows(), 0);
+    assert_string_equal(fake_sink_status(), "error");
+    assert_non_null(strstr(fake_sink_last_error(), "operator requests"));
+    finish(&r);
+}
+
 /* Each test starts in a fresh world, even after a failed one. */
 static int reset(void **state)
 {
     (void)state;
     fake_reset();
+    fake_ctl_reset();
     return 0;
 }
 
@@ -600,6 +682,9 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup(test_segments_unavailable_postponed, reset),
     cmocka_unit_test_setup(test_segments_unknown_rows_counted, reset),
     cmocka_unit_test_setup(test_segments_realtime_chunk, reset),
+    cmocka_unit_test_setup(test_paused_once_does_nothing, reset),
+    cmocka_unit_test_setup(test_pause_then_resume_daemon, reset),
+    cmocka_unit_test_setup(test_requests_unreadable_fails, reset),
 };
 
 int main(void)
