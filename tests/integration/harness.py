@@ -276,3 +276,53 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+class NotifyReader:
+    """A $NOTIFY_SOCKET of our own (what systemd would read): every datagram kept raw, with
+    its arrival time (time.monotonic()). Give the daemon env NOTIFY_SOCKET=reader.path."""
+
+    def __init__(self):
+        import socket
+        import threading
+        self.dir = tempfile.mkdtemp(prefix="dsync-notify-")
+        self.path = os.path.join(self.dir, "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
+        self.lock = threading.Lock()
+        self.grams = []
+        self.running = True
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        import socket
+        while self.running:
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.grams.append((time.monotonic(), data))
+
+    def datagrams(self):
+        with self.lock:
+            return list(self.grams)
+
+    def values(self, key):
+        """Every value sent for key (e.g. "STATUS"), in order."""
+        out = []
+        for _, data in self.datagrams():
+            for line in data.decode("utf-8", "replace").split("\n"):
+                if line.startswith(key + "="):
+                    out.append(line[len(key) + 1:])
+        return out
+
+    def close(self):
+        self.running = False
+        self.thread.join(2)
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

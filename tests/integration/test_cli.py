@@ -96,6 +96,35 @@ class CliTest(EnvTestCase):
         self.assertEqual(rc, 0, err[-2000:])
         self.assertIn('0 datasources in schema "lookup"', err)
 
+    def test_mistyped_schema_name_daemon(self):
+        """issue 9.3, daemon mode: the mistyped schema is logged at error level every discovery
+        round and named in STATUS=, and the daemon keeps running (a reload can fix it)."""
+        import signal
+        import subprocess
+        import time
+        self.env.config(schema_name="drud", sync_interval_seconds=0.3)
+        reader = harness.NotifyReader()
+        log = open(os.path.join(self.env.tmp, "drud.log"), "w+")
+        e = {k: v for k, v in os.environ.items() if k not in ("JOURNAL_STREAM", "WATCHDOG_USEC")}
+        e["NOTIFY_SOCKET"] = reader.path
+        p = subprocess.Popen([harness.BIN, "-c", self.env.config_path], stderr=log,
+                             stdout=subprocess.DEVNULL, env=e)
+        try:
+            def errors():
+                log.seek(0)
+                return [l for l in log.read().splitlines()
+                        if 'Druid has no schema "drud"' in l and " error " in " %s " % l]
+            harness.wait_for(lambda: len(errors()) >= 3, timeout=30, what="the error in three rounds")
+            self.assertIn("druid", errors()[-1].split('no schema "drud"', 1)[1])
+            harness.wait_for(lambda: any('no schema "drud"' in v for v in reader.values("STATUS")),
+                             timeout=10, what="STATUS= naming the schema")
+            self.assertIsNone(p.poll(), "the daemon exited on a mistyped schema")
+        finally:
+            p.send_signal(signal.SIGTERM)
+            p.wait(15)
+            log.close()
+            reader.close()
+
     def test_unreachable_druid_said_once(self):
         """A Druid nobody listens for: exit 1 with libcurl's reason, said once per line."""
         self.env.config(druid_port=harness.free_port(), max_retries=1)
