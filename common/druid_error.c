@@ -51,14 +51,11 @@ static enum druid_err_kind kind_from_status(long s)
     case 503:
     case 504:
         return DRUID_ERR_TRANSIENT;
-    case 400:
-    case 404:
-    case 405:
-    case 406:
-    case 415:
     case 501:
         return DRUID_ERR_QUERY;
     }
+    if (s >= 400 && s <= 499)
+        return DRUID_ERR_QUERY; /* the request is wrong: 400, 404, 405, 409, 413, ... */
     if (s >= 400 && s <= 599)
         return DRUID_ERR_SERVER;
     if (s == 0)
@@ -217,6 +214,10 @@ void druid_error_from_response(long http_status, const char *body, size_t len,
     /* 401/403 mean the credentials are wrong whatever the body says (reference §5.4). */
     if (http_status == 401 || http_status == 403)
         kind = DRUID_ERR_AUTH;
+    /* any other 4xx but 429 says this request is wrong: asking again cannot help */
+    else if (http_status >= 400 && http_status <= 499 && http_status != 429 &&
+             druid_err_retryable(kind))
+        kind = DRUID_ERR_QUERY;
     out->kind = kind;
     json_object_put(root);
 }
@@ -230,6 +231,78 @@ void druid_error_set(struct druid_error *out, enum druid_err_kind kind, const ch
     va_start(ap, fmt);
     vsnprintf(out->message, sizeof out->message, fmt, ap);
     va_end(ap);
+}
+
+/* The DRUID_CAUSE_ of a CURLcode retrying cannot cure, or NULL. */
+static const char *curl_cause(int curl_code)
+{
+    switch ((CURLcode)curl_code) {
+    /* the TLS layer: a certificate nobody trusts, a host name it does not match, a handshake
+     * that fails (TLS against a plain HTTP port says "wrong version number") */
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_USE_SSL_FAILED:
+        return DRUID_CAUSE_TLS;
+    /* a name the resolver does not know (a resolver that does not answer is a timeout) */
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return DRUID_CAUSE_UNKNOWN_HOST;
+    /* the peer is not an HTTP server: PostgreSQL's port answers "HTTP/0.9" bytes */
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_URL_MALFORMAT:
+    case CURLE_NOT_BUILT_IN:
+    case CURLE_BAD_CONTENT_ENCODING:
+    case CURLE_LOGIN_DENIED:
+    case CURLE_TOO_MANY_REDIRECTS:
+        return DRUID_CAUSE_NOT_HTTP;
+    default:
+        return NULL;
+    }
+}
+
+bool druid_curl_retryable(int curl_code)
+{
+    return curl_cause(curl_code) == NULL;
+}
+
+void druid_error_from_curl(struct druid_error *out, int curl_code, const char *detail,
+                           long http_status)
+{
+    /* libcurl's detail often ends with its own summary: say it once */
+    const char *what = curl_easy_strerror((CURLcode)curl_code);
+    enum druid_err_kind kind = DRUID_ERR_TRANSPORT; /* timeouts too, as they always were */
+    if (detail && detail[0] && strstr(detail, what))
+        druid_error_set(out, kind, "%s", detail);
+    else
+        druid_error_set(out, kind, "%s: %s", what, detail && detail[0] ? detail : "no detail");
+    out->http_status = http_status;
+    const char *cause = curl_cause(curl_code);
+    if (cause)
+        copy_str(out->category, sizeof out->category, cause);
+}
+
+bool druid_error_permanent(const struct druid_error *e)
+{
+    return e->kind == DRUID_ERR_TRANSPORT && (strcmp(e->category, DRUID_CAUSE_TLS) == 0 ||
+                                              strcmp(e->category, DRUID_CAUSE_UNKNOWN_HOST) == 0 ||
+                                              strcmp(e->category, DRUID_CAUSE_NOT_HTTP) == 0);
+}
+
+bool druid_error_retryable(const struct druid_error *e)
+{
+    return druid_err_retryable(e->kind) && !druid_error_permanent(e);
 }
 
 const char *druid_err_kind_name(enum druid_err_kind k)

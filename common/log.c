@@ -1,9 +1,11 @@
 /* log: see log.h. Lines are written with one write(2) each so that concurrent writers
  * (and journald's stream reader) never see a line torn in half. Every message passes
  * through log_sanitize, so no text from outside can start a line of its own, forge a
- * journald priority prefix or send a terminal escape. */
+ * journald priority prefix or send a terminal escape; in json mode json-c then escapes the
+ * sanitised strings, so the object always parses and decodes to the text line's words. */
 #include "log.h"
 
+#include <json-c/json.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include <unistd.h>
 
 static enum log_level g_level = LOG_LVL_INFO;
+static enum log_format g_format = LOG_FORMAT_TEXT;
 static int g_journal; /* JOURNAL_STREAM set: "<N>" prefixes, no timestamps */
 static void (*g_before)(void);
 static void (*g_after)(void);
@@ -70,6 +73,27 @@ const char *log_level_name(enum log_level lvl)
         if (level_names[i].lvl == lvl)
             return level_names[i].name;
     return "?";
+}
+
+int log_format_parse(const char *s, enum log_format *out)
+{
+    if (s && strcmp(s, "text") == 0)
+        *out = LOG_FORMAT_TEXT;
+    else if (s && strcmp(s, "json") == 0)
+        *out = LOG_FORMAT_JSON;
+    else
+        return -1;
+    return 0;
+}
+
+void log_set_format(enum log_format f)
+{
+    g_format = f;
+}
+
+enum log_format log_get_format(void)
+{
+    return g_format;
 }
 
 /* Length of the valid UTF-8 sequence at s (1-4), or 0 when s[0] does not start one. Strict
@@ -159,12 +183,114 @@ size_t log_sanitize(char *dst, size_t dstlen, const char *src)
     return total;
 }
 
-void log_msg(enum log_level lvl, const char *subsys, const char *fmt, ...)
+/* Sanitises raw into dst (room bytes with its NUL); a message cut to fit ends in
+ * LOG_TRUNCATED. Returns its length. */
+static size_t sanitize_marked(char *dst, size_t room, const char *raw)
 {
-    if (lvl > g_level)
+    size_t m = log_sanitize(dst, room, raw);
+    if (m < room)
+        return m;
+    log_sanitize(dst, room - (sizeof LOG_TRUNCATED - 1), raw);
+    m = strlen(dst);
+    memcpy(dst + m, LOG_TRUNCATED, sizeof LOG_TRUNCATED);
+    return m + sizeof LOG_TRUNCATED - 1;
+}
+
+static void add_str(struct json_object *o, const char *key, const char *val, size_t cap)
+{
+    if (!val)
         return;
+    char clean[512];
+    if (cap > sizeof clean)
+        cap = sizeof clean;
+    sanitize_marked(clean, cap, val);
+    json_object_object_add(o, key, json_object_new_string(clean));
+}
+
+/* The JSON object for one event into line + n (at most cap - n - 1 bytes, newline not
+ * included). Returns the new length, or n when json-c failed (out of memory). */
+static size_t json_line(char *line, size_t cap, size_t n, enum log_level lvl, const char *subsys,
+                        const struct log_fields *f, const char *raw)
+{
+    struct timespec ts;
+    struct tm tm;
+    char when[40];
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t w = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + w, sizeof when - w, ".%03ldZ", ts.tv_nsec / 1000000);
+    /* the message gets what the other members leave; escaping can grow it (a backslash
+     * becomes two), so shrink and render again until the object fits */
+    size_t budget = cap - n - 1;
+    char msg[LOG_LINE_MAX];
+    for (int tries = 0; tries < 8; tries++) {
+        struct json_object *o = json_object_new_object();
+        if (!o)
+            return n;
+        json_object_object_add(o, "time", json_object_new_string(when));
+        json_object_object_add(o, "level", json_object_new_string(log_level_name(lvl)));
+        add_str(o, "subsystem", subsys, 64);
+        if (f) {
+            add_str(o, "datasource", f->datasource, 512);
+            if (f->has_rows)
+                json_object_object_add(o, "rows", json_object_new_int64(f->rows));
+            if (f->slice > 0)
+                json_object_object_add(o, "slice", json_object_new_int64(f->slice));
+            add_str(o, "error_kind", f->error_kind, 64);
+            add_str(o, "sqlstate", f->sqlstate, 16);
+            add_str(o, "druid_code", f->druid_code, 128);
+            if (f->http_status > 0)
+                json_object_object_add(o, "http_status",
+                                       json_object_new_int64((int64_t)f->http_status));
+            add_str(o, "target", f->target, 32);
+        }
+        size_t mroom = budget < sizeof msg ? budget : sizeof msg;
+        if (mroom <= sizeof LOG_TRUNCATED)
+            mroom = sizeof LOG_TRUNCATED + 1;
+        sanitize_marked(msg, mroom, raw);
+        json_object_object_add(o, "message", json_object_new_string(msg));
+        size_t len = 0;
+        const char *text = json_object_to_json_string_length(
+            o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+        if (text && n + len + 1 <= cap) {
+            memcpy(line + n, text, len);
+            json_object_put(o);
+            return n + len;
+        }
+        json_object_put(o);
+        if (!text)
+            return n;
+        /* scale the message by how much too long the object is (escapes grow evenly
+         * enough), a little more each time so that it converges */
+        size_t fit = (size_t)((double)mroom * (double)(cap - n - 2) / (double)len);
+        budget = fit > 16 ? fit - 16 : sizeof LOG_TRUNCATED + 1;
+    }
+    return n;
+}
+
+static void vlog(enum log_level lvl, const char *subsys, const struct log_fields *f,
+                 const char *fmt, va_list ap)
+{
     char line[LOG_LINE_MAX];
     size_t n = 0;
+    /* The raw message is as large as the whole line. Every source byte yields at least one
+     * output byte, so when vsnprintf cuts raw (perhaps inside a character), log_sanitize
+     * has run out of room well before it reaches that cut. */
+    char raw[LOG_LINE_MAX];
+    if (vsnprintf(raw, sizeof raw, fmt, ap) < 0)
+        raw[0] = '\0';
+    if (g_format == LOG_FORMAT_JSON) {
+        if (g_journal) /* journald strips it and keeps the level */
+            n = (size_t)snprintf(line, sizeof line, "<%d>", (int)lvl);
+        size_t m = json_line(line, sizeof line, n, lvl, subsys, f, raw);
+        if (m > n) {
+            n = m;
+            line[n++] = '\n';
+            goto write_it;
+        }
+        /* json-c out of memory: the text line still says it */
+        n = 0;
+    }
     if (g_journal) {
         n = (size_t)snprintf(line, sizeof line, "<%d>%s: ", (int)lvl, subsys);
     } else {
@@ -178,29 +304,35 @@ void log_msg(enum log_level lvl, const char *subsys, const char *fmt, ...)
     }
     if (n > sizeof line / 2) /* a subsystem tag is a short constant; never let it crowd out */
         n = sizeof line / 2;
-    /* The raw message is as large as the whole line. Every source byte yields at least one
-     * output byte, so when vsnprintf cuts raw (perhaps inside a character), log_sanitize
-     * has run out of room well before it reaches that cut. */
-    char raw[LOG_LINE_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    if (vsnprintf(raw, sizeof raw, fmt, ap) < 0)
-        raw[0] = '\0';
-    va_end(ap);
-    size_t room = sizeof line - n; /* message + its NUL, which becomes the newline */
-    size_t m = log_sanitize(line + n, room, raw);
-    if (m >= room) { /* cut: again, leaving room for the marker */
-        log_sanitize(line + n, room - (sizeof LOG_TRUNCATED - 1), raw);
-        m = strlen(line + n);
-        memcpy(line + n + m, LOG_TRUNCATED, sizeof LOG_TRUNCATED - 1);
-        m += sizeof LOG_TRUNCATED - 1;
-    }
-    n += m;
+    /* message + its NUL, which becomes the newline */
+    n += sanitize_marked(line + n, sizeof line - n, raw);
     line[n++] = '\n';
+write_it:
     if (g_before)
         g_before();
     ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;
     if (g_after)
         g_after();
+}
+
+void log_msg(enum log_level lvl, const char *subsys, const char *fmt, ...)
+{
+    if (lvl > g_level)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(lvl, subsys, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void log_event(enum log_level lvl, const char *subsys, const struct log_fields *f, const char *fmt,
+               ...)
+{
+    if (lvl > g_level)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(lvl, subsys, f, fmt, ap);
+    va_end(ap);
 }

@@ -1,11 +1,13 @@
-/* log: the one logging module. Owns the log level, the line format (journald priority
- * prefixes when JOURNAL_STREAM is set, timestamps on a terminal), the subsystem tag every
- * line carries, and the sanitising rule that keeps text from outside (Druid and PostgreSQL
- * messages, datasource and column names) from injecting lines or terminal escapes. Nothing
- * else in the daemon writes to stderr. */
+/* log: the one logging module. Owns the log level, the line format (text: journald priority
+ * prefixes when JOURNAL_STREAM is set, timestamps elsewhere; json: one JSON object per line,
+ * after the same priority prefix under journald), the subsystem tag every line carries, the
+ * structured fields a log pipeline filters on, and the sanitising rule that keeps text from
+ * outside (Druid and PostgreSQL messages, datasource and column names) from injecting lines
+ * or terminal escapes. Nothing else in the daemon writes to stderr. */
 #ifndef DSYNC_LOG_H
 #define DSYNC_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Longest line log_msg writes, prefix and newline included. A longer message is cut at a
@@ -20,6 +22,29 @@ enum log_level {
     LOG_LVL_DEBUG = 7,
 };
 
+enum log_format {
+    LOG_FORMAT_TEXT = 0,
+    LOG_FORMAT_JSON,
+};
+
+/* Optional structured fields of one event. Zero-initialised members are absent: write
+ * LOG_FIELDS(.datasource = name, .slice = idx + 1) and leave the rest out. In text mode they
+ * are not shown (the message already says what a reader needs); in json mode each present one
+ * is a member of the object: "datasource", "rows", "slice", "error_kind", "sqlstate",
+ * "druid_code", "http_status", "target". Never put a secret in one. */
+struct log_fields {
+    const char *datasource;
+    long long rows; /* shown when has_rows */
+    bool has_rows;
+    long long slice;        /* 1-based slice number; 0: none */
+    const char *error_kind; /* druid_err_kind_name(), "postgres", ... */
+    const char *sqlstate;   /* PostgreSQL's five characters */
+    const char *druid_code; /* Druid's errorCode / legacy "error" */
+    long http_status;       /* 0: none */
+    const char *target;     /* "druid", "postgres": what an unreachable-peer event is about */
+};
+#define LOG_FIELDS(...) (&(const struct log_fields){__VA_ARGS__})
+
 /* Reads JOURNAL_STREAM (journald prefixes) and whether stderr is a terminal. */
 void log_init(void);
 void log_set_level(enum log_level lvl);
@@ -27,12 +52,21 @@ enum log_level log_get_level(void);
 /* "error", "warning", "info", "debug" -> 0 and *out; anything else -> -1. */
 int log_level_parse(const char *s, enum log_level *out);
 const char *log_level_name(enum log_level lvl);
+/* "text", "json" -> 0 and *out; anything else -> -1. */
+int log_format_parse(const char *s, enum log_format *out);
+void log_set_format(enum log_format f);
+enum log_format log_get_format(void);
 
 /* One line: level, subsystem ("config", "druid", "pg", "sched", "main", ...), message.
  * A trailing newline in fmt is not needed. The formatted message goes through log_sanitize,
  * so it is always exactly one line. */
 void log_msg(enum log_level lvl, const char *subsys, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same with structured fields (f may be NULL). The text line is exactly log_msg's; the
+ * JSON object is {"time", "level", "subsystem", the fields present, "message"}, its strings
+ * sanitised (log_sanitize) and then JSON-escaped by json-c, at most LOG_LINE_MAX bytes. */
+void log_event(enum log_level lvl, const char *subsys, const struct log_fields *f, const char *fmt,
+               ...) __attribute__((format(printf, 4, 5)));
 
 /* Copies src into dst so that it is one line of plain text, by this rule:
  *   newline, carriage return, tab       -> the two characters \n, \r, \t

@@ -18,9 +18,26 @@ double retry_druid(const struct config *c, const struct druid_error *e, int atte
                    bool *auth)
 {
     *auth = e->kind == DRUID_ERR_AUTH;
-    if (*auth || !druid_err_retryable(e->kind) || attempts > c->max_retries || stopping)
+    /* permanent: a certificate, a handshake, an unknown host, not HTTP, a 4xx: the next
+     * cycle tries again, this one fails at once */
+    if (*auth || !druid_error_retryable(e) || attempts > c->max_retries || stopping)
         return -1;
     return retry_backoff(c, attempts, e->retry_after);
+}
+
+double retry_startup(const struct config *c, bool permanent, int attempts, bool once,
+                     double elapsed)
+{
+    if (!once)
+        return permanent ? retry_next_cycle(c, attempts) : retry_backoff(c, attempts, -1);
+    if (permanent || attempts > c->max_retries)
+        return -1;
+    double delay = retry_backoff(c, attempts, -1);
+    /* the next attempt may take a whole connect timeout: it must end within the bound */
+    if (elapsed + delay + c->connect_timeout_seconds >
+        RETRY_STARTUP_BOUND * c->connect_timeout_seconds)
+        return -1;
+    return delay;
 }
 
 double retry_postgres(const struct config *c, const struct pgerr *e, int attempts, bool stopping,

@@ -18,8 +18,8 @@
 double retry_backoff(const struct config *c, int attempt, double retry_after);
 
 /* A Druid query failed for the attempts-th time. The delay before trying again, or -1: do
- * not retry (not retryable, retries used up, or stopping). *auth is set when Druid refused
- * our credentials: every query stops until a reload (SPEC 4). */
+ * not retry (not retryable or permanent, retries used up, or stopping). *auth is set when Druid
+ * refused our credentials: every query stops until a reload (SPEC 4). */
 double retry_druid(const struct config *c, const struct druid_error *e, int attempts, bool stopping,
                    bool *auth);
 
@@ -29,6 +29,20 @@ double retry_druid(const struct config *c, const struct druid_error *e, int atte
  * table is gone (it is created again before the next cycle). */
 double retry_postgres(const struct config *c, const struct pgerr *e, int attempts, bool stopping,
                       bool *schema_lost);
+
+/* Under --once, start-up gives up on an unreachable Druid or PostgreSQL within this many
+ * connect_timeout_seconds. */
+#define RETRY_STARTUP_BOUND 3.0
+
+/* The start-up check of Druid (the probe) or PostgreSQL (the first connection) failed for
+ * the attempts-th time, elapsed seconds after start. The delay before the next attempt, or -1:
+ * give up (--once exits 1). The daemon never gives up: the backoff, or for a permanent
+ * failure (retry_druid's sense) the wait of a failed cycle (retry_next_cycle). --once gives up
+ * at once on a permanent failure, after max_retries, and when one more attempt (the delay and a
+ * whole connect_timeout_seconds) could end later than RETRY_STARTUP_BOUND connect timeouts
+ * after start. */
+double retry_startup(const struct config *c, bool permanent, int attempts, bool once,
+                     double elapsed);
 
 /* "PostgreSQL (constraint, 23514): ERROR: ...": the failure with its class and SQLSTATE,
  * as every log line about a PostgreSQL failure shows it. */

@@ -59,6 +59,88 @@ static void test_druid(void **state)
     config_free(c);
 }
 
+static void test_druid_permanent(void **state)
+{
+    (void)state;
+    struct config *c = cfg();
+    bool auth = true;
+    /* libcurl's codes: refused, reset, timeout are retried; TLS, certificate, unknown host,
+     * not HTTP fail at once (the next cycle tries again) */
+    static const struct {
+        int code;
+        bool retried;
+    } cases[] = {
+        {7, true},   /* CURLE_COULDNT_CONNECT: connection refused */
+        {56, true},  /* CURLE_RECV_ERROR: reset */
+        {28, true},  /* CURLE_OPERATION_TIMEDOUT */
+        {52, true},  /* CURLE_GOT_NOTHING */
+        {18, true},  /* CURLE_PARTIAL_FILE */
+        {35, false}, /* CURLE_SSL_CONNECT_ERROR: TLS against a plain HTTP port */
+        {60, false}, /* CURLE_PEER_FAILED_VERIFICATION: untrusted certificate */
+        {77, false}, /* CURLE_SSL_CACERT_BADFILE */
+        {6, false},  /* CURLE_COULDNT_RESOLVE_HOST */
+        {1, false},  /* CURLE_UNSUPPORTED_PROTOCOL: "Received HTTP/0.9" from PostgreSQL's port */
+        {8, false},  /* CURLE_WEIRD_SERVER_REPLY */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        struct druid_error e;
+        druid_error_from_curl(&e, cases[i].code, "detail", 0);
+        assert_int_equal(e.kind, DRUID_ERR_TRANSPORT);
+        double d = retry_druid(c, &e, 1, false, &auth);
+        if (cases[i].retried != (d == 1))
+            fail_msg("curl code %d: delay %g", cases[i].code, d);
+        assert_false(auth);
+    }
+    /* 4xx other than 429 is not retried; 429 and 5xx are; 401/403 stop until reload */
+    static const struct {
+        long status;
+        bool retried;
+    } st[] = {{400, false}, {404, false}, {408, false}, {409, false}, {413, false},
+              {418, false}, {429, true},  {500, true},  {502, true},  {503, true}};
+    for (size_t i = 0; i < sizeof st / sizeof *st; i++) {
+        struct druid_error e;
+        druid_error_from_response(st[i].status, "{}", 2, NULL, &e);
+        double d = retry_druid(c, &e, 1, false, &auth);
+        if (st[i].retried != (d == 1))
+            fail_msg("HTTP %ld: delay %g", st[i].status, d);
+    }
+    struct druid_error e;
+    druid_error_from_response(401, NULL, 0, NULL, &e);
+    assert_true(retry_druid(c, &e, 1, false, &auth) < 0);
+    assert_true(auth);
+    config_free(c);
+}
+
+static void test_startup(void **state)
+{
+    (void)state;
+    char err[256];
+    struct config *c = config_parse("{\"druid_host\": \"x\", \"retry_initial_seconds\": 1,"
+                                    " \"retry_max_seconds\": 60, \"max_retries\": 5,"
+                                    " \"sync_interval_seconds\": 30,"
+                                    " \"connect_timeout_seconds\": 10}",
+                                    err, sizeof err);
+    if (!c)
+        fail_msg("%s", err);
+    /* daemon: never gives up; transient failures back off, permanent ones wait a cycle */
+    assert_true(retry_startup(c, false, 1, false, 0) == 1);
+    assert_true(retry_startup(c, false, 3, false, 100) == 4);
+    assert_true(retry_startup(c, false, 50, false, 1e6) == 60);
+    assert_true(retry_startup(c, true, 1, false, 0) == 30);
+    /* --once: a permanent failure ends at once */
+    assert_true(retry_startup(c, true, 1, true, 0) < 0);
+    /* a hung Druid: first attempt ends at the 10 s connect timeout; one more fits in 30 s
+     * (10 + 1 + 10), the third would not (21 + 2 + 10 > 30) */
+    assert_true(retry_startup(c, false, 1, true, 10) == 1);
+    assert_true(retry_startup(c, false, 2, true, 21) < 0);
+    /* refused at once: retried 1, 2, 4, 8 s later, then the bound (15 + 16 + 10 > 30) */
+    assert_true(retry_startup(c, false, 4, true, 7) == 8);
+    assert_true(retry_startup(c, false, 5, true, 15) < 0);
+    /* never more than max_retries */
+    assert_true(retry_startup(c, false, 6, true, 0) < 0);
+    config_free(c);
+}
+
 static void test_postgres(void **state)
 {
     (void)state;
@@ -193,9 +275,10 @@ static void test_ledger_diff(void **state)
 int main(void)
 {
     static const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_backoff),  cmocka_unit_test(test_druid),
-        cmocka_unit_test(test_postgres), cmocka_unit_test(test_next_cycle),
-        cmocka_unit_test(test_prefix),   cmocka_unit_test(test_ledger_diff),
+        cmocka_unit_test(test_backoff),         cmocka_unit_test(test_druid),
+        cmocka_unit_test(test_druid_permanent), cmocka_unit_test(test_startup),
+        cmocka_unit_test(test_postgres),        cmocka_unit_test(test_next_cycle),
+        cmocka_unit_test(test_prefix),          cmocka_unit_test(test_ledger_diff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

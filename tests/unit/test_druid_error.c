@@ -160,8 +160,9 @@ static void test_druid_exception_envelope(void **state)
         {"CANCELED", 500, DRUID_ERR_SERVER},
         {"RUNTIME_FAILURE", 500, DRUID_ERR_SERVER},
         {"DEFENSIVE", 500, DRUID_ERR_SERVER},
-        {"CONFLICT", 409, DRUID_ERR_SERVER},
-        {"SOMETHING_NEW", 400, DRUID_ERR_SERVER},
+        {"CONFLICT", 409, DRUID_ERR_QUERY}, /* any 4xx but 429: not worth a retry */
+        {"SOMETHING_NEW", 400, DRUID_ERR_QUERY},
+        {"SOMETHING_NEW", 500, DRUID_ERR_SERVER},
     };
     for (size_t i = 0; i < sizeof cats / sizeof *cats; i++) {
         char body[256];
@@ -268,8 +269,9 @@ static void test_status_fallback(void **state)
         {400, DRUID_ERR_QUERY},     {404, DRUID_ERR_QUERY},     {405, DRUID_ERR_QUERY},
         {406, DRUID_ERR_QUERY},     {415, DRUID_ERR_QUERY},     {501, DRUID_ERR_QUERY},
         {429, DRUID_ERR_TRANSIENT}, {503, DRUID_ERR_TRANSIENT}, {504, DRUID_ERR_TRANSIENT},
-        {401, DRUID_ERR_AUTH},      {403, DRUID_ERR_AUTH},      {409, DRUID_ERR_SERVER},
-        {500, DRUID_ERR_SERVER},    {502, DRUID_ERR_SERVER},    {418, DRUID_ERR_SERVER},
+        {401, DRUID_ERR_AUTH},      {403, DRUID_ERR_AUTH},      {409, DRUID_ERR_QUERY},
+        {500, DRUID_ERR_SERVER},    {502, DRUID_ERR_SERVER},    {418, DRUID_ERR_QUERY},
+        {408, DRUID_ERR_QUERY},     {413, DRUID_ERR_QUERY},     {499, DRUID_ERR_QUERY},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         /* JSON without category or a known legacy code */
@@ -375,9 +377,60 @@ static void test_long_fields_truncated(void **state)
     assert_int_equal(strlen(e.message), sizeof e.message - 1);
 }
 
+/* libcurl failures: the reason once, and which ones a retry cannot cure */
+static void test_from_curl(void **state)
+{
+    (void)state;
+    struct druid_error e;
+    druid_error_from_curl(&e, 7,
+                          "Failed to connect to 127.0.0.1 port 1 after 0 ms: Couldn't connect to "
+                          "server",
+                          0);
+    assert_int_equal(e.kind, DRUID_ERR_TRANSPORT);
+    assert_string_equal(
+        e.message, "Failed to connect to 127.0.0.1 port 1 after 0 ms: Couldn't connect to server");
+    assert_string_equal(e.category, "");
+    assert_false(druid_error_permanent(&e));
+    assert_true(druid_error_retryable(&e));
+    assert_true(e.retry_after < 0);
+
+    druid_error_from_curl(&e, 35,
+                          "OpenSSL/3.0.19: error:0A00010B:SSL routines::wrong version number", 0);
+    assert_string_equal(e.message, "SSL connect error: OpenSSL/3.0.19: error:0A00010B:SSL "
+                                   "routines::wrong version number");
+    assert_string_equal(e.category, DRUID_CAUSE_TLS);
+    assert_true(druid_error_permanent(&e));
+    assert_false(druid_error_retryable(&e));
+
+    druid_error_from_curl(&e, 60, "SSL certificate problem: self-signed certificate", 0);
+    assert_string_equal(e.category, DRUID_CAUSE_TLS);
+    druid_error_from_curl(&e, 6, "Could not resolve host: no-such-host.invalid", 0);
+    assert_string_equal(e.category, DRUID_CAUSE_UNKNOWN_HOST);
+    assert_false(druid_error_retryable(&e));
+    druid_error_from_curl(&e, 1, "Received HTTP/0.9 when not allowed", 0);
+    assert_string_equal(e.category, DRUID_CAUSE_NOT_HTTP);
+    assert_false(druid_error_retryable(&e));
+    druid_error_from_curl(&e, 8, "", 0);
+    assert_string_equal(e.message, "Weird server reply: no detail");
+    assert_string_equal(e.category, DRUID_CAUSE_NOT_HTTP);
+    /* timeouts, resets, an empty reply: worth retrying */
+    druid_error_from_curl(&e, 28,
+                          "Operation timed out after 3001 milliseconds with 0 bytes received", 0);
+    assert_true(druid_error_retryable(&e));
+    druid_error_from_curl(&e, 52, "Empty reply from server", 0);
+    assert_true(druid_error_retryable(&e));
+    druid_error_from_curl(&e, 56, "Recv failure: Connection reset by peer", 200);
+    assert_true(druid_error_retryable(&e));
+    assert_int_equal(e.http_status, 200);
+    /* a category of Druid's own on a non-transport kind is not one of ours */
+    druid_error_from_response(500, "{\"category\":\"TLS\",\"errorMessage\":\"m\"}", 36, NULL, &e);
+    assert_false(druid_error_permanent(&e));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_from_curl),
         cmocka_unit_test(test_legacy_envelope),
         cmocka_unit_test(test_druid_exception_envelope),
         cmocka_unit_test(test_auth),

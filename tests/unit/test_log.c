@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
+
 #include "log.h"
 
 /* Sanitises src into a large buffer and checks the whole result. */
@@ -275,6 +277,154 @@ static void test_line_writer_truncates_cleanly(void **state)
     free(g_long);
 }
 
+/* ---- json lines ---- */
+
+static void write_json_event(void)
+{
+    log_set_format(LOG_FORMAT_JSON);
+    log_event(LOG_LVL_ERROR, "sched",
+              LOG_FIELDS(.datasource = "wiki\"pedia\n\xff", .rows = 0, .has_rows = true, .slice = 3,
+                         .error_kind = "postgres", .sqlstate = "23514",
+                         .druid_code = "Query timeout", .http_status = 504),
+              "%s: slice %d failed: %s", "wikipedia", 3, "boom\nWATCHDOG=trigger\\ \"q\" /");
+    log_event(LOG_LVL_INFO, "main", NULL, "plain %d", 1);
+    log_set_format(LOG_FORMAT_TEXT);
+}
+
+static struct json_object *parse_one(const char *line, size_t len)
+{
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *o = json_tokener_parse_ex(tok, line, (int)len);
+    assert_int_equal(json_tokener_get_error(tok), json_tokener_success);
+    assert_int_equal(json_tokener_get_parse_end(tok), len); /* nothing after the object */
+    json_tokener_free(tok);
+    assert_true(json_object_is_type(o, json_type_object));
+    return o;
+}
+
+static const char *member(struct json_object *o, const char *key)
+{
+    struct json_object *v;
+    if (!json_object_object_get_ex(o, key, &v))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+static void test_json_line(void **state)
+{
+    (void)state;
+    size_t len;
+    char *out = capture(write_json_event, &len);
+    /* two lines, each "<N>" then one object */
+    char *nl = strchr(out, '\n');
+    assert_non_null(nl);
+    assert_int_equal(out[len - 1], '\n');
+    assert_ptr_equal(strchr(nl + 1, '\n'), out + len - 1);
+    assert_int_equal(strncmp(out, "<3>{", 4), 0);
+    assert_int_equal(strncmp(nl + 1, "<6>{", 4), 0);
+
+    struct json_object *o = parse_one(out + 3, (size_t)(nl - out) - 3);
+    const char *t = member(o, "time");
+    assert_non_null(t);
+    /* 2026-12-01T10:11:12.345Z */
+    assert_int_equal(strlen(t), 24);
+    assert_int_equal(t[10], 'T');
+    assert_int_equal(t[23], 'Z');
+    assert_string_equal(member(o, "level"), "error");
+    assert_string_equal(member(o, "subsystem"), "sched");
+    /* strings are the sanitised text, then JSON-escaped: decoding gives the text line's words */
+    assert_string_equal(member(o, "datasource"), "wiki\"pedia\\n\\xff");
+    assert_string_equal(member(o, "message"),
+                        "wikipedia: slice 3 failed: boom\\nWATCHDOG=trigger\\ \"q\" /");
+    assert_string_equal(member(o, "rows"), "0");
+    assert_string_equal(member(o, "slice"), "3");
+    assert_string_equal(member(o, "error_kind"), "postgres");
+    assert_string_equal(member(o, "sqlstate"), "23514");
+    assert_string_equal(member(o, "druid_code"), "Query timeout");
+    assert_string_equal(member(o, "http_status"), "504");
+    assert_null(member(o, "target"));
+    struct json_object *v;
+    assert_true(json_object_object_get_ex(o, "rows", &v));
+    assert_true(json_object_is_type(v, json_type_int));
+    json_object_put(o);
+
+    o = parse_one(nl + 4, (size_t)(out + len - 1 - (nl + 4)));
+    assert_string_equal(member(o, "level"), "info");
+    assert_string_equal(member(o, "message"), "plain 1");
+    /* absent fields are absent, not zero */
+    assert_null(member(o, "rows"));
+    assert_null(member(o, "slice"));
+    assert_null(member(o, "datasource"));
+    assert_null(member(o, "http_status"));
+    json_object_put(o);
+    free(out);
+}
+
+static void write_text_event(void)
+{
+    log_event(LOG_LVL_WARNING, "pg", LOG_FIELDS(.datasource = "d", .sqlstate = "40001"),
+              "retrying: %s", "x\ny");
+    log_msg(LOG_LVL_WARNING, "pg", "retrying: %s", "x\ny");
+}
+
+static void test_text_mode_ignores_fields(void **state)
+{
+    (void)state;
+    size_t len;
+    char *out = capture(write_text_event, &len);
+    assert_string_equal(out, "<4>pg: retrying: x\\ny\n<4>pg: retrying: x\\ny\n");
+    free(out);
+}
+
+static char *g_json_long;
+
+static void write_json_long(void)
+{
+    log_set_format(LOG_FORMAT_JSON);
+    log_event(LOG_LVL_WARNING, "druid", LOG_FIELDS(.datasource = g_json_long), "%s", g_json_long);
+    log_set_format(LOG_FORMAT_TEXT);
+}
+
+static void test_json_long_line(void **state)
+{
+    (void)state;
+    /* backslashes and quotes double when JSON-escaped: the object still fits one line */
+    const char *units[] = {"\\", "\"", "a", "\xc3\xa9", "\x1b"};
+    for (size_t u = 0; u < sizeof units / sizeof *units; u++) {
+        size_t n = 2 * LOG_LINE_MAX, ul = strlen(units[u]);
+        g_json_long = malloc(n * ul + 1);
+        assert_non_null(g_json_long);
+        for (size_t i = 0; i < n; i++)
+            memcpy(g_json_long + i * ul, units[u], ul);
+        g_json_long[n * ul] = '\0';
+        size_t len;
+        char *out = capture(write_json_long, &len);
+        assert_true(len <= LOG_LINE_MAX);
+        assert_true(len > LOG_LINE_MAX / 2); /* cut, not dropped */
+        assert_null(memchr(out, '\n', len - 1));
+        struct json_object *o = parse_one(out + 3, len - 4);
+        const char *m = member(o, "message");
+        size_t ml = strlen(m), tl = strlen(LOG_TRUNCATED);
+        assert_true(ml > tl);
+        assert_string_equal(m + ml - tl, LOG_TRUNCATED);
+        json_object_put(o);
+        free(out);
+        free(g_json_long);
+    }
+}
+
+static void test_format_parse(void **state)
+{
+    (void)state;
+    enum log_format f = LOG_FORMAT_TEXT;
+    assert_int_equal(log_format_parse("json", &f), 0);
+    assert_int_equal(f, LOG_FORMAT_JSON);
+    assert_int_equal(log_format_parse("text", &f), 0);
+    assert_int_equal(f, LOG_FORMAT_TEXT);
+    assert_int_equal(log_format_parse("JSON", &f), -1);
+    assert_int_equal(log_format_parse(NULL, &f), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -285,6 +435,10 @@ int main(void)
         cmocka_unit_test(test_truncation),
         cmocka_unit_test(test_line_writer_sanitises),
         cmocka_unit_test(test_line_writer_truncates_cleanly),
+        cmocka_unit_test(test_json_line),
+        cmocka_unit_test(test_text_mode_ignores_fields),
+        cmocka_unit_test(test_json_long_line),
+        cmocka_unit_test(test_format_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
