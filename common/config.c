@@ -505,7 +505,8 @@ int config_parse_listen(const char *s, char *host, size_t hostlen, int *port)
         h = "::";
         hl = 2;
     }
-    if (h[0] == '[') {
+    bool bracketed = h[0] == '[';
+    if (bracketed) {
         if (hl < 3 || h[hl - 1] != ']')
             return -1;
         h++;
@@ -521,20 +522,33 @@ int config_parse_listen(const char *s, char *host, size_t hostlen, int *port)
     if (errno || *end || end == colon + 1 || p < 1 || p > 65535)
         return -1;
     unsigned char addr[16];
-    if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1)
+    bool v6 = inet_pton(AF_INET6, host, addr) == 1;
+    if (bracketed && !v6)
         return -1;
+    if (!v6 && inet_pton(AF_INET, host, addr) != 1) {
+        /* a host name (resolved when the listener starts): letters, digits, '-', '.' */
+        if (hl > 253)
+            return -1;
+        for (size_t i = 0; i < hl; i++) {
+            unsigned char ch = (unsigned char)host[i];
+            if (!isalnum(ch) && ch != '-' && ch != '.')
+                return -1;
+        }
+        if (host[0] == '-' || host[0] == '.')
+            return -1;
+    }
     *port = (int)p;
     return 0;
 }
 
 static int check_listen(const struct cf_key *k, struct config *c, char *err, size_t errlen)
 {
-    char host[64];
+    char host[256];
     int port;
     if (config_parse_listen(c->metrics_listen, host, sizeof host, &port) != 0) {
         seterr(err, errlen,
-               "%s: expected \"IP:port\", \"[IPv6]:port\" or \":port\" (every address), e.g. "
-               "\"127.0.0.1:9187\", got \"%s\"",
+               "%s: expected \"host:port\", \"IP:port\", \"[IPv6]:port\" or \":port\" (every "
+               "address), e.g. \"127.0.0.1:9187\" or \"localhost:9187\", got \"%s\"",
                k->name, c->metrics_listen);
         return -1;
     }

@@ -70,8 +70,9 @@ void config_free(struct config *c);
 /* Does the configuration select this datasource? (datasources / exclude_datasources) */
 bool config_selects(const struct config *c, const char *datasource);
 
-/* Parses an "IP:port" or "[IPv6]:port" listen address (as metrics_listen) into host (at
- * least 64 bytes) and port. 0 or -1. */
+/* Parses a listen address (as metrics_listen): "IP:port", "[IPv6]:port", ":port" (host "::",
+ * every address) or "name:port" (a host name: letters, digits, '-' and '.'; the caller resolves
+ * it). host gets the address or name (256 bytes hold any name), port the port. 0 or -1. */
 int config_parse_listen(const char *s, char *host, size_t hostlen, int *port);
 
 /* Names of the system columns: prefix + "id" / "synced" / "deleted". Writes into out. */

@@ -478,9 +478,15 @@ static void test_postgres_string(void **state)
 {
     (void)state;
     static const char *const ok[] = {
-        "", "dbname=x", "host=/tmp port=5433 dbname=d user=u", "service=mysvc",
-        "postgresql://u@h:5432/db?sslmode=require", "postgresql:///db",
-        "host=a,b port=5432,5433", "host=a,b port=5432,", "postgres://h/db?connect_timeout=3",
+        "",
+        "dbname=x",
+        "host=/tmp port=5433 dbname=d user=u",
+        "service=mysvc",
+        "postgresql://u@h:5432/db?sslmode=require",
+        "postgresql:///db",
+        "host=a,b port=5432,5433",
+        "host=a,b port=5432,",
+        "postgres://h/db?connect_timeout=3",
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         char extra[256];
@@ -490,8 +496,7 @@ static void test_postgres_string(void **state)
     reject("\"postgres\":\"host=x bogus=1\"", "postgres: libpq cannot parse",
            "invalid connection option \"bogus\"");
     reject("\"postgres\":\"host=x dbname\"", "postgres: libpq cannot parse", "missing \"=\"");
-    reject("\"postgres\":\"postgresql://h/db?bogus=2\"", "postgres: libpq cannot parse",
-           "bogus");
+    reject("\"postgres\":\"postgresql://h/db?bogus=2\"", "postgres: libpq cannot parse", "bogus");
     reject("\"postgres\":\"postgresql://u@h:notaport/db\"", "postgres: port", "notaport");
     reject("\"postgres\":\"host=x port=99999\"", "postgres: port", "99999");
     reject("\"postgres\":\"host=x port=5432,abc\"", "postgres: port", NULL);
@@ -954,8 +959,25 @@ static void test_shutdown_timeout_and_metrics_listen(void **state)
     reject("\"shutdown_timeout_seconds\":0", "shutdown_timeout_seconds", NULL);
     reject("\"metrics_listen\":\"nonsense\"", "metrics_listen", "IP:port");
     reject("\"metrics_listen\":\"127.0.0.1:0\"", "metrics_listen", NULL);
-    reject("\"metrics_listen\":\"localhost:9187\"", "metrics_listen", NULL);
     reject("\"metrics_listen\":9187", "metrics_listen", NULL);
+    /* host names are accepted (resolved when the listener starts) */
+    c = accept("\"metrics_listen\":\"localhost:9100\"");
+    assert_int_equal(config_parse_listen(c->metrics_listen, host, sizeof host, &port), 0);
+    assert_string_equal(host, "localhost");
+    assert_int_equal(port, 9100);
+    config_free(c);
+    c = accept("\"metrics_listen\":\"metrics-1.example.org:9187\"");
+    config_free(c);
+    c = accept("\"metrics_listen\":\":9187\"");
+    assert_int_equal(config_parse_listen(c->metrics_listen, host, sizeof host, &port), 0);
+    assert_string_equal(host, "::");
+    config_free(c);
+    reject("\"metrics_listen\":\"[localhost]:9187\"", "metrics_listen", NULL); /* [] is IPv6 */
+    reject("\"metrics_listen\":\"local host:9187\"", "metrics_listen", NULL);
+    reject("\"metrics_listen\":\"http://h:9187\"", "metrics_listen", NULL);
+    reject("\"metrics_listen\":\"-h:9187\"", "metrics_listen", NULL);
+    reject("\"metrics_listen\":\"localhost:\"", "metrics_listen", NULL);
+    reject("\"metrics_listen\":\"localhost:65536\"", "metrics_listen", NULL);
 }
 
 static void test_postgres_timeout_seconds(void **state)
