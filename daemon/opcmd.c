@@ -527,8 +527,9 @@ static int cmd_status(struct pg *p, const struct opts *o)
         shown++;
         const char *status = val(r, i, ST_STATUS), *err = val(r, i, ST_ERROR);
         bool paused = strcmp(PQgetvalue(r, i, ST_PAUSED), "t") == 0;
-        /* the last cycle failed: an interrupted one (a stop) says nothing of its health */
-        bool bad = status && strcmp(status, "error") == 0;
+        /* the last cycle that ended failed (last_error stays through 'syncing', 'paused' and
+         * 'idle' until a cycle succeeds); an interrupted one (a stop) says nothing of health */
+        bool bad = err && !(status && strcmp(status, "interrupted") == 0);
         failed += bad;
         char name[512], errs[1024], cur[256];
         log_sanitize(name, sizeof name, ds);

@@ -134,7 +134,8 @@ void pgsink_state_recover(struct pgsink *s, const char *const *only, pgsink_cb c
     struct buf b = BUF_INIT;
     buf_puts(&b, "UPDATE ");
     pgsink_qtable(&b, s, STATE_TABLE);
-    buf_puts(&b, " SET status = 'interrupted', last_finished = COALESCE(last_finished, now()),"
+    buf_puts(&b, " SET status = CASE WHEN paused THEN 'paused' ELSE 'interrupted' END,"
+                 " last_finished = COALESCE(last_finished, now()),"
                  " last_error = 'the previous run ended during this cycle without recording"
                  " its end', updated_at = now() WHERE status = 'syncing'"
                  " AND ($1::jsonb IS NULL OR datasource IN"

@@ -151,6 +151,12 @@ class OpcmdTest(EnvTestCase):
         self.assertIn("status=error", out)
         self.assertNotIn("last_error=-", out)
         self.assertIn("failed their last cycle", err)
+        # paused after a failed cycle: still a failed last cycle
+        self.assertEqual(self.op("pause", ds)[0], 0)
+        code, out, err = self.op("status", ds)
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("status=paused", out)
+        self.assertEqual(self.op("resume", ds)[0], 0)
         # outside text in last_error (Druid's messages) prints as one plain line
         self.pg.psql("UPDATE druid.druid_syncd_state SET last_error = E'line1\\nline2\\x1b[31m'"
                      " WHERE datasource = '%s'" % ds)
