@@ -68,27 +68,33 @@ char *pgchunks_json(const struct pgsink_chunk *c, size_t n)
     return out;
 }
 
-void pgchunks_sql_delete(struct buf *b, const struct pgsink *s)
+void pgchunks_sql_delete(struct buf *b, const struct pgsink *s, const char *ds, const char *json)
 {
     buf_puts(b, "DELETE FROM ");
     pgsink_qtable(b, s, PGSINK_CHUNKS_TABLE);
-    buf_puts(b, " AS k USING jsonb_to_recordset($2::jsonb) AS c(start_ms bigint, end_ms bigint)"
-                " WHERE k.datasource = $1 AND k.start_ms < c.end_ms AND k.end_ms > c.start_ms");
+    buf_printf(b,
+               " AS k USING jsonb_to_recordset(%s::jsonb) AS c(start_ms bigint, end_ms bigint)"
+               " WHERE k.datasource = %s AND k.start_ms < c.end_ms AND k.end_ms > c.start_ms",
+               json, ds);
 }
 
-void pgchunks_sql_insert(struct buf *b, const struct pgsink *s)
+void pgchunks_sql_insert(struct buf *b, const struct pgsink *s, const char *ds, const char *json)
 {
     buf_puts(b, "INSERT INTO ");
     pgsink_qtable(b, s, PGSINK_CHUNKS_TABLE);
     buf_puts(b, " (datasource, chunk_start, chunk_end, start_ms, end_ms, fingerprint, druid_rows,"
                 " stored_rows, state, synced_at, postponed_since, position_ms, full_read_ms,"
                 " drop_held)"
-                " SELECT $1, c.chunk_start, c.chunk_end, c.start_ms, c.end_ms, c.fingerprint,"
+                " SELECT ");
+    buf_puts(b, ds);
+    buf_puts(b, ", c.chunk_start, c.chunk_end, c.start_ms, c.end_ms, c.fingerprint,"
                 " c.druid_rows, c.stored_rows, c.state,"
                 " CASE WHEN c.state = 'synced' THEN now() END,"
                 " to_timestamp(c.postponed_since_ms / 1000.0), c.position_ms, c.full_read_ms,"
                 " c.drop_held"
-                " FROM jsonb_to_recordset($2::jsonb) AS c(chunk_start text, chunk_end text,"
+                " FROM jsonb_to_recordset(");
+    buf_puts(b, json);
+    buf_puts(b, "::jsonb) AS c(chunk_start text, chunk_end text,"
                 " start_ms bigint, end_ms bigint, fingerprint text, druid_rows bigint,"
                 " stored_rows bigint, state text, postponed_since_ms bigint, position_ms bigint,"
                 " full_read_ms bigint, drop_held boolean)"
@@ -102,10 +108,10 @@ void pgsink_chunks_write(struct pgsink *s, const char *datasource, const struct 
     char *json = pgchunks_json(c, n);
     const char *p[2] = {datasource, json};
     struct buf b = BUF_INIT;
-    pgchunks_sql_delete(&b, s);
+    pgchunks_sql_delete(&b, s, "$1", "$2");
     pgjob_sql(j, b.data, 2, p, NULL);
     buf_reset(&b);
-    pgchunks_sql_insert(&b, s);
+    pgchunks_sql_insert(&b, s, "$1", "$2");
     pgjob_sql(j, b.data, 2, p, NULL);
     buf_free(&b);
     free(json);

@@ -65,6 +65,7 @@ struct pgconn {
     char errbuf[1024];
     pgconn_cb connect_cb;
     pgconn_result_cb result_cb;
+    pgconn_each_cb each_cb;
     void *ud;
     void (*drain_cb)(void *ud);
     void *drain_ud;
@@ -300,6 +301,9 @@ static void collect_results(struct pgconn *c)
             PQclear(r);
             return;
         }
+        if (c->each_cb &&
+            (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK))
+            c->each_cb(c->ud, r);
         if (c->last) {
             /* keep the first error of a multi-result command */
             ExecStatusType ls = PQresultStatus(c->last);
@@ -759,6 +763,7 @@ static void await_result(struct pgconn *c)
 void pgconn_query(struct pgconn *c, const char *sql, int nparams, const char *const *params,
                   pgconn_result_cb cb, void *ud)
 {
+    c->each_cb = NULL;
     c->result_cb = cb;
     c->ud = ud;
     c->op = OP_RESULT;
@@ -775,6 +780,26 @@ void pgconn_query(struct pgconn *c, const char *sql, int nparams, const char *co
         return;
     }
     await_result(c);
+}
+
+void pgconn_query_each(struct pgconn *c, const char *sql, pgconn_each_cb each, pgconn_result_cb cb,
+                       void *ud)
+{
+    pgconn_query(c, sql, 0, NULL, cb, ud);
+    if (c->op == OP_RESULT)
+        c->each_cb = each; /* after the send: a failure to send has reported already */
+}
+
+int pgconn_literal(struct pgconn *c, struct buf *b, const char *s)
+{
+    if (!c->pg)
+        return -1;
+    char *q = PQescapeLiteral(c->pg, s, strlen(s));
+    if (!q)
+        return -1;
+    buf_puts(b, q);
+    PQfreemem(q);
+    return 0;
 }
 
 int pgconn_copy_put(struct pgconn *c, const char *data, size_t len)
@@ -816,6 +841,7 @@ void pgconn_copy_end(struct pgconn *c, const char *errmsg, pgconn_result_cb cb, 
         return;
     }
     c->result_cb = cb;
+    c->each_cb = NULL;
     c->ud = ud;
     c->op = OP_RESULT;
     int r = PQputCopyEnd(c->pg, errmsg);

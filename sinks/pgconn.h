@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "buf.h"
 #include "pgerr.h"
 
 struct pgconn; /* opaque */
@@ -45,6 +46,17 @@ bool pgconn_busy(const struct pgconn *c);
  * message. For COPY ... FROM STDIN the callback fires when the server is ready for data. */
 void pgconn_query(struct pgconn *c, const char *sql, int nparams, const char *const *params,
                   pgconn_result_cb cb, void *ud);
+
+/* One or more statements without parameters, sent as one simple query (one round trip).
+ * each (may be NULL) sees every successful result in order as it arrives, also those before
+ * a COPY ... FROM STDIN that ends the string; cb reports as pgconn_query does (the first
+ * error stops the rest of the string, and is the one reported). */
+typedef void (*pgconn_each_cb)(void *ud, PGresult *res);
+void pgconn_query_each(struct pgconn *c, const char *sql, pgconn_each_cb each, pgconn_result_cb cb,
+                       void *ud);
+/* Appends s as an SQL string literal quoted for this connection (PQescapeLiteral). -1 when
+ * not connected or out of memory. */
+int pgconn_literal(struct pgconn *c, struct buf *b, const char *s);
 
 /* Queues COPY data. Returns 0 when everything was sent, 1 when some of it is waiting for
  * the socket (the caller should stop its source until the drain callback), -1 on error. */

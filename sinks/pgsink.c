@@ -1,7 +1,8 @@
 /* pgsink: the sink's lifecycle and what its parts share. See pgsink.h and pgsink_int.h.
  *
  * One control connection (a pgjob queue) runs DDL, metadata refreshes and state updates;
- * a pool of writer connections runs slices, one slice transaction per connection. */
+ * a pool of postgres_writers writer connections runs slices, one slice transaction per
+ * connection. */
 #include "pgsink.h"
 
 #include <inttypes.h>
@@ -48,7 +49,9 @@ struct pgsink *pgsink_new(uv_loop_t *loop, const struct config *cfg)
         return NULL;
     s->loop = loop;
     s->control = pgjob_queue_new(loop, cfg->postgres);
-    s->nwriters = (size_t)cfg->max_concurrent_queries;
+    /* its own key: Druid queries in flight and PostgreSQL writers are different limits (a
+     * slice takes a writer only once its Druid response has data, see pgslice.c) */
+    s->nwriters = (size_t)(cfg->postgres_writers > 0 ? cfg->postgres_writers : 1);
     s->writers = calloc(s->nwriters, sizeof *s->writers);
     if (!s->control || !s->writers) {
         pgjob_queue_free(s->control);

@@ -62,12 +62,13 @@ void pgsink_column_list(struct buf *b, const struct pgsink_column *cols, size_t 
 
 /* pgstate.c: the state table's DDL, as a step of a job. */
 void pgstate_add_create(struct pgjob *j, const struct pgsink *s);
-/* pgchunks.c: the chunk ledger's DDL as a step; the chunk list as the jsonb text ($2) of
- * the two statements that replace ledger rows (delete overlapping, insert). */
+/* pgchunks.c: the chunk ledger's DDL as a step; the chunk list as the jsonb text of the two
+ * statements that replace ledger rows (delete overlapping, insert). ds and json are the SQL
+ * expressions of the datasource and of that text: parameters ("$1", "$2") or literals. */
 void pgchunks_add_create(struct pgjob *j, const struct pgsink *s);
 char *pgchunks_json(const struct pgsink_chunk *c, size_t n);
-void pgchunks_sql_delete(struct buf *b, const struct pgsink *s);
-void pgchunks_sql_insert(struct buf *b, const struct pgsink *s);
+void pgchunks_sql_delete(struct buf *b, const struct pgsink *s, const char *ds, const char *json);
+void pgchunks_sql_insert(struct buf *b, const struct pgsink *s, const char *ds, const char *json);
 /* pgslice.c: frees a slice that is still alive when the sink is freed. */
 void pgslice_free_live(struct pgsink *s);
 /* pgschema.c: frees the prepared-table list. */

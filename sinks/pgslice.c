@@ -1,6 +1,19 @@
 /* pgslice: one slice's transaction on a writer connection: BEGIN, the range check, the fast
  * path (COPY into the table) or the merge path (COPY into a staging table, insert new
- * identities, flag or delete vanished rows), the state row, COMMIT. See pgsink.h. */
+ * identities, flag or delete vanished rows), the state row, COMMIT. See pgsink.h.
+ *
+ * A slice takes a writer only when it has something to write: its first COPY data (or its
+ * commit, for a slice without rows). The caller starts its Druid query right after
+ * pgsink_slice_begin, so no writer or transaction waits for a Druid query slot; the first
+ * write is held here (one chunk) and answered "queued" until a writer is free and the COPY
+ * is open, which pauses that Druid response (backpressure, bounded memory). A writer is
+ * never waited for by a slice that holds one, so the pool cannot deadlock: a slice holding
+ * a writer only waits for its own Druid response or for PostgreSQL.
+ *
+ * Round trips per slice on the fast path: "BEGIN; SET LOCAL ...; SELECT EXISTS (range)" as
+ * one simple query, COPY, the end of COPY, and "ledger rows; state row; COMMIT" as one
+ * simple query (values as literals quoted by libpq). The merge path adds one for
+ * "ANALYZE; INSERT ... ON CONFLICT; flag/delete". */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,25 +52,45 @@ static int range_sql(struct buf *b, const struct dstable *t, const char *alias, 
     return n;
 }
 
+/* The same condition with the bounds as literals, for a simple query. */
+static void range_lit(struct buf *b, const struct dstable *t, const char *alias, int64_t lo,
+                      int64_t hi)
+{
+    char lob[TIME_ISO_MAX], hib[TIME_ISO_MAX];
+    const char *p[2];
+    struct buf tmp = BUF_INIT;
+    int n = range_sql(&tmp, t, alias, lo, hi, 1, lob, hib, p);
+    /* the bounds are our own ISO text (digits, '-', ':', '.', '+', ' ', "BC"): quoting
+     * them needs no escaping */
+    const char *q = tmp.data ? tmp.data : "true";
+    for (const char *c = q; *c; c++) {
+        if (*c == '$' && (c[1] == '1' || c[1] == '2') && c[1] - '1' < n) {
+            buf_printf(b, "'%s'", p[c[1] - '1']);
+            c++;
+        } else {
+            buf_putc(b, *c);
+        }
+    }
+    buf_free(&tmp);
+}
+
 /* ---- slices ---- */
 
+/* Data below this size is gathered before it becomes one CopyData message. */
+#define COPY_MIN (128 * 1024)
+
 enum slice_phase {
-    SL_WAIT_WRITER,
+    SL_IDLE,        /* no writer yet, none asked for */
+    SL_WAIT_WRITER, /* in the sink's queue */
     SL_CONNECT,
-    SL_BEGIN,
-    SL_CHECK,
-    SL_STAGE,
-    SL_COPY_START,
-    SL_COPYING, /* handed to the caller */
+    SL_OPEN,       /* BEGIN; SET LOCAL; the range check */
+    SL_COPY_START, /* [CREATE TEMP TABLE;] COPY ... FROM STDIN */
+    SL_COPYING,
     SL_COPY_END,
-    SL_ANALYZE,
-    SL_INSERT,
-    SL_VANISH,
-    SL_CHUNKS_DEL,
-    SL_CHUNKS_INS,
-    SL_STATE,
-    SL_COMMIT,
+    SL_MERGE, /* ANALYZE; INSERT ... ON CONFLICT; flag or delete vanished rows */
+    SL_TAIL,  /* ledger rows; state row; COMMIT */
     SL_ROLLBACK,
+    SL_FAILED, /* writer given back; the error waits for the caller's commit or abort */
 };
 
 struct pgsink_slice {
@@ -70,13 +103,12 @@ struct pgsink_slice {
     int64_t lo, hi;
     bool fast;
     enum slice_phase phase;
-    pgsink_slice_cb ready_cb;
-    void *ready_ud;
-    pgsink_commit_cb commit_cb;
+    pgsink_commit_cb commit_cb; /* set: the caller asked to commit */
     void *commit_ud;
     char *cursor;
     char *chunks_json; /* the ledger rows this slice completes, or NULL */
     struct pgsink_slice_result res;
+    struct buf pending; /* COPY data not handed to libpq yet */
     void (*drain_cb)(void *ud);
     void *drain_ud;
     bool aborted;      /* caller gave up: roll back quietly */
@@ -101,7 +133,50 @@ static void slice_free(struct pgsink_slice *sl)
     free(sl->view.slice_column);
     free(sl->cursor);
     free(sl->chunks_json);
+    buf_free(&sl->pending);
     free(sl);
+}
+
+/* A writer for the slice now, or a place in the queue. */
+static void writer_acquire(struct pgsink_slice *sl)
+{
+    struct pgsink *s = sl->s;
+    for (size_t i = 0; i < s->nwriters; i++) {
+        if (!s->writers[i].in_use) {
+            s->writers[i].in_use = true;
+            sl->w = &s->writers[i];
+            sl->phase = SL_CONNECT;
+            slice_step(sl);
+            return;
+        }
+    }
+    struct waiter *w = calloc(1, sizeof *w);
+    if (!w)
+        abort();
+    w->sl = sl;
+    sl->phase = SL_WAIT_WRITER;
+    if (s->wait_tail)
+        s->wait_tail->next = w;
+    else
+        s->wait_head = w;
+    s->wait_tail = w;
+}
+
+static void waiter_remove(struct pgsink *s, struct pgsink_slice *sl)
+{
+    struct waiter *prev = NULL;
+    for (struct waiter *w = s->wait_head; w; prev = w, w = w->next) {
+        if (w->sl != sl)
+            continue;
+        if (prev)
+            prev->next = w->next;
+        else
+            s->wait_head = w->next;
+        if (s->wait_tail == w)
+            s->wait_tail = prev;
+        free(w);
+        return;
+    }
 }
 
 static void writer_release(struct pgsink *s, struct writer *w)
@@ -121,27 +196,36 @@ static void writer_release(struct pgsink *s, struct writer *w)
     slice_step(sl);
 }
 
-/* Ends the slice: reports to whoever waits, releases the writer, frees. */
+/* The transaction is over (committed, or rolled back with sl->err): the writer goes back to
+ * the pool, and whoever waits hears of it. A slice the caller still writes to is kept, in
+ * SL_FAILED, until its commit or abort. */
 static void slice_end(struct pgsink_slice *sl, const struct pgerr *err)
 {
     struct pgsink *s = sl->s;
     struct writer *w = sl->w;
-    if (!sl->aborted) {
-        if (sl->commit_cb)
-            sl->commit_cb(sl->commit_ud, err, err ? NULL : &sl->res);
-        else if (sl->ready_cb)
-            sl->ready_cb(sl->ready_ud, NULL, err);
-    }
-    slice_free(sl);
+    sl->w = NULL;
+    sl->phase = SL_FAILED;
     if (w)
         writer_release(s, w);
+    if (sl->aborted) {
+        slice_free(sl);
+    } else if (sl->commit_cb) {
+        sl->commit_cb(sl->commit_ud, err, err ? NULL : &sl->res);
+        slice_free(sl);
+    } else if (sl->drain_cb) {
+        /* the caller is paused on a write: it resumes, and its next write fails */
+        void (*cb)(void *) = sl->drain_cb;
+        sl->drain_cb = NULL;
+        cb(sl->drain_ud);
+    }
 }
 
 static void slice_on_rollback(void *ud, PGresult *res, const char *err)
 {
     (void)res;
-    (void)err;
     struct pgsink_slice *sl = ud;
+    if (err && sl->w && pgconn_ok(sl->w->conn))
+        pgconn_close(sl->w->conn); /* no telling what state the session is in */
     slice_end(sl, &sl->err);
 }
 
@@ -156,7 +240,8 @@ static void slice_fail(struct pgsink_slice *sl, const char *err)
         else
             pgerr_set(&sl->err, "", false, err);
     }
-    if (sl->w && pgconn_ok(sl->w->conn) && sl->phase != SL_CONNECT && sl->phase != SL_BEGIN) {
+    if (sl->w && pgconn_ok(sl->w->conn) && sl->phase != SL_CONNECT) {
+        /* also after a failed "BEGIN; ...": it may have opened the transaction */
         sl->phase = SL_ROLLBACK;
         pgconn_query(sl->w->conn, "ROLLBACK", 0, NULL, slice_on_rollback, sl);
         return;
@@ -173,66 +258,115 @@ static void slice_on_connect(void *ud, const char *err)
         slice_fail(sl, err);
         return;
     }
-    sl->phase = SL_BEGIN;
+    sl->phase = SL_OPEN;
     slice_step(sl);
 }
 
-static void slice_query(struct pgsink_slice *sl, const char *sql, int n, const char **p)
+static void slice_query(struct pgsink_slice *sl, const char *sql)
 {
-    pgconn_query(sl->w->conn, sql, n, p, slice_on_result, sl);
+    pgconn_query(sl->w->conn, sql, 0, NULL, slice_on_result, sl);
+}
+
+/* The counts of the merge statements, as their results arrive. */
+static void slice_on_merge_result(void *ud, PGresult *res)
+{
+    struct pgsink_slice *sl = ud;
+    const char *tag = PQcmdStatus(res);
+    const char *t = PQcmdTuples(res);
+    int64_t n = *t ? strtoll(t, NULL, 10) : 0;
+    if (strncmp(tag, "INSERT", 6) == 0)
+        sl->res.inserted = n;
+    else if (strncmp(tag, "UPDATE", 6) == 0 || strncmp(tag, "DELETE", 6) == 0)
+        sl->res.vanished = n;
+}
+
+static int lit(struct pgsink_slice *sl, struct buf *b, const char *v)
+{
+    if (!v) {
+        buf_puts(b, "NULL");
+        return 0;
+    }
+    return pgconn_literal(sl->w->conn, b, v);
+}
+
+/* The ledger rows, the state row and COMMIT, as one string. */
+static int tail_sql(struct pgsink_slice *sl, struct buf *b)
+{
+    struct pgsink *s = sl->s;
+    struct buf ds = BUF_INIT, js = BUF_INIT;
+    int rc = lit(sl, &ds, sl->datasource);
+    if (rc == 0 && sl->chunks_json) {
+        rc = lit(sl, &js, sl->chunks_json);
+        if (rc == 0) {
+            pgchunks_sql_delete(b, s, ds.data, js.data);
+            buf_puts(b, "; ");
+            pgchunks_sql_insert(b, s, ds.data, js.data);
+            buf_puts(b, "; ");
+        }
+    }
+    if (rc == 0) {
+        buf_puts(b, "INSERT INTO ");
+        pgsink_qtable(b, s, STATE_TABLE);
+        buf_puts(b, " AS st (datasource, destination_table, cursor, rows_synced,"
+                    " slices_committed) VALUES (");
+        buf_puts(b, ds.data);
+        buf_puts(b, ", ");
+        rc = lit(sl, b, sl->dest);
+        buf_puts(b, ", ");
+        rc |= lit(sl, b, sl->cursor);
+        buf_printf(b, ", %" PRId64 ", 1)", sl->res.inserted);
+        buf_puts(b, " ON CONFLICT (datasource) DO UPDATE SET cursor ="
+                    /* the scheduler never sends a cursor behind the stored one (text
+                     * comparison would misorder years beyond 9999 and BC) */
+                    " COALESCE(EXCLUDED.cursor, st.cursor),"
+                    " rows_synced = st.rows_synced + EXCLUDED.rows_synced,"
+                    " slices_committed = st.slices_committed + 1, updated_at = now();"
+                    " COMMIT");
+    }
+    buf_free(&ds);
+    buf_free(&js);
+    return rc;
 }
 
 static void slice_step(struct pgsink_slice *sl)
 {
     struct pgsink *s = sl->s;
     struct buf b = BUF_INIT;
-    char lob[TIME_ISO_MAX], hib[TIME_ISO_MAX];
-    const char *p[4];
-    int np;
     switch (sl->phase) {
     case SL_CONNECT:
         if (!pgconn_ok(sl->w->conn)) {
             pgconn_connect(sl->w->conn, slice_on_connect, sl);
             break;
         }
-        sl->phase = SL_BEGIN;
+        sl->phase = SL_OPEN;
         /* fall through */
-    case SL_BEGIN:
-        sl->phase = SL_BEGIN;
+    case SL_OPEN:
         /* the server bounds every statement and lock wait of the transaction itself */
-        buf_printf(&b, "BEGIN; %s", s->set_local);
-        slice_query(sl, b.data, 0, NULL);
-        break;
-    case SL_CHECK:
-        buf_puts(&b, "SELECT EXISTS (SELECT 1 FROM ");
+        buf_printf(&b, "BEGIN; %s; SELECT EXISTS (SELECT 1 FROM ", s->set_local);
         pgsink_qtable(&b, s, sl->dest);
         buf_puts(&b, " WHERE ");
-        np = range_sql(&b, &sl->view, "", sl->lo, sl->hi, 1, lob, hib, p);
+        range_lit(&b, &sl->view, "", sl->lo, sl->hi);
         buf_puts(&b, ")");
-        slice_query(sl, b.data, np, p);
-        break;
-    case SL_STAGE:
-        buf_puts(&b, "CREATE TEMP TABLE " STAGE_TABLE " (LIKE ");
-        pgsink_qtable(&b, s, sl->dest);
-        buf_puts(&b, " INCLUDING DEFAULTS) ON COMMIT DROP");
-        slice_query(sl, b.data, 0, NULL);
+        slice_query(sl, b.data);
         break;
     case SL_COPY_START:
+        if (!sl->fast) {
+            buf_puts(&b, "CREATE TEMP TABLE " STAGE_TABLE " (LIKE ");
+            pgsink_qtable(&b, s, sl->dest);
+            buf_puts(&b, " INCLUDING DEFAULTS) ON COMMIT DROP; ");
+        }
         buf_puts(&b, "COPY ");
         if (sl->fast)
             pgsink_qtable(&b, s, sl->dest);
         else
             buf_puts(&b, STAGE_TABLE);
         buf_printf(&b, " (%s) FROM STDIN", sl->view.copy_cols);
-        slice_query(sl, b.data, 0, NULL);
+        slice_query(sl, b.data);
         break;
-    case SL_ANALYZE:
+    case SL_MERGE:
         /* a temp table has no statistics; without them the anti-join below can be planned
          * as a nested loop over the whole slice */
-        slice_query(sl, "ANALYZE " STAGE_TABLE, 0, NULL);
-        break;
-    case SL_INSERT:
-        buf_puts(&b, "INSERT INTO ");
+        buf_puts(&b, "ANALYZE " STAGE_TABLE "; INSERT INTO ");
         pgsink_qtable(&b, s, sl->dest);
         buf_printf(&b, " AS t (%s) SELECT %s FROM " STAGE_TABLE " ON CONFLICT (",
                    sl->view.copy_cols, sl->view.copy_cols);
@@ -243,9 +377,7 @@ static void slice_step(struct pgsink_slice *sl)
         sqlident_quote(&b, s->col_synced);
         buf_puts(&b, " = now() WHERE t.");
         sqlident_quote(&b, s->col_deleted);
-        slice_query(sl, b.data, 0, NULL);
-        break;
-    case SL_VANISH:
+        buf_puts(&b, "; ");
         if (sl->soft_deletes && !sl->replace) {
             buf_puts(&b, "UPDATE ");
             pgsink_qtable(&b, s, sl->dest);
@@ -267,46 +399,21 @@ static void slice_step(struct pgsink_slice *sl)
                 buf_puts(&b, " AND ");
             }
         }
-        np = range_sql(&b, &sl->view, "t", sl->lo, sl->hi, 1, lob, hib, p);
+        range_lit(&b, &sl->view, "t", sl->lo, sl->hi);
         buf_puts(&b, " AND NOT EXISTS (SELECT 1 FROM " STAGE_TABLE " g WHERE g.");
         sqlident_quote(&b, s->col_id);
         buf_puts(&b, " = t.");
         sqlident_quote(&b, s->col_id);
         buf_puts(&b, ")");
-        slice_query(sl, b.data, np, p);
+        pgconn_query_each(sl->w->conn, b.data, slice_on_merge_result, slice_on_result, sl);
         break;
-    case SL_CHUNKS_DEL:
-    case SL_CHUNKS_INS:
-        if (sl->phase == SL_CHUNKS_DEL)
-            pgchunks_sql_delete(&b, s);
-        else
-            pgchunks_sql_insert(&b, s);
-        p[0] = sl->datasource;
-        p[1] = sl->chunks_json;
-        slice_query(sl, b.data, 2, p);
-        break;
-    case SL_STATE: {
-        char ins[32];
-        snprintf(ins, sizeof ins, "%" PRId64, sl->res.inserted);
-        buf_puts(&b, "INSERT INTO ");
-        pgsink_qtable(&b, s, STATE_TABLE);
-        buf_puts(&b, " AS st (datasource, destination_table, cursor, rows_synced,"
-                     " slices_committed) VALUES ($1, $2, $3, $4::bigint, 1)"
-                     " ON CONFLICT (datasource) DO UPDATE SET cursor ="
-                     /* the scheduler never sends a cursor behind the stored one (text
-                      * comparison would misorder years beyond 9999 and BC) */
-                     " COALESCE(EXCLUDED.cursor, st.cursor),"
-                     " rows_synced = st.rows_synced + EXCLUDED.rows_synced,"
-                     " slices_committed = st.slices_committed + 1, updated_at = now()");
-        p[0] = sl->datasource;
-        p[1] = sl->dest;
-        p[2] = sl->cursor;
-        p[3] = ins;
-        slice_query(sl, b.data, 4, p);
-        break;
-    }
-    case SL_COMMIT:
-        slice_query(sl, "COMMIT", 0, NULL);
+    case SL_TAIL:
+        if (tail_sql(sl, &b) != 0) {
+            buf_free(&b);
+            slice_fail(sl, "cannot quote a value for PostgreSQL (out of memory or not connected)");
+            return;
+        }
+        slice_query(sl, b.data);
         break;
     default:
         break;
@@ -320,6 +427,68 @@ static int64_t cmd_tuples(PGresult *res)
     return *t ? strtoll(t, NULL, 10) : 0;
 }
 
+/* Hands the held COPY data to libpq. 0 sent, 1 queued in libpq, -1 error. */
+static int slice_put_pending(struct pgsink_slice *sl)
+{
+    if (!sl->pending.len)
+        return 0;
+    int r = pgconn_copy_put(sl->w->conn, sl->pending.data, sl->pending.len);
+    buf_reset(&sl->pending);
+    return r;
+}
+
+static void slice_drained(void *ud)
+{
+    struct pgsink_slice *sl = ud;
+    if (sl->drain_cb) {
+        void (*cb)(void *) = sl->drain_cb;
+        sl->drain_cb = NULL;
+        cb(sl->drain_ud);
+    }
+}
+
+static void slice_on_abort_copy(void *ud, PGresult *res, const char *err)
+{
+    (void)res;
+    (void)err; /* "COPY aborted" is the expected answer */
+    struct pgsink_slice *sl = ud;
+    slice_fail(sl, "aborted");
+}
+
+static void slice_copy_end(struct pgsink_slice *sl)
+{
+    slice_put_pending(sl); /* a failure shows in the end of COPY */
+    sl->phase = SL_COPY_END;
+    pgconn_copy_end(sl->w->conn, NULL, slice_on_result, sl);
+}
+
+/* COPY is open: the data held while waiting goes out, then the caller goes on. */
+static void slice_copy_ready(struct pgsink_slice *sl)
+{
+    sl->phase = SL_COPYING;
+    if (sl->aborted) {
+        sl->phase = SL_COPY_END;
+        pgconn_copy_end(sl->w->conn, "slice aborted by druid-syncd", slice_on_abort_copy, sl);
+        return;
+    }
+    if (sl->commit_cb) {
+        slice_copy_end(sl);
+        return;
+    }
+    int r = slice_put_pending(sl);
+    if (r == 1) {
+        pgconn_on_drain(sl->w->conn, slice_drained, sl);
+        return;
+    }
+    if (r < 0) {
+        sl->err = *pgconn_last_error(sl->w->conn);
+        if (!sl->err.message[0])
+            pgerr_set(&sl->err, "", true, "writing COPY data to PostgreSQL failed");
+        /* the caller hears it on its next write (it is paused on the first one) */
+    }
+    slice_drained(sl);
+}
+
 static void slice_on_result(void *ud, PGresult *res, const char *err)
 {
     struct pgsink_slice *sl = ud;
@@ -327,52 +496,32 @@ static void slice_on_result(void *ud, PGresult *res, const char *err)
         slice_fail(sl, err);
         return;
     }
+    if (sl->aborted && sl->phase != SL_COPY_START && sl->phase < SL_COPY_END) {
+        slice_fail(sl, "aborted");
+        return;
+    }
     switch (sl->phase) {
-    case SL_BEGIN:
-        sl->phase = SL_CHECK;
-        break;
-    case SL_CHECK:
+    case SL_OPEN:
         sl->fast = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "f") == 0;
-        sl->phase = sl->fast ? SL_COPY_START : SL_STAGE;
-        break;
-    case SL_STAGE:
         sl->phase = SL_COPY_START;
         break;
     case SL_COPY_START:
-        sl->phase = SL_COPYING;
-        sl->ready_cb(sl->ready_ud, sl, NULL);
+        slice_copy_ready(sl);
         return;
     case SL_COPY_END:
         sl->res.copied = cmd_tuples(res);
         sl->res.fast = sl->fast;
         if (sl->fast) {
             sl->res.inserted = sl->res.copied;
-            sl->phase = sl->chunks_json ? SL_CHUNKS_DEL : SL_STATE;
+            sl->phase = SL_TAIL;
         } else {
-            sl->phase = SL_ANALYZE;
+            sl->phase = SL_MERGE;
         }
         break;
-    case SL_ANALYZE:
-        sl->phase = SL_INSERT;
+    case SL_MERGE:
+        sl->phase = SL_TAIL;
         break;
-    case SL_INSERT:
-        sl->res.inserted = cmd_tuples(res);
-        sl->phase = SL_VANISH;
-        break;
-    case SL_VANISH:
-        sl->res.vanished = cmd_tuples(res);
-        sl->phase = sl->chunks_json ? SL_CHUNKS_DEL : SL_STATE;
-        break;
-    case SL_CHUNKS_DEL:
-        sl->phase = SL_CHUNKS_INS;
-        break;
-    case SL_CHUNKS_INS:
-        sl->phase = SL_STATE;
-        break;
-    case SL_STATE:
-        sl->phase = SL_COMMIT;
-        break;
-    case SL_COMMIT:
+    case SL_TAIL:
         slice_end(sl, NULL);
         return;
     default:
@@ -406,27 +555,9 @@ void pgsink_slice_begin(struct pgsink *s, const char *datasource, int64_t lo, in
     sl->lo = lo;
     sl->hi = hi;
     sl->soft_deletes = s->cfg->soft_deletes;
-    sl->ready_cb = cb;
-    sl->ready_ud = ud;
-    for (size_t i = 0; i < s->nwriters; i++) {
-        if (!s->writers[i].in_use) {
-            s->writers[i].in_use = true;
-            sl->w = &s->writers[i];
-            sl->phase = SL_CONNECT;
-            slice_step(sl);
-            return;
-        }
-    }
-    struct waiter *w = calloc(1, sizeof *w);
-    if (!w)
-        abort();
-    w->sl = sl;
-    sl->phase = SL_WAIT_WRITER;
-    if (s->wait_tail)
-        s->wait_tail->next = w;
-    else
-        s->wait_head = w;
-    s->wait_tail = w;
+    sl->phase = SL_IDLE;
+    /* no writer yet: one is taken with the first data (see the top of this file) */
+    cb(ud, sl, NULL);
 }
 
 bool pgsink_slice_fast(const struct pgsink_slice *sl)
@@ -436,26 +567,39 @@ bool pgsink_slice_fast(const struct pgsink_slice *sl)
 
 int pgsink_slice_write(struct pgsink_slice *sl, const char *data, size_t len)
 {
+    if (sl->aborted || sl->phase == SL_FAILED || sl->err.message[0])
+        return -1;
+    if (sl->phase != SL_COPYING) {
+        /* held until the COPY is open; the caller pauses its source meanwhile */
+        buf_append(&sl->pending, data, len);
+        if (sl->phase == SL_IDLE)
+            writer_acquire(sl);
+        return sl->err.message[0] ? -1 : 1;
+    }
+    if (sl->pending.len + len < COPY_MIN) {
+        buf_append(&sl->pending, data, len); /* small pieces become one CopyData message */
+        return 0;
+    }
+    if (sl->pending.len) {
+        buf_append(&sl->pending, data, len);
+        return slice_put_pending(sl);
+    }
     return pgconn_copy_put(sl->w->conn, data, len);
 }
 
 const struct pgerr *pgsink_slice_last_error(const struct pgsink_slice *sl)
 {
+    if (sl->err.message[0] || !sl->w)
+        return &sl->err;
     return pgconn_last_error(sl->w->conn);
-}
-
-static void slice_drained(void *ud)
-{
-    struct pgsink_slice *sl = ud;
-    if (sl->drain_cb)
-        sl->drain_cb(sl->drain_ud);
 }
 
 void pgsink_slice_on_drain(struct pgsink_slice *sl, void (*cb)(void *ud), void *ud)
 {
     sl->drain_cb = cb;
     sl->drain_ud = ud;
-    pgconn_on_drain(sl->w->conn, slice_drained, sl);
+    if (sl->phase == SL_COPYING)
+        pgconn_on_drain(sl->w->conn, slice_drained, sl);
 }
 
 void pgsink_slice_set_replace(struct pgsink_slice *sl, bool replace)
@@ -473,25 +617,47 @@ void pgsink_slice_commit(struct pgsink_slice *sl, const char *cursor, pgsink_com
 {
     sl->commit_cb = cb;
     sl->commit_ud = ud;
-    sl->ready_cb = NULL;
+    sl->drain_cb = NULL;
     sl->cursor = cursor ? strdup(cursor) : NULL;
-    sl->phase = SL_COPY_END;
-    pgconn_copy_end(sl->w->conn, NULL, slice_on_result, sl);
-}
-
-static void slice_on_abort_copy(void *ud, PGresult *res, const char *err)
-{
-    (void)res;
-    (void)err; /* "COPY aborted" is the expected answer */
-    struct pgsink_slice *sl = ud;
-    slice_fail(sl, "aborted");
+    switch (sl->phase) {
+    case SL_FAILED: {
+        struct pgerr e = sl->err;
+        if (!e.message[0])
+            pgerr_set(&e, "", true, "connection to PostgreSQL lost");
+        cb(ud, &e, NULL);
+        slice_free(sl);
+        return;
+    }
+    case SL_IDLE:
+        writer_acquire(sl); /* a slice without rows still records its state */
+        return;
+    case SL_COPYING:
+        slice_copy_end(sl);
+        return;
+    default:
+        return; /* the COPY is being opened: it ends as soon as it is */
+    }
 }
 
 void pgsink_slice_abort(struct pgsink_slice *sl)
 {
     sl->aborted = true;
-    sl->phase = SL_COPY_END;
-    pgconn_copy_end(sl->w->conn, "slice aborted by druid-syncd", slice_on_abort_copy, sl);
+    sl->drain_cb = NULL;
+    switch (sl->phase) {
+    case SL_WAIT_WRITER:
+        waiter_remove(sl->s, sl);
+        /* fall through */
+    case SL_IDLE:
+    case SL_FAILED:
+        slice_free(sl);
+        return;
+    case SL_COPYING:
+        sl->phase = SL_COPY_END;
+        pgconn_copy_end(sl->w->conn, "slice aborted by druid-syncd", slice_on_abort_copy, sl);
+        return;
+    default:
+        return; /* a statement is on its way: its answer sees the flag and rolls back */
+    }
 }
 
 void pgslice_free_live(struct pgsink *s)
