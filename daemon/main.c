@@ -14,8 +14,11 @@
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
+#include "opcmd.h"
 #include "pgsink.h"
+#include "pgerr.h"
 #include "progress.h"
+#include "retry.h"
 #include "scheduler.h"
 
 #define EXIT_USAGE 64
@@ -31,11 +34,17 @@ struct app {
     struct metrics *metrics;
     struct progress *progress;
     uv_signal_t sig_term, sig_int, sig_hup;
-    uv_timer_t exit_timer; /* teardown runs from here, never inside a module's callback */
-    uv_timer_t probe_timer;
-    uv_timer_t stop_deadline; /* a stop ends by this, whatever is still waiting */
+    uv_timer_t exit_timer;     /* teardown runs from here, never inside a module's callback */
+    uv_timer_t probe_timer;    /* the next start-up check of Druid */
+    uv_timer_t probe_deadline; /* the probe's whole answer comes within connect_timeout */
+    uv_timer_t pg_timer;       /* the next start-up check of PostgreSQL */
+    uv_timer_t stop_deadline;  /* a stop ends by this, whatever is still waiting */
     uint64_t exit_requested_at;
-    int probe_attempts;
+    uint64_t checks_started_at;
+    struct druid_query *probe_q;
+    int probe_attempts, pg_attempts;
+    bool druid_ok, pg_ok, pg_busy, sched_started, ready_sent;
+    char druid_wait[700], pg_wait[700]; /* STATUS= text while waiting for each; "" reached */
     bool auth_refused; /* Druid answered 401/403 to the start-up probe: wait for a reload */
     bool once;
     const char *const *only; /* --datasource names, NULL-terminated, or NULL */
@@ -46,27 +55,31 @@ struct app {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "Usage: druid-syncd [-c FILE | --config FILE] [--once] [--check-config]\n"
-               "                   [--datasource NAME]... [--log-level error|warning|info|debug]\n"
-               "                   [--version] [--help]\n"
-               "\n"
-               "Keeps PostgreSQL tables in step with the datasources of an Apache Druid cluster.\n"
-               "\n"
-               "  -c, --config FILE     configuration file (default " DEFAULT_CONFIG ")\n"
-               "      --once            one sync cycle of every selected datasource, then exit\n"
-               "      --check-config    validate the configuration file (no network) and exit\n"
-               "      --datasource NAME restrict this run to NAME (repeatable)\n"
-               "      --log-level LEVEL error, warning, info (default) or debug\n"
-               "      --version         print the version and exit\n"
-               "  -h, --help            print this help and exit\n"
-               "\n"
-               "Exit codes: 0 success, 1 a sync failed, 64 usage error, 78 configuration error.\n");
+    fprintf(f,
+            "Usage: druid-syncd [-c FILE | --config FILE] [--once] [--check-config]\n"
+            "       druid-syncd status|plan|resync|pause|resume ... (druid-syncd status --help)\n"
+            "                   [--datasource NAME]... [--log-level error|warning|info|debug]\n"
+            "                   [--version] [--help]\n"
+            "\n"
+            "Keeps PostgreSQL tables in step with the datasources of an Apache Druid cluster.\n"
+            "\n"
+            "  -c, --config FILE     configuration file (default " DEFAULT_CONFIG ")\n"
+            "      --once            one sync cycle of every selected datasource, then exit\n"
+            "      --check-config    validate the configuration file (no network) and exit\n"
+            "      --datasource NAME restrict this run to NAME (repeatable)\n"
+            "      --log-level LEVEL error, warning, info (default) or debug\n"
+            "      --version         print the version and exit\n"
+            "  -h, --help            print this help and exit\n"
+            "\n"
+            "Exit codes: 0 success, 1 a sync failed, 64 usage error, 78 configuration error.\n");
 }
 
 static void close_all(struct app *a)
 {
     uv_close((uv_handle_t *)&a->exit_timer, NULL);
     uv_close((uv_handle_t *)&a->probe_timer, NULL);
+    uv_close((uv_handle_t *)&a->probe_deadline, NULL);
+    uv_close((uv_handle_t *)&a->pg_timer, NULL);
     uv_close((uv_handle_t *)&a->stop_deadline, NULL);
     uv_close((uv_handle_t *)&a->sig_term, NULL);
     uv_close((uv_handle_t *)&a->sig_int, NULL);
@@ -127,8 +140,18 @@ static void on_stop_deadline(uv_timer_t *t)
 static void on_stop_signal(uv_signal_t *h, int signum)
 {
     struct app *a = h->data;
-    if (!a->sched) {
-        request_exit(a, 0);
+    if (!a->sched || !a->sched_started) {
+        /* still starting: nothing to finish; checks in flight are dropped with the loop */
+        log_info("main", "%s: stopping", strsignal(signum));
+        notify_stopping();
+        a->stopping = true;
+        if (a->probe_q)
+            druid_query_cancel(a->probe_q);
+        a->probe_q = NULL;
+        uv_timer_stop(&a->probe_deadline);
+        uv_timer_stop(&a->probe_timer);
+        uv_timer_stop(&a->pg_timer);
+        request_exit(a, a->once ? 1 : 0);
         return;
     }
     if (a->stopping) {
@@ -150,6 +173,8 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 }
 
 static void probe_druid(struct app *a);
+static void apply_log_format(const struct config *c);
+static void main_retry_check(uv_timer_t *t);
 
 static void on_hup(uv_signal_t *h, int signum)
 {
@@ -182,6 +207,7 @@ static void on_hup(uv_signal_t *h, int signum)
         if (log_level_parse(n->log_level, &lvl) == 0)
             log_set_level(lvl);
     }
+    apply_log_format(n);
     /* keep the running PostgreSQL settings; everything else is the new file's */
     free(n->postgres);
     n->postgres = strdup(a->cfg->postgres);
@@ -201,87 +227,202 @@ static void on_hup(uv_signal_t *h, int signum)
     a->cfg = n;
     log_info("config", "configuration reloaded from %s", a->config_path);
     notify_ready();
-    if (a->auth_refused) {
+    if (a->auth_refused || (a->checks_started_at && !a->druid_ok && !a->probe_q)) {
+        /* start-up had stopped at the credentials, or waits for Druid: try the new
+         * configuration now */
         a->auth_refused = false;
         a->probe_attempts = 0;
-        probe_druid(a); /* start-up had stopped at the credentials: try them again */
+        uv_timer_stop(&a->probe_timer);
+        probe_druid(a);
     }
 }
 
-static void on_probe_retry(uv_timer_t *t)
+/* ---- start-up: READY at once, then Druid and PostgreSQL are checked side by side;
+ * syncing starts when both answered. Each failed check says why at once (log, STATUS=,
+ * druid_syncd_up) and is retried (retry_startup); --once gives up within
+ * RETRY_STARTUP_BOUND x connect_timeout_seconds. ---- */
+
+static void set_override(struct app *a, const char *text)
 {
-    probe_druid(t->data);
+    if (a->progress)
+        progress_set_override(a->progress, "%s", text);
+    else
+        notify_status("%s", text);
+}
+
+/* STATUS= while start-up waits: what is unreachable and why, else what is being checked. */
+static void startup_status(struct app *a)
+{
+    if (a->sched_started)
+        return;
+    char text[1500];
+    const char *h = a->cfg->druid_host;
+    int port = a->cfg->druid_port;
+    if (a->pg_wait[0] || a->druid_wait[0])
+        snprintf(text, sizeof text, "%s%s%s", a->pg_wait,
+                 a->pg_wait[0] && a->druid_wait[0] ? "; " : "", a->druid_wait);
+    else if (!a->pg_ok && !a->druid_ok)
+        snprintf(text, sizeof text, "starting: checking PostgreSQL and Druid at %s:%d", h, port);
+    else if (!a->druid_ok)
+        snprintf(text, sizeof text, "starting: PostgreSQL ready; checking Druid at %s:%d", h, port);
+    else if (!a->pg_ok)
+        snprintf(text, sizeof text, "starting: Druid at %s:%d answers; checking PostgreSQL", h,
+                 port);
+    else
+        snprintf(text, sizeof text, "started; discovering datasources");
+    set_override(a, text);
+}
+
+static void maybe_start_sched(struct app *a)
+{
+    if (!a->druid_ok || !a->pg_ok || a->sched_started || a->stopping)
+        return;
+    a->sched_started = true;
+    if (a->progress)
+        progress_set_override(a->progress, NULL);
+    else
+        notify_status("started; discovering datasources");
+    sched_start(a->sched);
+}
+
+static void fmt_delay(char *out, size_t n, double secs)
+{
+    snprintf(out, n, secs < 10 ? "%.1f s" : "%.0f s", secs);
+}
+
+enum target { T_DRUID, T_PG };
+
+/* One failed check of Druid or PostgreSQL: say why now, then retry or give up. */
+static void check_failed(struct app *a, enum target t, const char *reason, bool permanent,
+                         const struct log_fields *f)
+{
+    int *attempts = t == T_DRUID ? &a->probe_attempts : &a->pg_attempts;
+    char *wait = t == T_DRUID ? a->druid_wait : a->pg_wait;
+    size_t waitlen = t == T_DRUID ? sizeof a->druid_wait : sizeof a->pg_wait;
+    char where[300];
+    if (t == T_DRUID)
+        snprintf(where, sizeof where, "Druid at %s:%d", a->cfg->druid_host, a->cfg->druid_port);
+    else
+        snprintf(where, sizeof where, "PostgreSQL");
+    const char *sub = t == T_DRUID ? "druid" : "pg";
+    metrics_set_up(t == T_DRUID ? METRICS_DRUID : METRICS_POSTGRES, false);
+    (*attempts)++;
+    double elapsed = (double)(uv_now(&a->loop) - a->checks_started_at) / 1000.0;
+    if (a->stopping) {
+        request_exit(a, a->exit_code);
+        return;
+    }
+    double delay = retry_startup(a->cfg, permanent, *attempts, a->once, elapsed);
+    if (delay < 0) {
+        log_event(LOG_LVL_ERROR, sub, f, "%s is not usable: %s; giving up", where, reason);
+        char text[1200];
+        snprintf(text, sizeof text, "start-up failed: %s: %s", where, reason);
+        a->sched_started = true; /* nothing overwrites the reason any more */
+        if (a->progress)
+            progress_set_override(a->progress, "%s", text);
+        notify_status("%s", text);
+        request_exit(a, 1);
+        return;
+    }
+    char d[32];
+    fmt_delay(d, sizeof d, delay);
+    log_event(LOG_LVL_ERROR, sub, f, "%s is not usable: %s; retry in %s", where, reason, d);
+    snprintf(wait, waitlen, "waiting for %s: %s, retry in %s", where, reason, d);
+    startup_status(a);
+    uv_timer_start(t == T_DRUID ? &a->probe_timer : &a->pg_timer, main_retry_check,
+                   (uint64_t)(delay * 1000.0), 0);
 }
 
 static void on_probe_done(void *ud, const struct druid_error *e)
 {
     struct app *a = ud;
+    a->probe_q = NULL;
+    uv_timer_stop(&a->probe_deadline);
     if (a->stopping) {
         request_exit(a, a->exit_code);
         return;
     }
+    const struct log_fields *f =
+        LOG_FIELDS(.target = "druid", .error_kind = druid_err_kind_name(e->kind),
+                   .http_status = e->http_status, .druid_code = e->code[0] ? e->code : NULL);
     if (e->kind == DRUID_ERR_AUTH && !a->once) {
         /* the credentials are wrong: retrying cannot help, restarting cannot either; stay up
          * (so that systemctl reload works) and wait for a corrected configuration */
-        log_error("druid",
+        log_event(LOG_LVL_ERROR, "druid", f,
                   "Druid at %s:%d refused our credentials (HTTP %ld): %s; syncing waits until "
                   "the configuration is reloaded",
                   a->cfg->druid_host, a->cfg->druid_port, e->http_status, druid_error_reason(e));
         a->auth_refused = true;
-        notify_ready();
-        notify_status("Druid refused our credentials (HTTP %ld): %s; fix them and reload",
-                      e->http_status, druid_error_reason(e));
+        metrics_set_up(METRICS_DRUID, false);
+        snprintf(a->druid_wait, sizeof a->druid_wait,
+                 "Druid refused our credentials (HTTP %ld): %s; fix them and reload",
+                 e->http_status, druid_error_reason(e));
+        startup_status(a);
         return;
     }
     if (e->kind == DRUID_ERR_AUTH) {
-        log_error("druid", "Druid at %s:%d refused our credentials (HTTP %ld): %s",
-                  a->cfg->druid_host, a->cfg->druid_port, e->http_status, druid_error_reason(e));
-        notify_status("start-up failed: Druid refused our credentials (HTTP %ld): %s",
-                      e->http_status, druid_error_reason(e));
-        request_exit(a, 1);
+        char reason[1200];
+        snprintf(reason, sizeof reason, "Druid refused our credentials (HTTP %ld): %s",
+                 e->http_status, druid_error_reason(e));
+        check_failed(a, T_DRUID, reason, true, f);
         return;
     }
     if (e->kind != DRUID_OK) {
-        bool again = druid_err_retryable(e->kind) && a->probe_attempts < a->cfg->max_retries;
-        log_error("druid", "Druid at %s:%d is not usable: %s%s", a->cfg->druid_host,
-                  a->cfg->druid_port, e->message, again ? "; retrying" : "");
-        if (again) {
-            a->probe_attempts++;
-            double secs = a->cfg->retry_initial_seconds * (double)(1u << (a->probe_attempts - 1));
-            if (secs > a->cfg->retry_max_seconds)
-                secs = a->cfg->retry_max_seconds;
-            notify_status("waiting for Druid: %s", e->message);
-            uv_timer_start(&a->probe_timer, on_probe_retry, (uint64_t)(secs * 1000), 0);
-            return;
-        }
-        notify_status("start-up failed: Druid %s:%d: %s", a->cfg->druid_host, a->cfg->druid_port,
-                      e->message);
-        request_exit(a, 1);
+        check_failed(a, T_DRUID, e->message, !druid_error_retryable(e), f);
         return;
     }
-    log_info("druid", "Druid at %s:%d answers", a->cfg->druid_host, a->cfg->druid_port);
-    notify_ready();
-    notify_status("started; discovering datasources");
-    sched_start(a->sched);
+    log_event(LOG_LVL_INFO, "druid", LOG_FIELDS(.target = "druid"), "Druid at %s:%d answers",
+              a->cfg->druid_host, a->cfg->druid_port);
+    a->druid_ok = true;
+    a->druid_wait[0] = '\0';
+    metrics_set_up(METRICS_DRUID, true);
+    startup_status(a);
+    maybe_start_sched(a);
 }
 
-/* READY=1 means both ends were reached: a cheap query proves Druid's SQL and our auth. */
+/* The probe's whole answer, not only the connection, is bounded by connect_timeout_seconds:
+ * a Druid that accepts connections but never answers is reported as such. */
+static void on_probe_deadline(uv_timer_t *t)
+{
+    struct app *a = t->data;
+    if (!a->probe_q)
+        return;
+    druid_query_cancel(a->probe_q);
+    a->probe_q = NULL;
+    char reason[200];
+    snprintf(reason, sizeof reason,
+             "no answer to \"" DRUIDSQL_PROBE "\" within %g s (connect_timeout_seconds)",
+             a->cfg->connect_timeout_seconds);
+    check_failed(a, T_DRUID, reason, false,
+                 LOG_FIELDS(.target = "druid", .error_kind = "transport"));
+}
+
+/* A cheap query proves Druid's SQL endpoint and our credentials. */
 static void probe_druid(struct app *a)
 {
     static const struct druid_query_ops ops = {NULL, NULL, on_probe_done};
-    druid_query_submit(a->druid, DRUIDSQL_PROBE, NULL, 0, &ops, a);
+    if (a->probe_q || a->stopping)
+        return;
+    a->probe_q = druid_query_submit(a->druid, DRUIDSQL_PROBE, NULL, 0, &ops, a);
+    uv_timer_start(&a->probe_deadline, on_probe_deadline,
+                   (uint64_t)(a->cfg->connect_timeout_seconds * 1000.0) + 1, 0);
 }
 
 static void on_state_recovered(void *ud, const char *err)
 {
     struct app *a = ud;
+    a->pg_busy = false;
     if (err)
         log_warning("pg", "correcting state rows left 'syncing' by an earlier run failed: %s", err);
     if (a->stopping) {
         request_exit(a, a->exit_code);
         return;
     }
-    probe_druid(a);
+    a->pg_ok = true;
+    a->pg_wait[0] = '\0';
+    metrics_set_up(METRICS_POSTGRES, true);
+    startup_status(a);
+    maybe_start_sched(a);
 }
 
 static bool sched_ok(void *ud)
@@ -293,17 +434,24 @@ static bool sched_ok(void *ud)
 static void on_sink_started(void *ud, const char *err)
 {
     struct app *a = ud;
-    if (err) {
-        log_error("pg", "PostgreSQL is not usable: %s", err);
-        notify_status("start-up failed: PostgreSQL: %s", err);
-        request_exit(a, 1);
-        return;
-    }
     if (a->stopping) {
+        a->pg_busy = false;
         request_exit(a, a->exit_code);
         return;
     }
-    log_info("pg", "PostgreSQL ready; destination schema \"%s\"", a->cfg->destination_schema);
+    if (err) {
+        a->pg_busy = false;
+        const struct pgerr *pe = pgsink_last_error(a->sink);
+        /* a server that answers with an error (a wrong password, no such database) will
+         * say the same again; a connection that failed may come up */
+        bool permanent = pe && pe->sqlstate[0] && pgerr_action(pe) != PGERR_RETRY;
+        check_failed(a, T_PG, err, permanent,
+                     LOG_FIELDS(.target = "postgres", .error_kind = "postgres",
+                                .sqlstate = pe && pe->sqlstate[0] ? pe->sqlstate : NULL));
+        return;
+    }
+    log_event(LOG_LVL_INFO, "pg", LOG_FIELDS(.target = "postgres"),
+              "PostgreSQL ready; destination schema \"%s\"", a->cfg->destination_schema);
     /* a previous run that ended mid-cycle (killed, or PostgreSQL unreachable at its end)
      * left 'syncing' behind: say what happened */
     /* only this instance's datasources: another instance may be mid-cycle on others */
@@ -311,8 +459,61 @@ static void on_sink_started(void *ud, const char *err)
     pgsink_state_recover(a->sink, mine, on_state_recovered, a);
 }
 
+static void check_postgres(struct app *a)
+{
+    if (a->pg_busy || a->stopping)
+        return;
+    a->pg_busy = true;
+    pgsink_start(a->sink, on_sink_started, a);
+}
+
+void main_retry_check(uv_timer_t *t)
+{
+    struct app *a = t->data;
+    if (t == &a->probe_timer)
+        probe_druid(a);
+    else
+        check_postgres(a);
+}
+
+/* The configuration is valid and the loop runs (and the metrics listener, if any, is up):
+ * READY now, so that systemctl start never waits for a peer; then the checks. */
+static void startup_go(struct app *a)
+{
+    if (!a->ready_sent) {
+        notify_ready();
+        a->ready_sent = true;
+    }
+    a->checks_started_at = uv_now(&a->loop);
+    startup_status(a);
+    check_postgres(a);
+    probe_druid(a);
+}
+
+static void on_metrics_ready(void *ud, const char *err)
+{
+    struct app *a = ud;
+    if (err) {
+        log_error("metrics", "%s", err);
+        notify_status("start-up failed: %s", err);
+        request_exit(a, 1);
+        return;
+    }
+    if (!a->stopping)
+        startup_go(a);
+}
+
+static void apply_log_format(const struct config *c)
+{
+    enum log_format f;
+    if (c->log_format && log_format_parse(c->log_format, &f) == 0)
+        log_set_format(f);
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && opcmd_is_command(argv[1]))
+        return opcmd_main(argc - 1, argv + 1); /* status, plan, resync, pause, resume (SPEC 1) */
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"once", no_argument, NULL, 'o'},
@@ -405,6 +606,7 @@ int main(int argc, char **argv)
     }
     if (!a.cli_log_level && a.cfg->log_level && log_level_parse(a.cfg->log_level, &lvl) == 0)
         log_set_level(lvl);
+    apply_log_format(a.cfg);
 
     uv_loop_init(&a.loop);
     a.druid = druid_client_new(&a.loop, a.cfg);
@@ -420,6 +622,10 @@ int main(int argc, char **argv)
     a.exit_timer.data = &a;
     uv_timer_init(&a.loop, &a.probe_timer);
     a.probe_timer.data = &a;
+    uv_timer_init(&a.loop, &a.probe_deadline);
+    a.probe_deadline.data = &a;
+    uv_timer_init(&a.loop, &a.pg_timer);
+    a.pg_timer.data = &a;
     uv_timer_init(&a.loop, &a.stop_deadline);
     a.stop_deadline.data = &a;
     uv_signal_init(&a.loop, &a.sig_term);
@@ -430,27 +636,21 @@ int main(int argc, char **argv)
     uv_signal_start(&a.sig_int, on_stop_signal, SIGINT);
     uv_signal_start(&a.sig_hup, on_hup, SIGHUP);
     notify_init(&a.loop, sched_ok, &a);
-    if (a.cfg->metrics_listen) {
-        a.metrics = metrics_start(&a.loop, a.cfg->metrics_listen, a.sched, a.druid, a.sink, err,
-                                  sizeof err);
-        if (!a.metrics) {
-            log_error("metrics", "%s", err);
-            notify_status("start-up failed: %s", err);
-            a.exit_code = 1;
-            close_all(&a);
-            uv_run(&a.loop, UV_RUN_DEFAULT);
-            uv_loop_close(&a.loop);
-            free(a.sched);
-            config_free(a.cfg);
-            free(only);
-            return 1;
-        }
-    }
     a.progress = progress_start(&a.loop, a.sched, a.once && log_is_tty());
     log_info("main", "druid-syncd %s starting: Druid %s:%d schema \"%s\"%s", DSYNC_VERSION,
              a.cfg->druid_host, a.cfg->druid_port, a.cfg->schema_name,
              a.once ? " (one cycle)" : "");
-    pgsink_start(a.sink, on_sink_started, &a);
+    if (a.cfg->metrics_listen) {
+        a.metrics = metrics_start(&a.loop, a.cfg->metrics_listen, a.cfg->connect_timeout_seconds,
+                                  a.sched, a.druid, a.sink, on_metrics_ready, &a, err, sizeof err);
+        if (!a.metrics) {
+            log_error("metrics", "%s", err);
+            notify_status("start-up failed: %s", err);
+            request_exit(&a, 1);
+        }
+    } else {
+        startup_go(&a);
+    }
 
     uv_run(&a.loop, UV_RUN_DEFAULT);
     uv_loop_close(&a.loop);

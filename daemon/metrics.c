@@ -14,15 +14,35 @@
 
 #define REQ_MAX 8192
 #define CONN_TIMEOUT_MS 10000
+#define MAX_LISTENERS 4 /* addresses of one name served at once */
 
 struct metrics {
     uv_loop_t *loop;
-    uv_tcp_t server;
+    uv_tcp_t server[MAX_LISTENERS];
+    int nserver;    /* initialised server handles */
+    int pending;    /* handles (and the resolver) still to close or answer */
+    bool resolving; /* uv_getaddrinfo still out: it owns m until it answers */
+    bool stopped;   /* metrics_stop was called */
+    bool answered;  /* on_ready was called */
+    uv_getaddrinfo_t gai;
+    uv_timer_t resolve_timer;
+    char listen[300];
+    char host[256];
+    int port;
+    void (*on_ready)(void *ud, const char *err);
+    void *ud;
     const struct sched *s;
     const struct druid_client *d;
     const struct pgsink *p;
     struct mconn *conns;
 };
+
+static int g_up[2];
+
+void metrics_set_up(enum metrics_target t, bool up)
+{
+    g_up[t] = up ? 1 : 0;
+}
 
 struct mconn {
     uv_tcp_t tcp;
@@ -213,6 +233,13 @@ char *metrics_render(const struct sched *s, const struct druid_client *d, const 
         buf_printf(&b, "druid_syncd_errors_total{kind=\"%s\"} %llu\n", sched_err_kind_name(k),
                    (unsigned long long)c->errors[k]);
     buf_printf(&b,
+               "# HELP druid_syncd_up 1 once the daemon has reached the peer, 0 while it waits "
+               "for it.\n"
+               "# TYPE druid_syncd_up gauge\n"
+               "druid_syncd_up{target=\"druid\"} %d\n"
+               "druid_syncd_up{target=\"postgres\"} %d\n",
+               g_up[METRICS_DRUID], g_up[METRICS_POSTGRES]);
+    buf_printf(&b,
                "# HELP druid_syncd_druid_queries_in_flight Druid queries running now.\n"
                "# TYPE druid_syncd_druid_queries_in_flight gauge\n"
                "druid_syncd_druid_queries_in_flight %zu\n"
@@ -312,9 +339,29 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         respond(c, 431, "Request Header Fields Too Large", "text/plain", "too large\n");
 }
 
-static void free_metrics(uv_handle_t *h)
+/* m goes once every handle has closed and the resolver has answered */
+static void maybe_free(struct metrics *m)
 {
-    free(h->data);
+    if (m->stopped && m->pending == 0 && !m->resolving)
+        free(m);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    struct metrics *m = h->data;
+    m->pending--;
+    maybe_free(m);
+}
+
+static void answer(struct metrics *m, const char *err)
+{
+    uv_timer_stop(&m->resolve_timer);
+    if (m->answered || m->stopped)
+        return;
+    m->answered = true;
+    if (!err)
+        log_info("metrics", "serving Prometheus metrics on http://%s/metrics", m->listen);
+    m->on_ready(m->ud, err);
 }
 
 static void on_conn_timeout(uv_timer_t *t)
@@ -346,47 +393,120 @@ static void on_connection(uv_stream_t *server, int status)
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
-struct metrics *metrics_start(uv_loop_t *loop, const char *listen, const struct sched *s,
-                              const struct druid_client *d, const struct pgsink *p, char *err,
-                              size_t errlen)
+/* Binds and listens on one address; 0 or a libuv error. */
+static int listen_on(struct metrics *m, const struct sockaddr *sa)
 {
-    char host[64];
-    int port;
-    if (config_parse_listen(listen, host, sizeof host, &port) != 0) {
-        snprintf(err, errlen, "metrics_listen: cannot parse \"%s\"", listen);
-        return NULL;
+    if (m->nserver == MAX_LISTENERS)
+        return 0;
+    uv_tcp_t *t = &m->server[m->nserver++];
+    uv_tcp_init(m->loop, t);
+    t->data = m;
+    m->pending++;
+    /* one listener per address: an IPv6 one must not also take the IPv4 port of another */
+    int r =
+        uv_tcp_bind(t, sa, sa->sa_family == AF_INET6 && m->host[0] != ':' ? UV_TCP_IPV6ONLY : 0);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)t, 64, on_connection);
+    if (r != 0)
+        uv_close((uv_handle_t *)t, handle_closed); /* its slot stays used: never reused */
+    return r;
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct metrics *m = req->data;
+    m->resolving = false;
+    if (m->stopped || m->answered) {
+        uv_freeaddrinfo(res);
+        maybe_free(m);
+        return;
     }
-    struct sockaddr_storage ss;
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
-        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
-        snprintf(err, errlen, "metrics_listen: \"%s\" is not an IP address", host);
-        return NULL;
+    char err[1024];
+    if (status != 0) {
+        snprintf(err, sizeof err, "metrics_listen %s: cannot resolve \"%s\": %s", m->listen,
+                 m->host, uv_strerror(status));
+        uv_freeaddrinfo(res);
+        answer(m, err);
+        return;
     }
+    int ok = 0, last = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int r = listen_on(m, ai->ai_addr);
+        if (r == UV_EAFNOSUPPORT && m->listen[0] == ':') {
+            /* ":PORT" on a host without IPv6: every IPv4 address */
+            struct sockaddr_in v4;
+            uv_ip4_addr("0.0.0.0", m->port, &v4);
+            r = listen_on(m, (const struct sockaddr *)&v4);
+        }
+        if (r == 0)
+            ok++;
+        else
+            last = r;
+    }
+    uv_freeaddrinfo(res);
+    if (ok == 0) {
+        snprintf(err, sizeof err, "metrics_listen %s: %s", m->listen,
+                 last ? uv_strerror(last) : "no address");
+        answer(m, err);
+        return;
+    }
+    answer(m, NULL);
+}
+
+static void on_resolve_timeout(uv_timer_t *t)
+{
+    struct metrics *m = t->data;
+    char err[1024];
+    snprintf(err, sizeof err,
+             "metrics_listen %s: resolving \"%s\" took longer than connect_timeout_seconds",
+             m->listen, m->host);
+    uv_cancel((uv_req_t *)&m->gai); /* the answer, if it still comes, is ignored */
+    answer(m, err);
+}
+
+struct metrics *metrics_start(uv_loop_t *loop, const char *listen, double resolve_timeout,
+                              const struct sched *s, const struct druid_client *d,
+                              const struct pgsink *p, void (*on_ready)(void *ud, const char *err),
+                              void *ud, char *err, size_t errlen)
+{
     struct metrics *m = calloc(1, sizeof *m);
     if (!m) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    if (config_parse_listen(listen, m->host, sizeof m->host, &m->port) != 0) {
+        snprintf(err, errlen, "metrics_listen: cannot parse \"%s\"", listen);
+        free(m);
+        return NULL;
+    }
+    snprintf(m->listen, sizeof m->listen, "%s", listen);
     m->loop = loop;
     m->s = s;
     m->d = d;
     m->p = p;
-    uv_tcp_init(loop, &m->server);
-    m->server.data = m;
-    int r = uv_tcp_bind(&m->server, (const struct sockaddr *)&ss, 0);
-    if (r == UV_EAFNOSUPPORT && listen[0] == ':') {
-        /* ":PORT" on a host without IPv6: every IPv4 address */
-        uv_ip4_addr("0.0.0.0", port, (struct sockaddr_in *)&ss);
-        r = uv_tcp_bind(&m->server, (const struct sockaddr *)&ss, 0);
-    }
-    if (r == 0)
-        r = uv_listen((uv_stream_t *)&m->server, 64, on_connection);
+    m->on_ready = on_ready;
+    m->ud = ud;
+    uv_timer_init(loop, &m->resolve_timer);
+    m->resolve_timer.data = m;
+    m->pending = 1;
+    m->gai.data = m;
+    char port[8];
+    snprintf(port, sizeof port, "%d", m->port);
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    int r = uv_getaddrinfo(loop, &m->gai, on_resolved, m->host, port, &hints);
     if (r != 0) {
         snprintf(err, errlen, "metrics_listen %s: %s", listen, uv_strerror(r));
-        uv_close((uv_handle_t *)&m->server, free_metrics);
+        m->stopped = true;
+        uv_close((uv_handle_t *)&m->resolve_timer, handle_closed);
         return NULL;
     }
-    log_info("metrics", "serving Prometheus metrics on http://%s/metrics", listen);
+    m->resolving = true;
+    uv_timer_start(&m->resolve_timer, on_resolve_timeout,
+                   (uint64_t)(resolve_timeout > 0 ? resolve_timeout * 1000.0 : 1), 0);
     return m;
 }
 
@@ -396,5 +516,13 @@ void metrics_stop(struct metrics *m)
         return;
     while (m->conns)
         conn_close(m->conns);
-    uv_close((uv_handle_t *)&m->server, free_metrics);
+    m->stopped = true;
+    uv_timer_stop(&m->resolve_timer);
+    uv_close((uv_handle_t *)&m->resolve_timer, handle_closed);
+    for (int i = 0; i < m->nserver; i++)
+        if (!uv_is_closing((uv_handle_t *)&m->server[i]))
+            uv_close((uv_handle_t *)&m->server[i], handle_closed);
+    if (m->resolving)
+        uv_cancel((uv_req_t *)&m->gai);
+    maybe_free(m);
 }

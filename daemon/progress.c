@@ -1,6 +1,8 @@
 /* progress: live lines, periodic lines and STATUS=. See progress.h. */
 #include "progress.h"
 
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,9 +12,11 @@
 #include "log.h"
 #include "notify.h"
 
-#define LIVE_MS 1000
-#define STATUS_MS 5000
-#define PLAIN_EVERY 2 /* plain lines every 2 status ticks: 10 s */
+#define TICK_MS 250       /* how soon a phase change reaches STATUS= */
+#define LIVE_EVERY 4      /* live lines redrawn every 4 ticks: 1 s */
+#define PLAIN_EVERY 40    /* plain lines every 40 ticks: 10 s */
+#define STATUS_MIN_MS 500 /* STATUS= at most this often */
+#define STATUS_MS 5000    /* and at least this often (the rate moves) */
 
 struct progress {
     uv_timer_t timer;
@@ -24,6 +28,9 @@ struct progress {
     uint64_t last_rows; /* over all datasources, for rows/s */
     double rate;
     struct buf block;
+    char override[600]; /* start-up text shown instead of the datasources; "" none */
+    char last_key[700]; /* what the last STATUS= said, rate left out */
+    uint64_t last_sent; /* loop time of the last STATUS=, 0 never */
 };
 
 static struct progress *g_live; /* the log hooks need it */
@@ -100,31 +107,69 @@ static void one(void *ud, const struct sched_ds_info *i)
                    i->slices_planned, etas);
 }
 
+/* STATUS= when what it says changed (at most every STATUS_MIN_MS) or STATUS_MS passed. */
+static void maybe_status(struct progress *p, uint64_t now, bool force)
+{
+    char st[600];
+    if (p->override[0])
+        snprintf(st, sizeof st, "%s", p->override);
+    else
+        sched_status(p->s, st, sizeof st);
+    bool changed = strcmp(st, p->last_key) != 0;
+    uint64_t since = p->last_sent ? now - p->last_sent : UINT64_MAX;
+    if (!(force || (changed && since >= STATUS_MIN_MS) || since >= STATUS_MS))
+        return;
+    if (p->override[0])
+        notify_status("%s", st);
+    else
+        notify_status("%s; %.0f rows/s", st, p->rate);
+    snprintf(p->last_key, sizeof p->last_key, "%s", st);
+    p->last_sent = now ? now : 1;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct progress *p = t->data;
     p->ticks++;
-    bool status_tick = !p->live || p->ticks % (STATUS_MS / LIVE_MS) == 0;
+    bool live_tick = p->live && p->ticks % LIVE_EVERY == 0;
     bool plain = !p->live && p->ticks % PLAIN_EVERY == 0;
+    uint64_t now_ms = uv_now(t->loop);
+    bool rate_tick = !p->last_t || now_ms - (uint64_t)(p->last_t * 1000.0) >= STATUS_MS;
+    if (!live_tick && !plain && !rate_tick) {
+        maybe_status(p, now_ms, false);
+        return;
+    }
     buf_reset(&p->block);
     struct collect c = {p, &p->block, 0, 0, 0, plain};
     sched_foreach(p->s, one, &c);
-    double now = (double)uv_now(t->loop) / 1000.0;
-    if (p->last_t > 0 && now > p->last_t)
-        p->rate = (double)(c.rows - p->last_rows) / (now - p->last_t);
-    if (status_tick || p->live) {
+    double now = (double)now_ms / 1000.0;
+    if (rate_tick || live_tick) {
+        if (p->last_t > 0 && now > p->last_t)
+            p->rate = (double)(c.rows - p->last_rows) / (now - p->last_t);
         p->last_t = now;
         p->last_rows = c.rows;
     }
-    if (p->live) {
+    if (live_tick) {
         erase_block();
         draw_block();
     }
-    if (status_tick) {
-        char st[600];
-        sched_status(p->s, st, sizeof st);
-        notify_status("%s; %.0f rows/s", st, p->rate);
+    maybe_status(p, now_ms, false);
+}
+
+void progress_set_override(struct progress *p, const char *fmt, ...)
+{
+    if (!p)
+        return;
+    if (!fmt) {
+        p->override[0] = '\0';
+    } else {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(p->override, sizeof p->override, fmt, ap);
+        va_end(ap);
     }
+    /* at once unless one was just sent; the next tick sends it otherwise */
+    maybe_status(p, uv_now(p->timer.loop), false);
 }
 
 struct progress *progress_start(uv_loop_t *loop, const struct sched *s, bool live)
@@ -136,8 +181,7 @@ struct progress *progress_start(uv_loop_t *loop, const struct sched *s, bool liv
     p->live = live;
     uv_timer_init(loop, &p->timer);
     p->timer.data = p;
-    uint64_t every = live ? LIVE_MS : STATUS_MS;
-    uv_timer_start(&p->timer, on_tick, every, every);
+    uv_timer_start(&p->timer, on_tick, TICK_MS, TICK_MS);
     if (live) {
         g_live = p;
         log_set_hooks(erase_block, draw_block);

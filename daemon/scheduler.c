@@ -272,17 +272,38 @@ void sched_free(struct sched *s)
     /* s itself is freed by the caller after the loop has closed the timers */
 }
 
+static const char *phase_name(enum ds_state st);
+
 void sched_status(const struct sched *s, char *out, size_t n)
 {
     size_t active = 0, total = 0;
+    char phases[256] = "";
+    size_t pl = 0, shown = 0;
     for (const struct dsync *d = s->ds; d; d = d->next) {
         if (!d->present || !d->selected)
             continue;
         total++;
-        if (d->st != DS_IDLE)
-            active++;
+        if (d->st == DS_IDLE)
+            continue;
+        active++;
+        /* the first few by name and phase, so that a phase change shows in STATUS= */
+        if (shown < 3 && pl < sizeof phases) {
+            int w = snprintf(phases + pl, sizeof phases - pl, "%s%.60s %s", shown ? ", " : " (",
+                             d->name, phase_name(d->st));
+            if (w > 0)
+                pl += (size_t)w;
+            shown++;
+        }
     }
-    snprintf(out, n, "%zu of %zu datasources syncing%s%s", active, total,
+    if (shown && pl < sizeof phases)
+        snprintf(phases + pl, sizeof phases - pl, "%s)", active > shown ? ", ..." : "");
+    if (total == 0 && s->disc && !s->last_ntables) {
+        /* the first catalog read: "0 of 0" would say nothing is there */
+        snprintf(out, n, "discovering datasources in schema \"%s\"%s%s", s->cfg->schema_name,
+                 s->last_error[0] ? "; last error: " : "", s->last_error);
+        return;
+    }
+    snprintf(out, n, "%zu of %zu datasources syncing%s%s%s", active, total, phases,
              s->last_error[0] ? "; last error: " : "", s->last_error);
 }
 
