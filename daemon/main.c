@@ -189,6 +189,7 @@ static void on_hup(uv_signal_t *h, int signum)
         notify_ready();
         return;
     }
+    apply_log_format(n);
     for (char **w = n->warnings; *w; w++)
         log_warning("config", "%s", *w);
     /* keys that shape connections already open take effect for new ones only */
@@ -207,7 +208,6 @@ static void on_hup(uv_signal_t *h, int signum)
         if (log_level_parse(n->log_level, &lvl) == 0)
             log_set_level(lvl);
     }
-    apply_log_format(n);
     /* keep the running PostgreSQL settings; everything else is the new file's */
     free(n->postgres);
     n->postgres = strdup(a->cfg->postgres);
@@ -592,6 +592,8 @@ int main(int argc, char **argv)
         free(only);
         return CONFIG_EXIT;
     }
+    if (!check)
+        apply_log_format(a.cfg); /* the warnings below are already in the chosen format */
     for (char **w = a.cfg->warnings; *w; w++) {
         if (check)
             printf("warning: %s\n", *w); /* with the verdict, on stdout */
@@ -606,7 +608,6 @@ int main(int argc, char **argv)
     }
     if (!a.cli_log_level && a.cfg->log_level && log_level_parse(a.cfg->log_level, &lvl) == 0)
         log_set_level(lvl);
-    apply_log_format(a.cfg);
 
     uv_loop_init(&a.loop);
     a.druid = druid_client_new(&a.loop, a.cfg);

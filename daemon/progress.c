@@ -168,8 +168,9 @@ void progress_set_override(struct progress *p, const char *fmt, ...)
         vsnprintf(p->override, sizeof p->override, fmt, ap);
         va_end(ap);
     }
-    /* at once unless one was just sent; the next tick sends it otherwise */
-    maybe_status(p, uv_now(p->timer.loop), false);
+    /* at once: start-up events are few (one per check and backoff), and a reason must show
+     * even when the run ends right after it */
+    maybe_status(p, uv_now(p->timer.loop), p->override[0] && strcmp(p->override, p->last_key) != 0);
 }
 
 struct progress *progress_start(uv_loop_t *loop, const struct sched *s, bool live)

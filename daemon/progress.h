@@ -17,7 +17,7 @@ struct progress; /* opaque */
 struct progress *progress_start(uv_loop_t *loop, const struct sched *s, bool live);
 /* Start-up text for STATUS= instead of the datasources' summary (the periodic refresh keeps
  * it, never "0 of 0 datasources syncing" before syncing starts); NULL goes back to the summary.
- * Sent at once, or within STATUS_MIN_MS when one was just sent. Accepts p NULL. */
+ * A changed text is sent at once (start-up events are few). Accepts p NULL. */
 void progress_set_override(struct progress *p, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Erases the live lines and closes the timer. Accepts NULL. */
