@@ -250,8 +250,10 @@ class NotifyProtocolTest(unittest.TestCase):
     def test_02_status_keeps_coming(self):
         self.assertIsNotNone(self.ready_idx)
         # Wait for at least 3 STATUS messages after READY (every ~5 s).
-        wait_for(lambda: len([m for m in self.msgs()[self.ready_idx:] if "STATUS" in m[1]]) >= 3,
-                 timeout=20, what="3 STATUS messages after READY")
+        # Start-up STATUS= come first now (READY is at once): wait for 3 of the summaries.
+        wait_for(lambda: len([m for m in self.msgs()[self.ready_idx:]
+                              if re.search(r"\d+ of \d+ datasources", m[1].get("STATUS", ""))]) >= 3,
+                 timeout=20, what="3 STATUS summaries after READY")
         st = [m for m in self.msgs()[self.ready_idx + 1:] if "STATUS" in m[1]]
         periodic = [m for m in st if re.search(r"\d+ of \d+ datasources", m[1]["STATUS"])]
         self.assertGreaterEqual(len(periodic), 2, [m[1]["STATUS"] for m in st])
