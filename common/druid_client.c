@@ -11,6 +11,7 @@
 #include "buf.h"
 #include "druid_lines.h"
 #include "log.h"
+#include "rowdec.h"
 
 #define ERRBODY_MAX (64 * 1024)
 
@@ -44,6 +45,8 @@ struct druid_query {
     void *ud;
     struct druid_lines *lines;
     json_tokener *tok;
+    druid_row_view_fn on_row_view;
+    struct rowdec *dec; /* with on_row_view */
     char **hdr[3];
     size_t nhdr;
     size_t ncols;
@@ -205,18 +208,12 @@ static int take_header_row(struct druid_query *q, struct json_object *arr)
     return 0;
 }
 
-/* What json-c allocates per value, array and object (measured with json-c 0.16: a number or
- * string ~90 bytes, an empty array ~180, an empty object ~800), for tree_cost(). */
-#define COST_VALUE 90u
-#define COST_ARRAY 180u
-#define COST_OBJECT 800u
-
 /* The decoded size of a line, less its string bytes, from one pass over the text: every ','
  * starts one more value or member, every '[' / '{' one more container. Stops counting once
  * past the limit. Strings are skipped (their bytes are bounded by the line itself). */
 static size_t tree_cost(const char *s, size_t n)
 {
-    size_t cost = COST_VALUE;
+    size_t cost = DRUID_COST_VALUE;
     for (size_t i = 0; i < n && cost <= DRUID_ROW_TREE_MAX; i++) {
         switch (s[i]) {
         case '"':
@@ -225,13 +222,13 @@ static size_t tree_cost(const char *s, size_t n)
                     i++;
             break;
         case ',':
-            cost += COST_VALUE;
+            cost += DRUID_COST_VALUE;
             break;
         case '[':
-            cost += COST_ARRAY;
+            cost += DRUID_COST_ARRAY;
             break;
         case '{':
-            cost += COST_OBJECT;
+            cost += DRUID_COST_OBJECT;
             break;
         default:
             break;
@@ -243,6 +240,27 @@ static size_t tree_cost(const char *s, size_t n)
 static int on_line(void *ud, char *line, size_t len)
 {
     struct druid_query *q = ud;
+    if (q->on_row_view && q->nhdr == 3) {
+        const struct rowenc_value *v;
+        size_t n;
+        if (!q->dec && !(q->dec = rowdec_new()))
+            abort(); /* as buf: no progress without memory */
+        if (rowdec_decode(q->dec, line, len, &v, &n) == ROWDEC_OK) {
+            if (n != q->ncols) {
+                druid_error_set(&q->err, DRUID_ERR_PROTOCOL,
+                                "row %llu has %zu values, expected %zu",
+                                (unsigned long long)q->rows + 1, n, q->ncols);
+                return -1;
+            }
+            q->rows++;
+            if (q->on_row_view(q->ud, v, n) != 0) {
+                druid_error_set(&q->err, DRUID_ERR_PROTOCOL, "aborted by consumer");
+                return -1;
+            }
+            return 0;
+        }
+        /* anything else json-c decodes, or rejects, as it always did */
+    }
     if (tree_cost(line, len) > DRUID_ROW_TREE_MAX) {
         druid_error_set(&q->err, DRUID_ERR_PROTOCOL,
                         "line %llu of the response holds too many JSON values: decoded, they "
@@ -372,6 +390,7 @@ static void query_free(struct druid_query *q)
     druid_lines_free(q->lines);
     if (q->tok)
         json_tokener_free(q->tok);
+    rowdec_free(q->dec);
     free_hdr(q);
     buf_free(&q->errbody);
     free(q);
@@ -788,6 +807,11 @@ void druid_query_cancel(struct druid_query *q)
         break;
     }
     query_free(q);
+}
+
+void druid_query_on_row_view(struct druid_query *q, druid_row_view_fn fn)
+{
+    q->on_row_view = fn;
 }
 
 void druid_query_pause(struct druid_query *q, bool paused)

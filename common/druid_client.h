@@ -34,6 +34,13 @@
 #define DRUID_HEADERS_MAX (64u * 1024)
 #define DRUID_JSON_DEPTH 2000
 #define DRUID_ROW_TREE_MAX (4u * 1024 * 1024)
+/* What json-c allocates per value, array and object (measured with json-c 0.16: a number or
+ * string ~90 bytes, an empty array ~180, an empty object ~800): the estimate that
+ * DRUID_ROW_TREE_MAX bounds, from one pass over a line (every ',' starts one more value or
+ * member, every '[' / '{' one more container; strings are skipped). */
+#define DRUID_COST_VALUE 90u
+#define DRUID_COST_ARRAY 180u
+#define DRUID_COST_OBJECT 800u
 
 enum druid_param_type {
     DRUID_PARAM_TIMESTAMP_MS, /* {"type":"TIMESTAMP","value":<millis>} */
@@ -86,6 +93,14 @@ struct druid_query *druid_query_submit(struct druid_client *c, const char *sql,
 /* Stops a query; no callback is called afterwards. A query already running is also
  * cancelled in Druid (DELETE /druid/v2/sql/{sqlQueryId}, best effort). */
 void druid_query_cancel(struct druid_query *q);
+/* Data rows as decoded values instead of json-c arrays: from now on each data row of q
+ * that rowdec decodes (rowdec.h: the compact JSON Druid writes) reaches fn, one
+ * struct rowenc_value per column, borrowed for the call, with the same meaning as on_row's
+ * return value; a row rowdec leaves to json-c still reaches on_row. Header rows and every
+ * limit above are unchanged. For slice queries, where decoding is most of the cost. */
+struct rowenc_value;
+typedef int (*druid_row_view_fn)(void *ud, const struct rowenc_value *v, size_t n);
+void druid_query_on_row_view(struct druid_query *q, druid_row_view_fn fn);
 /* Backpressure: stop/resume reading the response body. */
 void druid_query_pause(struct druid_query *q, bool paused);
 /* "druid-syncd-<32 hex>": the sqlQueryId, for logs and for DELETE /druid/v2/sql/{id}. */

@@ -38,6 +38,7 @@ struct canon {
     size_t n;
     int64_t i;
     double d;
+    char num[24]; /* CK_JSON of a number or boolean in a jsonb column: its text, p points here */
 };
 
 /* Tags of the hash input (rowenc.h). */
@@ -69,7 +70,8 @@ struct rowenc {
     size_t *by_name; /* column indexes in ascending byte order of name */
     int inc_col;
     bool with_id;
-    struct canon *canon; /* per column, this row */
+    struct canon *canon;        /* per column, this row */
+    struct rowenc_value *jvals; /* per column: rowenc_encode's row, as values */
     struct hashw hw;
     struct occ_slot *occ;
     size_t occ_cap, occ_used; /* occ_cap is 0 or a power of two */
@@ -90,8 +92,9 @@ struct rowenc *rowenc_new(const struct rowenc_column *cols, size_t ncols, int in
     e->name_len = calloc(n, sizeof *e->name_len);
     e->by_name = calloc(n, sizeof *e->by_name);
     e->canon = calloc(n, sizeof *e->canon);
+    e->jvals = calloc(n, sizeof *e->jvals);
     e->hw.st = with_id ? XXH3_createState() : NULL;
-    if (!e->cols || !e->name_len || !e->by_name || !e->canon || (with_id && !e->hw.st))
+    if (!e->cols || !e->name_len || !e->by_name || !e->canon || !e->jvals || (with_id && !e->hw.st))
         goto oom;
     for (size_t i = 0; i < ncols; i++) {
         e->cols[i].type = cols[i].type;
@@ -126,6 +129,7 @@ void rowenc_free(struct rowenc *e)
     free(e->name_len);
     free(e->by_name);
     free(e->canon);
+    free(e->jvals);
     if (e->hw.st)
         XXH3_freeState(e->hw.st);
     free(e->occ);
@@ -238,25 +242,102 @@ static void put_i64(struct buf *out, int64_t v)
     buf_append(out, tmp + p, sizeof tmp - p);
 }
 
-static const char *json_kind(struct json_object *v)
+static const char *kind_name(const struct rowenc_value *v)
 {
-    switch (json_object_get_type(v)) {
-    case json_type_null:
+    switch (v->kind) {
+    case ROWENC_V_NULL:
         return "null";
-    case json_type_boolean:
+    case ROWENC_V_BOOL:
         return "boolean";
-    case json_type_double:
+    case ROWENC_V_DOUBLE:
         return "double";
-    case json_type_int:
+    case ROWENC_V_INT:
+    case ROWENC_V_UINT:
         return "integer";
-    case json_type_object:
+    case ROWENC_V_OBJECT:
         return "object";
-    case json_type_array:
+    case ROWENC_V_ARRAY:
         return "array";
-    case json_type_string:
+    case ROWENC_V_STRING:
         return "string";
     }
     return "value";
+}
+
+static void put_u64(struct buf *out, uint64_t u);
+
+/* A string as json-c writes it: '"', '\\', \b \f \n \r \t by name, other control
+ * characters as \u00xx, '/' and everything else as it is. */
+static void put_json_quoted(struct buf *out, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    buf_putc(out, '"');
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        if (i > run)
+            buf_append(out, s + run, i - run);
+        run = i + 1;
+        char esc[6] = {'\\', (char)c, 0, 0, 0, 0};
+        size_t len = 2;
+        switch (c) {
+        case '"':
+        case '\\':
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        default:
+            memcpy(esc + 1, "u00", 3);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            len = 6;
+        }
+        buf_append(out, esc, len);
+    }
+    if (n > run)
+        buf_append(out, s + run, n - run);
+    buf_putc(out, '"');
+}
+
+void rowenc_value_text(const struct rowenc_value *v, struct buf *out)
+{
+    switch (v->kind) {
+    case ROWENC_V_NULL:
+        buf_append(out, "null", 4);
+        break;
+    case ROWENC_V_BOOL:
+        buf_puts(out, v->i ? "true" : "false");
+        break;
+    case ROWENC_V_INT:
+        put_i64(out, v->i);
+        break;
+    case ROWENC_V_UINT:
+        put_u64(out, (uint64_t)v->i);
+        break;
+    case ROWENC_V_STRING:
+        put_json_quoted(out, v->p, v->n);
+        break;
+    case ROWENC_V_DOUBLE:
+    case ROWENC_V_ARRAY:
+    case ROWENC_V_OBJECT:
+        buf_append(out, v->p, v->n);
+        break;
+    }
 }
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -274,15 +355,18 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
 
 /* "column "x" (bigint): cannot store string "abc"": names the column, the destination type
  * and a short excerpt of the value, which is what an operator needs to find the row. */
-static int fail_value(const struct rowenc *e, size_t col, struct json_object *v, const char *why,
-                      char *err, size_t errlen)
+static int fail_value(const struct rowenc *e, size_t col, const struct rowenc_value *v,
+                      const char *why, char *err, size_t errlen)
 {
-    const char *text =
-        json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-    int tlen = (int)strlen(text);
-    return fail(err, errlen, "column \"%s\" (%s): cannot store %s %.*s%s%s%s", e->cols[col].name,
-                typemap_pg_name(e->cols[col].type), json_kind(v), tlen > 80 ? 80 : tlen, text,
-                tlen > 80 ? "..." : "", why ? ": " : "", why ? why : "");
+    struct buf t = BUF_INIT;
+    rowenc_value_text(v, &t);
+    /* the excerpt ends at a NUL, as the C string json-c returned did */
+    int tlen = t.data ? (int)strlen(t.data) : 0;
+    fail(err, errlen, "column \"%s\" (%s): cannot store %s %.*s%s%s%s", e->cols[col].name,
+         typemap_pg_name(e->cols[col].type), kind_name(v), tlen > 80 ? 80 : tlen,
+         t.data ? t.data : "", tlen > 80 ? "..." : "", why ? ": " : "", why ? why : "");
+    buf_free(&t);
+    return -1;
 }
 
 /* An integer JSON value as int64; -1 when json-c holds it as a uint64 above INT64_MAX. */
@@ -652,28 +736,48 @@ static void put_u64(struct buf *out, uint64_t u)
     buf_append(out, tmp + p, sizeof tmp - p);
 }
 
-/* An integer JSON value as its decimal text (what json-c prints) and its canonical form. */
-static void put_json_int(struct buf *out, struct json_object *v, struct canon *c)
+/* An integer value as its decimal text (what json-c prints) and its canonical form. */
+static void put_int(struct buf *out, const struct rowenc_value *v, struct canon *c)
 {
-    int64_t i64;
-    if (json_int64(v, &i64) == 0) {
-        put_i64(out, i64);
+    if (v->kind == ROWENC_V_INT) {
+        put_i64(out, v->i);
         c->kind = CK_INT;
-        c->i = i64;
     } else {
-        uint64_t u = json_object_get_uint64(v);
-        put_u64(out, u);
+        put_u64(out, (uint64_t)v->i);
         c->kind = CK_UINT;
-        c->i = (int64_t)u;
     }
+    c->i = v->i;
 }
 
-static int put_double(struct rowenc *e, size_t col, struct buf *out, struct json_object *v,
+/* A double's literal too short to overflow or underflow (under 64 characters, an exponent
+ * of at most two digits): its value is finite and zero only when its digits are, so the
+ * checks below need no strtod. */
+static bool double_plain(const char *t, size_t n)
+{
+    if (n >= 64)
+        return false;
+    const char *x = memchr(t, 'E', n);
+    if (!x)
+        x = memchr(t, 'e', n);
+    if (!x)
+        return true;
+    size_t k = (size_t)(t + n - x) - 1;
+    if (k && (x[1] == '-' || x[1] == '+'))
+        k--;
+    return k <= 2;
+}
+
+static int put_double(struct rowenc *e, size_t col, struct buf *out, const struct rowenc_value *v,
                       char *err, size_t errlen)
 {
-    double d = json_object_get_double(v);
-    const char *t = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+    const char *t = v->p;
     struct canon *c = &e->canon[col];
+    if (!v->has_d && double_plain(t, v->n)) {
+        buf_append(out, t, v->n);
+        *c = (struct canon){.kind = CK_NUMTEXT, .p = t, .n = v->n};
+        return 0;
+    }
+    double d = v->has_d ? v->d : strtod(t, NULL);
     if (d != d) {
         buf_puts(out, "NaN");
         c->kind = CK_NAN;
@@ -699,7 +803,7 @@ static int put_double(struct rowenc *e, size_t col, struct buf *out, struct json
 }
 
 /* A timestamp or date PostgreSQL cannot hold: the row is left out (ROWENC_SKIPPED). */
-static int skip_value(const struct rowenc *e, size_t col, struct json_object *v, char *err,
+static int skip_value(const struct rowenc *e, size_t col, const struct rowenc_value *v, char *err,
                       size_t errlen)
 {
     fail_value(e, col, v,
@@ -711,7 +815,7 @@ static int skip_value(const struct rowenc *e, size_t col, struct json_object *v,
     return ROWENC_SKIPPED;
 }
 
-static int put_ts(const struct rowenc *e, size_t col, struct buf *out, struct json_object *v,
+static int put_ts(const struct rowenc *e, size_t col, struct buf *out, const struct rowenc_value *v,
                   int64_t ms, char *err, size_t errlen)
 {
     if (ms < TIME_PG_TS_MIN_MS || ms > TIME_PG_TS_MAX_MS)
@@ -732,8 +836,40 @@ static bool ts_druid_form(const char *s, size_t n)
            memcmp(s, "0000", 4) != 0;
 }
 
-static int put_date(const struct rowenc *e, size_t col, struct buf *out, struct json_object *v,
-                    int64_t day, char *err, size_t errlen)
+/* Druid's form with every field in range, read without time_parse_iso_ms (which takes
+ * every ISO variant and costs a good part of a row): 0 and the instant, or -1 for anything
+ * else (left to time_parse_iso_ms). */
+static int ts_druid_fast(const char *s, size_t n, int64_t *ms)
+{
+    static const unsigned char digit_at[24] = {1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 0, 1,
+                                               1, 0, 1, 1, 0, 1, 1, 0, 1, 1, 1, 0};
+    if (!ts_druid_form(s, n) || s[7] != '-' || s[13] != ':' || s[16] != ':')
+        return -1;
+    for (int k = 0; k < 24; k++)
+        if (digit_at[k] && (unsigned)(s[k] - '0') > 9)
+            return -1;
+#define D2(k) ((s[k] - '0') * 10 + (s[(k) + 1] - '0'))
+    int64_t y = D2(0) * 100 + D2(2);
+    int mo = D2(5), d = D2(8), h = D2(11), mi = D2(14), se = D2(17);
+    int msec = (s[20] - '0') * 100 + D2(21);
+#undef D2
+    static const int mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) ||
+        h > 23 || mi > 59 || se > 59)
+        return -1;
+    /* days from civil (H. Hinnant), years 1..9999: no negative eras */
+    int64_t yy = y - (mo <= 2);
+    int64_t era = yy / 400, yoe = yy - era * 400;
+    int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days = era * 146097 + doe - 719468;
+    *ms = ((days * 24 + h) * 60 + mi) * 60000 + se * 1000 + msec;
+    return 0;
+}
+
+static int put_date(const struct rowenc *e, size_t col, struct buf *out,
+                    const struct rowenc_value *v, int64_t day, char *err, size_t errlen)
 {
     if (day < TIME_PG_DATE_MIN_DAY || day > TIME_PG_DATE_MAX_DAY)
         return skip_value(e, col, v, err, errlen);
@@ -743,59 +879,51 @@ static int put_date(const struct rowenc *e, size_t col, struct buf *out, struct 
     return 0;
 }
 
-static int encode_value(struct rowenc *e, size_t col, struct json_object *v, struct buf *out,
+static int encode_value(struct rowenc *e, size_t col, const struct rowenc_value *v, struct buf *out,
                         char *err, size_t errlen)
 {
-    enum json_type jt = json_object_get_type(v);
+    enum rowenc_kind k = v->kind;
     struct canon *c = &e->canon[col];
     int64_t i64;
     switch (e->cols[col].type) {
     case PGT_TEXT:
         /* the value class follows what Druid sent: a number stays a number, a boolean
          * the number 0 or 1, an array or object JSON */
-        switch (jt) {
-        case json_type_string: {
-            const char *s = json_object_get_string(v);
-            size_t n = (size_t)json_object_get_string_len(v);
-            put_text(e, out, s, n);
-            *c = (struct canon){.kind = CK_STR, .p = s, .n = n};
+        switch (k) {
+        case ROWENC_V_STRING:
+            put_text(e, out, v->p, v->n);
+            *c = (struct canon){.kind = CK_STR, .p = v->p, .n = v->n};
             return 0;
-        }
-        case json_type_int:
-            put_json_int(out, v, c);
+        case ROWENC_V_INT:
+        case ROWENC_V_UINT:
+            put_int(out, v, c);
             return 0;
-        case json_type_boolean:
+        case ROWENC_V_BOOL:
             c->kind = CK_INT;
-            c->i = json_object_get_boolean(v) ? 1 : 0;
+            c->i = v->i ? 1 : 0;
             buf_puts(out, c->i ? "true" : "false");
             return 0;
-        case json_type_double: {
-            const char *t = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
-            size_t n = strlen(t);
-            rowenc_copy_escape(out, t, n);
-            *c = (struct canon){.kind = CK_NUMTEXT, .p = t, .n = n, .d = json_object_get_double(v)};
+        case ROWENC_V_DOUBLE:
+            rowenc_copy_escape(out, v->p, v->n);
+            *c = (struct canon){.kind = CK_NUMTEXT, .p = v->p, .n = v->n, .d = v->d};
             return 0;
-        }
-        default: { /* arrays and objects, as their JSON text */
-            const char *t = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
-                                                                  JSON_C_TO_STRING_NOSLASHESCAPE);
-            size_t n = strlen(t);
-            rowenc_copy_escape(out, t, n);
-            *c = (struct canon){.kind = CK_JSONTEXT, .p = t, .n = n};
+        default: /* arrays and objects, as their JSON text */
+            rowenc_copy_escape(out, v->p, v->n);
+            *c = (struct canon){.kind = CK_JSONTEXT, .p = v->p, .n = v->n};
             return 0;
-        }
         }
 
     case PGT_BIGINT:
-        if (jt == json_type_int) {
-            if (json_int64(v, &i64))
-                return fail_value(e, col, v, "out of range for bigint", err, errlen);
-        } else if (jt == json_type_string) {
-            if (str_int64(json_object_get_string(v), (size_t)json_object_get_string_len(v), &i64))
+        if (k == ROWENC_V_INT) {
+            i64 = v->i;
+        } else if (k == ROWENC_V_UINT) {
+            return fail_value(e, col, v, "out of range for bigint", err, errlen);
+        } else if (k == ROWENC_V_STRING) {
+            if (str_int64(v->p, v->n, &i64))
                 return fail_value(e, col, v, NULL, err, errlen);
-        } else if (jt == json_type_boolean) {
+        } else if (k == ROWENC_V_BOOL) {
             /* a column widened from boolean to bigint still receives booleans */
-            i64 = json_object_get_boolean(v) ? 1 : 0;
+            i64 = v->i ? 1 : 0;
         } else {
             return fail_value(e, col, v, NULL, err, errlen);
         }
@@ -805,37 +933,36 @@ static int encode_value(struct rowenc *e, size_t col, struct json_object *v, str
         return 0;
 
     case PGT_DOUBLE:
-        if (jt == json_type_double)
+        if (k == ROWENC_V_DOUBLE)
             return put_double(e, col, out, v, err, errlen);
-        if (jt == json_type_int) {
+        if (k == ROWENC_V_INT || k == ROWENC_V_UINT) {
             /* the integer's exact text; PostgreSQL rounds it once, as it would any input */
-            put_json_int(out, v, c);
+            put_int(out, v, c);
             return 0;
         }
-        if (jt == json_type_string) {
+        if (k == ROWENC_V_STRING) {
             /* Jackson writes non-finite doubles as these strings (reference §3.1) */
-            const char *s = json_object_get_string(v);
-            enum canon_kind k = strcmp(s, "NaN") == 0         ? CK_NAN
-                                : strcmp(s, "Infinity") == 0  ? CK_PINF
-                                : strcmp(s, "-Infinity") == 0 ? CK_NINF
-                                                              : CK_NULL;
-            if (k != CK_NULL) {
+            const char *s = v->p;
+            enum canon_kind ck = strcmp(s, "NaN") == 0         ? CK_NAN
+                                 : strcmp(s, "Infinity") == 0  ? CK_PINF
+                                 : strcmp(s, "-Infinity") == 0 ? CK_NINF
+                                                               : CK_NULL;
+            if (ck != CK_NULL) {
                 buf_puts(out, s);
-                c->kind = k;
+                c->kind = ck;
                 return 0;
             }
         }
         return fail_value(e, col, v, NULL, err, errlen);
 
     case PGT_BOOLEAN:
-        if (jt == json_type_boolean) {
-            i64 = json_object_get_boolean(v) ? 1 : 0;
-        } else if (jt == json_type_int && json_int64(v, &i64) == 0 && (i64 == 0 || i64 == 1)) {
-            /* i64 set */
-        } else if (jt == json_type_string &&
-                   (strcasecmp(json_object_get_string(v), "true") == 0 ||
-                    strcasecmp(json_object_get_string(v), "false") == 0)) {
-            i64 = (json_object_get_string(v)[0] | 0x20) == 't';
+        if (k == ROWENC_V_BOOL) {
+            i64 = v->i ? 1 : 0;
+        } else if (k == ROWENC_V_INT && (v->i == 0 || v->i == 1)) {
+            i64 = v->i;
+        } else if (k == ROWENC_V_STRING &&
+                   (strcasecmp(v->p, "true") == 0 || strcasecmp(v->p, "false") == 0)) {
+            i64 = (v->p[0] | 0x20) == 't';
         } else {
             return fail_value(e, col, v, NULL, err, errlen);
         }
@@ -845,16 +972,22 @@ static int encode_value(struct rowenc *e, size_t col, struct json_object *v, str
         return 0;
 
     case PGT_TIMESTAMPTZ:
-        if (jt == json_type_int) {
-            if (json_int64(v, &i64))
-                return fail_value(e, col, v, "out of range", err, errlen);
-        } else if (jt == json_type_string) {
-            const char *s = json_object_get_string(v);
-            if (time_parse_iso_ms(s, &i64))
+        if (k == ROWENC_V_INT) {
+            i64 = v->i;
+        } else if (k == ROWENC_V_UINT) {
+            return fail_value(e, col, v, "out of range", err, errlen);
+        } else if (k == ROWENC_V_STRING) {
+            if (ts_druid_fast(v->p, v->n, &i64) == 0) {
+                /* Druid's canonical form: validated, passed through as it is */
+                buf_append(out, v->p, v->n);
+                c->kind = CK_TS;
+                c->i = i64;
+                return 0;
+            }
+            if (time_parse_iso_ms(v->p, &i64))
                 return fail_value(e, col, v, "not an ISO-8601 timestamp", err, errlen);
-            size_t n = (size_t)json_object_get_string_len(v);
-            if (ts_druid_form(s, n)) {
-                buf_append(out, s, n);
+            if (ts_druid_form(v->p, v->n)) {
+                buf_append(out, v->p, v->n);
                 c->kind = CK_TS;
                 c->i = i64;
                 return 0;
@@ -868,15 +1001,15 @@ static int encode_value(struct rowenc *e, size_t col, struct json_object *v, str
 
     case PGT_DATE: {
         int64_t day;
-        if (jt == json_type_int) {
-            if (json_int64(v, &i64))
-                return fail_value(e, col, v, "out of range", err, errlen);
+        if (k == ROWENC_V_INT) {
+            i64 = v->i;
             day = i64 / 86400000 - (i64 % 86400000 < 0); /* millis -> the UTC calendar day */
-        } else if (jt == json_type_string) {
+        } else if (k == ROWENC_V_UINT) {
+            return fail_value(e, col, v, "out of range", err, errlen);
+        } else if (k == ROWENC_V_STRING) {
             /* Druid prints a DATE as a timestamp in sqlTimeZone: the date written before
              * the time is the calendar date whatever the offset (reference §3.1). */
-            const char *s = json_object_get_string(v);
-            if (time_parse_iso_ms(s, &i64) || time_parse_iso_date(s, &day))
+            if (time_parse_iso_ms(v->p, &i64) || time_parse_iso_date(v->p, &day))
                 return fail_value(e, col, v, "not an ISO-8601 timestamp", err, errlen);
         } else {
             return fail_value(e, col, v, NULL, err, errlen);
@@ -892,28 +1025,29 @@ static int encode_value(struct rowenc *e, size_t col, struct json_object *v, str
     case PGT_JSONB: {
         /* Druid sends ARRAY and COMPLEX<json> values as JSON text inside a string; real
          * JSON values (sqlStringifyArrays:false) are checked as their text too. */
-        const char *t;
-        size_t n;
-        if (jt == json_type_string) {
-            t = json_object_get_string(v);
-            n = (size_t)json_object_get_string_len(v);
-        } else {
-            t = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
-                                                      JSON_C_TO_STRING_NOSLASHESCAPE);
-            n = strlen(t);
+        const char *t = v->p;
+        size_t n = v->n;
+        if (k == ROWENC_V_BOOL || k == ROWENC_V_INT || k == ROWENC_V_UINT) {
+            struct buf tb = {c->num, 0, sizeof c->num}; /* never grows: at most 20 bytes */
+            tb.data[0] = '\0';
+            rowenc_value_text(v, &tb);
+            t = c->num;
+            n = tb.len;
         }
         enum jcheck r = put_jsonb(e, out, t, n);
-        *c = (struct canon){.kind = r == JC_BAD ? CK_JSONSTR : CK_JSON, .p = t, .n = n};
+        c->kind = r == JC_BAD ? CK_JSONSTR : CK_JSON;
+        c->p = t;
+        c->n = n;
         return 0;
     }
     }
     return fail_value(e, col, v, "unknown column type", err, errlen);
 }
 
-static int inc_value(const struct rowenc *e, struct json_object *v, int64_t *ms, char *err,
+static int inc_value(const struct rowenc *e, const struct rowenc_value *v, int64_t *ms, char *err,
                      size_t errlen)
 {
-    if (!v) {
+    if (v->kind == ROWENC_V_NULL) {
         *ms = INT64_MIN;
         return 0;
     }
@@ -922,18 +1056,14 @@ static int inc_value(const struct rowenc *e, struct json_object *v, int64_t *ms,
         *ms = e->canon[col].i; /* parsed once, by encode_value, the same way */
         return 0;
     }
-    switch (json_object_get_type(v)) {
-    case json_type_int:
-        if (json_int64(v, ms) == 0)
+    switch (v->kind) {
+    case ROWENC_V_INT:
+        *ms = v->i;
+        return 0;
+    case ROWENC_V_STRING:
+        if (time_parse_iso_ms(v->p, ms) == 0 || str_int64(v->p, v->n, ms) == 0)
             return 0;
         break;
-    case json_type_string: {
-        const char *s = json_object_get_string(v);
-        if (time_parse_iso_ms(s, ms) == 0 ||
-            str_int64(s, (size_t)json_object_get_string_len(v), ms) == 0)
-            return 0;
-        break;
-    }
     default:
         break;
     }
@@ -1401,12 +1531,67 @@ static void put_id(struct rowenc *e, struct buf *out)
     buf_append(out, s, 36);
 }
 
+/* A json-c value as rowenc_encode_values takes it (texts as json-c writes them). */
+static void from_json(struct json_object *o, struct rowenc_value *v)
+{
+    memset(v, 0, sizeof *v);
+    switch (json_object_get_type(o)) {
+    case json_type_null:
+        v->kind = ROWENC_V_NULL;
+        break;
+    case json_type_boolean:
+        v->kind = ROWENC_V_BOOL;
+        v->i = json_object_get_boolean(o) ? 1 : 0;
+        break;
+    case json_type_int:
+        if (json_int64(o, &v->i) == 0) {
+            v->kind = ROWENC_V_INT;
+        } else {
+            v->kind = ROWENC_V_UINT;
+            v->i = (int64_t)json_object_get_uint64(o);
+        }
+        break;
+    case json_type_double:
+        v->kind = ROWENC_V_DOUBLE;
+        v->p = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+        v->n = strlen(v->p);
+        v->d = json_object_get_double(o);
+        v->has_d = true;
+        break;
+    case json_type_string:
+        v->kind = ROWENC_V_STRING;
+        v->p = json_object_get_string(o);
+        v->n = (size_t)json_object_get_string_len(o);
+        break;
+    case json_type_array:
+    case json_type_object:
+        v->kind = json_object_is_type(o, json_type_array) ? ROWENC_V_ARRAY : ROWENC_V_OBJECT;
+        v->p = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                     JSON_C_TO_STRING_NOSLASHESCAPE);
+        v->n = strlen(v->p);
+        break;
+    }
+}
+
 int rowenc_encode(struct rowenc *e, struct json_object *row, struct buf *out, int64_t *inc_ms,
                   char *err, size_t errlen)
 {
-    if (!json_object_is_type(row, json_type_array))
-        return fail(err, errlen, "row is %s, not a JSON array", row ? json_kind(row) : "null");
+    if (!json_object_is_type(row, json_type_array)) {
+        struct rowenc_value rv;
+        from_json(row, &rv);
+        return fail(err, errlen, "row is %s, not a JSON array", row ? kind_name(&rv) : "null");
+    }
     size_t n = json_object_array_length(row);
+    if (n != e->ncols)
+        return rowenc_encode_values(e, NULL, n, out, inc_ms, err, errlen);
+    for (size_t i = 0; i < n; i++)
+        from_json(json_object_array_get_idx(row, i), &e->jvals[i]);
+    return rowenc_encode_values(e, e->jvals, n, out, inc_ms, err, errlen);
+}
+
+int rowenc_encode_values(struct rowenc *e, const struct rowenc_value *vals, size_t n,
+                         struct buf *out, int64_t *inc_ms, char *err, size_t errlen)
+{
     if (n != e->ncols)
         return fail(err, errlen, "row has %zu values for %zu columns%s%s%s", n, e->ncols,
                     e->ncols ? " (first column \"" : "", e->ncols ? e->cols[0].name : "",
@@ -1418,10 +1603,10 @@ int rowenc_encode(struct rowenc *e, struct json_object *row, struct buf *out, in
     int rc = -1;
     memset(&e->pend, 0, sizeof e->pend);
     for (size_t i = 0; i < n; i++) {
-        struct json_object *v = json_object_array_get_idx(row, i);
+        const struct rowenc_value *v = &vals[i];
         if (i)
             buf_putc(out, '\t');
-        if (!v) {
+        if (v->kind == ROWENC_V_NULL) {
             e->canon[i].kind = CK_NULL;
             buf_append(out, "\\N", 2);
         } else if ((rc = encode_value(e, i, v, out, err, errlen)) != 0) {

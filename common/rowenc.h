@@ -1,8 +1,8 @@
-/* rowenc: the row encoder. Turns one Druid result row (a json-c array, as parsed from an
- * arrayLines body) into one line of PostgreSQL COPY text, and gives every row its identity:
- * a 128-bit hash of its values plus its occurrence number among identical rows of the
- * slice, written as a UUID (scheme ROWENC_ID_SCHEME, below). Knows nothing of HTTP or SQL
- * connections. */
+/* rowenc: the row encoder. Turns one Druid result row (a json-c array, or the same values
+ * decoded without a tree: struct rowenc_value) into one line of PostgreSQL COPY text, and gives
+ * every row its identity: a 128-bit hash of its values plus its occurrence number among identical
+ * rows of the slice, written as a UUID (scheme ROWENC_ID_SCHEME, below). Knows nothing of HTTP or
+ * SQL connections. */
 #ifndef DSYNC_ROWENC_H
 #define DSYNC_ROWENC_H
 
@@ -103,6 +103,39 @@ void rowenc_reset(struct rowenc *e);
  *                      the slice fails. */
 int rowenc_encode(struct rowenc *e, struct json_object *row, struct buf *out, int64_t *inc_ms,
                   char *err, size_t errlen);
+
+/* One decoded JSON value of a row, as rowenc_encode_values takes it: what the encoder needs
+ * of a value without a json-c tree. Texts are NUL-terminated at p[n] (a string may also hold
+ * NULs inside). rowenc_encode fills these from json-c objects; rowdec fills them straight
+ * from the line, and both must describe a value alike (tests/fuzz/fuzz_rowdec.c). */
+enum rowenc_kind {
+    ROWENC_V_NULL,
+    ROWENC_V_BOOL,   /* i: 0 or 1 */
+    ROWENC_V_INT,    /* i */
+    ROWENC_V_UINT,   /* (uint64_t)i, above INT64_MAX */
+    ROWENC_V_DOUBLE, /* p/n: its text as json-c writes it (the literal); d when has_d */
+    ROWENC_V_STRING, /* p/n: the decoded bytes */
+    ROWENC_V_ARRAY,  /* p/n: the JSON text as json-c writes it (plain, '/' not escaped) */
+    ROWENC_V_OBJECT, /* as ROWENC_V_ARRAY */
+};
+
+struct rowenc_value {
+    enum rowenc_kind kind;
+    bool has_d; /* ROWENC_V_DOUBLE: d holds the value (else it is read from p when needed) */
+    const char *p;
+    size_t n;
+    int64_t i;
+    double d;
+};
+
+/* rowenc_encode over values already decoded (n of them, one per column); same output,
+ * same return codes. */
+int rowenc_encode_values(struct rowenc *e, const struct rowenc_value *v, size_t n, struct buf *out,
+                         int64_t *inc_ms, char *err, size_t errlen);
+
+/* The JSON text json-c writes for v (plain, '/' not escaped), appended to out: for error
+ * messages and for callers that need a value's text (a row's time column). */
+void rowenc_value_text(const struct rowenc_value *v, struct buf *out);
 
 /* Cumulative counts since rowenc_new (rowenc_reset keeps them), of rows that returned
  * ROWENC_OK, except rows_skipped. */

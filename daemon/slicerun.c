@@ -10,6 +10,11 @@
 #include "retry.h"
 #include "timeutil.h"
 
+/* Weak: tests/sched/fake_io.c stands in for the Druid client at link time and has no
+ * decoded-row path (its rows reach slice_on_row as json-c arrays); a strong reference here
+ * would pull the real client into those tests beside the fake. */
+#pragma weak druid_query_on_row_view
+
 #define COPY_CHUNK (256 * 1024) /* COPY data handed to libpq at a time */
 
 struct slicerun {
@@ -204,24 +209,57 @@ static void count_item(struct slicerun *r, int64_t ms)
         r->item_max[lo - st->w0] = ms;
 }
 
+/* Ordered reads: identical rows share their timestamp, so with rows in time order
+ * occurrence numbers only need counting within one timestamp, which bounds the memory.
+ * Druid prints an instant one way, so comparing the text is enough. (A value too long to
+ * keep never resets: counting over the whole slice is always correct.) */
+static void group_by_time(struct slicerun *r, const char *ts)
+{
+    size_t len = strlen(ts);
+    if (len < sizeof r->group_key && strcmp(ts, r->group_key) != 0) {
+        rowenc_reset(r->enc);
+        memcpy(r->group_key, ts, len + 1);
+    }
+}
+
+static int slice_row_done(struct slicerun *r, int rc, int64_t ms);
+
 static int slice_on_row(void *ud, struct json_object *row)
 {
     struct slicerun *r = ud;
     int64_t ms = INT64_MIN;
     if (r->ordered) {
-        /* identical rows share their timestamp: with rows in time order, occurrence
-         * numbers only need counting within one timestamp, which bounds the memory.
-         * Druid prints an instant one way, so comparing the text is enough. (A value too
-         * long to keep never resets: counting over the whole slice is always correct.) */
         struct json_object *t = json_object_array_get_idx(row, (size_t)r->d->time_idx);
-        const char *ts = t ? json_object_get_string(t) : "";
-        size_t len = strlen(ts);
-        if (len < sizeof r->group_key && strcmp(ts, r->group_key) != 0) {
-            rowenc_reset(r->enc);
-            memcpy(r->group_key, ts, len + 1);
-        }
+        group_by_time(r, t ? json_object_get_string(t) : "");
     }
     int rc = rowenc_encode(r->enc, row, &r->out, &ms, r->err, sizeof r->err);
+    return slice_row_done(r, rc, ms);
+}
+
+/* The same for a row decoded without json-c (druid_query_on_row_view). */
+static int slice_on_row_view(void *ud, const struct rowenc_value *v, size_t n)
+{
+    struct slicerun *r = ud;
+    int64_t ms = INT64_MIN;
+    if (r->ordered) {
+        const struct rowenc_value *t = (size_t)r->d->time_idx < n ? &v[r->d->time_idx] : NULL;
+        if (t && t->kind == ROWENC_V_STRING) {
+            group_by_time(r, t->p);
+        } else if (!t || t->kind == ROWENC_V_NULL) {
+            group_by_time(r, "");
+        } else { /* not Druid's __time: its text, as json-c would give it */
+            struct buf b = BUF_INIT;
+            rowenc_value_text(t, &b);
+            group_by_time(r, b.data ? b.data : "");
+            buf_free(&b);
+        }
+    }
+    int rc = rowenc_encode_values(r->enc, v, n, &r->out, &ms, r->err, sizeof r->err);
+    return slice_row_done(r, rc, ms);
+}
+
+static int slice_row_done(struct slicerun *r, int rc, int64_t ms)
+{
     if (rc == ROWENC_SKIPPED) {
         /* a value no PostgreSQL column can hold (a timestamp outside its range): the row
          * is left out and said so, and the datasource goes on */
@@ -395,6 +433,8 @@ static void slice_on_ready(void *ud, struct pgsink_slice *sl, const struct pgerr
     buf_free(&b);
     if (!r->q)
         abort();
+    if (druid_query_on_row_view) /* weak: see the declaration at the top */
+        druid_query_on_row_view(r->q, slice_on_row_view);
 }
 
 void slicerun_start(struct dsync *d, size_t idx)

@@ -16,7 +16,7 @@ BUILD=${DSYNC_FUZZ_BUILD:-build-fuzz}
 CC_FUZZ=${CC:-clang-14}
 case "$CC_FUZZ" in *clang*) ;; *) CC_FUZZ=clang-14 ;; esac
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(fuzz_druid_lines fuzz_rowenc fuzz_druid_error fuzz_config)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(fuzz_druid_lines fuzz_rowenc fuzz_rowdec fuzz_druid_error fuzz_config)
 
 cmake -S . -B "$BUILD" -DCMAKE_C_COMPILER="$CC_FUZZ" -DDSYNC_FUZZ=ON -DDSYNC_TESTS=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

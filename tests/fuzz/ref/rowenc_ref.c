@@ -1,0 +1,1472 @@
+/* The row encoder as it was before rowdec (commit d836825, common/rowenc.c, verbatim below
+ * the renames): the oracle of fuzz_rowdec, which checks that json-c + this encoder and
+ * rowdec + today's encoder write the same COPY text and ids for every line. Not built into
+ * the daemon. */
+#define rowenc ref_rowenc
+#define rowenc_new ref_rowenc_new
+#define rowenc_free ref_rowenc_free
+#define rowenc_reset ref_rowenc_reset
+#define rowenc_encode ref_rowenc_encode
+#define rowenc_stats ref_rowenc_stats
+#define rowenc_rows ref_rowenc_rows
+#define rowenc_copy_escape ref_rowenc_copy_escape
+#define rowenc_format_uuid ref_rowenc_format_uuid
+#define rowenc_encode_values ref_rowenc_encode_values_unused
+#define rowenc_value_text ref_rowenc_value_text_unused
+/* clang-format off */
+/* rowenc: Druid result rows -> PostgreSQL COPY text lines, and the per-row identity UUID
+ * (id scheme ROWENC_ID_SCHEME: canonical values, see rowenc.h). */
+#include "rowenc.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <xxhash.h>
+
+#include "timeutil.h"
+
+/* What a field contributes to the id (scheme 2, rowenc.h): its value class and where its
+ * canonical value is, recorded while the field is encoded and hashed once the row is
+ * complete (the hash runs in name order, the encoder in column order). Pointers are into
+ * the row's json-c objects, valid for the rowenc_encode call. */
+enum canon_kind {
+    CK_NULL,     /* left out of the hash */
+    CK_INT,      /* number: i */
+    CK_UINT,     /* number: (uint64_t)i, above INT64_MAX */
+    CK_NUMTEXT,  /* number: the decimal literal p/n (d: its double, for a literal json-c made) */
+    CK_NAN,      /* NaN */
+    CK_PINF,     /* +Infinity */
+    CK_NINF,     /* -Infinity */
+    CK_STR,      /* string: p/n */
+    CK_TS,       /* timestamp: i epoch millis */
+    CK_JSON,     /* JSON text p/n, valid (json_check JC_OK or JC_NUL) */
+    CK_JSONSTR,  /* a jsonb stored as the JSON string of the text p/n */
+    CK_JSONTEXT, /* a JSON array/object in a text column: JSON if it is valid, else a string */
+};
+
+struct canon {
+    enum canon_kind kind;
+    const char *p;
+    size_t n;
+    int64_t i;
+    double d;
+};
+
+/* Tags of the hash input (rowenc.h). */
+#define TAG_NUMBER 'N'
+#define TAG_NAN 'Q'
+#define TAG_PINF '+'
+#define TAG_NINF '-'
+#define TAG_STRING 'S'
+#define TAG_TIME 'T'
+#define TAG_JSON 'J'
+
+/* The id hash input goes through XXH3's streaming state; small pieces gather in blk first
+ * so that a row costs a few update calls, not one per piece. */
+struct hashw {
+    XXH3_state_t *st;
+    size_t n;
+    unsigned char blk[256];
+};
+
+struct occ_slot {
+    XXH128_hash_t h;
+    uint64_t seen; /* identical rows seen so far in the slice; 0 marks an empty slot */
+};
+
+struct rowenc {
+    size_t ncols;
+    struct rowenc_column *cols; /* names owned */
+    size_t *name_len;
+    size_t *by_name; /* column indexes in ascending byte order of name */
+    int inc_col;
+    bool with_id;
+    struct canon *canon; /* per column, this row */
+    struct hashw hw;
+    struct occ_slot *occ;
+    size_t occ_cap, occ_used; /* occ_cap is 0 or a power of two */
+    uint64_t rows;
+    struct rowenc_stats stats, pend; /* pend: this row's counts, added when it is stored */
+};
+
+struct rowenc *rowenc_new(const struct rowenc_column *cols, size_t ncols, int inc_col, bool with_id)
+{
+    struct rowenc *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    e->ncols = ncols;
+    e->inc_col = inc_col >= 0 && (size_t)inc_col < ncols ? inc_col : -1;
+    e->with_id = with_id;
+    size_t n = ncols ? ncols : 1;
+    e->cols = calloc(n, sizeof *e->cols);
+    e->name_len = calloc(n, sizeof *e->name_len);
+    e->by_name = calloc(n, sizeof *e->by_name);
+    e->canon = calloc(n, sizeof *e->canon);
+    e->hw.st = with_id ? XXH3_createState() : NULL;
+    if (!e->cols || !e->name_len || !e->by_name || !e->canon || (with_id && !e->hw.st))
+        goto oom;
+    for (size_t i = 0; i < ncols; i++) {
+        e->cols[i].type = cols[i].type;
+        e->cols[i].name = strdup(cols[i].name ? cols[i].name : "");
+        if (!e->cols[i].name)
+            goto oom;
+        e->name_len[i] = strlen(e->cols[i].name);
+    }
+    /* Insertion sort: column counts are small and this runs once per slice at most. */
+    for (size_t i = 0; i < ncols; i++) {
+        size_t j = i;
+        while (j > 0 && strcmp(e->cols[e->by_name[j - 1]].name, e->cols[i].name) > 0) {
+            e->by_name[j] = e->by_name[j - 1];
+            j--;
+        }
+        e->by_name[j] = i;
+    }
+    return e;
+oom:
+    rowenc_free(e);
+    return NULL;
+}
+
+void rowenc_free(struct rowenc *e)
+{
+    if (!e)
+        return;
+    if (e->cols)
+        for (size_t i = 0; i < e->ncols; i++)
+            free((char *)e->cols[i].name);
+    free(e->cols);
+    free(e->name_len);
+    free(e->by_name);
+    free(e->canon);
+    if (e->hw.st)
+        XXH3_freeState(e->hw.st);
+    free(e->occ);
+    free(e);
+}
+
+void rowenc_reset(struct rowenc *e)
+{
+    if (e->occ_used == 0) {
+        /* nothing to forget: callers reset once per timestamp group, often per row */
+    } else if (e->occ_cap > 4096) {
+        /* a large table from one big group: give it back rather than clear it every time */
+        free(e->occ);
+        e->occ = NULL;
+        e->occ_cap = 0;
+    } else {
+        memset(e->occ, 0, e->occ_cap * sizeof *e->occ);
+    }
+    e->occ_used = 0;
+    e->rows = 0;
+}
+
+uint64_t rowenc_rows(const struct rowenc *e)
+{
+    return e->rows;
+}
+
+const struct rowenc_stats *rowenc_stats(const struct rowenc *e)
+{
+    return &e->stats;
+}
+
+/* 1 for bytes COPY text needs escaped: control characters and the backslash. */
+static const unsigned char needs_escape[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,          1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, ['\\'] = 1,
+};
+
+void rowenc_copy_escape(struct buf *out, const char *s, size_t n)
+{
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!needs_escape[c])
+            continue;
+        if (i > run)
+            buf_append(out, s + run, i - run);
+        run = i + 1;
+        char esc[4] = {'\\', 0, 0, 0};
+        size_t len = 2;
+        switch (c) {
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        case '\v':
+            esc[1] = 'v';
+            break;
+        default: /* the rest of the control range, as COPY's \ooo octal */
+            esc[1] = (char)('0' + (c >> 6));
+            esc[2] = (char)('0' + ((c >> 3) & 7));
+            esc[3] = (char)('0' + (c & 7));
+            len = 4;
+        }
+        buf_append(out, esc, len);
+    }
+    if (n > run)
+        buf_append(out, s + run, n - run);
+}
+
+void rowenc_format_uuid(const uint8_t id[16], char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[id[i] >> 4];
+        out[o++] = hex[id[i] & 15];
+    }
+    out[o] = '\0';
+}
+
+static void put_i64(struct buf *out, int64_t v)
+{
+    char tmp[24];
+    size_t p = sizeof tmp;
+    /* through uint64 so INT64_MIN negates without overflow */
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[--p] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        tmp[--p] = '-';
+    buf_append(out, tmp + p, sizeof tmp - p);
+}
+
+static const char *json_kind(struct json_object *v)
+{
+    switch (json_object_get_type(v)) {
+    case json_type_null:
+        return "null";
+    case json_type_boolean:
+        return "boolean";
+    case json_type_double:
+        return "double";
+    case json_type_int:
+        return "integer";
+    case json_type_object:
+        return "object";
+    case json_type_array:
+        return "array";
+    case json_type_string:
+        return "string";
+    }
+    return "value";
+}
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* "column "x" (bigint): cannot store string "abc"": names the column, the destination type
+ * and a short excerpt of the value, which is what an operator needs to find the row. */
+static int fail_value(const struct rowenc *e, size_t col, struct json_object *v, const char *why,
+                      char *err, size_t errlen)
+{
+    const char *text =
+        json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    int tlen = (int)strlen(text);
+    return fail(err, errlen, "column \"%s\" (%s): cannot store %s %.*s%s%s%s", e->cols[col].name,
+                typemap_pg_name(e->cols[col].type), json_kind(v), tlen > 80 ? 80 : tlen, text,
+                tlen > 80 ? "..." : "", why ? ": " : "", why ? why : "");
+}
+
+/* An integer JSON value as int64; -1 when json-c holds it as a uint64 above INT64_MAX. */
+static int json_int64(struct json_object *v, int64_t *out)
+{
+    int64_t i = json_object_get_int64(v);
+    if (i == INT64_MAX && json_object_get_uint64(v) != (uint64_t)INT64_MAX)
+        return -1;
+    *out = i;
+    return 0;
+}
+
+/* A whole decimal integer string ("-12"), exactly. */
+static int str_int64(const char *s, size_t n, int64_t *out)
+{
+    size_t i = s[0] == '-' || s[0] == '+';
+    if (n == i || n > 21)
+        return -1;
+    for (size_t k = i; k < n; k++)
+        if (s[k] < '0' || s[k] > '9')
+            return -1;
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (errno || (size_t)(end - s) != n)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Text with each NUL written as U+FFFD: PostgreSQL text cannot hold NUL. One memchr when
+ * there is none. */
+static void put_text(struct rowenc *e, struct buf *out, const char *s, size_t n)
+{
+    const char *end = s + n, *nul;
+    while ((nul = memchr(s, '\0', (size_t)(end - s))) != NULL) {
+        rowenc_copy_escape(out, s, (size_t)(nul - s));
+        buf_append(out, "\xef\xbf\xbd", 3);
+        e->pend.nul_replaced++;
+        s = nul + 1;
+    }
+    rowenc_copy_escape(out, s, (size_t)(end - s));
+}
+
+/* --- JSON text as PostgreSQL's jsonb input takes it ---
+ * One pass, no allocation: RFC 8259 syntax as PostgreSQL's parser reads it, plus what jsonb
+ * refuses beyond syntax (\u0000, lone surrogate escapes, numbers outside numeric's range)
+ * and nesting beyond ROWENC_JSON_MAX_DEPTH. */
+
+enum jcheck {
+    JC_OK,  /* stored as it is */
+    JC_NUL, /* valid once its NULs (raw inside strings, or \u0000) become U+FFFD */
+    JC_BAD  /* stored as a JSON string of the text */
+};
+
+static const unsigned char *skip_ws(const unsigned char *p, const unsigned char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+static int hex4(const unsigned char *p, const unsigned char *end)
+{
+    if (end - p < 4)
+        return -1;
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = p[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* A string from just after its opening quote; *pp ends just after the closing quote. */
+static int scan_jstring(const unsigned char **pp, const unsigned char *end, bool *nul)
+{
+    const unsigned char *p = *pp;
+    for (;;) {
+        while (p < end && *p >= 0x20 && *p != '"' && *p != '\\')
+            p++;
+        if (p == end)
+            return -1;
+        unsigned char c = *p++;
+        if (c == '"')
+            break;
+        if (c == '\0') { /* becomes U+FFFD, which a string may hold */
+            *nul = true;
+            continue;
+        }
+        if (c != '\\' || p == end)
+            return -1; /* a raw control character, or a lone backslash at the end */
+        c = *p++;
+        if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' ||
+            c == 't')
+            continue;
+        int u = c == 'u' ? hex4(p, end) : -1;
+        if (u < 0)
+            return -1;
+        p += 4;
+        if (u == 0) {
+            *nul = true;
+        } else if (u >= 0xDC00 && u <= 0xDFFF) {
+            return -1;
+        } else if (u >= 0xD800 && u <= 0xDBFF) {
+            int lo = end - p >= 6 && p[0] == '\\' && p[1] == 'u' ? hex4(p + 2, end) : -1;
+            if (lo < 0xDC00 || lo > 0xDFFF)
+                return -1;
+            p += 6;
+        }
+    }
+    *pp = p;
+    return 0;
+}
+
+/* A number, and within numeric's limits: at most 131072 digits before the point (weight)
+ * and 16383 after it (dscale, which counts the digits as written, minus the exponent). */
+static int scan_jnumber(const unsigned char **pp, const unsigned char *end)
+{
+    const unsigned char *p = *pp;
+    int64_t ilen = 0, flen = 0, fzeros = 0, ex = 0;
+    bool nonzero = false;
+    if (p < end && *p == '-')
+        p++;
+    if (p < end && *p == '0') {
+        p++;
+    } else if (p < end && *p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9')
+            p++, ilen++;
+        nonzero = true;
+    } else {
+        return -1;
+    }
+    if (p < end && *p == '.') {
+        const unsigned char *f = ++p;
+        for (; p < end && *p >= '0' && *p <= '9'; p++) {
+            if (!nonzero && *p == '0')
+                fzeros++;
+            else
+                nonzero = true;
+        }
+        flen = p - f;
+        if (flen == 0)
+            return -1;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        bool neg = p < end && *p == '-';
+        if (p < end && (*p == '-' || *p == '+'))
+            p++;
+        if (p == end || *p < '0' || *p > '9')
+            return -1;
+        for (; p < end && *p >= '0' && *p <= '9'; p++)
+            if (ex < 2000000000)
+                ex = ex * 10 + (*p - '0');
+        if (neg)
+            ex = -ex;
+    }
+    *pp = p;
+    if (ex > 1000000000 || ex < -1000000000 || flen - ex > 16383)
+        return -1;
+    if (nonzero && (ilen ? ilen + ex : ex - fzeros) > 131072)
+        return -1;
+    return 0;
+}
+
+static enum jcheck json_check(const char *text, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)text, *end = p + n;
+    unsigned char isobj[(ROWENC_JSON_MAX_DEPTH + 7) / 8]; /* per open level: object or array */
+    int depth = 0;
+    bool nul = false, obj;
+value:
+    p = skip_ws(p, end);
+    if (p == end)
+        return JC_BAD;
+    switch (*p) {
+    case '{':
+    case '[':
+        if (depth == ROWENC_JSON_MAX_DEPTH)
+            return JC_BAD;
+        obj = *p == '{';
+        if (obj)
+            isobj[depth >> 3] |= (unsigned char)(1u << (depth & 7));
+        else
+            isobj[depth >> 3] &= (unsigned char)~(1u << (depth & 7));
+        depth++;
+        p = skip_ws(p + 1, end);
+        if (p < end && *p == (obj ? '}' : ']')) {
+            p++;
+            depth--;
+            goto after;
+        }
+        if (obj)
+            goto key;
+        goto value;
+    case '"':
+        p++;
+        if (scan_jstring(&p, end, &nul))
+            return JC_BAD;
+        break;
+    case 't':
+    case 'f':
+    case 'n': {
+        const char *w = *p == 't' ? "true" : *p == 'f' ? "false" : "null";
+        size_t wl = strlen(w);
+        if ((size_t)(end - p) < wl || memcmp(p, w, wl) != 0)
+            return JC_BAD;
+        p += wl;
+        break;
+    }
+    default:
+        if (scan_jnumber(&p, end))
+            return JC_BAD;
+    }
+after:
+    p = skip_ws(p, end);
+    if (depth == 0)
+        return p != end ? JC_BAD : nul ? JC_NUL : JC_OK;
+    if (p == end)
+        return JC_BAD;
+    obj = isobj[(depth - 1) >> 3] >> ((depth - 1) & 7) & 1;
+    if (*p == ',') {
+        p++;
+        if (obj)
+            goto key;
+        goto value;
+    }
+    if (*p != (obj ? '}' : ']'))
+        return JC_BAD;
+    p++;
+    depth--;
+    goto after;
+key:
+    p = skip_ws(p, end);
+    if (p == end || *p != '"')
+        return JC_BAD;
+    p++;
+    if (scan_jstring(&p, end, &nul))
+        return JC_BAD;
+    p = skip_ws(p, end);
+    if (p == end || *p != ':')
+        return JC_BAD;
+    p++;
+    goto value;
+}
+
+/* Valid JSON text with its NULs replaced: raw ones (inside strings) by U+FFFD's bytes, the
+ * escape \u0000 by \ufffd. In valid JSON every backslash starts an escape, so stepping
+ * over escapes in pairs finds exactly the real \u0000. */
+static void put_json_nul_fixed(struct rowenc *e, struct buf *out, const char *s, size_t n)
+{
+    size_t run = 0, i = 0;
+    while (i < n) {
+        if (s[i] == '\0') {
+            rowenc_copy_escape(out, s + run, i - run);
+            buf_append(out, "\xef\xbf\xbd", 3);
+            e->pend.nul_replaced++;
+            run = ++i;
+        } else if (s[i] == '\\') {
+            if (i + 5 < n && memcmp(s + i + 1, "u0000", 5) == 0) {
+                rowenc_copy_escape(out, s + run, i - run);
+                buf_append(out, "\\\\ufffd", 7); /* COPY doubles the backslash */
+                e->pend.nul_replaced++;
+                i += 6;
+                run = i;
+            } else {
+                i += 2;
+            }
+        } else {
+            i++;
+        }
+    }
+    rowenc_copy_escape(out, s + run, n - run);
+}
+
+/* The text as a JSON string literal, written as COPY text (so each JSON escape's backslash
+ * is doubled): '"' and '\' escaped, control characters as \b \f \n \r \t or \u00XX, and a
+ * NUL as U+FFFD. */
+static void put_json_string_of(struct rowenc *e, struct buf *out, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    buf_putc(out, '"');
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        if (i > run)
+            buf_append(out, s + run, i - run);
+        run = i + 1;
+        char esc[7] = {'\\', '\\', 0, 0, 0, 0, 0};
+        size_t len = 3;
+        switch (c) {
+        case '"':
+            esc[2] = '"';
+            break;
+        case '\\':
+            esc[2] = '\\';
+            esc[3] = '\\';
+            len = 4;
+            break;
+        case '\b':
+            esc[2] = 'b';
+            break;
+        case '\f':
+            esc[2] = 'f';
+            break;
+        case '\n':
+            esc[2] = 'n';
+            break;
+        case '\r':
+            esc[2] = 'r';
+            break;
+        case '\t':
+            esc[2] = 't';
+            break;
+        case '\0':
+            memcpy(esc, "\xef\xbf\xbd", 3);
+            e->pend.nul_replaced++;
+            break;
+        default:
+            memcpy(esc + 2, "u00", 3);
+            esc[5] = hex[c >> 4];
+            esc[6] = hex[c & 15];
+            len = 7;
+        }
+        buf_append(out, esc, len);
+    }
+    if (n > run)
+        buf_append(out, s + run, n - run);
+    buf_putc(out, '"');
+    e->pend.json_as_string++;
+}
+
+static enum jcheck put_jsonb(struct rowenc *e, struct buf *out, const char *s, size_t n)
+{
+    enum jcheck r = json_check(s, n);
+    switch (r) {
+    case JC_OK:
+        rowenc_copy_escape(out, s, n);
+        break;
+    case JC_NUL:
+        put_json_nul_fixed(e, out, s, n);
+        break;
+    case JC_BAD:
+        put_json_string_of(e, out, s, n);
+        break;
+    }
+    return r;
+}
+
+static void put_u64(struct buf *out, uint64_t u)
+{
+    char tmp[24];
+    size_t p = sizeof tmp;
+    do {
+        tmp[--p] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    buf_append(out, tmp + p, sizeof tmp - p);
+}
+
+/* An integer JSON value as its decimal text (what json-c prints) and its canonical form. */
+static void put_json_int(struct buf *out, struct json_object *v, struct canon *c)
+{
+    int64_t i64;
+    if (json_int64(v, &i64) == 0) {
+        put_i64(out, i64);
+        c->kind = CK_INT;
+        c->i = i64;
+    } else {
+        uint64_t u = json_object_get_uint64(v);
+        put_u64(out, u);
+        c->kind = CK_UINT;
+        c->i = (int64_t)u;
+    }
+}
+
+static int put_double(struct rowenc *e, size_t col, struct buf *out, struct json_object *v,
+                      char *err, size_t errlen)
+{
+    double d = json_object_get_double(v);
+    const char *t = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+    struct canon *c = &e->canon[col];
+    if (d != d) {
+        buf_puts(out, "NaN");
+        c->kind = CK_NAN;
+    } else if (d > 1.7976931348623157e308 || d < -1.7976931348623157e308) {
+        /* A literal infinity is stored; a finite number too large for a double (1e400)
+         * would be rejected by PostgreSQL, so it is reported here, naming the column. */
+        const char *s = t[0] == '-' || t[0] == '+' ? t + 1 : t;
+        if (strncasecmp(s, "inf", 3) != 0)
+            return fail_value(e, col, v, "out of range for double precision", err, errlen);
+        buf_puts(out, d < 0 ? "-Infinity" : "Infinity");
+        c->kind = d < 0 ? CK_NINF : CK_PINF;
+    } else {
+        if (d == 0 && strpbrk(t, "123456789") && strcspn(t, "123456789") < strcspn(t, "eE")) {
+            /* a non-zero literal that underflows to 0 (1e-400): PostgreSQL refuses it as
+             * out of range, like 1e400 (Druid's Double.toString never writes one) */
+            return fail_value(e, col, v, "out of range for double precision", err, errlen);
+        }
+        size_t n = strlen(t);
+        buf_append(out, t, n);
+        *c = (struct canon){.kind = CK_NUMTEXT, .p = t, .n = n, .d = d};
+    }
+    return 0;
+}
+
+/* A timestamp or date PostgreSQL cannot hold: the row is left out (ROWENC_SKIPPED). */
+static int skip_value(const struct rowenc *e, size_t col, struct json_object *v, char *err,
+                      size_t errlen)
+{
+    fail_value(e, col, v,
+               e->cols[col].type == PGT_DATE
+                   ? "outside PostgreSQL's date range 4714-11-24 BC to 5874897-12-31; row skipped"
+                   : "outside PostgreSQL's timestamptz range 4714-11-24 BC 00:00:00 UTC to "
+                     "294276-12-31 23:59:59.999 UTC; row skipped",
+               err, errlen);
+    return ROWENC_SKIPPED;
+}
+
+static int put_ts(const struct rowenc *e, size_t col, struct buf *out, struct json_object *v,
+                  int64_t ms, char *err, size_t errlen)
+{
+    if (ms < TIME_PG_TS_MIN_MS || ms > TIME_PG_TS_MAX_MS)
+        return skip_value(e, col, v, err, errlen);
+    char iso[TIME_ISO_MAX];
+    time_format_pg_ms(ms, iso);
+    buf_puts(out, iso);
+    return 0;
+}
+
+/* Druid's own form of an instant in the years 1 to 9999, "2015-09-12T00:46:58.771Z", once
+ * time_parse_iso_ms took it: a four-digit year (a sign or a longer year would put the first
+ * '-' elsewhere), every field in range. time_format_pg_ms writes these same 24 bytes for
+ * it, so the text is copied rather than printed again. */
+static bool ts_druid_form(const char *s, size_t n)
+{
+    return n == 24 && s[4] == '-' && s[10] == 'T' && s[19] == '.' && s[23] == 'Z' &&
+           memcmp(s, "0000", 4) != 0;
+}
+
+static int put_date(const struct rowenc *e, size_t col, struct buf *out, struct json_object *v,
+                    int64_t day, char *err, size_t errlen)
+{
+    if (day < TIME_PG_DATE_MIN_DAY || day > TIME_PG_DATE_MAX_DAY)
+        return skip_value(e, col, v, err, errlen);
+    char text[TIME_ISO_MAX];
+    time_format_pg_date(day, text);
+    buf_puts(out, text);
+    return 0;
+}
+
+static int encode_value(struct rowenc *e, size_t col, struct json_object *v, struct buf *out,
+                        char *err, size_t errlen)
+{
+    enum json_type jt = json_object_get_type(v);
+    struct canon *c = &e->canon[col];
+    int64_t i64;
+    switch (e->cols[col].type) {
+    case PGT_TEXT:
+        /* the value class follows what Druid sent: a number stays a number, a boolean
+         * the number 0 or 1, an array or object JSON */
+        switch (jt) {
+        case json_type_string: {
+            const char *s = json_object_get_string(v);
+            size_t n = (size_t)json_object_get_string_len(v);
+            put_text(e, out, s, n);
+            *c = (struct canon){.kind = CK_STR, .p = s, .n = n};
+            return 0;
+        }
+        case json_type_int:
+            put_json_int(out, v, c);
+            return 0;
+        case json_type_boolean:
+            c->kind = CK_INT;
+            c->i = json_object_get_boolean(v) ? 1 : 0;
+            buf_puts(out, c->i ? "true" : "false");
+            return 0;
+        case json_type_double: {
+            const char *t = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+            size_t n = strlen(t);
+            rowenc_copy_escape(out, t, n);
+            *c = (struct canon){.kind = CK_NUMTEXT, .p = t, .n = n, .d = json_object_get_double(v)};
+            return 0;
+        }
+        default: { /* arrays and objects, as their JSON text */
+            const char *t = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
+                                                                  JSON_C_TO_STRING_NOSLASHESCAPE);
+            size_t n = strlen(t);
+            rowenc_copy_escape(out, t, n);
+            *c = (struct canon){.kind = CK_JSONTEXT, .p = t, .n = n};
+            return 0;
+        }
+        }
+
+    case PGT_BIGINT:
+        if (jt == json_type_int) {
+            if (json_int64(v, &i64))
+                return fail_value(e, col, v, "out of range for bigint", err, errlen);
+        } else if (jt == json_type_string) {
+            if (str_int64(json_object_get_string(v), (size_t)json_object_get_string_len(v), &i64))
+                return fail_value(e, col, v, NULL, err, errlen);
+        } else if (jt == json_type_boolean) {
+            /* a column widened from boolean to bigint still receives booleans */
+            i64 = json_object_get_boolean(v) ? 1 : 0;
+        } else {
+            return fail_value(e, col, v, NULL, err, errlen);
+        }
+        put_i64(out, i64);
+        c->kind = CK_INT;
+        c->i = i64;
+        return 0;
+
+    case PGT_DOUBLE:
+        if (jt == json_type_double)
+            return put_double(e, col, out, v, err, errlen);
+        if (jt == json_type_int) {
+            /* the integer's exact text; PostgreSQL rounds it once, as it would any input */
+            put_json_int(out, v, c);
+            return 0;
+        }
+        if (jt == json_type_string) {
+            /* Jackson writes non-finite doubles as these strings (reference §3.1) */
+            const char *s = json_object_get_string(v);
+            enum canon_kind k = strcmp(s, "NaN") == 0         ? CK_NAN
+                                : strcmp(s, "Infinity") == 0  ? CK_PINF
+                                : strcmp(s, "-Infinity") == 0 ? CK_NINF
+                                                              : CK_NULL;
+            if (k != CK_NULL) {
+                buf_puts(out, s);
+                c->kind = k;
+                return 0;
+            }
+        }
+        return fail_value(e, col, v, NULL, err, errlen);
+
+    case PGT_BOOLEAN:
+        if (jt == json_type_boolean) {
+            i64 = json_object_get_boolean(v) ? 1 : 0;
+        } else if (jt == json_type_int && json_int64(v, &i64) == 0 && (i64 == 0 || i64 == 1)) {
+            /* i64 set */
+        } else if (jt == json_type_string &&
+                   (strcasecmp(json_object_get_string(v), "true") == 0 ||
+                    strcasecmp(json_object_get_string(v), "false") == 0)) {
+            i64 = (json_object_get_string(v)[0] | 0x20) == 't';
+        } else {
+            return fail_value(e, col, v, NULL, err, errlen);
+        }
+        buf_putc(out, i64 ? 't' : 'f');
+        c->kind = CK_INT; /* true is 1: a boolean widened to bigint keeps its ids */
+        c->i = i64;
+        return 0;
+
+    case PGT_TIMESTAMPTZ:
+        if (jt == json_type_int) {
+            if (json_int64(v, &i64))
+                return fail_value(e, col, v, "out of range", err, errlen);
+        } else if (jt == json_type_string) {
+            const char *s = json_object_get_string(v);
+            if (time_parse_iso_ms(s, &i64))
+                return fail_value(e, col, v, "not an ISO-8601 timestamp", err, errlen);
+            size_t n = (size_t)json_object_get_string_len(v);
+            if (ts_druid_form(s, n)) {
+                buf_append(out, s, n);
+                c->kind = CK_TS;
+                c->i = i64;
+                return 0;
+            }
+        } else {
+            return fail_value(e, col, v, NULL, err, errlen);
+        }
+        c->kind = CK_TS;
+        c->i = i64;
+        return put_ts(e, col, out, v, i64, err, errlen);
+
+    case PGT_DATE: {
+        int64_t day;
+        if (jt == json_type_int) {
+            if (json_int64(v, &i64))
+                return fail_value(e, col, v, "out of range", err, errlen);
+            day = i64 / 86400000 - (i64 % 86400000 < 0); /* millis -> the UTC calendar day */
+        } else if (jt == json_type_string) {
+            /* Druid prints a DATE as a timestamp in sqlTimeZone: the date written before
+             * the time is the calendar date whatever the offset (reference §3.1). */
+            const char *s = json_object_get_string(v);
+            if (time_parse_iso_ms(s, &i64) || time_parse_iso_date(s, &day))
+                return fail_value(e, col, v, "not an ISO-8601 timestamp", err, errlen);
+        } else {
+            return fail_value(e, col, v, NULL, err, errlen);
+        }
+        int rc = put_date(e, col, out, v, day, err, errlen);
+        /* the instant of the day's UTC midnight: a date widened to timestamptz, printed by
+         * Druid at midnight UTC, keeps its ids (inside PostgreSQL's range, no overflow) */
+        c->kind = CK_TS;
+        c->i = rc == 0 ? day * 86400000 : 0;
+        return rc;
+    }
+
+    case PGT_JSONB: {
+        /* Druid sends ARRAY and COMPLEX<json> values as JSON text inside a string; real
+         * JSON values (sqlStringifyArrays:false) are checked as their text too. */
+        const char *t;
+        size_t n;
+        if (jt == json_type_string) {
+            t = json_object_get_string(v);
+            n = (size_t)json_object_get_string_len(v);
+        } else {
+            t = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
+                                                      JSON_C_TO_STRING_NOSLASHESCAPE);
+            n = strlen(t);
+        }
+        enum jcheck r = put_jsonb(e, out, t, n);
+        *c = (struct canon){.kind = r == JC_BAD ? CK_JSONSTR : CK_JSON, .p = t, .n = n};
+        return 0;
+    }
+    }
+    return fail_value(e, col, v, "unknown column type", err, errlen);
+}
+
+static int inc_value(const struct rowenc *e, struct json_object *v, int64_t *ms, char *err,
+                     size_t errlen)
+{
+    if (!v) {
+        *ms = INT64_MIN;
+        return 0;
+    }
+    size_t col = (size_t)e->inc_col;
+    if (e->cols[col].type == PGT_TIMESTAMPTZ && e->canon[col].kind == CK_TS) {
+        *ms = e->canon[col].i; /* parsed once, by encode_value, the same way */
+        return 0;
+    }
+    switch (json_object_get_type(v)) {
+    case json_type_int:
+        if (json_int64(v, ms) == 0)
+            return 0;
+        break;
+    case json_type_string: {
+        const char *s = json_object_get_string(v);
+        if (time_parse_iso_ms(s, ms) == 0 ||
+            str_int64(s, (size_t)json_object_get_string_len(v), ms) == 0)
+            return 0;
+        break;
+    }
+    default:
+        break;
+    }
+    return fail_value(e, col, v, "not usable as the incremental column", err, errlen);
+}
+
+/* --- the id hash input (scheme 2, rowenc.h) --- */
+
+static void hw_flush(struct hashw *h)
+{
+    if (h->n)
+        XXH3_128bits_update(h->st, h->blk, h->n);
+    h->n = 0;
+}
+
+/* A piece that does not fit what is left of blk: blk goes to XXH3 first, and a piece as
+ * large as blk goes straight after it. */
+static __attribute__((noinline)) void hw_put_long(struct hashw *h, const void *p, size_t n)
+{
+    hw_flush(h);
+    if (n >= sizeof h->blk) {
+        XXH3_128bits_update(h->st, p, n);
+        return;
+    }
+    memcpy(h->blk, p, n);
+    h->n = n;
+}
+
+static inline void hw_put(struct hashw *h, const void *p, size_t n)
+{
+    if (n <= sizeof h->blk - h->n) {
+        memcpy(h->blk + h->n, p, n);
+        h->n += n;
+    } else {
+        hw_put_long(h, p, n);
+    }
+}
+
+static inline void hw_byte(struct hashw *h, unsigned char c)
+{
+    if (h->n == sizeof h->blk)
+        hw_flush(h);
+    h->blk[h->n++] = c;
+}
+
+/* Unsigned LEB128: 7 bits a byte, low first, the high bit set on all but the last. */
+static void hw_varint(struct hashw *h, uint64_t v)
+{
+    unsigned char b[10];
+    size_t k = 0;
+    do {
+        b[k] = (unsigned char)(v & 0x7f);
+        v >>= 7;
+        b[k++] |= v ? 0x80 : 0;
+    } while (v);
+    hw_put(h, b, k);
+}
+
+/* Decimal text of v into t (at least 21 bytes); returns its length. */
+static size_t fmt_i64(char *t, int64_t v)
+{
+    char tmp[24];
+    size_t p = sizeof tmp, n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[--p] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        t[n++] = '-';
+    memcpy(t + n, tmp + p, sizeof tmp - p);
+    return n + sizeof tmp - p;
+}
+
+/* A number as D x 10^X: the sign, D's digits (two runs of the text: the integer part and
+ * the fraction, either may be empty), X. Both runs empty means zero. */
+struct dec {
+    bool neg;
+    const char *a0, *a1, *b0, *b1;
+    int64_t x;
+};
+
+/* Exponents written beyond this are clamped to it: such a number is far outside any
+ * double or bigint (it only reaches text columns, as text) and stays a number. */
+#define DEC_EXP_CLAMP 1000000000000000LL
+
+/* A decimal literal as json-c's tokener accepts one: [+-] digits [. digits] [(e|E) [+-]
+ * digits], either digit run of the mantissa may be empty but not both. -1 otherwise. */
+static int dec_parse(const char *s, size_t n, struct dec *d)
+{
+    const char *p = s, *end = s + n;
+    d->neg = false;
+    if (p < end && (*p == '-' || *p == '+'))
+        d->neg = *p++ == '-';
+    const char *i0 = p;
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    const char *i1 = p, *f0 = p, *f1 = p;
+    if (p < end && *p == '.') {
+        f0 = ++p;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        f1 = p;
+    }
+    if (i0 == i1 && f0 == f1)
+        return -1;
+    int64_t ex = 0;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        bool eneg = p < end && *p == '-';
+        if (p < end && (*p == '-' || *p == '+'))
+            p++;
+        const char *e0 = p;
+        for (; p < end && *p >= '0' && *p <= '9'; p++)
+            if (ex <= DEC_EXP_CLAMP)
+                ex = ex * 10 + (*p - '0');
+        if (p == e0)
+            return -1;
+        if (ex > DEC_EXP_CLAMP)
+            ex = DEC_EXP_CLAMP;
+        if (eneg)
+            ex = -ex;
+    }
+    if (p != end)
+        return -1;
+    int64_t x = ex - (int64_t)(f1 - f0);
+    while (i0 < i1 && *i0 == '0')
+        i0++;
+    if (i0 == i1) /* no integer digits: the fraction's leading zeros are not significant */
+        while (f0 < f1 && *f0 == '0')
+            f0++;
+    while (f1 > f0 && f1[-1] == '0')
+        f1--, x++;
+    if (f1 == f0)
+        while (i1 > i0 && i1[-1] == '0')
+            i1--, x++;
+    *d = (struct dec){d->neg, i0, i1, f0, f1, x};
+    return 0;
+}
+
+/* tag, length, "[-]DeX" ("0" for zero, whatever its sign). */
+static void hw_dec(struct hashw *h, unsigned char tag, const struct dec *d)
+{
+    hw_byte(h, tag);
+    if (d->a0 == d->a1 && d->b0 == d->b1) {
+        hw_varint(h, 1);
+        hw_byte(h, '0');
+        return;
+    }
+    char xt[24];
+    xt[0] = 'e';
+    size_t xn = 1 + fmt_i64(xt + 1, d->x);
+    size_t na = (size_t)(d->a1 - d->a0), nb = (size_t)(d->b1 - d->b0);
+    hw_varint(h, d->neg + na + nb + xn);
+    if (d->neg)
+        hw_byte(h, '-');
+    hw_put(h, d->a0, na);
+    hw_put(h, d->b0, nb);
+    hw_put(h, xt, xn);
+}
+
+static void hw_int(struct hashw *h, unsigned char tag, bool neg, uint64_t u)
+{
+    char t[24];
+    size_t n = 0;
+    int64_t x = 0;
+    while (u && u % 10 == 0)
+        u /= 10, x++;
+    for (; u; u /= 10)
+        t[sizeof t - ++n] = (char)('0' + u % 10);
+    const char *d0 = t + sizeof t - n, *d1 = t + sizeof t;
+    struct dec d = {neg, d0, d1, d1, d1, x}; /* no digits: zero */
+    hw_dec(h, tag, &d);
+}
+
+/* A number written as text (a double's literal): exactly its decimal value; the literals
+ * that are not decimal are NaN and the infinities (or a double json-c made without text,
+ * written here as 17 significant digits, which read back as the same double). */
+static void hw_numtext(struct hashw *h, const char *s, size_t n, double dv)
+{
+    struct dec d;
+    if (dec_parse(s, n, &d) == 0) {
+        hw_dec(h, TAG_NUMBER, &d);
+    } else if (dv != dv) {
+        hw_byte(h, TAG_NAN);
+    } else if (isinf(dv)) {
+        hw_byte(h, dv < 0 ? TAG_NINF : TAG_PINF);
+    } else {
+        char t[40];
+        int k = snprintf(t, sizeof t, "%.17g", dv);
+        if (k > 0 && (size_t)k < sizeof t && dec_parse(t, (size_t)k, &d) == 0) {
+            hw_dec(h, TAG_NUMBER, &d);
+        } else { /* not reached: %.17g of a finite double is decimal */
+            hw_byte(h, TAG_STRING);
+            hw_varint(h, n);
+            hw_put(h, s, n);
+        }
+    }
+}
+
+/* A JSON string from just after its opening quote: its decoded bytes are counted (h NULL)
+ * or hashed. Returns the position after the closing quote. Escapes decode to UTF-8, a
+ * surrogate pair to its code point, \u0000 to a NUL byte. */
+static const unsigned char *json_str_bytes(struct hashw *h, const unsigned char *p,
+                                           const unsigned char *end, size_t *len)
+{
+    size_t n = 0;
+    while (p < end && *p != '"') {
+        if (*p != '\\') {
+            const unsigned char *q = p;
+            while (p < end && *p != '"' && *p != '\\')
+                p++;
+            if (h)
+                hw_put(h, q, (size_t)(p - q));
+            n += (size_t)(p - q);
+            continue;
+        }
+        if (++p == end)
+            break;
+        unsigned char c = *p++, o[4];
+        size_t k = 1;
+        uint32_t cp;
+        switch (c) {
+        case 'b':
+            o[0] = '\b';
+            break;
+        case 'f':
+            o[0] = '\f';
+            break;
+        case 'n':
+            o[0] = '\n';
+            break;
+        case 'r':
+            o[0] = '\r';
+            break;
+        case 't':
+            o[0] = '\t';
+            break;
+        case 'u': {
+            int u = hex4(p, end);
+            if (u < 0) {
+                cp = 0xFFFD; /* not reached in checked JSON */
+            } else {
+                p += 4;
+                cp = (uint32_t)u;
+                int lo = u >= 0xD800 && u <= 0xDBFF && end - p >= 6 && p[0] == '\\' && p[1] == 'u'
+                             ? hex4(p + 2, end)
+                             : -1;
+                if (lo >= 0xDC00 && lo <= 0xDFFF) {
+                    cp = 0x10000 + (((uint32_t)u - 0xD800) << 10) + ((uint32_t)lo - 0xDC00);
+                    p += 6;
+                }
+            }
+            if (cp < 0x80) {
+                o[0] = (unsigned char)cp;
+            } else if (cp < 0x800) {
+                o[0] = (unsigned char)(0xC0 | cp >> 6);
+                o[1] = (unsigned char)(0x80 | (cp & 0x3F));
+                k = 2;
+            } else if (cp < 0x10000) {
+                o[0] = (unsigned char)(0xE0 | cp >> 12);
+                o[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
+                o[2] = (unsigned char)(0x80 | (cp & 0x3F));
+                k = 3;
+            } else {
+                o[0] = (unsigned char)(0xF0 | cp >> 18);
+                o[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3F));
+                o[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
+                o[3] = (unsigned char)(0x80 | (cp & 0x3F));
+                k = 4;
+            }
+            break;
+        }
+        default: /* '"', '\\', '/' */
+            o[0] = c;
+        }
+        if (h)
+            hw_put(h, o, k);
+        n += k;
+    }
+    *len = n;
+    return p < end ? p + 1 : end;
+}
+
+/* JSON text that json_check accepted, as a stream of items: { } [ ] as themselves, a
+ * string as 's' length bytes, a number as 'n' length "[-]DeX", true 't', false 'f', null
+ * 'z'. Whitespace, commas and colons carry nothing a valid text's items do not imply. */
+static void hw_json(struct hashw *h, const char *text, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)text, *end = p + n;
+    while (p < end) {
+        unsigned char c = *p;
+        switch (c) {
+        case '{':
+        case '}':
+        case '[':
+        case ']':
+            hw_byte(h, c);
+            p++;
+            break;
+        case ' ':
+        case '\t':
+        case '\n':
+        case '\r':
+        case ',':
+        case ':':
+            p++;
+            break;
+        case '"': {
+            size_t len;
+            json_str_bytes(NULL, p + 1, end, &len);
+            hw_byte(h, 's');
+            hw_varint(h, len);
+            p = json_str_bytes(h, p + 1, end, &len);
+            break;
+        }
+        case 't':
+        case 'f':
+        case 'n': {
+            size_t w = c == 'f' ? 5 : 4;
+            hw_byte(h, c == 'n' ? 'z' : c);
+            p += (size_t)(end - p) < w ? (size_t)(end - p) : w;
+            break;
+        }
+        default: {
+            const unsigned char *q = p;
+            while (q < end && ((*q >= '0' && *q <= '9') || *q == '-' || *q == '+' || *q == '.' ||
+                               *q == 'e' || *q == 'E'))
+                q++;
+            struct dec d;
+            if (q > p && dec_parse((const char *)p, (size_t)(q - p), &d) == 0) {
+                hw_dec(h, 'n', &d);
+            } else { /* not reached in checked JSON: the byte as it is, and on */
+                q = q > p ? q : p + 1;
+                hw_put(h, p, (size_t)(q - p));
+            }
+            p = q;
+        }
+        }
+    }
+}
+
+static void hash_field(struct rowenc *e, size_t col)
+{
+    struct hashw *h = &e->hw;
+    const struct canon *c = &e->canon[col];
+    hw_put(h, e->cols[col].name, e->name_len[col] + 1); /* the name and its NUL */
+    switch (c->kind) {
+    case CK_NULL: /* not reached: left out by the caller */
+        break;
+    case CK_INT:
+        hw_int(h, TAG_NUMBER, c->i < 0, c->i < 0 ? (uint64_t)0 - (uint64_t)c->i : (uint64_t)c->i);
+        break;
+    case CK_UINT:
+        hw_int(h, TAG_NUMBER, false, (uint64_t)c->i);
+        break;
+    case CK_NUMTEXT:
+        hw_numtext(h, c->p, c->n, c->d);
+        break;
+    case CK_NAN:
+        hw_byte(h, TAG_NAN);
+        break;
+    case CK_PINF:
+        hw_byte(h, TAG_PINF);
+        break;
+    case CK_NINF:
+        hw_byte(h, TAG_NINF);
+        break;
+    case CK_TS: {
+        unsigned char b[9] = {TAG_TIME};
+        uint64_t u = (uint64_t)c->i;
+        for (int i = 0; i < 8; i++)
+            b[1 + i] = (unsigned char)(u >> (56 - 8 * i));
+        hw_put(h, b, sizeof b);
+        break;
+    }
+    case CK_JSONTEXT:
+        if (json_check(c->p, c->n) != JC_BAD) {
+            hw_byte(h, TAG_JSON);
+            hw_json(h, c->p, c->n);
+        } else { /* not JSON PostgreSQL would take (json-c wrote NaN): a string */
+            hw_byte(h, TAG_STRING);
+            hw_varint(h, c->n);
+            hw_put(h, c->p, c->n);
+        }
+        break;
+    case CK_STR:
+        hw_byte(h, TAG_STRING);
+        hw_varint(h, c->n);
+        hw_put(h, c->p, c->n);
+        break;
+    case CK_JSON:
+        hw_byte(h, TAG_JSON);
+        hw_json(h, c->p, c->n);
+        break;
+    case CK_JSONSTR:
+        hw_byte(h, TAG_JSON);
+        hw_byte(h, 's');
+        hw_varint(h, c->n);
+        hw_put(h, c->p, c->n);
+        break;
+    }
+}
+
+/* Occurrence number of a content hash in this slice: 0 for its first row, then 1, 2, ... */
+static uint64_t occ_next(struct rowenc *e, XXH128_hash_t h)
+{
+    if (e->occ_used * 2 >= e->occ_cap) {
+        size_t ncap = e->occ_cap ? e->occ_cap * 2 : 16;
+        struct occ_slot *n = calloc(ncap, sizeof *n);
+        if (!n)
+            abort(); /* same policy as buf: no progress is possible without memory */
+        for (size_t i = 0; i < e->occ_cap; i++) {
+            if (!e->occ[i].seen)
+                continue;
+            size_t j = (size_t)e->occ[i].h.low64 & (ncap - 1);
+            while (n[j].seen)
+                j = (j + 1) & (ncap - 1);
+            n[j] = e->occ[i];
+        }
+        free(e->occ);
+        e->occ = n;
+        e->occ_cap = ncap;
+    }
+    size_t j = (size_t)h.low64 & (e->occ_cap - 1);
+    while (e->occ[j].seen) {
+        if (XXH128_isEqual(e->occ[j].h, h))
+            return e->occ[j].seen++;
+        j = (j + 1) & (e->occ_cap - 1);
+    }
+    e->occ[j].h = h;
+    e->occ[j].seen = 1;
+    e->occ_used++;
+    return 0;
+}
+
+static void put_id(struct rowenc *e, struct buf *out)
+{
+    /* Content hash over non-NULL fields in name order: a new all-NULL column, or a
+     * reordering of columns, leaves every id unchanged. */
+    struct hashw *h = &e->hw;
+    XXH3_128bits_reset(h->st);
+    h->n = 0;
+    for (size_t k = 0; k < e->ncols; k++) {
+        size_t c = e->by_name[k];
+        if (e->canon[c].kind != CK_NULL)
+            hash_field(e, c);
+    }
+    hw_flush(h);
+    XXH128_hash_t content = XXH3_128bits_digest(h->st);
+    uint64_t n = occ_next(e, content);
+
+    uint8_t in[24];
+    XXH128_canonical_t canon;
+    XXH128_canonicalFromHash(&canon, content);
+    memcpy(in, canon.digest, 16);
+    for (int i = 0; i < 8; i++)
+        in[16 + i] = (uint8_t)(n >> (56 - 8 * i));
+    XXH128_canonicalFromHash(&canon, XXH3_128bits(in, sizeof in));
+    uint8_t *id = canon.digest;
+    id[6] = (uint8_t)((id[6] & 0x0f) | 0x80); /* version 8: custom (RFC 9562) */
+    id[8] = (uint8_t)((id[8] & 0x3f) | 0x80); /* variant 10 */
+    char s[37];
+    rowenc_format_uuid(id, s);
+    buf_append(out, s, 36);
+}
+
+int rowenc_encode(struct rowenc *e, struct json_object *row, struct buf *out, int64_t *inc_ms,
+                  char *err, size_t errlen)
+{
+    if (!json_object_is_type(row, json_type_array))
+        return fail(err, errlen, "row is %s, not a JSON array", row ? json_kind(row) : "null");
+    size_t n = json_object_array_length(row);
+    if (n != e->ncols)
+        return fail(err, errlen, "row has %zu values for %zu columns%s%s%s", n, e->ncols,
+                    e->ncols ? " (first column \"" : "", e->ncols ? e->cols[0].name : "",
+                    e->ncols ? "\")" : "");
+
+    /* Written straight into out (no second copy on the hot path) and cut back on error. */
+    size_t saved = out->len;
+    int64_t inc = INT64_MIN;
+    int rc = -1;
+    memset(&e->pend, 0, sizeof e->pend);
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *v = json_object_array_get_idx(row, i);
+        if (i)
+            buf_putc(out, '\t');
+        if (!v) {
+            e->canon[i].kind = CK_NULL;
+            buf_append(out, "\\N", 2);
+        } else if ((rc = encode_value(e, i, v, out, err, errlen)) != 0) {
+            goto undo;
+        }
+        if ((int)i == e->inc_col && (rc = inc_value(e, v, &inc, err, errlen)) != 0)
+            goto undo;
+    }
+    if (e->with_id) {
+        if (n)
+            buf_putc(out, '\t');
+        put_id(e, out);
+    }
+    buf_putc(out, '\n');
+    e->rows++;
+    e->stats.nul_replaced += e->pend.nul_replaced;
+    e->stats.json_as_string += e->pend.json_as_string;
+    if (inc_ms)
+        *inc_ms = inc;
+    return ROWENC_OK;
+undo:
+    out->len = saved;
+    if (out->data)
+        out->data[saved] = '\0';
+    if (rc == ROWENC_SKIPPED) {
+        e->stats.rows_skipped++;
+        if (inc_ms)
+            *inc_ms = INT64_MIN; /* a row not stored moves no cursor */
+        return ROWENC_SKIPPED;
+    }
+    return -1;
+}
