@@ -1,0 +1,331 @@
+/* pglease: work leases and the fence. See pglease.h. */
+#include "pglease.h"
+
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pgerr.h"
+#include "pgsink_int.h"
+#include "sqlident.h"
+
+/* The fence's body is dollar-quoted; a schema name holding the tag could end it early. */
+#define FENCE_TAG "$druid_syncd_fence$"
+
+static void qname(struct buf *b, const char *schema, const char *name)
+{
+    sqlident_quote(b, schema);
+    buf_putc(b, '.');
+    sqlident_quote(b, name);
+}
+
+/* ---- DDL ---- */
+
+static int refuse_tag(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    (void)j;
+    (void)res;
+    (void)ud;
+    snprintf(err, errlen, "destination_schema contains \"%s\": cannot create the lease fence",
+             FENCE_TAG);
+    return -1;
+}
+
+void pgsink_lease_ensure(struct pgsink *s, pgsink_cb cb, void *ud)
+{
+    struct pgjob *j = pgsink_job(s, cb, ud);
+    pgschema_add_lock(j, s); /* CREATE ... IF NOT EXISTS / OR REPLACE race between instances */
+    const char *schema = s->cfg->destination_schema;
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "CREATE TABLE IF NOT EXISTS ");
+    qname(&b, schema, PGLEASE_TABLE);
+    /* epoch is never reset: a released unit keeps its row, so every take is a new token */
+    buf_puts(&b, " (unit text PRIMARY KEY, datasource text NOT NULL, owner text,"
+                 " epoch bigint NOT NULL DEFAULT 0, expires_at timestamptz,"
+                 " acquired_at timestamptz, renewed_at timestamptz)");
+    pgjob_sql(j, b.data, 0, NULL, NULL);
+    if (strstr(schema, FENCE_TAG)) {
+        pgjob_sql(j, "SELECT 1", 0, NULL, refuse_tag);
+    } else {
+        buf_reset(&b);
+        buf_puts(&b, "CREATE OR REPLACE FUNCTION ");
+        qname(&b, schema, PGLEASE_FENCE);
+        buf_puts(&b, "(p_unit text, p_owner text, p_epoch bigint) RETURNS void LANGUAGE plpgsql"
+                     " AS " FENCE_TAG " DECLARE r record; BEGIN"
+                     " SELECT owner, epoch, expires_at, clock_timestamp() AS now INTO r FROM ");
+        qname(&b, schema, PGLEASE_TABLE);
+        buf_puts(&b, " WHERE unit = p_unit FOR UPDATE;"
+                     " IF NOT FOUND THEN RAISE EXCEPTION 'lease of % lost: no lease row', p_unit"
+                     " USING ERRCODE = '" PGLEASE_SQLSTATE "'; END IF;"
+                     " IF r.owner IS DISTINCT FROM p_owner OR r.epoch <> p_epoch"
+                     " OR r.expires_at IS NULL OR r.expires_at <= r.now THEN"
+                     " RAISE EXCEPTION 'lease of % lost: held by % at epoch % until %, this slice"
+                     " holds epoch %', p_unit, coalesce(r.owner, 'nobody'), r.epoch,"
+                     " coalesce(r.expires_at::text, '-'), p_epoch"
+                     " USING ERRCODE = '" PGLEASE_SQLSTATE "'; END IF; END " FENCE_TAG);
+        pgjob_sql(j, b.data, 0, NULL, NULL);
+    }
+    buf_free(&b);
+    pgjob_submit(s->control, j);
+}
+
+void pglease_fence_sql(struct buf *b, const char *schema, int p_unit, int p_owner, int p_epoch)
+{
+    buf_puts(b, "SELECT ");
+    qname(b, schema, PGLEASE_FENCE);
+    buf_printf(b, "($%d, $%d, $%d::bigint)", p_unit, p_owner, p_epoch);
+}
+
+bool pglease_lost(const struct pgerr *e)
+{
+    return e && strcmp(e->sqlstate, PGLEASE_SQLSTATE) == 0;
+}
+
+/* ---- claim ---- */
+
+struct claim_ctx {
+    pglease_claim_cb cb;
+    void *ud;
+    struct pgsink *s;
+    char *unit;
+    double ttl;
+    struct pglease_claim c;
+    char holder[256];
+    char expires[64];
+    bool answered;
+};
+
+static void copy_text(char *dst, size_t n, const char *src)
+{
+    snprintf(dst, n, "%s", src ? src : "");
+}
+
+static int claim_other_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    (void)j;
+    struct claim_ctx *x = ud;
+    if (PQntuples(res) != 1) {
+        snprintf(err, errlen, "lease of %s: its row vanished", x->unit);
+        return -1;
+    }
+    x->c.granted = false;
+    copy_text(x->holder, sizeof x->holder,
+              PQgetisnull(res, 0, 0) ? "nobody" : PQgetvalue(res, 0, 0));
+    x->c.seconds_left = PQgetisnull(res, 0, 1) ? 0 : strtod(PQgetvalue(res, 0, 1), NULL);
+    copy_text(x->expires, sizeof x->expires, PQgetisnull(res, 0, 2) ? "" : PQgetvalue(res, 0, 2));
+    x->answered = true;
+    return 0;
+}
+
+static int claim_take_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    struct claim_ctx *x = ud;
+    if (PQntuples(res) == 1) {
+        x->c.granted = true;
+        x->c.epoch = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        copy_text(x->expires, sizeof x->expires, PQgetvalue(res, 0, 1));
+        x->c.seconds_left = x->ttl;
+        x->answered = true;
+        return 0;
+    }
+    /* held by someone else: say by whom and for how long (database time) */
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "SELECT owner, extract(epoch FROM expires_at - clock_timestamp()),"
+                 " expires_at::text FROM ");
+    qname(&b, x->s->cfg->destination_schema, PGLEASE_TABLE);
+    buf_puts(&b, " WHERE unit = $1");
+    const char *p[1] = {x->unit};
+    pgjob_sql(j, b.data, 1, p, claim_other_hook);
+    buf_free(&b);
+    return 0;
+}
+
+static void claim_free(void *ud)
+{
+    struct claim_ctx *x = ud;
+    free(x->unit);
+    free(x);
+}
+
+static void claim_done(void *ud, const char *err)
+{
+    struct claim_ctx *x = ud;
+    if (err || !x->answered) {
+        x->cb(x->ud, err ? err : "lease claim returned nothing", NULL);
+    } else {
+        x->c.holder = x->c.granted ? NULL : x->holder;
+        x->c.expires_at = x->expires;
+        x->cb(x->ud, NULL, &x->c);
+    }
+    claim_free(x);
+}
+
+void pgsink_lease_claim(struct pgsink *s, const char *unit, const char *datasource,
+                        const char *owner, double ttl, pglease_claim_cb cb, void *ud)
+{
+    struct claim_ctx *x = calloc(1, sizeof *x);
+    if (!x)
+        abort();
+    x->cb = cb;
+    x->ud = ud;
+    x->s = s;
+    x->unit = strdup(unit);
+    x->ttl = ttl;
+    if (!x->unit)
+        abort();
+    struct pgjob *j = pgjob_new(claim_done, x);
+    pgjob_set_ud_free(j, claim_free);
+    const char *schema = s->cfg->destination_schema;
+    char ttl_s[32];
+    snprintf(ttl_s, sizeof ttl_s, "%.3f", ttl);
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "INSERT INTO ");
+    qname(&b, schema, PGLEASE_TABLE);
+    buf_puts(&b, " (unit, datasource) VALUES ($1, $2) ON CONFLICT (unit) DO NOTHING");
+    const char *p2[2] = {unit, datasource};
+    pgjob_sql(j, b.data, 2, p2, NULL);
+    buf_reset(&b);
+    /* SET expressions read the row's old values: the epoch stays when this owner still holds
+     * the unit (its slices in flight keep their token), and grows on every other take */
+    buf_puts(&b, "UPDATE ");
+    qname(&b, schema, PGLEASE_TABLE);
+    buf_puts(&b, " SET epoch = CASE WHEN owner = $2 AND expires_at > clock_timestamp()"
+                 " THEN epoch ELSE epoch + 1 END,"
+                 " acquired_at = CASE WHEN owner = $2 AND expires_at > clock_timestamp()"
+                 " THEN acquired_at ELSE clock_timestamp() END,"
+                 " owner = $2, renewed_at = clock_timestamp(),"
+                 " expires_at = clock_timestamp() + make_interval(secs => $3::float8)"
+                 " WHERE unit = $1 AND (owner IS NULL OR owner = $2 OR expires_at IS NULL"
+                 " OR expires_at <= clock_timestamp()) RETURNING epoch, expires_at::text");
+    const char *p3[3] = {unit, owner, ttl_s};
+    pgjob_sql(j, b.data, 3, p3, claim_take_hook);
+    buf_free(&b);
+    pgjob_submit(s->control, j);
+}
+
+/* ---- renew ---- */
+
+struct renew_ctx {
+    pglease_renew_cb cb;
+    void *ud;
+    char **units;
+    bool *held;
+    size_t n;
+    bool answered;
+};
+
+static void renew_free(void *ud)
+{
+    struct renew_ctx *x = ud;
+    for (size_t i = 0; i < x->n; i++)
+        free(x->units[i]);
+    free(x->units);
+    free(x->held);
+    free(x);
+}
+
+static int renew_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    (void)j;
+    (void)err;
+    (void)errlen;
+    struct renew_ctx *x = ud;
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *u = PQgetvalue(res, r, 0);
+        for (size_t i = 0; i < x->n; i++)
+            if (strcmp(x->units[i], u) == 0)
+                x->held[i] = true;
+    }
+    x->answered = true;
+    return 0;
+}
+
+static void renew_done(void *ud, const char *err)
+{
+    struct renew_ctx *x = ud;
+    if (err || !x->answered)
+        x->cb(x->ud, err ? err : "lease renewal returned nothing", NULL, 0);
+    else
+        x->cb(x->ud, NULL, x->held, x->n);
+    renew_free(x);
+}
+
+/* [{"unit": ..., "epoch": ...}, ...] or ["unit", ...]: units go to SQL as one jsonb value */
+static char *units_json(const char *const *units, const int64_t *epochs, size_t n)
+{
+    struct json_object *a = json_object_new_array_ext((int)n);
+    for (size_t i = 0; i < n; i++) {
+        if (epochs) {
+            struct json_object *o = json_object_new_object();
+            json_object_object_add(o, "unit", json_object_new_string(units[i]));
+            json_object_object_add(o, "epoch", json_object_new_int64(epochs[i]));
+            json_object_array_add(a, o);
+        } else {
+            json_object_array_add(a, json_object_new_string(units[i]));
+        }
+    }
+    char *out = strdup(json_object_to_json_string_ext(a, JSON_C_TO_STRING_PLAIN));
+    json_object_put(a);
+    if (!out)
+        abort();
+    return out;
+}
+
+void pgsink_lease_renew(struct pgsink *s, const char *owner, const char *const *units,
+                        const int64_t *epochs, size_t n, double ttl, pglease_renew_cb cb, void *ud)
+{
+    struct renew_ctx *x = calloc(1, sizeof *x);
+    if (!x)
+        abort();
+    x->cb = cb;
+    x->ud = ud;
+    x->n = n;
+    x->units = calloc(n ? n : 1, sizeof *x->units);
+    x->held = calloc(n ? n : 1, sizeof *x->held);
+    if (!x->units || !x->held)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        if (!(x->units[i] = strdup(units[i])))
+            abort();
+    struct pgjob *j = pgjob_new(renew_done, x);
+    pgjob_set_ud_free(j, renew_free);
+    char ttl_s[32];
+    snprintf(ttl_s, sizeof ttl_s, "%.3f", ttl);
+    char *json = units_json(units, epochs, n);
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "UPDATE ");
+    qname(&b, s->cfg->destination_schema, PGLEASE_TABLE);
+    buf_puts(&b, " AS l SET expires_at = clock_timestamp() + make_interval(secs => $2::float8),"
+                 " renewed_at = clock_timestamp()"
+                 " FROM jsonb_to_recordset($3::jsonb) AS u(unit text, epoch bigint)"
+                 " WHERE l.unit = u.unit AND l.epoch = u.epoch AND l.owner = $1"
+                 " AND l.expires_at > clock_timestamp() RETURNING l.unit");
+    const char *p[3] = {owner, ttl_s, json};
+    pgjob_sql(j, b.data, 3, p, renew_hook);
+    buf_free(&b);
+    free(json);
+    pgjob_submit(s->control, j);
+}
+
+/* ---- release ---- */
+
+void pgsink_lease_release(struct pgsink *s, const char *owner, const char *const *units, size_t n,
+                          pgsink_cb cb, void *ud)
+{
+    struct pgjob *j = pgsink_job(s, cb, ud);
+    char *json = units_json(units, NULL, n);
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "UPDATE ");
+    qname(&b, s->cfg->destination_schema, PGLEASE_TABLE);
+    buf_puts(&b, " SET owner = NULL, expires_at = NULL, renewed_at = clock_timestamp()"
+                 " WHERE owner = $1 AND unit IN (SELECT jsonb_array_elements_text($2::jsonb))");
+    const char *p[2] = {owner, json};
+    pgjob_sql(j, b.data, 2, p, NULL);
+    buf_free(&b);
+    free(json);
+    pgjob_submit(s->control, j);
+}

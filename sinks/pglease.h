@@ -1,0 +1,62 @@
+/* pglease: work leases in the destination, for several instances sharing one destination
+ * (reference: druid-segments.md section 7). Owns the lease table druid_syncd_leases (one row per
+ * work unit: owner, a monotonic epoch that is never reset, expiry in database time) and the
+ * fence function druid_syncd_fence(unit, owner, epoch), which a slice transaction calls just
+ * before COMMIT: it locks the lease row and raises SQLSTATE PGLEASE_SQLSTATE unless this owner
+ * still holds it at that epoch by clock_timestamp() (not now(), the transaction's start). Claims,
+ * renewals and releases are short transactions on the control connection, never on a connection
+ * that holds a slice; nothing here depends on session state (no advisory session locks, no
+ * session SETs), so it works through a transaction-mode pooler. */
+#ifndef DSYNC_PGLEASE_H
+#define DSYNC_PGLEASE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "pgsink.h"
+
+#define PGLEASE_TABLE "druid_syncd_leases"
+#define PGLEASE_FENCE "druid_syncd_fence"
+/* Raised by the fence when the lease is no longer held at the slice's epoch. */
+#define PGLEASE_SQLSTATE "DSL01"
+
+/* Creates the lease table and the fence function (under the schema's DDL lock). */
+void pgsink_lease_ensure(struct pgsink *s, pgsink_cb cb, void *ud);
+
+struct pglease_claim {
+    bool granted;           /* this owner holds the unit now */
+    int64_t epoch;          /* the fencing token when granted (unchanged when it already
+                             * held the unit: its slices in flight stay valid) */
+    const char *holder;     /* not granted: who holds it */
+    double seconds_left;    /* not granted: until the holder's lease expires (database time);
+                             * granted: the lease's length */
+    const char *expires_at; /* the expiry as PostgreSQL prints it */
+};
+typedef void (*pglease_claim_cb)(void *ud, const char *err, const struct pglease_claim *c);
+/* Takes unit for owner for ttl seconds when it is free, expired or already this owner's:
+ * one transaction (the row is created on first use, with epoch 0). A take from another owner
+ * or after expiry increments the epoch; the holder's fence then fails. c (and its strings) are
+ * borrowed for the call; NULL with err on failure. */
+void pgsink_lease_claim(struct pgsink *s, const char *unit, const char *datasource,
+                        const char *owner, double ttl, pglease_claim_cb cb, void *ud);
+
+/* held[i]: unit i is still owner's at epochs[i] and now runs ttl seconds from now; false: lost
+ * (expired and taken, or released by someone else). NULL with err on failure. */
+typedef void (*pglease_renew_cb)(void *ud, const char *err, const bool *held, size_t n);
+void pgsink_lease_renew(struct pgsink *s, const char *owner, const char *const *units,
+                        const int64_t *epochs, size_t n, double ttl, pglease_renew_cb cb, void *ud);
+
+/* Gives the units back (owner and expiry cleared; the epoch stays, so a later take bumps it). */
+void pgsink_lease_release(struct pgsink *s, const char *owner, const char *const *units, size_t n,
+                          pgsink_cb cb, void *ud);
+
+/* The SQL statement that fences a slice: "SELECT schema.druid_syncd_fence($a, $b, $c)" with
+ * the parameter numbers given (the caller passes unit, owner and the epoch as text). */
+void pglease_fence_sql(struct buf *b, const char *schema, int p_unit, int p_owner, int p_epoch);
+
+/* Is this failure the fence refusing a commit (the lease was lost)? */
+bool pglease_lost(const struct pgerr *e);
+
+#endif
