@@ -442,7 +442,7 @@ static int decode(struct rowdec *d, char *line, size_t len, size_t *nout)
         p++;
     } else {
         for (;;) {
-            if (reserve(d, nv, 0))
+            if (nv >= d->vcap && reserve(d, nv, 0))
                 return SLOW;
             struct rowenc_value *v = &d->v[nv];
             size_t *term = &d->term[nv];

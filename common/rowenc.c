@@ -162,6 +162,29 @@ const struct rowenc_stats *rowenc_stats(const struct rowenc *e)
     return &e->stats;
 }
 
+/* buf_append / buf_putc with the room check inline: most appends of a row fit the buffer
+ * the last COPY chunk left, so the call and the growth logic run only when it grows. */
+static inline void out_append(struct buf *b, const void *p, size_t n)
+{
+    if (b->len + n < b->cap) {
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        b->data[b->len] = '\0';
+    } else {
+        buf_append(b, p, n);
+    }
+}
+
+static inline void out_putc(struct buf *b, char c)
+{
+    if (b->len + 1 < b->cap) {
+        b->data[b->len++] = c;
+        b->data[b->len] = '\0';
+    } else {
+        buf_putc(b, c);
+    }
+}
+
 /* 1 for bytes COPY text needs escaped: control characters and the backslash. */
 static const unsigned char needs_escape[256] = {
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,          1,
@@ -176,7 +199,7 @@ void rowenc_copy_escape(struct buf *out, const char *s, size_t n)
         if (!needs_escape[c])
             continue;
         if (i > run)
-            buf_append(out, s + run, i - run);
+            out_append(out, s + run, i - run);
         run = i + 1;
         char esc[4] = {'\\', 0, 0, 0};
         size_t len = 2;
@@ -208,10 +231,10 @@ void rowenc_copy_escape(struct buf *out, const char *s, size_t n)
             esc[3] = (char)('0' + (c & 7));
             len = 4;
         }
-        buf_append(out, esc, len);
+        out_append(out, esc, len);
     }
     if (n > run)
-        buf_append(out, s + run, n - run);
+        out_append(out, s + run, n - run);
 }
 
 void rowenc_format_uuid(const uint8_t id[16], char out[37])
@@ -239,7 +262,7 @@ static void put_i64(struct buf *out, int64_t v)
     } while (u);
     if (v < 0)
         tmp[--p] = '-';
-    buf_append(out, tmp + p, sizeof tmp - p);
+    out_append(out, tmp + p, sizeof tmp - p);
 }
 
 static const char *kind_name(const struct rowenc_value *v)
@@ -397,10 +420,17 @@ static int str_int64(const char *s, size_t n, int64_t *out)
     return 0;
 }
 
-/* Text with each NUL written as U+FFFD: PostgreSQL text cannot hold NUL. One memchr when
- * there is none. */
+/* Text with each NUL written as U+FFFD: PostgreSQL text cannot hold NUL. Runs without a
+ * control character (most text) are copied whole; the rest is rowenc_copy_escape's. */
 static void put_text(struct rowenc *e, struct buf *out, const char *s, size_t n)
 {
+    size_t i = 0;
+    while (i < n && !needs_escape[(unsigned char)s[i]])
+        i++;
+    if (i == n) {
+        out_append(out, s, n);
+        return;
+    }
     const char *end = s + n, *nul;
     while ((nul = memchr(s, '\0', (size_t)(end - s))) != NULL) {
         rowenc_copy_escape(out, s, (size_t)(nul - s));
@@ -773,7 +803,7 @@ static int put_double(struct rowenc *e, size_t col, struct buf *out, const struc
     const char *t = v->p;
     struct canon *c = &e->canon[col];
     if (!v->has_d && double_plain(t, v->n)) {
-        buf_append(out, t, v->n);
+        out_append(out, t, v->n);
         *c = (struct canon){.kind = CK_NUMTEXT, .p = t, .n = v->n};
         return 0;
     }
@@ -979,7 +1009,7 @@ static int encode_value(struct rowenc *e, size_t col, const struct rowenc_value 
         } else if (k == ROWENC_V_STRING) {
             if (ts_druid_fast(v->p, v->n, &i64) == 0) {
                 /* Druid's canonical form: validated, passed through as it is */
-                buf_append(out, v->p, v->n);
+                out_append(out, v->p, v->n);
                 c->kind = CK_TS;
                 c->i = i64;
                 return 0;
@@ -1528,7 +1558,7 @@ static void put_id(struct rowenc *e, struct buf *out)
     id[8] = (uint8_t)((id[8] & 0x3f) | 0x80); /* variant 10 */
     char s[37];
     rowenc_format_uuid(id, s);
-    buf_append(out, s, 36);
+    out_append(out, s, 36);
 }
 
 /* A json-c value as rowenc_encode_values takes it (texts as json-c writes them). */
@@ -1605,10 +1635,10 @@ int rowenc_encode_values(struct rowenc *e, const struct rowenc_value *vals, size
     for (size_t i = 0; i < n; i++) {
         const struct rowenc_value *v = &vals[i];
         if (i)
-            buf_putc(out, '\t');
+            out_putc(out, '\t');
         if (v->kind == ROWENC_V_NULL) {
             e->canon[i].kind = CK_NULL;
-            buf_append(out, "\\N", 2);
+            out_append(out, "\\N", 2);
         } else if ((rc = encode_value(e, i, v, out, err, errlen)) != 0) {
             goto undo;
         }
@@ -1617,10 +1647,10 @@ int rowenc_encode_values(struct rowenc *e, const struct rowenc_value *vals, size
     }
     if (e->with_id) {
         if (n)
-            buf_putc(out, '\t');
+            out_putc(out, '\t');
         put_id(e, out);
     }
-    buf_putc(out, '\n');
+    out_putc(out, '\n');
     e->rows++;
     e->stats.nul_replaced += e->pend.nul_replaced;
     e->stats.json_as_string += e->pend.json_as_string;
