@@ -542,14 +542,8 @@ static void query_finish(struct druid_query *q, CURLcode res)
                         DRUID_HEADERS_MAX >> 10, q->header_bytes);
         err.http_status = q->status;
     } else if (res != CURLE_OK) {
-        /* libcurl's detail often ends with its own summary: say it once */
-        const char *what = curl_easy_strerror(res);
-        if (q->curl_err[0] && strstr(q->curl_err, what))
-            druid_error_set(&err, DRUID_ERR_TRANSPORT, "%s", q->curl_err);
-        else
-            druid_error_set(&err, DRUID_ERR_TRANSPORT, "%s: %s", what,
-                            q->curl_err[0] ? q->curl_err : "no detail");
-        err.http_status = q->status;
+        /* the reason once, and whether a retry can cure it (TLS, unknown host, not HTTP) */
+        druid_error_from_curl(&err, (int)res, q->curl_err, q->status);
     } else if (q->status == 200) {
         if (druid_lines_finish(q->lines) != 0)
             druid_error_set(&err, DRUID_ERR_TRUNCATED,

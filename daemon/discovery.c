@@ -81,12 +81,24 @@ static void free_run(struct discovery *d)
     free(d);
 }
 
+static void fail_perm(struct discovery *d, const char *what, const char *msg,
+                      enum druid_err_kind kind, long status, bool permanent)
+{
+    struct discovery_error e = {what, msg, kind, status, permanent};
+    d->cb(d->ud, NULL, &e);
+    free_run(d);
+}
+
 static void fail(struct discovery *d, const char *what, const char *msg, enum druid_err_kind kind,
                  long status)
 {
-    struct discovery_error e = {what, msg, kind, status};
-    d->cb(d->ud, NULL, &e);
-    free_run(d);
+    fail_perm(d, what, msg, kind, status, false);
+}
+
+/* A Druid query of the run failed: the cause and whether waiting can cure it. */
+static void fail_druid(struct discovery *d, const char *what, const struct druid_error *e)
+{
+    fail_perm(d, what, e->message, e->kind, e->http_status, druid_error_permanent(e));
 }
 
 static int name_index(const struct druid_header *h, const char *name)
@@ -216,7 +228,7 @@ static void columns_on_done(void *ud, const struct druid_error *e)
     struct discovery *d = ud;
     d->q = NULL;
     if (e->kind != DRUID_OK) {
-        fail(d, "reading INFORMATION_SCHEMA.COLUMNS", e->message, e->kind, e->http_status);
+        fail_druid(d, "reading INFORMATION_SCHEMA.COLUMNS", e);
         return;
     }
     pgsink_replace_metadata(d->sink, PGSINK_META_COLUMNS, d->cols, d->ncols,
@@ -290,7 +302,7 @@ static void schemata_on_done(void *ud, const struct druid_error *e)
     struct discovery *d = ud;
     d->q = NULL;
     if (e->kind != DRUID_OK) {
-        fail(d, "reading INFORMATION_SCHEMA.SCHEMATA", e->message, e->kind, e->http_status);
+        fail_druid(d, "reading INFORMATION_SCHEMA.SCHEMATA", e);
         return;
     }
     if (!d->schema_seen) {
@@ -310,7 +322,7 @@ static void tables_on_done(void *ud, const struct druid_error *e)
     struct discovery *d = ud;
     d->q = NULL;
     if (e->kind != DRUID_OK) {
-        fail(d, "reading INFORMATION_SCHEMA.TABLES", e->message, e->kind, e->http_status);
+        fail_druid(d, "reading INFORMATION_SCHEMA.TABLES", e);
         return;
     }
     if (d->res.ntables == 0) {

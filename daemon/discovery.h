@@ -34,6 +34,7 @@ struct discovery_error {
     const char *message;      /* Druid's errorMessage or PostgreSQL's message */
     enum druid_err_kind kind; /* the Druid failure; DRUID_OK when PostgreSQL failed */
     long http_status;
+    bool permanent; /* retrying cannot cure it (TLS, unknown host, not HTTP, a 4xx) */
 };
 
 /* Exactly one of r and err is non-NULL; both are borrowed for the call. */

@@ -106,6 +106,15 @@ static void on_exit_timer(uv_timer_t *t)
         uv_timer_start(t, on_exit_timer, 20, 0);
         return;
     }
+    /* the start-up check of PostgreSQL (with its correction of rows an earlier run left
+     * 'syncing') runs side by side with Druid's: a run that gives up on Druid lets it
+     * finish, within the connection bound, so that the state it leaves is true */
+    if (a->pg_busy && !a->stopping &&
+        uv_now(&a->loop) - a->exit_requested_at <
+            (uint64_t)(a->cfg->connect_timeout_seconds * 1000.0) + 1000) {
+        uv_timer_start(t, on_exit_timer, 20, 0);
+        return;
+    }
     close_all(a);
 }
 
@@ -199,10 +208,11 @@ static void on_hup(uv_signal_t *h, int signum)
     if (strcmp(n->postgres, a->cfg->postgres) != 0 ||
         strcmp(n->destination_schema, a->cfg->destination_schema) != 0 ||
         strcmp(n->metadata_column_prefix, a->cfg->metadata_column_prefix) != 0 ||
-        n->max_concurrent_queries != a->cfg->max_concurrent_queries || !same_metrics)
+        n->max_concurrent_queries != a->cfg->max_concurrent_queries ||
+        n->postgres_writers != a->cfg->postgres_writers || !same_metrics)
         log_warning("config", "changes to postgres, destination_schema, metadata_column_prefix, "
-                              "max_concurrent_queries and metrics_listen need a restart; the "
-                              "running values are kept");
+                              "max_concurrent_queries, postgres_writers and metrics_listen need "
+                              "a restart; the running values are kept");
     if (!a->cli_log_level && n->log_level) {
         enum log_level lvl;
         if (log_level_parse(n->log_level, &lvl) == 0)
@@ -214,6 +224,7 @@ static void on_hup(uv_signal_t *h, int signum)
     free(n->destination_schema);
     n->destination_schema = strdup(a->cfg->destination_schema);
     n->max_concurrent_queries = a->cfg->max_concurrent_queries;
+    n->postgres_writers = a->cfg->postgres_writers; /* the writer pool is sized at start */
     free(n->metadata_column_prefix);
     n->metadata_column_prefix = strdup(a->cfg->metadata_column_prefix);
     free(n->metrics_listen);

@@ -54,7 +54,7 @@ static void disc_failed(struct sched *s, const struct discovery_error *e)
     s->disc_attempts++;
     sched_set_last_error(s, "%s: %s", e->what, e->message);
     /* a wrong query (a schema that does not exist) cannot succeed by waiting */
-    bool permanent = e->kind == DRUID_ERR_QUERY || e->kind == DRUID_ERR_PROTOCOL;
+    bool permanent = e->kind == DRUID_ERR_QUERY || e->kind == DRUID_ERR_PROTOCOL || e->permanent;
     if (s->opts.once && (s->disc_attempts > s->cfg->max_retries || s->auth_blocked || permanent)) {
         log_error("sched", "discovery failed: %s: %s", e->what, e->message);
         if (!s->finished_reported && s->opts.on_finished) {
@@ -63,7 +63,9 @@ static void disc_failed(struct sched *s, const struct discovery_error *e)
         }
         return;
     }
-    double delay = retry_discovery(s->cfg, s->disc_attempts, s->opts.once);
+    /* what waiting cannot cure is tried again at the next round, not in a backoff */
+    double delay = permanent ? s->cfg->sync_interval_seconds
+                             : retry_discovery(s->cfg, s->disc_attempts, s->opts.once);
     log_error("sched", "discovery failed: %s: %s; retry in %.1f s", e->what, e->message, delay);
     if (!s->stopping)
         uv_timer_start(&s->disc_timer, on_disc_timer, (uint64_t)(delay * 1000.0), 0);
@@ -140,7 +142,7 @@ static void on_disc_schema_ready(void *ud, const char *err)
     struct sched *s = ud;
     s->ensuring = false;
     if (err) {
-        struct discovery_error e = {"recreating the destination schema", err, DRUID_OK, 0};
+        struct discovery_error e = {"recreating the destination schema", err, DRUID_OK, 0, false};
         disc_failed(s, &e);
         return;
     }

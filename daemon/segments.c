@@ -233,7 +233,7 @@ static void snap_on_done(void *ud, const struct druid_error *e)
     struct sched *s = p->s;
     p->q = NULL;
     sched_touch(s);
-    if (e->kind != DRUID_OK && druid_err_retryable(e->kind) && !s->stopping &&
+    if (e->kind != DRUID_OK && druid_error_retryable(e) && !s->stopping &&
         p->attempts < s->cfg->max_retries && p->waiting) {
         /* a busy or restarting Broker: the snapshot is worth waiting for; a refusal (403)
          * or an unknown table is not, and falls back at once */

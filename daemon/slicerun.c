@@ -282,7 +282,9 @@ static int slice_row_done(struct slicerun *r, int rc, int64_t ms)
         count_item(r, ms);
     r->rows++;
     sched_touch(r->d->s);
-    if (r->out.len >= COPY_CHUNK)
+    /* the first row goes out at once: the sink takes a writer and opens the COPY while the
+     * rest of the response arrives (it holds the row, pausing us, until one is free) */
+    if (r->out.len >= COPY_CHUNK || r->rows == 1)
         return flush_out(r);
     return 0;
 }
@@ -480,7 +482,7 @@ void slicerun_cancel_all(struct dsync *d)
             druid_query_cancel(r->q);
         r->q = NULL;
         if (!r->sl)
-            continue; /* still waiting for a writer; it aborts itself when ready */
+            continue; /* pgsink_slice_begin has not answered yet; it aborts itself then */
         pgsink_slice_abort(r->sl);
         r->sl = NULL;
         d->slices[r->idx].status = LEDGER_PENDING;

@@ -118,7 +118,7 @@ class ConnectionsLost(EnvTestCase):
         self.sim.datasource(ds, COLS, data)
         self.env.config(datasources=[ds], batch_size=100, max_concurrent_queries=2,
                         max_retries=5, sync_interval_seconds=0.5)
-        self.sim.fault("delay", match=slice_match(self.sim, ds), times=3, after_rows=20,
+        self.sim.fault("delay", match='"v" FROM "%s"' % ds, times=3, after_rows=20,
                        delay_seconds=1.5)
         p = self.env.start_daemon()
         try:
