@@ -20,7 +20,9 @@
  * retried), never an out-of-memory. Per query in flight, the client holds at most one line
  * buffer of DRUID_LINE_MAX + 1 bytes (grown on demand from 64 KiB, nothing reserved up front,
  * freed with the query), one row's decoded JSON (its strings, at most DRUID_LINE_MAX bytes,
- * plus at most DRUID_ROW_TREE_MAX of json-c objects), and libcurl's buffers.
+ * plus at most DRUID_ROW_TREE_MAX of json-c objects; a row decoded by rowdec instead takes
+ * at most DRUID_LINE_MAX + 16 bytes of text and one struct rowenc_value per value, the
+ * values bounded by DRUID_ROW_TREE_MAX alike), and libcurl's buffers.
  *  DRUID_LINE_MAX     the longest response line (one row, or one header row), in bytes.
  *  DRUID_HEADERS_MAX  all HTTP response header lines of a response together, in bytes
  *                     (libcurl itself refuses a single header line over 100 KiB).
