@@ -129,6 +129,11 @@ static void cycle_reset(struct dsync *d)
     d->err[0] = '\0';
     d->rows_read = d->inserted = d->vanished = 0;
     d->est_rows = 0;
+    d->resync_swapped = false;
+    if (strcmp(d->sink_key, d->name) != 0) {
+        free(d->sink_key);
+        d->sink_key = sched_xstrdup(d->name);
+    }
 }
 
 static void on_ds_timer(uv_timer_t *t)
@@ -257,18 +262,24 @@ static void cycle_done(struct dsync *d, const char *err)
         d->last_success = (double)time_now_ms() / 1000.0;
     }
     if (d->interrupted) {
-        log_warning("sched", "%s: cycle interrupted after %.1f s: %s", d->name, secs, d->err);
+        log_event(LOG_LVL_WARNING, "sched",
+                  LOG_FIELDS(.datasource = d->name, .rows = d->rows_read, .has_rows = true),
+                  "%s: cycle interrupted after %.1f s: %s", d->name, secs, d->err);
     } else if (d->failed) {
-        log_error("sched", "%s: cycle failed after %.1f s: %s", d->name, secs, d->err);
+        log_event(LOG_LVL_ERROR, "sched",
+                  LOG_FIELDS(.datasource = d->name, .rows = d->rows_read, .has_rows = true),
+                  "%s: cycle failed after %.1f s: %s", d->name, secs, d->err);
         sched_set_last_error(s, "%s: %s", d->name, d->err);
     } else {
         /* a daemon repeats quiet cycles for months: only cycles that changed something
          * (and every --once cycle) are worth an info line */
         bool news = s->opts.once || d->inserted > 0 || d->vanished > 0;
-        log_msg(news ? LOG_LVL_INFO : LOG_LVL_DEBUG, "sched",
-                "%s: cycle done in %.1f s: %" PRId64 " rows read, %" PRId64 " new, %" PRId64
-                " vanished, %zu slices (%zu fast)",
-                d->name, secs, d->rows_read, d->inserted, d->vanished, d->nslices, d->fast_slices);
+        log_event(news ? LOG_LVL_INFO : LOG_LVL_DEBUG, "sched",
+                  LOG_FIELDS(.datasource = d->name, .rows = d->rows_read, .has_rows = true),
+                  "%s: cycle done in %.1f s: %" PRId64 " rows read, %" PRId64 " new, %" PRId64
+                  " vanished, %zu slices (%zu fast)",
+                  d->name, secs, d->rows_read, d->inserted, d->vanished, d->nslices,
+                  d->fast_slices);
     }
     if (s->opts.once) {
         d->once_done = true;
@@ -287,11 +298,47 @@ static void cycle_done(struct dsync *d, const char *err)
 static void record_cycle_end(struct dsync *d)
 {
     char cur[TIME_ISO_MAX];
-    if (d->end_cursor_ms != INT64_MIN)
+    /* a rebuild's cursor is the shadow's: the live row takes it with the swap only */
+    bool cursor = d->end_cursor_ms != INT64_MIN && (!d->resync || d->resync_swapped);
+    if (cursor)
         time_format_iso_ms(d->end_cursor_ms, cur);
-    pgsink_state_cycle_end(d->s->sink, d->name, d->failed ? d->err : NULL,
-                           d->end_cursor_ms != INT64_MIN ? cur : NULL, d->interrupted, d->detection,
+    pgsink_state_cycle_end(d->s->sink, d->name, d->failed ? d->err : NULL, cursor ? cur : NULL,
+                           d->interrupted, d->detection,
                            d->migrating && !d->failed ? ROWENC_ID_SCHEME : 0, on_cycle_end, d);
+}
+
+static void on_swapped(void *ud, const char *err)
+{
+    struct dsync *d = ud;
+    sched_touch(d->s);
+    if (err) {
+        /* the live table is as it was; the shadow stays and the next cycle resumes */
+        snprintf(d->err, sizeof d->err,
+                 "replacing the table's contents with the rebuilt data "
+                 "failed: %s",
+                 err);
+        d->failed = true;
+    } else {
+        d->resync_swapped = true;
+        log_info("sched", "%s: resync done: the table's contents replaced by the rebuilt data",
+                 d->name);
+    }
+    record_cycle_end(d);
+}
+
+/* The end of a cycle's writes: a rebuild that completed replaces the live table's contents
+ * first (pgsink_resync_swap), then the end is recorded. */
+static void cycle_writes_done(struct dsync *d)
+{
+    if (d->resync && !d->failed && d->s->stopping) {
+        /* the swap can take a while: the next run does it (the shadow is complete) */
+        snprintf(d->err, sizeof d->err, "stopped before the rebuilt data replaced the table");
+        d->interrupted = d->failed = true;
+    } else if (d->resync && !d->failed) {
+        pgsink_resync_swap(d->s->sink, d->name, ROWENC_ID_SCHEME, on_swapped, d);
+        return;
+    }
+    record_cycle_end(d);
 }
 
 static void retry_cycle_end(struct dsync *d, void *arg)
@@ -308,7 +355,7 @@ static void on_chunks_written(void *ud, const char *err)
         snprintf(d->err, sizeof d->err, "recording the chunk ledger failed: %s", err);
         d->failed = true;
     }
-    record_cycle_end(d);
+    cycle_writes_done(d);
 }
 
 /* The ledger rows not written with a slice's data: chunks whose slices committed
@@ -345,7 +392,7 @@ static bool write_chunks(struct dsync *d)
         free(rec);
         return false;
     }
-    pgsink_chunks_write(s->sink, d->name, rec, n, on_chunks_written, d);
+    pgsink_chunks_write(s->sink, d->sink_key, rec, n, on_chunks_written, d);
     free(rec);
     return true;
 }
@@ -371,7 +418,7 @@ static void finish(struct dsync *d)
     d->end_attempts = 0;
     if (d->ledger_mode && !d->counts_mode && (d->work || d->nheld) && write_chunks(d))
         return; /* the end is recorded once the ledger rows are written */
-    record_cycle_end(d);
+    cycle_writes_done(d);
 }
 
 void cycle_maybe_finish(struct dsync *d)
@@ -419,8 +466,11 @@ static void on_prepared(void *ud, const char *err, const struct pgsink_table_inf
             s->counters.retries[SCHED_ERR_POSTGRES]++;
             char msg[1200];
             retry_pg_describe(pe, msg, sizeof msg);
-            log_warning("pg", "%s: preparing the PostgreSQL table failed: %s; retry %d in %.1f s",
-                        d->name, msg, d->prep_attempts, delay);
+            log_event(LOG_LVL_WARNING, "pg",
+                      LOG_FIELDS(.datasource = d->name, .error_kind = "postgres",
+                                 .sqlstate = pe && pe->sqlstate[0] ? pe->sqlstate : NULL),
+                      "%s: preparing the PostgreSQL table failed: %s; retry %d in %.1f s", d->name,
+                      msg, d->prep_attempts, delay);
             cycle_call_later(d, delay, retry_prepare, retry_prepare_drop, NULL);
             return;
         }
@@ -552,6 +602,9 @@ static void on_requests(void *ud, const char *err, const struct pgctl_requests *
         return;
     }
     bool paused = r->paused;
+    /* a rebuild under way resumes even when its request was withdrawn by hand: its shadow
+     * and ledger rows are only cleaned up by the swap */
+    d->resync = !paused && (r->resync_requested || r->resync_started);
     if (note_paused(d->name, paused))
         log_info("sched",
                  "%s: paused by an operator (druid-syncd resume %s): its cycles are "
@@ -587,6 +640,13 @@ static void cycle_begin(struct dsync *d)
     cycle_reset(d);
     d->t0 = uv_now(s->loop);
     d->fast_slices = 0;
+    if (d->resync) {
+        free(d->sink_key);
+        d->sink_key = pgsink_resync_key(d->name);
+    }
+    if (d->resync || d->last_resync)
+        d->cursor_ms = INT64_MIN; /* the shadow's cursor, or the live one, comes with prepare */
+    d->last_resync = d->resync;
     d->nccols = d->ncols;
     d->ccols = registry_copy_cols(d->cols, d->ncols); /* discovery may change d->cols mid-cycle */
     d->ccol_names = sched_xcalloc(d->ncols, sizeof *d->ccol_names);
@@ -617,16 +677,18 @@ static void cycle_begin(struct dsync *d)
     d->slice_col = slice_idx >= 0 ? sched_xstrdup(d->ccols[slice_idx].name) : NULL;
     /* Druid changes data by time chunk: datasources read by __time follow sys.segments */
     d->ledger_mode = time_idx >= 0 && (!d->incremental || d->inc_idx == time_idx);
-    log_msg(s->opts.once ? LOG_LVL_INFO : LOG_LVL_DEBUG, "sched",
-            "%s: cycle starts (%s mode, %zu columns)", d->name,
-            d->incremental ? "incremental" : "full", d->ncols);
+    log_msg(s->opts.once || d->resync ? LOG_LVL_INFO : LOG_LVL_DEBUG, "sched",
+            "%s: cycle starts (%s mode, %zu columns%s)", d->name,
+            d->incremental ? "incremental" : "full", d->ncols,
+            d->resync ? ", resync: rebuilding beside the live table" : "");
     struct pgsink_table_req req = {d->name,
                                    pc,
                                    d->ncols,
                                    d->slice_col,
                                    d->incremental ? "incremental" : "full",
                                    s->cfg->incremental_column,
-                                   ROWENC_ID_SCHEME};
+                                   ROWENC_ID_SCHEME,
+                                   d->resync};
     d->st = DS_PREPARING;
     d->outstanding++;
     d->req_cols = pc;

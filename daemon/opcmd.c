@@ -326,8 +326,14 @@ static int cmd_set(struct pg *p, const struct opts *o)
     if (pause)
         buf_puts(&b, " SET paused = true, status = 'paused'");
     else if (resync)
-        /* a request already pending keeps its time: --wait of either caller sees it done */
-        buf_puts(&b, " SET resync_requested = COALESCE(resync_requested, now())");
+        /* a request already pending keeps its time (--wait of either caller sees it done),
+         * unless a rebuild already serves it (resync_for): data read before this request
+         * must not satisfy it, so it gets its own time and the swap leaves it pending.
+         * resync_for through to_jsonb: a state table from before the column exists too. */
+        buf_puts(&b, " AS st SET resync_requested = CASE WHEN st.resync_requested IS NULL OR"
+                     " st.resync_requested IS NOT DISTINCT FROM"
+                     " (to_jsonb(st) ->> 'resync_for')::timestamptz THEN now()"
+                     " ELSE st.resync_requested END");
     else
         /* waiting for its next cycle, which records its own status */
         buf_puts(&b, " SET paused = false,"

@@ -147,8 +147,12 @@ static void count_on_done(void *ud, const struct druid_error *e)
         }
         if (delay >= 0 && !d->failed) {
             s->counters.retries[e->kind]++;
-            log_warning("druid", "%s: counting rows failed (%s: %s); retry %d in %.1f s", d->name,
-                        druid_err_kind_name(e->kind), e->message, cq->attempts, delay);
+            log_event(LOG_LVL_WARNING, "druid",
+                      LOG_FIELDS(.datasource = d->name, .error_kind = druid_err_kind_name(e->kind),
+                                 .druid_code = e->code[0] ? e->code : NULL,
+                                 .http_status = e->http_status),
+                      "%s: counting rows failed (%s: %s); retry %d in %.1f s", d->name,
+                      druid_err_kind_name(e->kind), e->message, cq->attempts, delay);
             cq->ngot = 0; /* the retry answers again from scratch */
             cq->newest_ms = INT64_MIN;
             cycle_call_later(d, delay, count_retry, count_drop, cq);
@@ -663,8 +667,12 @@ static void cmp_on_done(void *ud, const struct druid_error *e)
         }
         if (delay >= 0 && !s->stopping && !d->failed) {
             s->counters.retries[e->kind]++;
-            log_warning("druid", "%s: counting rows failed (%s: %s); retry %d in %.1f s", d->name,
-                        druid_err_kind_name(e->kind), e->message, c->attempts, delay);
+            log_event(LOG_LVL_WARNING, "druid",
+                      LOG_FIELDS(.datasource = d->name, .error_kind = druid_err_kind_name(e->kind),
+                                 .druid_code = e->code[0] ? e->code : NULL,
+                                 .http_status = e->http_status),
+                      "%s: counting rows failed (%s: %s); retry %d in %.1f s", d->name,
+                      druid_err_kind_name(e->kind), e->message, c->attempts, delay);
             cycle_call_later(d, delay, cmp_retry, cmp_retry_drop, c);
             return;
         }
@@ -715,7 +723,8 @@ static void cmp_submit(struct dsync *d, enum plan_level level, int64_t lo, int64
     size_t idx[CMP_MAX_SUMS];
     size_t ns = cmp_nsums(d, idx, NULL);
     cmp_send(c);
-    pgsink_buckets(d->s->sink, d->name, idx, ns, plan_level_width_ms(level), lo, hi, cmp_on_pg, c);
+    pgsink_buckets(d->s->sink, d->sink_key, idx, ns, plan_level_width_ms(level), lo, hi, cmp_on_pg,
+                   c);
 }
 
 static void cmp_send(struct cmpq *c)
@@ -787,7 +796,7 @@ static void on_snapshot(struct dsync *d, const struct ledger_chunk *c, size_t n,
         if (c[i].end_ms > d->chunk_newest_ms)
             d->chunk_newest_ms = c[i].end_ms;
     d->outstanding++;
-    pgsink_chunks_read(s->sink, d->name, on_ledger, d);
+    pgsink_chunks_read(s->sink, d->sink_key, on_ledger, d);
 }
 
 void planning_start(struct dsync *d)

@@ -55,6 +55,7 @@ void registry_update(struct sched *s, const struct discovery_result *r)
             d = sched_xcalloc(1, sizeof *d);
             d->s = s;
             d->name = sched_xstrdup(t->name);
+            d->sink_key = sched_xstrdup(t->name);
             d->cursor_ms = INT64_MIN;
             d->druid_newest_ms = INT64_MIN;
             d->chunk_newest_ms = d->chunk_synced_ms = INT64_MIN;
@@ -107,6 +108,7 @@ void registry_free(struct sched *s)
         s->ds = d->next;
         cycle_free(d);
         free(d->name);
+        free(d->sink_key);
         uv_close((uv_handle_t *)&d->timer, free_dsync);
     }
 }

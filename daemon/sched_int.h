@@ -42,7 +42,9 @@ struct delayed {
 struct dsync {
     struct sched *s;
     struct dsync *next;
-    char *name;
+    char *name;     /* the Druid datasource (its table in Druid's SQL, its state row) */
+    char *sink_key; /* the sink's key for this cycle's slices, ledger rows and counts: the
+                     * name, or during a resync the shadow's key (pgsink_resync_key) */
     struct discovery_column *cols; /* as last discovered */
     size_t ncols;
     bool present;
@@ -113,6 +115,10 @@ struct dsync {
     size_t postponed;                         /* chunks postponed in the last cycle */
     int64_t chunk_newest_ms, chunk_synced_ms; /* newest active / synced chunk end */
     int64_t druid_newest_ms; /* newest incremental value seen in Druid, INT64_MIN unknown */
+    /* resync (SPEC 1): this cycle rebuilds into the shadow and ends with the swap */
+    bool resync;
+    bool resync_swapped; /* the swap committed */
+    bool last_resync;    /* the previous cycle was a resync: cursor_ms was the shadow's */
 };
 
 struct sched {

@@ -18,11 +18,12 @@ static int ctl_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t 
     (void)err;
     (void)errlen;
     struct ctl_read *r = ud;
-    struct pgctl_requests q = {false, false, NULL};
+    struct pgctl_requests q = {false, false, NULL, NULL};
     if (PQntuples(res) > 0) {
         q.known = true;
         q.paused = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
         q.resync_requested = PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1);
+        q.resync_started = PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2);
     }
     r->cb(r->ud, NULL, &q);
     r->cb = NULL; /* answered */
@@ -47,7 +48,7 @@ void pgsink_ctl_read(struct pgsink *s, const char *datasource, pgctl_cb cb, void
     struct pgjob *j = pgjob_new(ctl_done, r);
     pgjob_set_ud_free(j, free); /* dropped unrun (at exit): no callback */
     struct buf b = BUF_INIT;
-    buf_puts(&b, "SELECT paused, resync_requested::text FROM ");
+    buf_puts(&b, "SELECT paused, resync_requested::text, resync_started::text FROM ");
     pgsink_qtable(&b, s, STATE_TABLE);
     buf_puts(&b, " WHERE datasource = $1");
     const char *p[1] = {datasource};

@@ -14,6 +14,7 @@ struct pgctl_requests {
     bool known;                   /* the datasource has a state row */
     bool paused;                  /* skip its cycles until resumed */
     const char *resync_requested; /* when a resync was asked for (text), NULL none */
+    const char *resync_started;   /* a rebuild under way since then (text), NULL none */
 };
 /* err is NULL on success; r (and its strings) are borrowed for the call, NULL on error. */
 typedef void (*pgctl_cb)(void *ud, const char *err, const struct pgctl_requests *r);

@@ -132,6 +132,11 @@ struct prep {
     bool empty;     /* the table holds no row */
     int id_scheme;  /* of the request */
     int got_scheme; /* recorded for the table */
+    /* a resync: the shadow table, its sink key, and whether it was (re)created now */
+    bool resync;
+    char shadow[PGNAMES_LEN];
+    char *key;
+    bool shadow_created;
 };
 
 static void prep_free(struct prep *p)
@@ -151,6 +156,7 @@ static void prep_free(struct prep *p)
     pgnames_map_free(&p->map);
     free(p->types);
     free(p->cursor);
+    free(p->key);
     free(p);
 }
 
@@ -203,6 +209,133 @@ static int prep_state_hook(struct pgjob *j, PGresult *res, void *ud, char *err, 
     return 0;
 }
 
+/* ---- the resync's shadow ----
+ * After the live table is up to date, in the same transaction: the rebuild's start (kept
+ * when it is under way), the shadow's columns compared with the live table's, the shadow
+ * created (LIKE live INCLUDING ALL) when missing or stale, its progress read, COMMIT. */
+
+static void add_resync_progress_reset(struct pgjob *j, struct prep *p)
+{
+    struct buf b = BUF_INIT;
+    const char *pk[1] = {p->key};
+    buf_puts(&b, "DELETE FROM ");
+    pgsink_qtable(&b, p->s, PGSINK_CHUNKS_TABLE);
+    buf_puts(&b, " WHERE datasource = $1");
+    pgjob_sql(j, b.data, 1, pk, NULL);
+    buf_reset(&b);
+    buf_puts(&b, "UPDATE ");
+    pgsink_qtable(&b, p->s, STATE_TABLE);
+    buf_puts(&b, " SET resync_cursor = NULL, resync_rows = 0 WHERE datasource = $1");
+    const char *pd[1] = {p->datasource};
+    pgjob_sql(j, b.data, 1, pd, NULL);
+    buf_free(&b);
+}
+
+static int prep_resync_cols_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    struct prep *p = ud;
+    struct pgsink *s = p->s;
+    bool exists = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    bool same = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+    struct buf b = BUF_INIT;
+    if (exists && !same) {
+        log_info("pg",
+                 "%s: the table's columns changed during the resync; rebuilding from the "
+                 "start",
+                 p->datasource);
+        buf_puts(&b, "DROP TABLE ");
+        pgsink_qtable(&b, s, p->shadow);
+        pgjob_sql(j, b.data, 0, NULL, NULL);
+    }
+    if (!exists || !same) {
+        /* the shadow's ledger rows and progress describe the shadow: a new one has none */
+        add_resync_progress_reset(j, p);
+        p->shadow_created = true;
+        buf_reset(&b);
+        buf_puts(&b, "CREATE TABLE ");
+        pgsink_qtable(&b, s, p->shadow);
+        buf_puts(&b, " (LIKE ");
+        pgsink_qtable(&b, s, p->dest);
+        buf_puts(&b, " INCLUDING ALL)");
+        pgjob_sql(j, b.data, 0, NULL, NULL);
+    }
+    buf_reset(&b);
+    buf_puts(&b, "SELECT resync_cursor, NOT EXISTS (SELECT 1 FROM ");
+    pgsink_qtable(&b, s, p->shadow);
+    buf_puts(&b, "), 0 FROM ");
+    pgsink_qtable(&b, s, STATE_TABLE);
+    buf_puts(&b, " WHERE datasource = $1");
+    const char *pd[1] = {p->datasource};
+    pgjob_sql(j, b.data, 1, pd, prep_state_hook);
+    pgjob_sql(j, "COMMIT", 0, NULL, NULL);
+    buf_free(&b);
+    return 0;
+}
+
+/* The columns (name and type) of a relation given as a quoted qualified name in $n. */
+#define RESYNC_COLS(n)                                                                             \
+    "(SELECT array_agg(a.attname::text || ' ' || format_type(a.atttypid, a.atttypmod)"             \
+    " ORDER BY a.attname) FROM pg_attribute a WHERE a.attrelid = to_regclass($" #n ")"             \
+    " AND a.attnum > 0 AND NOT a.attisdropped)"
+
+static int prep_resync_start_hook(struct pgjob *j, PGresult *res, void *ud, char *err,
+                                  size_t errlen)
+{
+    struct prep *p = ud;
+    struct pgsink *s = p->s;
+    bool fresh = PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    bool taken = PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+    if (fresh && taken) {
+        /* under way, the shadow is ours; before the start a relation of its name is not */
+        snprintf(err, errlen,
+                 "cannot resync %s: a relation named %s exists in schema %s and it is not a "
+                 "resync table of druid-syncd (rename or drop it)",
+                 p->datasource, p->shadow, schema_of(p));
+        return -1;
+    }
+    struct buf b = BUF_INIT, lq = BUF_INIT, sq = BUF_INIT;
+    const char *pd[1] = {p->datasource};
+    if (fresh) {
+        log_info("pg", "%s: resync starts: rebuilding into %s beside %s", p->datasource, p->shadow,
+                 p->dest);
+        buf_puts(&b, "UPDATE ");
+        pgsink_qtable(&b, s, STATE_TABLE);
+        buf_puts(&b, " SET resync_started = now(), resync_for = resync_requested,"
+                     " resync_cursor = NULL, resync_rows = 0 WHERE datasource = $1");
+        pgjob_sql(j, b.data, 1, pd, NULL);
+    } else {
+        log_info("pg", "%s: resync resumes (%s)", p->datasource, p->shadow);
+    }
+    pgsink_qtable(&lq, s, p->dest);
+    pgsink_qtable(&sq, s, p->shadow);
+    const char *pc[2] = {lq.data, sq.data};
+    pgjob_sql(j,
+              "SELECT to_regclass($2) IS NOT NULL, " RESYNC_COLS(
+                  1) " IS NOT DISTINCT FROM " RESYNC_COLS(2),
+              2, pc, prep_resync_cols_hook);
+    buf_free(&b);
+    buf_free(&lq);
+    buf_free(&sq);
+    return 0;
+}
+
+static void add_resync_start(struct pgjob *j, struct prep *p)
+{
+    pgsink_resync_table(p->datasource, p->shadow);
+    p->key = pgsink_resync_key(p->datasource);
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "SELECT st.resync_started IS NULL, EXISTS (SELECT 1 FROM pg_class c"
+                 " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $2"
+                 " AND c.relname = $3) FROM ");
+    pgsink_qtable(&b, p->s, STATE_TABLE);
+    buf_puts(&b, " st WHERE st.datasource = $1 FOR UPDATE");
+    const char *params[3] = {p->datasource, schema_of(p), p->shadow};
+    pgjob_sql(j, b.data, 3, params, prep_resync_start_hook);
+    buf_free(&b);
+}
+
 /* The state row with the names, the pg_column of the metadata table, COMMIT. */
 static void add_tail(struct pgjob *j, struct prep *p)
 {
@@ -243,6 +376,12 @@ static void add_tail(struct pgjob *j, struct prep *p)
                      " AND pg_column IS DISTINCT FROM $2::jsonb ->> column_name");
         const char *mp[2] = {p->datasource, mapping};
         pgjob_sql(j, b.data, 2, mp, NULL);
+    }
+    if (p->resync) {
+        add_resync_start(j, p);
+        buf_free(&b);
+        json_object_put(m);
+        return;
     }
     buf_reset(&b);
     /* with an emptiness probe: a table dropped or emptied behind the daemon's back while
@@ -530,16 +669,21 @@ static void prep_done(void *ud, const char *err)
         prep_free(p);
         return;
     }
-    struct dstable *t = pgsink_find_table(s, p->datasource);
+    const char *key = p->resync ? p->key : p->datasource;
+    struct dstable *t = pgsink_find_table(s, key);
     if (!t) {
         t = calloc(1, sizeof *t);
         if (!t)
             abort();
-        t->datasource = strdup(p->datasource);
+        t->datasource = strdup(key);
         t->next = s->tables;
         s->tables = t;
     }
-    memcpy(t->dest, p->dest, sizeof t->dest);
+    free(t->live_dest);
+    free(t->state_key);
+    t->live_dest = p->resync ? strdup(p->dest) : NULL;
+    t->state_key = p->resync ? strdup(p->datasource) : NULL;
+    memcpy(t->dest, p->resync ? p->shadow : p->dest, sizeof t->dest);
     free(t->copy_cols);
     free(t->slice_column);
     struct buf b = BUF_INIT;
@@ -560,6 +704,12 @@ static void prep_done(void *ud, const char *err)
     t->ncols = p->ncols;
     struct pgsink_table_info info = {p->dest,          p->types, p->cursor,
                                      !p->table_exists, p->empty, p->got_scheme};
+    if (p->resync) {
+        /* the shadow's: written by this encoder only */
+        info.destination_table = p->shadow;
+        info.created = p->shadow_created;
+        info.id_scheme = p->id_scheme;
+    }
     p->cb(p->ud, NULL, &info);
     prep_free(p);
 }
@@ -590,6 +740,7 @@ void pgsink_prepare_table(struct pgsink *s, const struct pgsink_table_req *req, 
     p->mode = strdup(req->mode);
     p->inc = strdup(req->incremental_column);
     p->id_scheme = req->id_scheme;
+    p->resync = req->resync;
 
     struct pgjob *j = pgjob_new(prep_done, p);
     pgjob_set_ud_free(j, prep_drop);
@@ -630,6 +781,177 @@ void pgschema_free_tables(struct pgsink *s)
         for (size_t i = 0; i < t->ncols; i++)
             free(t->pg_cols[i]);
         free(t->pg_cols);
+        free(t->live_dest);
+        free(t->state_key);
         free(t);
     }
+}
+
+/* ---- resync: names and the swap ---- */
+
+char *pgsink_resync_key(const char *datasource)
+{
+    size_t n = strlen(PGSINK_RESYNC_PREFIX) + strlen(datasource) + 1;
+    char *k = malloc(n);
+    if (!k)
+        abort();
+    snprintf(k, n, "%s%s", PGSINK_RESYNC_PREFIX, datasource);
+    return k;
+}
+
+void pgsink_resync_table(const char *datasource, char *out)
+{
+    /* always the hashed form: deterministic, <= 63 bytes, and unlike any plain name */
+    struct buf b = BUF_INIT;
+    buf_printf(&b, "druid_syncd_resync_%s", datasource);
+    sqlident_pg_name_hashed(b.data, out);
+    buf_free(&b);
+}
+
+struct swap {
+    struct pgsink *s;
+    pgsink_cb cb;
+    void *ud;
+    char *datasource, *key, *live, *shadow;
+    char scheme[16];
+};
+
+static void swap_free(void *ud)
+{
+    struct swap *w = ud;
+    free(w->datasource);
+    free(w->key);
+    free(w->live);
+    free(w->shadow);
+    free(w);
+}
+
+static int swap_cols_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    struct swap *w = ud;
+    struct pgsink *s = w->s;
+    if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
+        snprintf(err, errlen, "resync of %s: the live table %s has no column to fill",
+                 w->datasource, w->live);
+        return -1;
+    }
+    const char *cols = PQgetvalue(res, 0, 0);
+    struct buf b = BUF_INIT;
+    /* DELETE, not TRUNCATE: concurrent snapshots keep seeing the old rows (MVCC) and
+     * publications see the row changes */
+    buf_puts(&b, "DELETE FROM ");
+    pgsink_qtable(&b, s, w->live);
+    pgjob_sql(j, b.data, 0, NULL, NULL);
+    buf_reset(&b);
+    buf_puts(&b, "INSERT INTO ");
+    pgsink_qtable(&b, s, w->live);
+    buf_printf(&b, " (%s) SELECT %s FROM ", cols, cols);
+    pgsink_qtable(&b, s, w->shadow);
+    pgjob_sql(j, b.data, 0, NULL, NULL);
+    buf_reset(&b);
+    const char *pk[2] = {w->datasource, w->key};
+    buf_puts(&b, "DELETE FROM ");
+    pgsink_qtable(&b, s, PGSINK_CHUNKS_TABLE);
+    buf_puts(&b, " WHERE datasource = $1");
+    pgjob_sql(j, b.data, 1, pk, NULL);
+    buf_reset(&b);
+    buf_puts(&b, "UPDATE ");
+    pgsink_qtable(&b, s, PGSINK_CHUNKS_TABLE);
+    buf_puts(&b, " SET datasource = $1 WHERE datasource = $2");
+    pgjob_sql(j, b.data, 2, pk, NULL);
+    buf_reset(&b);
+    buf_puts(&b, "UPDATE ");
+    pgsink_qtable(&b, s, STATE_TABLE);
+    buf_puts(&b, " AS st SET cursor = st.resync_cursor, rows_synced = st.resync_rows,"
+                 " id_scheme = $2::integer, last_resync = now(),"
+                 /* a request made during the rebuild has another time: it stays pending */
+                 " resync_requested = CASE WHEN st.resync_requested IS NOT DISTINCT FROM"
+                 " st.resync_for THEN NULL ELSE st.resync_requested END,"
+                 " resync_started = NULL, resync_for = NULL, resync_cursor = NULL,"
+                 " resync_rows = 0, updated_at = now() WHERE datasource = $1");
+    const char *ps[2] = {w->datasource, w->scheme};
+    pgjob_sql(j, b.data, 2, ps, NULL);
+    buf_reset(&b);
+    buf_puts(&b, "DROP TABLE ");
+    pgsink_qtable(&b, s, w->shadow);
+    pgjob_sql(j, b.data, 0, NULL, NULL);
+    pgjob_sql(j, "COMMIT", 0, NULL, NULL);
+    buf_free(&b);
+    return 0;
+}
+
+static int swap_state_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    struct swap *w = ud;
+    if (PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+        snprintf(err, errlen,
+                 "resync of %s: no rebuild is under way any more (done by another "
+                 "instance?)",
+                 w->datasource);
+        return -1;
+    }
+    /* every column of the live table that the shadow has and that takes a value */
+    struct buf lq = BUF_INIT, sq = BUF_INIT;
+    pgsink_qtable(&lq, w->s, w->live);
+    pgsink_qtable(&sq, w->s, w->shadow);
+    const char *p[2] = {lq.data, sq.data};
+    pgjob_sql(j,
+              "SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)"
+              " FROM pg_attribute a WHERE a.attrelid = $1::regclass AND a.attnum > 0"
+              " AND NOT a.attisdropped AND a.attgenerated = '' AND EXISTS (SELECT 1"
+              " FROM pg_attribute b WHERE b.attrelid = $2::regclass AND b.attname = a.attname"
+              " AND NOT b.attisdropped)",
+              2, p, swap_cols_hook);
+    buf_free(&lq);
+    buf_free(&sq);
+    return 0;
+}
+
+static void swap_job_done(void *ud, const char *err)
+{
+    struct swap *w = ud;
+    w->cb(w->ud, err);
+    swap_free(w);
+}
+
+void pgsink_resync_swap(struct pgsink *s, const char *datasource, int id_scheme, pgsink_cb cb,
+                        void *ud)
+{
+    char *key = pgsink_resync_key(datasource);
+    struct dstable *t = pgsink_find_table(s, key);
+    if (!t || !t->live_dest) {
+        free(key);
+        cb(ud, "the resync of this datasource is not prepared");
+        return;
+    }
+    struct swap *w = calloc(1, sizeof *w);
+    if (!w)
+        abort();
+    w->s = s;
+    w->datasource = strdup(datasource);
+    w->key = key;
+    w->live = strdup(t->live_dest);
+    w->shadow = strdup(t->dest);
+    if (!w->datasource || !w->live || !w->shadow)
+        abort();
+    snprintf(w->scheme, sizeof w->scheme, "%d", id_scheme);
+    w->cb = cb;
+    w->ud = ud;
+    struct pgjob *j = pgjob_new(swap_job_done, w);
+    pgjob_set_ud_free(j, swap_free);
+    struct buf b = BUF_INIT;
+    pgjob_sql(j, "BEGIN", 0, NULL, NULL);
+    /* readers of the live table wait here, then see the new rows: never an empty table */
+    buf_puts(&b, "LOCK TABLE ");
+    pgsink_qtable(&b, s, w->live);
+    buf_puts(&b, " IN ACCESS EXCLUSIVE MODE");
+    pgjob_sql(j, b.data, 0, NULL, NULL);
+    buf_reset(&b);
+    buf_puts(&b, "SELECT resync_started IS NOT NULL FROM ");
+    pgsink_qtable(&b, s, STATE_TABLE);
+    buf_puts(&b, " WHERE datasource = $1 FOR UPDATE");
+    const char *p[1] = {datasource};
+    pgjob_sql(j, b.data, 1, p, swap_state_hook);
+    buf_free(&b);
+    pgjob_submit(s->control, j);
 }

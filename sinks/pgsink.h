@@ -70,6 +70,9 @@ struct pgsink_table_req {
     const char *mode;         /* "incremental" or "full" */
     const char *incremental_column;
     int id_scheme; /* the row id scheme the encoder writes (recorded for new tables) */
+    /* a resync (SPEC 1): after bringing the live table up to date, prepare its shadow
+     * (pgsink_resync_key) and answer for the shadow: its cursor, emptiness, creation */
+    bool resync;
 };
 
 struct pgsink_table_info {
@@ -86,6 +89,30 @@ typedef void (*pgsink_table_cb)(void *ud, const char *err, const struct pgsink_t
  * and reads the state row. The sink remembers the column list for this datasource's slices. */
 void pgsink_prepare_table(struct pgsink *s, const struct pgsink_table_req *req, pgsink_table_cb cb,
                           void *ud);
+
+/* ---- resync: the rebuild beside the live table ----
+ * A prepare with req->resync records the rebuild's start in the state row (resync_started,
+ * and resync_for: the request it serves) unless it is already under way, and creates the
+ * shadow table (LIKE the live table INCLUDING ALL) IF NOT EXISTS; a shadow whose columns
+ * no longer match the live table's is dropped and the rebuild starts over. Slices, ledger
+ * rows and bucket counts under the shadow key go to the shadow; its slices record their
+ * progress in the live state row (resync_cursor, resync_rows), never in cursor or
+ * rows_synced. An interrupted rebuild keeps all of it: the next resync prepare resumes. */
+#define PGSINK_RESYNC_PREFIX "\x1fresync:"
+/* The sink key of datasource's shadow (malloc'd; never a Druid name: it holds \x1f). */
+char *pgsink_resync_key(const char *datasource);
+/* The shadow table's name for datasource (deterministic, <= 63 bytes) into out (64 bytes). */
+void pgsink_resync_table(const char *datasource, char *out);
+/* The swap, one transaction on the control connection: LOCK the live table IN ACCESS
+ * EXCLUSIVE MODE, DELETE its rows, INSERT the shadow's (so the table keeps its OID, grants,
+ * views, indexes, publications; readers wait at the lock and see the old rows or the new,
+ * never a mix), the shadow's ledger rows replace the live ones, the state row takes the
+ * rebuild's cursor and rows (id_scheme the current one, last_resync now) and clears
+ * resync_requested only if it still equals resync_for (a request made during the rebuild
+ * stays pending), the shadow is dropped, COMMIT. datasource must have been prepared with
+ * req->resync. */
+void pgsink_resync_swap(struct pgsink *s, const char *datasource, int id_scheme, pgsink_cb cb,
+                        void *ud);
 
 /* Slices. lo/hi are epoch millis; INT64_MIN / INT64_MAX mean unbounded. */
 typedef void (*pgsink_slice_cb)(void *ud, struct pgsink_slice *sl, const struct pgerr *err);

@@ -27,6 +27,10 @@ struct dstable {
     char *slice_column; /* NULL: whole-table slices */
     char **pg_cols;     /* the PostgreSQL name of each requested column, in request order */
     size_t ncols;
+    /* a resync's shadow (datasource is the shadow key): the live table and the state row's
+     * datasource; NULL for a live table */
+    char *live_dest;
+    char *state_key;
 };
 
 struct writer {

@@ -98,6 +98,7 @@ struct pgsink_slice {
     struct pgsink_slice *live_next, *live_prev;
     struct writer *w;
     char *datasource;
+    char *state_key; /* a resync's shadow: the live state row's datasource, else NULL */
     char dest[SQLIDENT_PG_MAX + 1];
     struct dstable view; /* copy of the table's slice column / copy columns */
     int64_t lo, hi;
@@ -129,6 +130,7 @@ static void slice_free(struct pgsink_slice *sl)
     if (sl->live_next)
         sl->live_next->live_prev = sl->live_prev;
     free(sl->datasource);
+    free(sl->state_key);
     free(sl->view.copy_cols);
     free(sl->view.slice_column);
     free(sl->cursor);
@@ -304,7 +306,20 @@ static int tail_sql(struct pgsink_slice *sl, struct buf *b)
             buf_puts(b, "; ");
         }
     }
-    if (rc == 0) {
+    if (rc == 0 && sl->state_key) {
+        /* a resync's shadow: its progress, apart from the live table's cursor and rows */
+        buf_puts(b, "UPDATE ");
+        pgsink_qtable(b, s, STATE_TABLE);
+        buf_puts(b, " AS st SET resync_cursor = COALESCE(");
+        rc = lit(sl, b, sl->cursor);
+        buf_printf(b,
+                   ", st.resync_cursor), resync_rows = st.resync_rows + %" PRId64
+                   ", slices_committed = st.slices_committed + 1, updated_at = now()"
+                   " WHERE datasource = ",
+                   sl->res.inserted);
+        rc |= lit(sl, b, sl->state_key);
+        buf_puts(b, "; COMMIT");
+    } else if (rc == 0) {
         buf_puts(b, "INSERT INTO ");
         pgsink_qtable(b, s, STATE_TABLE);
         buf_puts(b, " AS st (datasource, destination_table, cursor, rows_synced,"
@@ -549,6 +564,7 @@ void pgsink_slice_begin(struct pgsink *s, const char *datasource, int64_t lo, in
         s->live->live_prev = sl;
     s->live = sl;
     sl->datasource = strdup(datasource);
+    sl->state_key = t->state_key ? strdup(t->state_key) : NULL;
     memcpy(sl->dest, t->dest, sizeof sl->dest);
     sl->view.copy_cols = strdup(t->copy_cols);
     sl->view.slice_column = t->slice_column ? strdup(t->slice_column) : NULL;

@@ -34,6 +34,12 @@ void pgstate_add_create(struct pgjob *j, const struct pgsink *s)
         "paused boolean NOT NULL DEFAULT false", /* skipped by every instance until resumed */
         "resync_requested timestamptz",          /* a rebuild asked for, not yet done */
         "last_resync timestamptz",               /* the last rebuild done */
+        /* a rebuild under way (sinks/pgschema.c): when it started, the request it serves,
+         * and the shadow's progress (its slices' cursor and rows) */
+        "resync_started timestamptz",
+        "resync_for timestamptz",
+        "resync_cursor text",
+        "resync_rows bigint NOT NULL DEFAULT 0",
     };
     for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
         buf_reset(&b);

@@ -584,6 +584,7 @@ static struct srow *stored;
 static size_t nstored, capstored;
 static char state_status[32];
 static int64_t state_cursor = INT64_MIN;
+static int64_t shadow_cursor = INT64_MIN; /* a resync's progress (resync_cursor) */
 static char state_error[1100];
 static int cycle_ends;
 static int commits;
@@ -645,6 +646,7 @@ struct pgsink_slice {
     struct pgerr err;
     char cursor[64];
     bool has_cursor;
+    bool shadow; /* a resync's slice: its cursor is the shadow's progress */
     pgsink_commit_cb cb;
     void *ud;
     struct pgsink_slice *next_held;
@@ -683,32 +685,44 @@ void pgsink_ensure_schema(struct pgsink *s, pgsink_cb cb, void *ud)
     ok_later(cb, ud);
 }
 
+static int64_t fake_prep_cursor(bool resync);
 struct prepop {
     pgsink_table_cb cb;
     void *ud;
     enum pgtype types[8];
+    bool resync;
 };
 
 static void run_prep(void *arg)
 {
     struct prepop *p = arg;
     char cur[TIME_ISO_MAX];
-    if (state_cursor != INT64_MIN)
-        time_format_iso_ms(state_cursor, cur);
+    int64_t c0 = fake_prep_cursor(p->resync);
+    if (c0 != INT64_MIN)
+        time_format_iso_ms(c0, cur);
     /* the first prepare of a run creates the table */
     bool created = !table_created;
     table_created = true;
-    struct pgsink_table_info info = {"ds",    p->types,     state_cursor != INT64_MIN ? cur : NULL,
+    struct pgsink_table_info info = {"ds",    p->types,     c0 != INT64_MIN ? cur : NULL,
                                      created, nstored == 0, ROWENC_ID_SCHEME};
     p->cb(p->ud, NULL, &info);
     free(p);
 }
 
+/* resync (the operator block at the end of this file resets and reads these) */
+static int prep_resync, prep_plain;    /* prepares with and without req->resync */
+static int slices_shadow, slices_live; /* slices begun under the shadow key, or not */
+
 void pgsink_prepare_table(struct pgsink *s, const struct pgsink_table_req *req, pgsink_table_cb cb,
                           void *ud)
 {
     (void)s;
+    if (req->resync)
+        prep_resync++;
+    else
+        prep_plain++;
     struct prepop *p = xcalloc(1, sizeof *p);
+    p->resync = req->resync;
     p->cb = cb;
     p->ud = ud;
     for (size_t i = 0; i < req->ncols && i < 8; i++)
@@ -761,11 +775,16 @@ void pgsink_slice_begin(struct pgsink *s, const char *datasource, int64_t lo, in
                         pgsink_slice_cb cb, void *ud)
 {
     (void)s;
-    (void)datasource;
+    bool shadow = strncmp(datasource, PGSINK_RESYNC_PREFIX, strlen(PGSINK_RESYNC_PREFIX)) == 0;
+    if (shadow)
+        slices_shadow++;
+    else
+        slices_live++;
     struct beginop *b = xcalloc(1, sizeof *b);
     b->cb = cb;
     b->ud = ud;
     b->sl = xcalloc(1, sizeof *b->sl);
+    b->sl->shadow = shadow;
     b->sl->lo = lo;
     b->sl->hi = hi;
     open_slices++;
@@ -863,8 +882,9 @@ static void run_commit(void *arg)
     }
     ledger_apply(sl->chunks, sl->nchunks);
     int64_t c = INT64_MIN;
-    if (sl->has_cursor && time_parse_iso_ms(sl->cursor, &c) == 0 && c > state_cursor)
-        state_cursor = c;
+    int64_t *cur = sl->shadow ? &shadow_cursor : &state_cursor;
+    if (sl->has_cursor && time_parse_iso_ms(sl->cursor, &c) == 0 && c > *cur)
+        *cur = c;
     if (commits < 4096)
         commit_cursors[commits] = sl->has_cursor ? c : INT64_MIN;
     commits++;
@@ -1150,7 +1170,7 @@ void fake_reset(void)
     stored = NULL;
     nstored = capstored = 0;
     state_status[0] = '\0';
-    state_cursor = INT64_MIN;
+    state_cursor = shadow_cursor = INT64_MIN;
     state_error[0] = '\0';
     cycle_ends = commits = 0;
     hold = false;
@@ -1173,16 +1193,104 @@ void fake_reset(void)
 
 static bool ctl_paused;
 static int ctl_reads, ctl_fail_n;
+/* resync: the request (text, "" none), the request the rebuild serves, swaps done and
+ * swaps to fail */
+static char ctl_resync[64], ctl_resync_for[64];
+static int swaps, swap_fail_n;
 
 void fake_ctl_reset(void);
 void fake_ctl_pause(bool paused);
 int fake_ctl_reads(void);
 void fake_ctl_fail_reads(int n);
+void fake_ctl_resync(const char *requested);
+const char *fake_ctl_resync_pending(void);
+int fake_ctl_swaps(void);
+void fake_ctl_fail_swaps(int n);
+int fake_prepares(bool resync);
+int fake_slices_begun(bool shadow);
 
 void fake_ctl_reset(void)
 {
     ctl_paused = false;
     ctl_reads = ctl_fail_n = 0;
+    ctl_resync[0] = ctl_resync_for[0] = '\0';
+    swaps = swap_fail_n = 0;
+    prep_resync = prep_plain = slices_shadow = slices_live = 0;
+}
+
+void fake_ctl_resync(const char *requested)
+{
+    snprintf(ctl_resync, sizeof ctl_resync, "%s", requested ? requested : "");
+}
+
+const char *fake_ctl_resync_pending(void)
+{
+    return ctl_resync;
+}
+
+int fake_ctl_swaps(void)
+{
+    return swaps;
+}
+
+void fake_ctl_fail_swaps(int n)
+{
+    swap_fail_n = n;
+}
+
+int fake_prepares(bool resync)
+{
+    return resync ? prep_resync : prep_plain;
+}
+
+int fake_slices_begun(bool shadow)
+{
+    return shadow ? slices_shadow : slices_live;
+}
+
+struct swapop {
+    pgsink_cb cb;
+    void *ud;
+};
+
+static void run_swap(void *arg)
+{
+    struct swapop *w = arg;
+    if (swap_fail_n > 0) {
+        swap_fail_n--;
+        pgerr_set(&last_err, "55P03", false, "canceling statement due to lock timeout");
+        w->cb(w->ud, "canceling statement due to lock timeout");
+    } else {
+        swaps++;
+        state_cursor = shadow_cursor; /* the live row takes the rebuild's cursor */
+        shadow_cursor = INT64_MIN;
+        /* cleared only when it is still the request the rebuild served */
+        if (strcmp(ctl_resync, ctl_resync_for) == 0)
+            ctl_resync[0] = '\0';
+        ctl_resync_for[0] = '\0';
+        w->cb(w->ud, NULL);
+    }
+    free(w);
+}
+
+char *pgsink_resync_key(const char *datasource)
+{
+    char *k = xcalloc(1, strlen(PGSINK_RESYNC_PREFIX) + strlen(datasource) + 1);
+    strcpy(k, PGSINK_RESYNC_PREFIX);
+    strcat(k, datasource);
+    return k;
+}
+
+void pgsink_resync_swap(struct pgsink *s, const char *datasource, int id_scheme, pgsink_cb cb,
+                        void *ud)
+{
+    (void)s;
+    (void)datasource;
+    (void)id_scheme;
+    struct swapop *w = xcalloc(1, sizeof *w);
+    w->cb = cb;
+    w->ud = ud;
+    defer(run_swap, w);
 }
 
 void fake_ctl_pause(bool paused)
@@ -1214,7 +1322,11 @@ static void run_ctl(void *arg)
         pgerr_set(&last_err, "", true, "server closed the connection unexpectedly");
         c->cb(c->ud, "server closed the connection unexpectedly", NULL);
     } else {
-        struct pgctl_requests q = {true, ctl_paused, NULL};
+        /* the first resync prepare records the request it serves (pgschema.c) */
+        if (ctl_resync[0] && !ctl_resync_for[0] && !ctl_paused)
+            snprintf(ctl_resync_for, sizeof ctl_resync_for, "%s", ctl_resync);
+        struct pgctl_requests q = {true, ctl_paused, ctl_resync[0] ? ctl_resync : NULL,
+                                   ctl_resync_for[0] ? ctl_resync_for : NULL};
         c->cb(c->ud, NULL, &q);
     }
     free(c);
@@ -1228,4 +1340,9 @@ void pgsink_ctl_read(struct pgsink *s, const char *datasource, pgctl_cb cb, void
     c->cb = cb;
     c->ud = ud;
     defer(run_ctl, c);
+}
+
+static int64_t fake_prep_cursor(bool resync)
+{
+    return resync ? shadow_cursor : state_cursor;
 }

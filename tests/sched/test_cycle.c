@@ -655,6 +655,138 @@ static void test_requests_unreadable_fails(void **state)
     finish(&r);
 }
 
+/* ---- operator requests: resync ---- */
+void fake_ctl_resync(const char *requested);
+const char *fake_ctl_resync_pending(void);
+int fake_ctl_swaps(void);
+void fake_ctl_fail_swaps(int n);
+int fake_prepares(bool resync);
+int fake_slices_begun(bool shadow);
+
+#define REQ1 "2024-05-01 10:00:00.123456+00"
+#define REQ2 "2024-05-01 10:00:05.5+00"
+
+/* A pending request under --once: the cycle prepares the shadow, every slice goes to the
+ * shadow's key, the cycle ends with one swap (which clears the request) and succeeds; the
+ * next cycle of a daemon is an ordinary one again. */
+static void test_resync_rebuilds_then_swaps(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    fake_ctl_resync(REQ1);
+    start(&r, 300, 4, false);
+    fake_run(fake_now() + 1000);
+    assert_int_equal(fake_prepares(true), 1);
+    assert_int_equal(fake_prepares(false), 0);
+    assert_true(fake_slices_begun(true) >= 3);
+    assert_int_equal(fake_slices_begun(false), 0);
+    assert_int_equal(fake_ctl_swaps(), 1);
+    assert_string_equal(fake_ctl_resync_pending(), "");
+    assert_string_equal(fake_sink_status(), "ok");
+    assert_int_equal(info_of(&r).ok, 1);
+    int shadow = fake_slices_begun(true);
+    fake_druid_add_row(T0 + 3 * DAY + 5, 750); /* a new day: an ordinary cycle reads it */
+    fake_druid_segments(true, "v2", false);
+    next_cycle();
+    next_cycle();
+    assert_int_equal(fake_prepares(false), 2);
+    assert_int_equal(fake_prepares(true), 1);
+    assert_int_equal(fake_slices_begun(true), shadow);
+    assert_true(fake_slices_begun(false) >= 1);
+    assert_int_equal(fake_ctl_swaps(), 1);
+    sched_stop(r.s, 30);
+    fake_run(FOREVER);
+    finish(&r);
+}
+
+/* A paused datasource keeps its request: nothing is rebuilt or swapped until it resumes. */
+static void test_resync_waits_while_paused(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_ctl_resync(REQ1);
+    fake_ctl_pause(true);
+    start(&r, 300, 4, true);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 0);
+    assert_int_equal(fake_prepares(true) + fake_prepares(false), 0);
+    assert_int_equal(fake_ctl_swaps(), 0);
+    assert_string_equal(fake_ctl_resync_pending(), REQ1);
+    finish(&r);
+}
+
+/* The swap fails (a lock timeout): --once fails, the request stays, the live state row's
+ * cursor is not moved to the shadow's; the next run resumes and swaps. */
+static void test_resync_swap_failure_resumes(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    fake_ctl_resync(REQ1);
+    fake_ctl_fail_swaps(1);
+    start(&r, 300, 4, true);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 1);
+    assert_int_equal(fake_ctl_swaps(), 0);
+    assert_string_equal(fake_ctl_resync_pending(), REQ1);
+    assert_string_equal(fake_sink_status(), "error");
+    assert_non_null(strstr(fake_sink_last_error(), "lock timeout"));
+    assert_true(fake_sink_cursor() == INT64_MIN); /* only the swap gives the live row one */
+    sched_free(r.s);
+    fake_step();
+    free(r.s);
+    config_free(r.cfg);
+    start(&r, 300, 4, true); /* the next --once: the same world, the shadow kept */
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 0);
+    assert_int_equal(fake_prepares(true), 2);
+    assert_int_equal(fake_ctl_swaps(), 1);
+    assert_string_equal(fake_ctl_resync_pending(), "");
+    assert_string_equal(fake_sink_status(), "ok");
+    finish(&r);
+}
+
+/* A request made while the rebuild runs has a newer time: the swap leaves it pending and
+ * the next cycle rebuilds again. */
+static void test_resync_request_during_rebuild_runs_again(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    fake_ctl_resync(REQ1);
+    fake_sink_hold_commits(true);
+    start(&r, 300, 4, false);
+    fake_run(fake_now() + 1000);
+    assert_true(fake_sink_held() > 0); /* the rebuild is under way */
+    fake_ctl_resync(REQ2);             /* opcmd: a new time while resync_for = REQ1 */
+    fake_sink_hold_commits(false);
+    int64_t los[64];
+    int n;
+    while ((n = fake_sink_held_list(los, 64)) > 0) {
+        assert_int_equal(fake_sink_release(los[0]), 0);
+        fake_run(fake_now() + 10);
+    }
+    fake_run(fake_now() + 1000);
+    assert_int_equal(fake_ctl_swaps(), 1);
+    assert_string_equal(fake_ctl_resync_pending(), REQ2);
+    next_cycle();
+    next_cycle();
+    assert_int_equal(fake_prepares(true), 2);
+    assert_int_equal(fake_ctl_swaps(), 2);
+    assert_string_equal(fake_ctl_resync_pending(), "");
+    sched_stop(r.s, 30);
+    fake_run(FOREVER);
+    finish(&r);
+}
+
 /* Each test starts in a fresh world, even after a failed one. */
 static int reset(void **state)
 {
@@ -685,6 +817,10 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup(test_paused_once_does_nothing, reset),
     cmocka_unit_test_setup(test_pause_then_resume_daemon, reset),
     cmocka_unit_test_setup(test_requests_unreadable_fails, reset),
+    cmocka_unit_test_setup(test_resync_rebuilds_then_swaps, reset),
+    cmocka_unit_test_setup(test_resync_waits_while_paused, reset),
+    cmocka_unit_test_setup(test_resync_swap_failure_resumes, reset),
+    cmocka_unit_test_setup(test_resync_request_during_rebuild_runs_again, reset),
 };
 
 int main(void)
