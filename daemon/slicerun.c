@@ -468,7 +468,7 @@ void slicerun_start(struct dsync *d, size_t idx)
     LIST_PUSH(d->runs, r);
     d->running++;
     d->outstanding++;
-    pgsink_slice_begin(d->s->sink, d->name, d->slices[idx].r.lo, d->slices[idx].r.hi,
+    pgsink_slice_begin(d->s->sink, d->sink_key, d->slices[idx].r.lo, d->slices[idx].r.hi,
                        slice_on_ready, r);
 }
 
