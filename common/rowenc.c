@@ -38,7 +38,6 @@ struct canon {
     size_t n;
     int64_t i;
     double d;
-    char num[24]; /* CK_JSON of a number or boolean in a jsonb column: its text, p points here */
 };
 
 /* Tags of the hash input (rowenc.h). */
@@ -72,6 +71,7 @@ struct rowenc {
     bool with_id;
     struct canon *canon;        /* per column, this row */
     struct rowenc_value *jvals; /* per column: rowenc_encode's row, as values */
+    char (*num)[24];            /* per column: the text of a number or boolean in a jsonb column */
     struct hashw hw;
     struct occ_slot *occ;
     size_t occ_cap, occ_used; /* occ_cap is 0 or a power of two */
@@ -93,8 +93,10 @@ struct rowenc *rowenc_new(const struct rowenc_column *cols, size_t ncols, int in
     e->by_name = calloc(n, sizeof *e->by_name);
     e->canon = calloc(n, sizeof *e->canon);
     e->jvals = calloc(n, sizeof *e->jvals);
+    e->num = calloc(n, sizeof *e->num);
     e->hw.st = with_id ? XXH3_createState() : NULL;
-    if (!e->cols || !e->name_len || !e->by_name || !e->canon || !e->jvals || (with_id && !e->hw.st))
+    if (!e->cols || !e->name_len || !e->by_name || !e->canon || !e->jvals || !e->num ||
+        (with_id && !e->hw.st))
         goto oom;
     for (size_t i = 0; i < ncols; i++) {
         e->cols[i].type = cols[i].type;
@@ -130,6 +132,7 @@ void rowenc_free(struct rowenc *e)
     free(e->by_name);
     free(e->canon);
     free(e->jvals);
+    free(e->num);
     if (e->hw.st)
         XXH3_freeState(e->hw.st);
     free(e->occ);
@@ -1075,10 +1078,10 @@ static int encode_value(struct rowenc *e, size_t col, const struct rowenc_value 
         const char *t = v->p;
         size_t n = v->n;
         if (k == ROWENC_V_BOOL || k == ROWENC_V_INT || k == ROWENC_V_UINT) {
-            struct buf tb = {c->num, 0, sizeof c->num}; /* never grows: at most 20 bytes */
+            struct buf tb = {e->num[col], 0, sizeof e->num[col]}; /* never grows: 20 bytes */
             tb.data[0] = '\0';
             rowenc_value_text(v, &tb);
-            t = c->num;
+            t = e->num[col];
             n = tb.len;
         }
         enum jcheck r = put_jsonb(e, out, t, n);
