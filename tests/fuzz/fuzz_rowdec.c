@@ -72,9 +72,10 @@ static struct json_object *jsonc_line(const char *line, size_t len)
 {
     if (tree_cost(line, len) > DRUID_ROW_TREE_MAX)
         return NULL;
-    /* A tokener per line: json-c 0.16 keeps a lone high surrogate's state across
-     * json_tokener_reset, so a reused one decodes such a line differently after another
-     * (in the client as before; the two sides here parse different line sequences). */
+    /* A tokener per line: after a line cut off right after a high surrogate escape,
+     * json-c 0.16's json_tokener_reset keeps that surrogate, and a reused tokener gives the
+     * next lone surrogate a second U+FFFD. The two sides here parse different sequences of
+     * lines; in the client such a line fails the query, so nothing follows it. */
     json_tokener *tok = json_tokener_new_ex(DRUID_JSON_DEPTH + 2);
     CHECK(tok != NULL);
     struct json_object *obj = json_tokener_parse_ex(tok, line, (int)len);
