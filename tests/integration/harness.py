@@ -321,6 +321,31 @@ class NotifyReader:
                     out.append(line[len(key) + 1:])
         return out
 
+    def messages(self):
+        """Every datagram as (arrival time, {KEY: VALUE}, text)."""
+        out = []
+        for t, data in self.datagrams():
+            text = data.decode("utf-8", "replace")
+            kv = dict(line.split("=", 1) for line in text.split("\n") if "=" in line)
+            out.append((t, kv, text))
+        return out
+
+    def wait(self, pred, timeout=30, start=0, what="notification"):
+        """Waits for a message (index >= start) whose {KEY: VALUE} satisfies pred; returns
+        its index."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            ms = self.messages()
+            for i in range(start, len(ms)):
+                if pred(ms[i][1]):
+                    return i
+            time.sleep(0.02)
+        raise AssertionError("timed out waiting for %s; got %r" % (what, [m[2] for m in self.messages()][-30:]))
+
+    def times(self, line):
+        """Arrival times of the datagrams holding exactly this line (e.g. "WATCHDOG=1")."""
+        return [t for t, data in self.datagrams() if line in data.decode("utf-8", "replace").split("\n")]
+
     def close(self):
         self.running = False
         self.thread.join(2)

@@ -175,41 +175,7 @@ class HostNames(EnvTestCase):
 # sd_notify and log injection
 # ---------------------------------------------------------------------------
 
-class NotifyReader:
-    """A $NOTIFY_SOCKET of our own: every datagram kept raw, with its arrival time."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="dsync-notify-")
-        self.path = os.path.join(self.dir, "notify.sock")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.1)
-        self.lock = threading.Lock()
-        self.grams = []
-        self.running = True
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self):
-        while self.running:
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.grams.append((time.monotonic(), data))
-
-    def datagrams(self):
-        with self.lock:
-            return list(self.grams)
-
-    def close(self):
-        self.running = False
-        self.thread.join(2)
-        self.sock.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+NotifyReader = harness.NotifyReader  # a $NOTIFY_SOCKET of our own (harness.py)
 
 
 # The keys the daemon itself sends (notify.c); anything else is injected.

@@ -31,59 +31,7 @@ def rows(n, start=0):
 # helpers
 # ---------------------------------------------------------------------------
 
-class NotifySocket:
-    """A fake $NOTIFY_SOCKET: an AF_UNIX datagram socket read by a thread. Every datagram
-    is kept as (monotonic time, {KEY: VALUE}, raw text)."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="dsync-notify-")
-        self.path = os.path.join(self.dir, "notify.sock")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.1)
-        self.msgs = []
-        self.lock = threading.Lock()
-        self.running = True
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self):
-        while self.running:
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            text = data.decode("utf-8", "replace")
-            kv = {}
-            for line in text.split("\n"):
-                if "=" in line:
-                    k, v = line.split("=", 1)
-                    kv[k] = v
-            with self.lock:
-                self.msgs.append((time.monotonic(), kv, text))
-
-    def messages(self):
-        with self.lock:
-            return list(self.msgs)
-
-    def wait(self, pred, timeout=30, start=0, what="notification"):
-        """Waits for a message (index >= start) with pred(kv); returns its index."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            ms = self.messages()
-            for i in range(start, len(ms)):
-                if pred(ms[i][1]):
-                    return i
-            time.sleep(0.02)
-        raise AssertionError("timed out waiting for %s; got %r" % (what, [m[2] for m in self.messages()][-30:]))
-
-    def close(self):
-        self.running = False
-        self.thread.join(2)
-        self.sock.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+NotifySocket = harness.NotifyReader  # a fake $NOTIFY_SOCKET (harness.py)
 
 
 class Daemon:

@@ -45,41 +45,7 @@ def rows(n, start=0, step_ms=1000):
             for i in range(start, start + n)]
 
 
-class NotifyReader:
-    """A $NOTIFY_SOCKET of our own: every datagram with its arrival time."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="dsync-wd-")
-        self.path = os.path.join(self.dir, "notify.sock")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.1)
-        self.lock = threading.Lock()
-        self.grams = []
-        self.running = True
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self):
-        while self.running:
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.grams.append((time.monotonic(), data.decode("utf-8", "replace")))
-
-    def times(self, text):
-        with self.lock:
-            return [t for t, d in self.grams if text in d.split("\n")]
-
-    def close(self):
-        self.running = False
-        self.thread.join(2)
-        self.sock.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+NotifyReader = harness.NotifyReader  # a $NOTIFY_SOCKET of our own (harness.py)
 
 
 def max_gap(times, t0, t1):
