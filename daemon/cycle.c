@@ -125,6 +125,8 @@ static void cycle_reset(struct dsync *d)
     d->slices = NULL;
     d->nslices = d->next_slice = 0;
     d->failed = false;
+    d->err_kind[0] = d->err_sqlstate[0] = d->err_druid_code[0] = '\0';
+    d->err_http_status = 0;
     d->interrupted = false;
     d->err[0] = '\0';
     d->rows_read = d->inserted = d->vanished = 0;
@@ -267,7 +269,11 @@ static void cycle_done(struct dsync *d, const char *err)
                   "%s: cycle interrupted after %.1f s: %s", d->name, secs, d->err);
     } else if (d->failed) {
         log_event(LOG_LVL_ERROR, "sched",
-                  LOG_FIELDS(.datasource = d->name, .rows = d->rows_read, .has_rows = true),
+                  LOG_FIELDS(.datasource = d->name, .rows = d->rows_read, .has_rows = true,
+                             .error_kind = d->err_kind[0] ? d->err_kind : NULL,
+                             .sqlstate = d->err_sqlstate[0] ? d->err_sqlstate : NULL,
+                             .druid_code = d->err_druid_code[0] ? d->err_druid_code : NULL,
+                             .http_status = d->err_http_status),
                   "%s: cycle failed after %.1f s: %s", d->name, secs, d->err);
         sched_set_last_error(s, "%s: %s", d->name, d->err);
     } else {

@@ -75,6 +75,9 @@ struct dsync {
     bool failed;
     bool unordered; /* Druid refused ORDER BY "__time" for this datasource */
     char err[1024];
+    /* the cause of the failure in err, for structured logs: "" / 0 where unknown */
+    char err_kind[32], err_sqlstate[6], err_druid_code[96];
+    long err_http_status;
     uint64_t t0;
     int64_t rows_read, inserted, vanished;
     size_t fast_slices;

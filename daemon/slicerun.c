@@ -122,22 +122,35 @@ static void slice_failed(struct slicerun *r, const struct druid_error *e, const 
     }
     run_end(r);
     st->status = LEDGER_PENDING;
+    /* what a log pipeline filters on: the slice and the cause as the peer gave it */
+    const struct log_fields *f =
+        LOG_FIELDS(.datasource = d->name, .slice = (long long)idx + 1, .error_kind = kind,
+                   .sqlstate = pe && pe->sqlstate[0] ? pe->sqlstate : NULL,
+                   .druid_code = e && e->code[0] ? e->code : NULL,
+                   .http_status = e ? e->http_status : 0);
     if (delay >= 0 && s->stopping) {
         /* a failure a retry would cure, during a stop: the slice stays pending and the
          * cycle is recorded as interrupted, not failed */
-        log_info("sched", "%s: slice %zu ended by the stop (%s: %s)", d->name, idx + 1, kind, msg);
+        log_event(LOG_LVL_INFO, "sched", f, "%s: slice %zu ended by the stop (%s: %s)", d->name,
+                  idx + 1, kind, msg);
         cycle_maybe_finish(d);
         return;
     }
     if (delay >= 0 && !d->failed) {
         s->counters.retries[ekind]++;
         st->status = LEDGER_RUNNING; /* owned by its retry timer */
-        log_warning("sched", "%s: slice %zu failed (%s: %s); retry %d in %.1f s", d->name, idx + 1,
-                    kind, msg, st->attempts, delay);
+        log_event(LOG_LVL_WARNING, "sched", f, "%s: slice %zu failed (%s: %s); retry %d in %.1f s",
+                  d->name, idx + 1, kind, msg, st->attempts, delay);
         cycle_call_later(d, delay, slice_retry, slice_retry_drop, (void *)(uintptr_t)idx);
         return;
     }
     s->counters.errors[ekind]++;
+    if (!d->failed) { /* the first failure is the cycle's: keep its cause for the log */
+        snprintf(d->err_kind, sizeof d->err_kind, "%s", kind);
+        snprintf(d->err_sqlstate, sizeof d->err_sqlstate, "%s", pe ? pe->sqlstate : "");
+        snprintf(d->err_druid_code, sizeof d->err_druid_code, "%s", e ? e->code : "");
+        d->err_http_status = e ? e->http_status : 0;
+    }
     cycle_fail(d, "slice %zu failed: %s", idx + 1, msg);
 }
 
@@ -336,7 +349,9 @@ static void slice_on_commit(void *ud, const struct pgerr *err,
             }
         }
     }
-    log_debug("sched",
+    log_event(LOG_LVL_DEBUG, "sched",
+              LOG_FIELDS(.datasource = d->name, .slice = (long long)r->idx + 1, .rows = res->copied,
+                         .has_rows = true),
               "%s: slice %zu committed: %" PRId64 " rows, %" PRId64 " new, %" PRId64 " vanished",
               d->name, r->idx + 1, res->copied, res->inserted, res->vanished);
     run_end(r);

@@ -73,6 +73,45 @@ class JsonLogTest(EnvTestCase):
                       evil[0]["message"])
         self.assertEqual(evil[0]["level"], "error")
 
+    def test_structured_fields_of_slices(self):
+        """What a log pipeline filters on: a slice's retry carries datasource, slice, error
+        kind, HTTP status and Druid's error code; a commit carries its rows; a PostgreSQL
+        failure its SQLSTATE; the cycle summary its datasource and rows."""
+        self.sim.datasource("fields", COLS, rows(40))
+        self.sim.fault("status", match='"v" FROM "fields"', times=1, status=503,
+                       body=json.dumps({"error": "druidException", "errorCode": "serviceUnavailable",
+                                        "category": "RUNTIME_FAILURE", "errorMessage": "busy"}))
+        self.env.config(log_format="json", datasources=["fields"], batch_size=10)
+        rc, err = self.env.run("--once", "--log-level", "debug")
+        self.assertEqual(rc, 0, err)
+        objs = objects(err)
+        retry = [o for o in objs if o.get("slice") and "retry" in o["message"]]
+        self.assertTrue(retry, err[-3000:])
+        self.assertEqual(retry[0]["datasource"], "fields")
+        self.assertEqual(retry[0]["http_status"], 503)
+        self.assertEqual(retry[0]["druid_code"], "serviceUnavailable")
+        self.assertIn("error_kind", retry[0])
+        commits = [o for o in objs if "committed" in o["message"] and o.get("slice")]
+        self.assertEqual(sum(o["rows"] for o in commits), 40, commits)
+        self.assertEqual({o["datasource"] for o in commits}, {"fields"})
+        done = [o for o in objs if "cycle done" in o["message"]]
+        self.assertEqual((done[0]["datasource"], done[0]["rows"]), ("fields", 40))
+        # issue 9.6: the state table's counters agree with the log (4 slices, one retried)
+        logged = int(re.search(r"(\d+) slices \(", done[0]["message"]).group(1))
+        st = harness.state_row(self.pg, "fields")
+        self.assertEqual((int(st["slices_committed"]), int(st["rows_synced"])), (logged, 40))
+        self.assertEqual(logged, len(commits))
+        # PostgreSQL refuses a row: the failure names its SQLSTATE
+        self.sim.datasource("fields2", COLS, rows(5))
+        self.env.config(log_format="json", datasources=["fields2"], max_retries=0)
+        self.env.once()
+        self.pg.psql('ALTER TABLE druid."fields2" ADD CONSTRAINT no_v3 CHECK (v <> \'v9\')')
+        self.sim.append("fields2", [{"__time": harness.ms_iso(BASE + 9000), "k": 9, "v": "v9"}])
+        rc, err = self.env.run("--once")
+        self.assertEqual(rc, 1, err)
+        states = {o.get("sqlstate") for o in objects(err) if o.get("datasource") == "fields2"}
+        self.assertIn("23514", states, err[-3000:])
+
     def test_journal_prefix(self):
         self.env.config(log_format="json", datasources=["good"])
         rc, err = self.env.run("--once", env={"JOURNAL_STREAM": "8:12345"})
