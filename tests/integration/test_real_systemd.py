@@ -191,6 +191,44 @@ class RealSystemdTest(unittest.TestCase):
         self.assertEqual(self.show("ActiveState"), "inactive")
         self.assertEqual(self.show("Result"), "success")
 
+    def test_start_with_druid_unreachable(self):
+        """issue 9.2 on the installed unit: a Druid that accepts connections and never answers
+        does not hold up `systemctl start` (READY comes once the configuration is valid);
+        STATUS= says what is waited for and why; the unit stays active (no restart loop);
+        when Druid is fixed by a reload, syncing starts."""
+        import socket
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # accepts (the kernel does), never answers
+        try:
+            cfg = self.good_config(["alpha"])
+            cfg.update(druid_port=silent.getsockname()[1], connect_timeout_seconds=2,
+                       destination_schema="unreachable")
+            self.write_config(cfg)
+            t0 = time.time()
+            p = self.ctl("start", "druid-syncd.service")
+            took = time.time() - t0
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            self.assertLess(took, 10, "systemctl start waited for Druid")
+            self.assertEqual(self.show("ActiveState"), "active")
+            st = wait_for(lambda: (lambda t: t if "waiting for Druid" in t else None)(self.show("StatusText")),
+                          timeout=20, what="STATUS= naming Druid")
+            self.assertIn("127.0.0.1:%d" % silent.getsockname()[1], st)
+            self.assertIn("within 2 s", st)
+            pid = self.show("MainPID")
+            time.sleep(5)  # several failed checks: still the same process, no restart loop
+            self.assertEqual(self.show("MainPID"), pid)
+            self.assertEqual(self.show("NRestarts"), "0")
+            cfg.update(druid_port=self.sim.port)
+            self.write_config(cfg)
+            self.assertEqual(self.ctl("reload", "druid-syncd.service").returncode, 0)
+            wait_for(lambda: self.pg.scalar("SELECT count(*) FROM unreachable.alpha") == "30"
+                     if self.pg.scalar("SELECT to_regclass('unreachable.alpha')") else False,
+                     timeout=60, what="alpha synced once Druid answers")
+        finally:
+            self.ctl("stop", "druid-syncd.service")
+            silent.close()
+
 
 if __name__ == "__main__":
     harness.main()
