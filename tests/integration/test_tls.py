@@ -61,6 +61,19 @@ class TlsTest(unittest.TestCase):
         self.assertRegex(err.lower(), "certificate|ssl")
         self.assertNotIn("tls-pa55", err)
 
+    def test_untrusted_certificate_fails_fast(self):
+        """issue 9.4: no retry can cure an untrusted certificate: with the default retries the
+        run still ends at once, with the reason, and no retry is logged."""
+        import time
+        self.cfg(max_retries=5, retry_initial_seconds=1, retry_max_seconds=5)
+        t0 = time.time()
+        rc, err = self.env.run("--once", timeout=120)
+        took = time.time() - t0
+        self.assertEqual(rc, 1, err[-3000:])
+        self.assertRegex(err.lower(), "certificate")
+        self.assertNotIn("retry in", err)
+        self.assertLess(took, 5, err[-3000:])
+
     def test_verification_off(self):
         self.cfg(tls_verify=False)
         self.env.once()
