@@ -1,8 +1,10 @@
 /* ledger: slice table bookkeeping. See ledger.h. */
 #include "ledger.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 int64_t ledger_prefix_max(const struct ledger_slice *sl, size_t n, size_t upto, int64_t this_max)
 {
@@ -168,4 +170,77 @@ int ledger_diff(const struct ledger_chunk *snap, size_t ns, const struct ledger_
 oom:
     free(w);
     return -1;
+}
+
+/* ---- segments to chunks ---- */
+
+static int cmp_seg_time(const void *a, const void *b)
+{
+    const struct ledger_segment *x = a, *y = b;
+    if (x->start_ms != y->start_ms)
+        return x->start_ms < y->start_ms ? -1 : 1;
+    if (x->end_ms != y->end_ms)
+        return x->end_ms < y->end_ms ? -1 : 1;
+    return strcmp(x->id, y->id);
+}
+
+static int cmp_seg_id(const void *a, const void *b)
+{
+    return strcmp(((const struct ledger_segment *)a)->id, ((const struct ledger_segment *)b)->id);
+}
+
+size_t ledger_chunks_from_segments(struct ledger_segment *segs, size_t n, struct ledger_chunk *out,
+                                   int64_t *bytes)
+{
+    if (n > 1)
+        qsort(segs, n, sizeof *segs, cmp_seg_time);
+    size_t nchunks = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1, end_at = i;
+        int64_t end = segs[i].end_ms;
+        while (j < n && segs[j].start_ms < end) {
+            if (segs[j].end_ms > end) {
+                end = segs[j].end_ms;
+                end_at = j;
+            }
+            j++;
+        }
+        struct ledger_chunk *c = &out[nchunks];
+        memset(c, 0, sizeof *c);
+        c->start_ms = segs[i].start_ms;
+        c->end_ms = end;
+        snprintf(c->start, sizeof c->start, "%s", segs[i].start);
+        snprintf(c->end, sizeof c->end, "%s", segs[end_at].end);
+        c->available = true;
+        if (bytes)
+            bytes[nchunks] = 0;
+        /* the fingerprint: ids and sizes in id order, whatever order Druid listed them in */
+        qsort(segs + i, j - i, sizeof *segs, cmp_seg_id);
+        XXH3_state_t *h = XXH3_createState();
+        if (!h)
+            abort();
+        XXH3_128bits_reset(h);
+        for (size_t k = i; k < j; k++) {
+            const struct ledger_segment *g = &segs[k];
+            XXH3_128bits_update(h, g->id, strlen(g->id) + 1);
+            char sz[24];
+            int len = snprintf(sz, sizeof sz, "%lld", (long long)g->size);
+            XXH3_128bits_update(h, sz, (size_t)len + 1);
+            c->available &= g->available;
+            c->realtime |= g->realtime;
+            if (g->num_rows <= 0) /* 0 is Druid's "unknown" */
+                c->druid_rows = -1;
+            else if (c->druid_rows >= 0)
+                c->druid_rows += g->num_rows;
+            if (bytes)
+                bytes[nchunks] += g->size;
+        }
+        XXH128_hash_t fp = XXH3_128bits_digest(h);
+        XXH3_freeState(h);
+        snprintf(c->fp, sizeof c->fp, "%016llx%016llx", (unsigned long long)fp.high64,
+                 (unsigned long long)fp.low64);
+        nchunks++;
+        i = j;
+    }
+    return nchunks;
 }

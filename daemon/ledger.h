@@ -46,6 +46,22 @@ struct ledger_chunk {
     bool drop_held;       /* ledger: a snapshot dropped it with too many others; held back */
 };
 
+/* One active segment of sys.segments (the daemon's snapshot and the `plan` command read the
+ * same rows). id is owned by the caller; start and end are the interval as Druid prints it. */
+struct ledger_segment {
+    char *id;
+    const char *start, *end;
+    int64_t start_ms, end_ms, size, num_rows;
+    bool available, realtime;
+};
+
+/* Segments to chunks: overlapping intervals are one chunk (a partial reindex inside a coarser
+ * chunk, or a granularity change), fingerprinted over the chunk's segment ids and sizes in id
+ * order. Sorts segs in place. out has room for n chunks; bytes, when not NULL, has room for n
+ * and gets each chunk's segment sizes summed. Returns the number of chunks. */
+size_t ledger_chunks_from_segments(struct ledger_segment *segs, size_t n, struct ledger_chunk *out,
+                                   int64_t *bytes);
+
 enum ledger_action {
     LEDGER_READ,     /* new or changed (or open): read its range (fast or merge path) */
     LEDGER_POSTPONE, /* some active segment unavailable: neither read nor flagged */

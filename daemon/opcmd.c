@@ -18,7 +18,6 @@
 
 #include <json-c/json.h>
 #include <uv.h>
-#include <xxhash.h>
 
 #include "buf.h"
 #include "config.h"
@@ -604,17 +603,9 @@ static int cmd_status(struct pg *p, const struct opts *o)
 
 /* ---- plan ---- */
 
-/* One active segment from sys.segments. */
-struct seg {
-    char *id;
-    char start[48], end[48];
-    int64_t start_ms, end_ms, size, num_rows;
-    bool available, realtime;
-};
-
 struct segds {
     char *name;
-    struct seg *segs;
+    struct ledger_segment *segs;
     size_t n, cap;
     struct ledger_chunk *chunks;
     int64_t *bytes; /* per chunk: the sizes of its segments */
@@ -666,21 +657,27 @@ static int on_seg_row(void *ud, struct json_object *row)
     struct snapshot *s = ud;
     const char *ds = str_at(row, 0), *start = str_at(row, 1), *end = str_at(row, 2),
                *id = str_at(row, 3);
-    struct seg g;
+    struct ledger_segment g;
     memset(&g, 0, sizeof g);
     if (!ds || !start || !end || !id || time_parse_iso_ms(start, &g.start_ms) != 0 ||
         time_parse_iso_ms(end, &g.end_ms) != 0 || g.end_ms <= g.start_ms ||
-        strlen(start) >= sizeof g.start || strlen(end) >= sizeof g.end) {
+        strlen(start) >= sizeof((struct ledger_chunk *)0)->start ||
+        strlen(end) >= sizeof((struct ledger_chunk *)0)->end) {
         snprintf(s->err, sizeof s->err,
                  "sys.segments returned a row without a readable datasource, interval or "
                  "segment id");
         return -1;
     }
-    g.id = strdup(id);
+    /* id, start and end share one allocation: id\0start\0end\0 */
+    size_t li = strlen(id), ls = strlen(start), le = strlen(end);
+    g.id = malloc(li + ls + le + 3);
     if (!g.id)
         abort();
-    snprintf(g.start, sizeof g.start, "%s", start);
-    snprintf(g.end, sizeof g.end, "%s", end);
+    memcpy(g.id, id, li + 1);
+    memcpy(g.id + li + 1, start, ls + 1);
+    memcpy(g.id + li + ls + 2, end, le + 1);
+    g.start = g.id + li + 1;
+    g.end = g.id + li + ls + 2;
     g.size = int_at(row, 4);
     g.num_rows = int_at(row, 5);
     g.available = int_at(row, 6) != 0;
@@ -704,74 +701,14 @@ static void on_seg_done(void *ud, const struct druid_error *e)
         snprintf(s->err, sizeof s->err, "%s (%s)", e->message, druid_err_kind_name(e->kind));
 }
 
-static int cmp_seg_time(const void *a, const void *b)
-{
-    const struct seg *x = a, *y = b;
-    if (x->start_ms != y->start_ms)
-        return x->start_ms < y->start_ms ? -1 : 1;
-    if (x->end_ms != y->end_ms)
-        return x->end_ms < y->end_ms ? -1 : 1;
-    return strcmp(x->id, y->id);
-}
-
-static int cmp_seg_id(const void *a, const void *b)
-{
-    return strcmp(((const struct seg *)a)->id, ((const struct seg *)b)->id);
-}
-
-/* The daemon's chunking and fingerprint (daemon/segments.c build_chunks; the id hashed is
- * the segment id, then its size): overlapping intervals are one chunk. Kept identical on
- * purpose: a difference would show every chunk as changed (test_opcmd.py checks it). */
+/* The daemon's own chunking and fingerprint (ledger.c), so that `plan` agrees with a cycle. */
 static void build_chunks(struct segds *x)
 {
-    if (x->n > 1)
-        qsort(x->segs, x->n, sizeof *x->segs, cmp_seg_time);
     x->chunks = calloc(x->n ? x->n : 1, sizeof *x->chunks);
     x->bytes = calloc(x->n ? x->n : 1, sizeof *x->bytes);
     if (!x->chunks || !x->bytes)
         abort();
-    for (size_t i = 0; i < x->n;) {
-        size_t j = i + 1, end_at = i;
-        int64_t end = x->segs[i].end_ms;
-        while (j < x->n && x->segs[j].start_ms < end) {
-            if (x->segs[j].end_ms > end) {
-                end = x->segs[j].end_ms;
-                end_at = j;
-            }
-            j++;
-        }
-        struct ledger_chunk *c = &x->chunks[x->nchunks];
-        c->start_ms = x->segs[i].start_ms;
-        c->end_ms = end;
-        snprintf(c->start, sizeof c->start, "%s", x->segs[i].start);
-        snprintf(c->end, sizeof c->end, "%s", x->segs[end_at].end);
-        c->available = true;
-        qsort(x->segs + i, j - i, sizeof *x->segs, cmp_seg_id);
-        XXH3_state_t *h = XXH3_createState();
-        if (!h)
-            abort();
-        XXH3_128bits_reset(h);
-        for (size_t k = i; k < j; k++) {
-            const struct seg *g = &x->segs[k];
-            XXH3_128bits_update(h, g->id, strlen(g->id) + 1);
-            char sz[24];
-            int len = snprintf(sz, sizeof sz, "%lld", (long long)g->size);
-            XXH3_128bits_update(h, sz, (size_t)len + 1);
-            c->available &= g->available;
-            c->realtime |= g->realtime;
-            if (g->num_rows <= 0)
-                c->druid_rows = -1;
-            else if (c->druid_rows >= 0)
-                c->druid_rows += g->num_rows;
-            x->bytes[x->nchunks] += g->size;
-        }
-        XXH128_hash_t fp = XXH3_128bits_digest(h);
-        XXH3_freeState(h);
-        snprintf(c->fp, sizeof c->fp, "%016llx%016llx", (unsigned long long)fp.high64,
-                 (unsigned long long)fp.low64);
-        x->nchunks++;
-        i = j;
-    }
+    x->nchunks = ledger_chunks_from_segments(x->segs, x->n, x->chunks, x->bytes);
 }
 
 static void snapshot_free(struct snapshot *s)

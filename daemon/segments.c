@@ -2,24 +2,15 @@
 #include "segments.h"
 
 #include <stdio.h>
-#include <xxhash.h>
 
 #include "druidsql.h"
 #include "log.h"
 #include "retry.h"
 #include "timeutil.h"
 
-struct seg {
-    int64_t start_ms, end_ms;
-    char *id;
-    const char *start, *end; /* point into id's allocation: start\0end\0 after the id */
-    int64_t size, num_rows;
-    bool available, realtime;
-};
-
 struct snapds {
     char *name;
-    struct seg *segs;
+    struct ledger_segment *segs;
     size_t n, cap;
     struct ledger_chunk *chunks;
     size_t nchunks;
@@ -102,7 +93,7 @@ static int snap_on_row(void *ud, struct json_object *row)
     sched_touch(p->s);
     const char *ds = str_at(row, 0), *start = str_at(row, 1), *end = str_at(row, 2),
                *id = str_at(row, 3);
-    struct seg g;
+    struct ledger_segment g;
     memset(&g, 0, sizeof g);
     if (!ds || !start || !end || !id || time_parse_iso_ms(start, &g.start_ms) != 0 ||
         time_parse_iso_ms(end, &g.end_ms) != 0 || g.end_ms <= g.start_ms ||
@@ -113,6 +104,7 @@ static int snap_on_row(void *ud, struct json_object *row)
                  "datasource, interval or segment id");
         return -1;
     }
+    /* id, start and end share one allocation: id\0start\0end\0 */
     size_t li = strlen(id), ls = strlen(start), le = strlen(end);
     g.id = malloc(li + ls + le + 3);
     if (!g.id)
@@ -137,71 +129,11 @@ static int snap_on_row(void *ud, struct json_object *row)
     return 0;
 }
 
-static int cmp_seg_time(const void *a, const void *b)
-{
-    const struct seg *x = a, *y = b;
-    if (x->start_ms != y->start_ms)
-        return x->start_ms < y->start_ms ? -1 : 1;
-    if (x->end_ms != y->end_ms)
-        return x->end_ms < y->end_ms ? -1 : 1;
-    return strcmp(x->id, y->id);
-}
-
-static int cmp_seg_id(const void *a, const void *b)
-{
-    return strcmp(((const struct seg *)a)->id, ((const struct seg *)b)->id);
-}
-
-/* Segments to chunks: overlapping intervals are one chunk (a partial reindex inside a
- * coarser chunk, or a granularity change), fingerprinted over the sorted ids and sizes. */
+/* Segments to chunks (ledger_chunks_from_segments): one array for the whole snapshot. */
 static void build_chunks(struct snapds *x)
 {
-    if (x->n > 1)
-        qsort(x->segs, x->n, sizeof *x->segs, cmp_seg_time);
     x->chunks = sched_xcalloc(x->n, sizeof *x->chunks);
-    x->nchunks = 0;
-    for (size_t i = 0; i < x->n;) {
-        size_t j = i + 1;
-        int64_t end = x->segs[i].end_ms;
-        size_t end_at = i;
-        while (j < x->n && x->segs[j].start_ms < end) {
-            if (x->segs[j].end_ms > end) {
-                end = x->segs[j].end_ms;
-                end_at = j;
-            }
-            j++;
-        }
-        struct ledger_chunk *c = &x->chunks[x->nchunks++];
-        c->start_ms = x->segs[i].start_ms;
-        c->end_ms = end;
-        snprintf(c->start, sizeof c->start, "%s", x->segs[i].start);
-        snprintf(c->end, sizeof c->end, "%s", x->segs[end_at].end);
-        c->available = true;
-        c->druid_rows = 0;
-        qsort(x->segs + i, j - i, sizeof *x->segs, cmp_seg_id);
-        XXH3_state_t *h = XXH3_createState();
-        if (!h)
-            abort();
-        XXH3_128bits_reset(h);
-        for (size_t k = i; k < j; k++) {
-            const struct seg *g = &x->segs[k];
-            XXH3_128bits_update(h, g->id, strlen(g->id) + 1);
-            char sz[24];
-            int len = snprintf(sz, sizeof sz, "%lld", (long long)g->size);
-            XXH3_128bits_update(h, sz, (size_t)len + 1);
-            c->available &= g->available;
-            c->realtime |= g->realtime;
-            if (g->num_rows <= 0) /* 0 is Druid's "unknown" */
-                c->druid_rows = -1;
-            else if (c->druid_rows >= 0)
-                c->druid_rows += g->num_rows;
-        }
-        XXH128_hash_t fp = XXH3_128bits_digest(h);
-        XXH3_freeState(h);
-        snprintf(c->fp, sizeof c->fp, "%016llx%016llx", (unsigned long long)fp.high64,
-                 (unsigned long long)fp.low64);
-        i = j;
-    }
+    x->nchunks = ledger_chunks_from_segments(x->segs, x->n, x->chunks, NULL);
 }
 
 static void answer(struct segsnap *p, struct waiter *w)
