@@ -4,6 +4,7 @@
  * of arrays and objects go to one scratch buffer, never longer than the line: the text
  * json-c would write for a value is never longer than the value's text in this subset. */
 #include "rowdec.h"
+#include "textscan.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -40,31 +41,6 @@ void rowdec_free(struct rowdec *d)
     free(d->term);
     free(d->s);
     free(d);
-}
-
-/* Length of the run at s (n bytes at most) with no control character and neither c1 nor c2:
- * 8 bytes a step (SWAR: a byte below 0x20, or equal to c, sets its high bit in the test),
- * then byte by byte from the word that holds one. */
-static inline size_t plain_run(const char *s, size_t n, unsigned char c1, unsigned char c2)
-{
-    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w, x1, x2;
-        memcpy(&w, s + i, 8);
-        x1 = w ^ (ones * c1);
-        x2 = w ^ (ones * c2);
-        if (((w - ones * 0x20) & ~w & highs) | ((x1 - ones) & ~x1 & highs) |
-            ((x2 - ones) & ~x2 & highs))
-            break;
-    }
-    while (i < n) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == c1 || c == c2)
-            break;
-        i++;
-    }
-    return i;
 }
 
 static int hex4(const char *p, const char *end)
@@ -205,7 +181,7 @@ static int str_to(const char **pp, const char *end, char **op, bool json)
         *o++ = '"';
     for (;;) {
         const char *r = p;
-        p += plain_run(p, (size_t)(end - p), '"', '\\');
+        p += textscan_plain_run(p, (size_t)(end - p), '"', '\\');
         memcpy(o, r, (size_t)(p - r));
         o += p - r;
         if (p == end || (unsigned char)*p < 0x20)
@@ -470,7 +446,7 @@ static int decode(struct rowdec *d, char *line, size_t len, size_t *nout)
             switch (*p) {
             case '"': {
                 const char *s = ++p;
-                p += plain_run(p, (size_t)(end - p), '"', '\\');
+                p += textscan_plain_run(p, (size_t)(end - p), '"', '\\');
                 if (p < end && *p == '"') { /* no escape: the string stays in the line */
                     *v = (struct rowenc_value){
                         .kind = ROWENC_V_STRING, .p = s, .n = (size_t)(p - s)};

@@ -1,6 +1,7 @@
 /* rowenc: Druid result rows -> PostgreSQL COPY text lines, and the per-row identity UUID
  * (id scheme ROWENC_ID_SCHEME: canonical values, see rowenc.h). */
 #include "rowenc.h"
+#include "textscan.h"
 
 #include <errno.h>
 #include <math.h>
@@ -188,36 +189,11 @@ static inline void out_putc(struct buf *b, char c)
     }
 }
 
-/* Length of the run at s (n bytes at most) with no control character and neither c1 nor c2:
- * 8 bytes a step (SWAR: a byte below 0x20, or equal to c, sets its high bit in the test),
- * then byte by byte from the word that holds one. */
-static inline size_t plain_run(const char *s, size_t n, unsigned char c1, unsigned char c2)
-{
-    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w, x1, x2;
-        memcpy(&w, s + i, 8);
-        x1 = w ^ (ones * c1);
-        x2 = w ^ (ones * c2);
-        if (((w - ones * 0x20) & ~w & highs) | ((x1 - ones) & ~x1 & highs) |
-            ((x2 - ones) & ~x2 & highs))
-            break;
-    }
-    while (i < n) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == c1 || c == c2)
-            break;
-        i++;
-    }
-    return i;
-}
-
 void rowenc_copy_escape(struct buf *out, const char *s, size_t n)
 {
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
-        i += plain_run(s + i, n - i, '\\', '\\');
+        i += textscan_plain_run(s + i, n - i, '\\', '\\');
         if (i == n)
             break;
         unsigned char c = (unsigned char)s[i];
@@ -447,7 +423,7 @@ static int str_int64(const char *s, size_t n, int64_t *out)
  * control character (most text) are copied whole; the rest is rowenc_copy_escape's. */
 static void put_text(struct rowenc *e, struct buf *out, const char *s, size_t n)
 {
-    if (plain_run(s, n, '\\', '\\') == n) {
+    if (textscan_plain_run(s, n, '\\', '\\') == n) {
         out_append(out, s, n);
         return;
     }
