@@ -332,10 +332,30 @@ static void on_swapped(void *ud, const char *err)
     record_cycle_end(d);
 }
 
+static void on_initial_load_done(void *ud, const char *err)
+{
+    struct dsync *d = ud;
+    sched_touch(d->s);
+    if (err) {
+        /* the flag stays: the next cycle finds every chunk synced and tries again */
+        snprintf(d->err, sizeof d->err,
+                 "building the primary key and range index after the first load failed: %s", err);
+        d->failed = true;
+    }
+    record_cycle_end(d);
+}
+
 /* The end of a cycle's writes: a rebuild that completed replaces the live table's contents
- * first (pgsink_resync_swap), then the end is recorded. */
+ * first (pgsink_resync_swap); a table loaded without indexes gets them once a cycle has
+ * committed and recorded every chunk (pgsink_finish_initial_load); then the end is
+ * recorded. */
 static void cycle_writes_done(struct dsync *d)
 {
+    if (!d->resync && !d->failed && !d->s->stopping &&
+        pgsink_initial_load(d->s->sink, d->sink_key)) {
+        pgsink_finish_initial_load(d->s->sink, d->sink_key, on_initial_load_done, d);
+        return;
+    }
     if (d->resync && !d->failed && d->s->stopping) {
         /* the swap can take a while: the next run does it (the shadow is complete) */
         snprintf(d->err, sizeof d->err, "stopped before the rebuilt data replaced the table");
@@ -687,14 +707,11 @@ static void cycle_begin(struct dsync *d)
             "%s: cycle starts (%s mode, %zu columns%s)", d->name,
             d->incremental ? "incremental" : "full", d->ncols,
             d->resync ? ", resync: rebuilding beside the live table" : "");
-    struct pgsink_table_req req = {d->name,
-                                   pc,
-                                   d->ncols,
-                                   d->slice_col,
+    struct pgsink_table_req req = {d->name, pc, d->ncols, d->slice_col,
                                    d->incremental ? "incremental" : "full",
-                                   s->cfg->incremental_column,
-                                   ROWENC_ID_SCHEME,
-                                   d->resync};
+                                   s->cfg->incremental_column, ROWENC_ID_SCHEME, d->resync,
+                                   /* a new table of the segments mode loads unindexed */
+                                   d->ledger_mode && !d->resync};
     d->st = DS_PREPARING;
     d->outstanding++;
     d->req_cols = pc;

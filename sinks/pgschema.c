@@ -137,6 +137,9 @@ struct prep {
     char shadow[PGNAMES_LEN];
     char *key;
     bool shadow_created;
+    /* the first load without indexes: requested for a table created now, and recorded */
+    bool defer;
+    bool initial_load;
 };
 
 static void prep_free(struct prep *p)
@@ -206,6 +209,59 @@ static int prep_state_hook(struct pgjob *j, PGresult *res, void *ud, char *err, 
         p->cursor = strdup(PQgetvalue(res, 0, 0));
     p->empty = PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
     p->got_scheme = PQntuples(res) > 0 ? atoi(PQgetvalue(res, 0, 2)) : 0;
+    p->initial_load =
+        PQntuples(res) > 0 && PQnfields(res) > 3 && strcmp(PQgetvalue(res, 0, 3), "t") == 0;
+    return 0;
+}
+
+static int prep_empty_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    (void)j;
+    (void)err;
+    (void)errlen;
+    struct prep *p = ud;
+    p->empty = PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    return 0;
+}
+
+/* The live table's state row read: a table in its initial load that existed before this
+ * prepare loses the rows outside the ledger's synced chunks (slices that committed before
+ * a kill or a failed cycle while their chunk was not recorded yet: those ranges are read
+ * again, on the fast path, so they must be empty), then COMMIT. */
+static int prep_live_state_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    struct prep *p = ud;
+    prep_state_hook(j, res, ud, err, errlen);
+    if (p->initial_load && p->table_exists && p->slice_column) {
+        if (!p->defer)
+            log_warning("pg",
+                        "%s: the table's first load started in segments mode and is not "
+                        "finished; it goes on without its key until a cycle completes",
+                        p->datasource);
+        struct buf b = BUF_INIT;
+        buf_puts(&b, "DELETE FROM ");
+        pgsink_qtable(&b, p->s, p->dest);
+        /* the ledger rows do not overlap: the last one starting at or before a row's time
+         * is the only one that can hold it (one probe of the ledger's key per row) */
+        buf_puts(&b, " AS x WHERE NOT EXISTS (SELECT 1 FROM (SELECT c.end_ms, c.state FROM ");
+        pgsink_qtable(&b, p->s, PGSINK_CHUNKS_TABLE);
+        buf_puts(&b, " AS c WHERE c.datasource = $1 AND c.start_ms <= "
+                     "(extract(epoch FROM x.");
+        sqlident_quote(&b, p->slice_column);
+        buf_puts(&b, ") * 1000)::bigint ORDER BY c.start_ms DESC LIMIT 1) AS l"
+                     " WHERE l.state = 'synced' AND l.end_ms > (extract(epoch FROM x.");
+        sqlident_quote(&b, p->slice_column);
+        buf_puts(&b, ") * 1000)::bigint)");
+        const char *pd[1] = {p->datasource};
+        pgjob_sql(j, b.data, 1, pd, NULL);
+        buf_reset(&b);
+        buf_puts(&b, "SELECT NOT EXISTS (SELECT 1 FROM ");
+        pgsink_qtable(&b, p->s, p->dest);
+        buf_puts(&b, ")");
+        pgjob_sql(j, b.data, 0, NULL, prep_empty_hook);
+        buf_free(&b);
+    }
+    pgjob_sql(j, "COMMIT", 0, NULL, NULL);
     return 0;
 }
 
@@ -350,14 +406,16 @@ static void add_tail(struct pgjob *j, struct prep *p)
     buf_puts(
         &b,
         " AS st (datasource, destination_table, mode, incremental_column, column_names,"
-        " in_catalog, status, id_scheme) VALUES ($1, $2, $3, $4, $5::jsonb, true, 'syncing',"
-        " $6::integer)"
+        " in_catalog, status, id_scheme, initial_load) VALUES ($1, $2, $3, $4, $5::jsonb, true,"
+        " 'syncing', $6::integer, COALESCE($7::boolean, false))"
         " ON CONFLICT (datasource) DO UPDATE SET destination_table = EXCLUDED.destination_table,"
         " mode = EXCLUDED.mode, incremental_column = EXCLUDED.incremental_column,"
         " column_names = EXCLUDED.column_names, in_catalog = true, updated_at = now(),"
         /* a table created now holds ids of the current scheme; an existing one keeps its
          * record (NULL: written before schemes were recorded) */
         " id_scheme = COALESCE(EXCLUDED.id_scheme, st.id_scheme),"
+        /* a table created now says whether it is created without indexes */
+        " initial_load = COALESCE($7::boolean, st.initial_load),"
         /* switching modes, or moving to another table, invalidates the cursor */
         " cursor = CASE WHEN st.mode IS DISTINCT FROM EXCLUDED.mode"
         " OR st.incremental_column IS DISTINCT FROM EXCLUDED.incremental_column"
@@ -365,9 +423,16 @@ static void add_tail(struct pgjob *j, struct prep *p)
         " THEN NULL ELSE st.cursor END");
     char scheme[16];
     snprintf(scheme, sizeof scheme, "%d", p->id_scheme);
-    const char *params[6] = {p->datasource, p->dest, p->mode,
-                             p->inc,        mapping, !p->table_exists ? scheme : NULL};
-    pgjob_sql(j, b.data, 6, params, NULL);
+    const char *params[7] = {p->datasource,
+                             p->dest,
+                             p->mode,
+                             p->inc,
+                             mapping,
+                             !p->table_exists ? scheme : NULL,
+                             p->table_exists   ? NULL
+                             : p->initial_load ? "true"
+                                               : "false"};
+    pgjob_sql(j, b.data, 7, params, NULL);
     if (p->meta_pg_column) {
         buf_reset(&b);
         buf_puts(&b, "UPDATE ");
@@ -389,11 +454,10 @@ static void add_tail(struct pgjob *j, struct prep *p)
     buf_puts(&b, "SELECT cursor, NOT EXISTS (SELECT 1 FROM ");
     /* ... and the id scheme of its rows */
     pgsink_qtable(&b, s, p->dest);
-    buf_puts(&b, "), COALESCE(id_scheme, 0) FROM ");
+    buf_puts(&b, "), COALESCE(id_scheme, 0), initial_load FROM ");
     pgsink_qtable(&b, s, STATE_TABLE);
     buf_puts(&b, " WHERE datasource = $1");
-    pgjob_sql(j, b.data, 1, params, prep_state_hook);
-    pgjob_sql(j, "COMMIT", 0, NULL, NULL);
+    pgjob_sql(j, b.data, 1, params, prep_live_state_hook);
     buf_free(&b);
     json_object_put(m);
 }
@@ -503,8 +567,10 @@ static int prep_ddl(struct pgjob *j, struct prep *p, PGresult *existing, char *e
             p->types[i] = p->cols[i].type;
         }
         sqlident_quote(&b, s->col_id);
-        /* the implicit index name is PostgreSQL's: it skips names already taken */
-        buf_puts(&b, " uuid PRIMARY KEY, ");
+        /* the implicit index name is PostgreSQL's: it skips names already taken (and so
+         * does ADD PRIMARY KEY at the end of a first load without indexes) */
+        p->initial_load = p->defer && p->slice_column;
+        buf_puts(&b, p->initial_load ? " uuid, " : " uuid PRIMARY KEY, ");
         sqlident_quote(&b, s->col_synced);
         buf_puts(&b, " timestamptz NOT NULL DEFAULT now(), ");
         sqlident_quote(&b, s->col_deleted);
@@ -551,7 +617,7 @@ static int prep_ddl(struct pgjob *j, struct prep *p, PGresult *existing, char *e
         }
     }
     buf_free(&b);
-    if (p->slice_column)
+    if (p->slice_column && !p->initial_load)
         add_index_steps(j, p);
     else
         add_tail(j, p);
@@ -613,6 +679,8 @@ static int prep_row_hook(struct pgjob *j, PGresult *res, void *ud, char *err, si
         return -1;
     }
     p->meta_pg_column = strcmp(PQgetvalue(res, 0, 5), "t") == 0;
+    /* an existing table in its first load gets its range index with the key, at the end */
+    p->initial_load = strcmp(PQgetvalue(res, 0, 6), "t") == 0;
     if (PQgetisnull(res, 0, 0)) { /* a new datasource */
         add_taken_query(j, p, prep_table_taken_hook);
         return 0;
@@ -702,8 +770,9 @@ static void prep_done(void *ud, const char *err)
         if (!(t->pg_cols[i] = strdup(p->cols[i].name)))
             abort();
     t->ncols = p->ncols;
-    struct pgsink_table_info info = {p->dest,          p->types, p->cursor,
-                                     !p->table_exists, p->empty, p->got_scheme};
+    t->initial_load = !p->resync && p->initial_load;
+    struct pgsink_table_info info = {p->dest,  p->types,      p->cursor,      !p->table_exists,
+                                     p->empty, p->got_scheme, t->initial_load};
     if (p->resync) {
         /* the shadow's: written by this encoder only */
         info.destination_table = p->shadow;
@@ -741,6 +810,7 @@ void pgsink_prepare_table(struct pgsink *s, const struct pgsink_table_req *req, 
     p->inc = strdup(req->incremental_column);
     p->id_scheme = req->id_scheme;
     p->resync = req->resync;
+    p->defer = req->defer_indexes && !req->resync;
 
     struct pgjob *j = pgjob_new(prep_done, p);
     pgjob_set_ud_free(j, prep_drop);
@@ -760,7 +830,8 @@ void pgsink_prepare_table(struct pgsink *s, const struct pgsink_table_req *req, 
                  "  AND o.datasource <> st.datasource),"
                  " EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
                  "  WHERE c.relnamespace = n.oid AND c.relname = '" PGSINK_META_COLUMNS "'"
-                 "  AND c.relkind = 'r' AND a.attname = 'pg_column' AND NOT a.attisdropped)"
+                 "  AND c.relkind = 'r' AND a.attname = 'pg_column' AND NOT a.attisdropped),"
+                 " COALESCE(st.initial_load, false)"
                  " FROM pg_namespace n LEFT JOIN ");
     pgsink_qtable(&b, s, STATE_TABLE);
     buf_puts(&b, " st ON st.datasource = $1 WHERE n.nspname = $2");
@@ -952,6 +1023,156 @@ void pgsink_resync_swap(struct pgsink *s, const char *datasource, int id_scheme,
     buf_puts(&b, " WHERE datasource = $1 FOR UPDATE");
     const char *p[1] = {datasource};
     pgjob_sql(j, b.data, 1, p, swap_state_hook);
+    buf_free(&b);
+    pgjob_submit(s->control, j);
+}
+
+/* ---- the end of a first load without indexes ----
+ * One transaction: the schema lock, the state row (still initial_load?), ADD PRIMARY KEY,
+ * every name taken, CREATE INDEX under the first free name of the range index (the order
+ * and naming of a table created with them), initial_load cleared, COMMIT. */
+
+struct build {
+    struct pgsink *s;
+    pgsink_cb cb;
+    void *ud;
+    char *datasource;
+    char *slice_column;
+    char dest[SQLIDENT_PG_MAX + 1];
+};
+
+static void build_free(void *ud)
+{
+    struct build *x = ud;
+    free(x->datasource);
+    free(x->slice_column);
+    free(x);
+}
+
+static void build_done(void *ud, const char *err)
+{
+    struct build *x = ud;
+    struct dstable *t = pgsink_find_table(x->s, x->datasource);
+    if (!err && t)
+        t->initial_load = false;
+    if (!err)
+        log_info("pg", "%s: first load done: primary key and range index built on %s",
+                 x->datasource, x->dest);
+    x->cb(x->ud, err);
+    build_free(x);
+}
+
+static void add_build_end(struct pgjob *j, struct build *x)
+{
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "UPDATE ");
+    pgsink_qtable(&b, x->s, STATE_TABLE);
+    buf_puts(&b, " SET initial_load = false, updated_at = now() WHERE datasource = $1");
+    const char *pd[1] = {x->datasource};
+    pgjob_sql(j, b.data, 1, pd, NULL);
+    pgjob_sql(j, "COMMIT", 0, NULL, NULL);
+    buf_free(&b);
+}
+
+static int build_taken_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    struct build *x = ud;
+    struct pgnames_set taken = PGNAMES_SET_INIT;
+    taken_set(res, &taken);
+    char idx[PGNAMES_LEN];
+    char *base = pgnames_index_base(x->datasource, x->slice_column);
+    int rc = pgnames_pick(base, &taken, true, idx);
+    free(base);
+    pgnames_set_free(&taken);
+    if (rc != 0) {
+        snprintf(err, errlen, "no free name for the index of %s", x->dest);
+        return -1;
+    }
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "CREATE INDEX ");
+    sqlident_quote(&b, idx);
+    buf_puts(&b, " ON ");
+    pgsink_qtable(&b, x->s, x->dest);
+    buf_puts(&b, " (");
+    sqlident_quote(&b, x->slice_column);
+    buf_puts(&b, ")");
+    pgjob_sql(j, b.data, 0, NULL, NULL);
+    buf_free(&b);
+    add_build_end(j, x);
+    return 0;
+}
+
+static int build_state_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    struct build *x = ud;
+    if (PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+        pgjob_sql(j, "COMMIT", 0, NULL, NULL); /* done already (another instance) */
+        return 0;
+    }
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "ALTER TABLE ");
+    pgsink_qtable(&b, x->s, x->dest);
+    buf_puts(&b, " ADD PRIMARY KEY (");
+    sqlident_quote(&b, x->s->col_id);
+    buf_puts(&b, ")");
+    pgjob_sql(j, b.data, 0, NULL, NULL);
+    buf_free(&b);
+    if (!x->slice_column) {
+        add_build_end(j, x);
+        return 0;
+    }
+    /* the same query as a table's creation: the key's index name is taken by now */
+    struct buf q = BUF_INIT;
+    buf_puts(&q, "SELECT o.destination_table FROM ");
+    pgsink_qtable(&q, x->s, STATE_TABLE);
+    buf_puts(&q, " o WHERE o.datasource <> $1"
+                 " UNION SELECT c.relname::text FROM pg_class c"
+                 " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $2"
+                 " UNION SELECT t.typname::text FROM pg_type t"
+                 " JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = $2"
+                 " AND NOT EXISTS (SELECT 1 FROM pg_type e WHERE e.typarray = t.oid)");
+    const char *params[2] = {x->datasource, x->s->cfg->destination_schema};
+    pgjob_sql(j, q.data, 2, params, build_taken_hook);
+    buf_free(&q);
+    return 0;
+}
+
+bool pgsink_initial_load(const struct pgsink *s, const char *datasource)
+{
+    const struct dstable *t = pgsink_find_table((struct pgsink *)s, datasource);
+    return t && t->initial_load;
+}
+
+void pgsink_finish_initial_load(struct pgsink *s, const char *datasource, pgsink_cb cb, void *ud)
+{
+    struct dstable *t = pgsink_find_table(s, datasource);
+    if (!t || !t->initial_load) {
+        cb(ud, NULL);
+        return;
+    }
+    struct build *x = calloc(1, sizeof *x);
+    if (!x)
+        abort();
+    x->s = s;
+    x->cb = cb;
+    x->ud = ud;
+    x->datasource = strdup(datasource);
+    x->slice_column = t->slice_column ? strdup(t->slice_column) : NULL;
+    if (!x->datasource || (t->slice_column && !x->slice_column))
+        abort();
+    memcpy(x->dest, t->dest, sizeof x->dest);
+    struct pgjob *j = pgjob_new(build_done, x);
+    pgjob_set_ud_free(j, build_free);
+    pgjob_sql(j, "BEGIN", 0, NULL, NULL);
+    pgschema_add_lock(j, s);
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "SELECT initial_load FROM ");
+    pgsink_qtable(&b, s, STATE_TABLE);
+    buf_puts(&b, " WHERE datasource = $1 FOR UPDATE");
+    const char *pd[1] = {datasource};
+    pgjob_sql(j, b.data, 1, pd, build_state_hook);
     buf_free(&b);
     pgjob_submit(s->control, j);
 }

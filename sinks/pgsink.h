@@ -73,6 +73,10 @@ struct pgsink_table_req {
     /* a resync (SPEC 1): after bringing the live table up to date, prepare its shadow
      * (pgsink_resync_key) and answer for the shadow: its cursor, emptiness, creation */
     bool resync;
+    /* a table created by this prepare is created without its primary key and range index
+     * (initial_load): the first sync loads it unindexed, pgsink_finish_initial_load builds
+     * both once (as pg_restore does); ignored with resync */
+    bool defer_indexes;
 };
 
 struct pgsink_table_info {
@@ -82,6 +86,7 @@ struct pgsink_table_info {
     bool created;             /* the table did not exist: created now */
     bool empty;               /* the table holds no row at all (live or flagged) */
     int id_scheme;            /* the row id scheme its rows were written with; 0 unknown */
+    bool initial_load;        /* its first load is under way: no key or range index yet */
 };
 typedef void (*pgsink_table_cb)(void *ud, const char *err, const struct pgsink_table_info *info);
 
@@ -89,6 +94,21 @@ typedef void (*pgsink_table_cb)(void *ud, const char *err, const struct pgsink_t
  * and reads the state row. The sink remembers the column list for this datasource's slices. */
 void pgsink_prepare_table(struct pgsink *s, const struct pgsink_table_req *req, pgsink_table_cb cb,
                           void *ud);
+
+/* ---- the first load of a table created without indexes (req->defer_indexes) ----
+ * While the state row says initial_load, every slice takes the fast path without the range
+ * check (which would scan the unindexed table): it first deletes the rows of its range only
+ * when a synced ledger chunk overlaps the range (a re-read of a synced chunk); and each
+ * prepare deletes the rows outside the ledger's synced chunks (slices that committed while
+ * their chunk was not yet recorded, before a kill or a failed cycle), so that those ranges
+ * are empty before they are read again. */
+/* Is datasource's table (as last prepared) in its initial load? */
+bool pgsink_initial_load(const struct pgsink *s, const char *datasource);
+/* Ends the initial load, one transaction on the control connection: ADD PRIMARY KEY, the
+ * range index (the names and definitions of a table created with them), initial_load
+ * cleared. Call once every chunk of the first sync is committed and recorded. Calls cb at
+ * once when the table is not in its initial load. */
+void pgsink_finish_initial_load(struct pgsink *s, const char *datasource, pgsink_cb cb, void *ud);
 
 /* ---- resync: the rebuild beside the live table ----
  * A prepare with req->resync records the rebuild's start in the state row (resync_started,

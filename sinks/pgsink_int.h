@@ -31,6 +31,7 @@ struct dstable {
      * datasource; NULL for a live table */
     char *live_dest;
     char *state_key;
+    bool initial_load; /* created without key and range index, first load under way */
 };
 
 struct writer {

@@ -103,6 +103,7 @@ struct pgsink_slice {
     struct dstable view; /* copy of the table's slice column / copy columns */
     int64_t lo, hi;
     bool fast;
+    bool initial_load; /* the table's first load: no range check (no index to use) */
     enum slice_phase phase;
     pgsink_commit_cb commit_cb; /* set: the caller asked to commit */
     void *commit_ud;
@@ -356,6 +357,34 @@ static void slice_step(struct pgsink_slice *sl)
         sl->phase = SL_OPEN;
         /* fall through */
     case SL_OPEN:
+        if (sl->initial_load) {
+            /* the range is empty unless a synced chunk overlaps it (a chunk read again):
+             * then its rows give way to the slice's. The uncorrelated EXISTS is a one-time
+             * filter: without such a chunk the table is not scanned. */
+            struct buf ds = BUF_INIT;
+            if (lit(sl, &ds, sl->datasource) != 0) {
+                buf_free(&ds);
+                buf_free(&b);
+                slice_fail(sl, "cannot quote a value for PostgreSQL (out of memory or not "
+                               "connected)");
+                return;
+            }
+            buf_printf(&b, "BEGIN; %s; DELETE FROM ", s->set_local);
+            pgsink_qtable(&b, s, sl->dest);
+            buf_puts(&b, " WHERE ");
+            range_lit(&b, &sl->view, "", sl->lo, sl->hi);
+            buf_puts(&b, " AND EXISTS (SELECT 1 FROM ");
+            pgsink_qtable(&b, s, PGSINK_CHUNKS_TABLE);
+            buf_printf(&b, " WHERE datasource = %s AND state = 'synced'", ds.data);
+            if (sl->hi != INT64_MAX)
+                buf_printf(&b, " AND start_ms < %" PRId64, sl->hi);
+            if (sl->lo != INT64_MIN)
+                buf_printf(&b, " AND end_ms > %" PRId64, sl->lo);
+            buf_puts(&b, ")");
+            buf_free(&ds);
+            slice_query(sl, b.data);
+            break;
+        }
         /* the server bounds every statement and lock wait of the transaction itself */
         buf_printf(&b, "BEGIN; %s; SELECT EXISTS (SELECT 1 FROM ", s->set_local);
         pgsink_qtable(&b, s, sl->dest);
@@ -517,7 +546,8 @@ static void slice_on_result(void *ud, PGresult *res, const char *err)
     }
     switch (sl->phase) {
     case SL_OPEN:
-        sl->fast = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "f") == 0;
+        sl->fast =
+            sl->initial_load || (PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "f") == 0);
         sl->phase = SL_COPY_START;
         break;
     case SL_COPY_START:
@@ -571,6 +601,7 @@ void pgsink_slice_begin(struct pgsink *s, const char *datasource, int64_t lo, in
     sl->lo = lo;
     sl->hi = hi;
     sl->soft_deletes = s->cfg->soft_deletes;
+    sl->initial_load = t->initial_load;
     sl->phase = SL_IDLE;
     /* no writer yet: one is taken with the first data (see the top of this file) */
     cb(ud, sl, NULL);

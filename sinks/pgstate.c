@@ -40,6 +40,9 @@ void pgstate_add_create(struct pgjob *j, const struct pgsink *s)
         "resync_for timestamptz",
         "resync_cursor text",
         "resync_rows bigint NOT NULL DEFAULT 0",
+        /* a table created without its key and range index, first load under way
+         * (sinks/pgschema.c, pgsink_finish_initial_load) */
+        "initial_load boolean NOT NULL DEFAULT false",
     };
     for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
         buf_reset(&b);

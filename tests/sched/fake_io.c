@@ -686,11 +686,16 @@ void pgsink_ensure_schema(struct pgsink *s, pgsink_cb cb, void *ud)
 }
 
 static int64_t fake_prep_cursor(bool resync);
+/* the first load without indexes (the block at the end of this file resets and reads these) */
+static bool il_flag;
+static int il_defer_requests;
+static int il_builds, il_fail_n, il_rows_at_build, il_synced_at_build;
 struct prepop {
     pgsink_table_cb cb;
     void *ud;
     enum pgtype types[8];
     bool resync;
+    bool defer;
 };
 
 static void run_prep(void *arg)
@@ -703,8 +708,11 @@ static void run_prep(void *arg)
     /* the first prepare of a run creates the table */
     bool created = !table_created;
     table_created = true;
-    struct pgsink_table_info info = {"ds",    p->types,     c0 != INT64_MIN ? cur : NULL,
-                                     created, nstored == 0, ROWENC_ID_SCHEME};
+    if (created && p->defer && !p->resync)
+        il_flag = true;
+    struct pgsink_table_info info = {
+        "ds",         p->types,         c0 != INT64_MIN ? cur : NULL, created,
+        nstored == 0, ROWENC_ID_SCHEME, !p->resync && il_flag};
     p->cb(p->ud, NULL, &info);
     free(p);
 }
@@ -723,6 +731,9 @@ void pgsink_prepare_table(struct pgsink *s, const struct pgsink_table_req *req, 
         prep_plain++;
     struct prepop *p = xcalloc(1, sizeof *p);
     p->resync = req->resync;
+    p->defer = req->defer_indexes;
+    if (req->defer_indexes)
+        il_defer_requests++;
     p->cb = cb;
     p->ud = ud;
     for (size_t i = 0; i < req->ncols && i < 8; i++)
@@ -1179,6 +1190,9 @@ void fake_reset(void)
     memset(&last_err, 0, sizeof last_err);
     open_slices = 0;
     table_created = false;
+    il_flag = false;
+    il_defer_requests = il_builds = il_fail_n = 0;
+    il_rows_at_build = il_synced_at_build = -1;
     nledger = 0;
     seg_on = seg_unknown = false;
     nunavailable = 0;
@@ -1345,4 +1359,94 @@ void pgsink_ctl_read(struct pgsink *s, const char *datasource, pgctl_cb cb, void
 static int64_t fake_prep_cursor(bool resync)
 {
     return resync ? shadow_cursor : state_cursor;
+}
+
+/* ---- the first load without indexes: the flag, the builds (with the rows and synced
+ * ledger chunks there were when each ran), builds to fail ---- */
+void fake_il_reset(void);
+bool fake_il_flag(void);
+int fake_il_builds(void);
+int fake_il_defer_requests(void);
+int fake_il_rows_at_build(void);
+int fake_il_synced_at_build(void);
+void fake_il_fail_builds(int n);
+
+void fake_il_reset(void)
+{
+    il_flag = false;
+    il_defer_requests = il_builds = il_fail_n = 0;
+    il_rows_at_build = il_synced_at_build = -1;
+}
+
+bool fake_il_flag(void)
+{
+    return il_flag;
+}
+
+int fake_il_builds(void)
+{
+    return il_builds;
+}
+
+int fake_il_defer_requests(void)
+{
+    return il_defer_requests;
+}
+
+int fake_il_rows_at_build(void)
+{
+    return il_rows_at_build;
+}
+
+int fake_il_synced_at_build(void)
+{
+    return il_synced_at_build;
+}
+
+void fake_il_fail_builds(int n)
+{
+    il_fail_n = n;
+}
+
+bool pgsink_initial_load(const struct pgsink *s, const char *datasource)
+{
+    (void)s;
+    return il_flag && strncmp(datasource, PGSINK_RESYNC_PREFIX, strlen(PGSINK_RESYNC_PREFIX)) != 0;
+}
+
+struct ilop {
+    pgsink_cb cb;
+    void *ud;
+};
+
+static void run_il(void *arg)
+{
+    struct ilop *o = arg;
+    if (il_fail_n > 0) {
+        il_fail_n--;
+        pgerr_set(&last_err, "23505", false, "could not create unique index");
+        o->cb(o->ud, "could not create unique index");
+    } else {
+        il_builds++;
+        il_flag = false;
+        il_rows_at_build = fake_sink_rows();
+        il_synced_at_build = 0;
+        for (size_t i = 0; i < nledger; i++)
+            il_synced_at_build += strcmp(ledger[i].state, "synced") == 0;
+        o->cb(o->ud, NULL);
+    }
+    free(o);
+}
+
+void pgsink_finish_initial_load(struct pgsink *s, const char *datasource, pgsink_cb cb, void *ud)
+{
+    (void)s;
+    if (!pgsink_initial_load(s, datasource)) {
+        cb(ud, NULL);
+        return;
+    }
+    struct ilop *o = xcalloc(1, sizeof *o);
+    o->cb = cb;
+    o->ud = ud;
+    defer(run_il, o);
 }

@@ -788,6 +788,102 @@ static void test_resync_request_during_rebuild_runs_again(void **state)
 }
 
 /* Each test starts in a fresh world, even after a failed one. */
+/* ---- the first load without indexes (fake_io.c's initial-load block) ---- */
+bool fake_il_flag(void);
+int fake_il_builds(void);
+int fake_il_defer_requests(void);
+int fake_il_rows_at_build(void);
+int fake_il_synced_at_build(void);
+void fake_il_fail_builds(int n);
+
+/* A new table of the segments mode is asked for without indexes; they are built once, after
+ * every row and ledger chunk of the first sync is committed, and not again later. */
+static void test_initial_load_built_once_at_the_end(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    start(&r, 300, 4, true);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 0);
+    assert_int_equal(fake_il_defer_requests(), 1);
+    assert_int_equal(fake_il_builds(), 1);
+    assert_int_equal(fake_il_rows_at_build(), 750);
+    assert_int_equal(fake_il_synced_at_build(), 3);
+    assert_false(fake_il_flag());
+    assert_string_equal(fake_sink_status(), "ok");
+    sched_free(r.s);
+    fake_step();
+    free(r.s);
+    config_free(r.cfg);
+    start(&r, 300, 4, true); /* the next --once: an existing table, nothing to build */
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 0);
+    assert_int_equal(fake_il_builds(), 1);
+    assert_each_row_once(0, 750);
+    finish(&r);
+}
+
+/* A first cycle that fails builds nothing; the next one that completes does. */
+static void test_initial_load_not_built_after_failure(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    fake_sink_fail_commits("23514", false, 1);
+    start(&r, 300, 4, true);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 1);
+    assert_int_equal(fake_il_builds(), 0);
+    assert_true(fake_il_flag());
+    sched_free(r.s);
+    fake_step();
+    free(r.s);
+    config_free(r.cfg);
+    start(&r, 300, 4, true);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 0);
+    assert_int_equal(fake_il_builds(), 1);
+    assert_int_equal(fake_il_rows_at_build(), 750);
+    assert_false(fake_il_flag());
+    finish(&r);
+}
+
+/* A build that fails fails the cycle (with its cause) and is tried again by the next. */
+static void test_initial_load_build_failure_retried(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    fake_il_fail_builds(1);
+    start(&r, 300, 4, true);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 1);
+    assert_string_equal(fake_sink_status(), "error");
+    assert_non_null(strstr(fake_sink_last_error(), "primary key"));
+    assert_true(fake_il_flag());
+    sched_free(r.s);
+    fake_step();
+    free(r.s);
+    config_free(r.cfg);
+    start(&r, 300, 4, true);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 0);
+    assert_int_equal(fake_il_builds(), 1);
+    assert_string_equal(fake_sink_status(), "ok");
+    assert_each_row_once(0, 750);
+    finish(&r);
+}
+
 static int reset(void **state)
 {
     (void)state;
@@ -821,6 +917,9 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup(test_resync_waits_while_paused, reset),
     cmocka_unit_test_setup(test_resync_swap_failure_resumes, reset),
     cmocka_unit_test_setup(test_resync_request_during_rebuild_runs_again, reset),
+    cmocka_unit_test_setup(test_initial_load_built_once_at_the_end, reset),
+    cmocka_unit_test_setup(test_initial_load_not_built_after_failure, reset),
+    cmocka_unit_test_setup(test_initial_load_build_failure_retried, reset),
 };
 
 int main(void)
