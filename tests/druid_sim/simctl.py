@@ -132,9 +132,10 @@ class Sim:
         except urllib.error.HTTPError as e:
             return e.code, e.headers, e.read()
 
-    def _control(self, method, ep, body=None):
+    def _control(self, method, ep, body=None, timeout=60):
         status, _h, data = self.request(method, "/__sim/" + ep, body,
-                                        {"Content-Type": "application/json"} if body is not None else {})
+                                        {"Content-Type": "application/json"} if body is not None else {},
+                                        timeout=timeout)
         out = json.loads(data.decode("utf-8")) if data else None
         if status != 200:
             raise SimError("%s /__sim/%s -> %s %s" % (method, ep, status, out))
@@ -277,7 +278,8 @@ class Sim:
         if rows is not None:
             body["rows"] = rows
             body["cycle_ms"] = cycle_ms
-        return self._control("POST", "load", body)
+        # building millions of rows takes the server a while (about 20 s per million here)
+        return self._control("POST", "load", body, timeout=60 + (rows or 0) / 10000)
 
     def fast_path(self, enabled=None):
         """The pre-rendered slice path: enabled=True/False switches it (what it rendered
