@@ -318,13 +318,15 @@ class StopAlwaysWorks(EnvTestCase):
 
     def test_stop_while_copy_is_blocked(self):
         ds = "stop_copy_blocked"
+        # Druid stalls mid-response: the COPY stays open long enough to be caught and stopped
+        self.sim.fault("delay", match='"v" FROM "%s"' % ds, times=-1, after_rows=1000,
+                       delay_seconds=5)
         p = self.start(ds, n=200000, batch_size=200000, max_concurrent_queries=1)
         stopped = []
         try:
             def copying():
                 return [b for b in backends(self.pg) if "COPY" in (b[2] or "")]
-            wait_for(copying, timeout=30, what="a COPY in flight")
-            pid = int(copying()[0][0])
+            pid = int(wait_for(copying, timeout=30, what="a COPY in flight")[0][0])
             os.kill(pid, signal.SIGSTOP)  # the backend stops reading: COPY blocks
             stopped.append(pid)
             time.sleep(1.5)
@@ -337,14 +339,16 @@ class StopAlwaysWorks(EnvTestCase):
 
     def test_second_sigterm_ends_at_once(self):
         ds = "stop_twice"
+        # Druid stalls mid-response: the COPY stays open long enough to be caught and stopped
+        self.sim.fault("delay", match='"v" FROM "%s"' % ds, times=-1, after_rows=1000,
+                       delay_seconds=5)
         p = self.start(ds, n=200000, batch_size=200000, max_concurrent_queries=1,
                        shutdown_timeout_seconds=60)
         stopped = []
         try:
             def copying():
                 return [b for b in backends(self.pg) if "COPY" in (b[2] or "")]
-            wait_for(copying, timeout=30, what="a COPY in flight")
-            pid = int(copying()[0][0])
+            pid = int(wait_for(copying, timeout=30, what="a COPY in flight")[0][0])
             os.kill(pid, signal.SIGSTOP)
             stopped.append(pid)
             time.sleep(1)
