@@ -10,11 +10,6 @@
 #include "retry.h"
 #include "timeutil.h"
 
-/* Weak: tests/sched/fake_io.c stands in for the Druid client at link time and has no
- * decoded-row path (its rows reach slice_on_row as json-c arrays); a strong reference here
- * would pull the real client into those tests beside the fake. */
-#pragma weak druid_query_on_row_view
-
 #define COPY_CHUNK (256 * 1024) /* COPY data handed to libpq at a time */
 
 struct slicerun {
@@ -450,8 +445,7 @@ static void slice_on_ready(void *ud, struct pgsink_slice *sl, const struct pgerr
     buf_free(&b);
     if (!r->q)
         abort();
-    if (druid_query_on_row_view) /* weak: see the declaration at the top */
-        druid_query_on_row_view(r->q, slice_on_row_view);
+    druid_query_on_row_view(r->q, slice_on_row_view);
 }
 
 void slicerun_start(struct dsync *d, size_t idx)
