@@ -628,6 +628,7 @@ static void on_requests(void *ud, const char *err, const struct pgctl_requests *
         return;
     }
     bool paused = r->paused;
+    d->paused = paused;
     /* a rebuild under way resumes even when its request was withdrawn by hand: its shadow
      * and ledger rows are only cleaned up by the swap */
     d->resync = !paused && (r->resync_requested || r->resync_started);

@@ -94,6 +94,7 @@ enum {
     M_SKIPPED,
     M_DETECTION,
     M_POSTPONED,
+    M_PAUSED,
     M_COUNT
 };
 
@@ -163,6 +164,9 @@ static void per_ds(void *ud, const struct sched_ds_info *i)
     case M_POSTPONED:
         snprintf(val, sizeof val, "%zu", i->chunks_postponed);
         break;
+    case M_PAUSED:
+        snprintf(val, sizeof val, "%d", i->paused);
+        break;
     case M_SKIPPED:
         snprintf(val, sizeof val, "%llu", (unsigned long long)i->rows_skipped_total);
         break;
@@ -219,6 +223,8 @@ char *metrics_render(const struct sched *s, const struct druid_client *d, const 
            "Time chunks not read in the last cycle because some of their segments are "
            "unavailable.",
            M_POSTPONED, -1, -1);
+    family(&b, s, "druid_syncd_paused", "gauge",
+           "1 while an operator has paused the datasource (druid-syncd pause).", M_PAUSED, -1, -1);
     family(&b, s, "druid_syncd_rows_skipped_total", "counter",
            "Rows left out because no PostgreSQL value can hold them.", M_SKIPPED, -1, -1);
     const struct sched_counters *c = sched_get_counters(s);

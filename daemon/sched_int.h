@@ -73,6 +73,7 @@ struct dsync {
     struct slicerun *runs;
     struct delayed *delays;
     bool failed;
+    bool paused;    /* the last reading of the operator requests said paused */
     bool unordered; /* Druid refused ORDER BY "__time" for this datasource */
     char err[1024];
     /* the cause of the failure in err, for structured logs: "" / 0 where unknown */

@@ -359,6 +359,7 @@ void sched_foreach(const struct sched *s, void (*fn)(void *ud, const struct sche
                                 : 0.0;
         i.detection = d->detection;
         i.chunks_postponed = d->postponed;
+        i.paused = d->paused;
         if (d->st != DS_IDLE) {
             i.cycle_rows = (uint64_t)d->rows_read + slicerun_rows_in_flight(d);
             i.slices_done = ledger_done(d->slices, d->nslices);

@@ -62,6 +62,7 @@ struct sched_ds_info {
     double lag_seconds;      /* newest Druid row minus committed cursor; < 0 unknown */
     const char *detection;   /* "segments", "counts", "cursor", "full"; NULL before a cycle */
     size_t chunks_postponed; /* chunks with unavailable segments, in the last cycle */
+    bool paused;             /* its last cycle found it paused by an operator */
 };
 
 /* Error kinds counted by sched_counters: the druid_err_kind values, then PostgreSQL. */

@@ -210,13 +210,20 @@ class OpcmdTest(EnvTestCase):
             d.terminate()
             _o, log1 = d.communicate(timeout=60)
         self.assertEqual(log1.count("paused by an operator"), 1, log1[-3000:])
-        # a restarted daemon keeps it paused
+        # a restarted daemon keeps it paused, and says so in its metrics
+        port = harness.free_port()
+        self.env.config(datasources=[ds], lookback_seconds=0, sync_interval_seconds=0.5,
+                        log_level="info", metrics_listen="127.0.0.1:%d" % port)
         d = self.env.start_daemon()
         try:
             self.sim.clear_queries()
             time.sleep(3.0)
             self.assertEqual(data_queries(self.sim.queries(), ds), [])
             self.assertEqual(self.count(ds), 20)
+            import urllib.request
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+                metrics = r.read().decode()
+            self.assertIn('druid_syncd_paused{datasource="%s"} 1' % ds, metrics)
             code, out, err = self.op("status", ds)
             self.assertIn("status=paused", out)
             self.assertIn("paused=yes", out)
@@ -227,6 +234,8 @@ class OpcmdTest(EnvTestCase):
             wait_for(lambda: state_row(self.pg, ds)["status"] == "ok", timeout=30,
                      what="status ok after resume")
             self.assertEqual(state_row(self.pg, ds)["paused"], False)
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+                self.assertIn('druid_syncd_paused{datasource="%s"} 0' % ds, r.read().decode())
         finally:
             d.terminate()
             _o, log2 = d.communicate(timeout=60)
