@@ -162,7 +162,9 @@ def warm(sim, slices):
     p = [dict(q["parameters"][0]), dict(q["parameters"][-1])] if q["parameters"] else None
     if p:
         p[1]["value"] = p[0]["value"]
-    sim.request("POST", "/druid/v2/sql", query_body(q, p).encode(), {"Content-Type": "application/json"})
+    # rendering 10M rows anew takes the server minutes: wait for it
+    sim.request("POST", "/druid/v2/sql", query_body(q, p).encode(), {"Content-Type": "application/json"},
+                timeout=600)
 
 
 def scanned_rows(pg, db, queries, total):
