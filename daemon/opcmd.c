@@ -24,6 +24,7 @@
 #include "druid_client.h"
 #include "druidsql.h"
 #include "ledger.h"
+#include "segments.h"
 #include "log.h"
 #include "pgsink.h"
 #include "sqlident.h"
@@ -619,18 +620,6 @@ struct snapshot {
     char err[1200];
 };
 
-static const char *str_at(struct json_object *row, size_t i)
-{
-    struct json_object *v = json_object_array_get_idx(row, i);
-    return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
-}
-
-static int64_t int_at(struct json_object *row, size_t i)
-{
-    struct json_object *v = json_object_array_get_idx(row, i);
-    return v ? json_object_get_int64(v) : 0;
-}
-
 static struct segds *snap_ds(struct snapshot *s, const char *name, bool add)
 {
     for (size_t i = 0; i < s->nds; i++)
@@ -655,33 +644,12 @@ static struct segds *snap_ds(struct snapshot *s, const char *name, bool add)
 static int on_seg_row(void *ud, struct json_object *row)
 {
     struct snapshot *s = ud;
-    const char *ds = str_at(row, 0), *start = str_at(row, 1), *end = str_at(row, 2),
-               *id = str_at(row, 3);
+    const char *ds;
     struct ledger_segment g;
-    memset(&g, 0, sizeof g);
-    if (!ds || !start || !end || !id || time_parse_iso_ms(start, &g.start_ms) != 0 ||
-        time_parse_iso_ms(end, &g.end_ms) != 0 || g.end_ms <= g.start_ms ||
-        strlen(start) >= sizeof((struct ledger_chunk *)0)->start ||
-        strlen(end) >= sizeof((struct ledger_chunk *)0)->end) {
-        snprintf(s->err, sizeof s->err,
-                 "sys.segments returned a row without a readable datasource, interval or "
-                 "segment id");
+    if (segments_parse_row(row, &ds, &g) != 0) {
+        snprintf(s->err, sizeof s->err, "%s", SEGMENTS_BAD_ROW);
         return -1;
     }
-    /* id, start and end share one allocation: id\0start\0end\0 */
-    size_t li = strlen(id), ls = strlen(start), le = strlen(end);
-    g.id = malloc(li + ls + le + 3);
-    if (!g.id)
-        abort();
-    memcpy(g.id, id, li + 1);
-    memcpy(g.id + li + 1, start, ls + 1);
-    memcpy(g.id + li + ls + 2, end, le + 1);
-    g.start = g.id + li + 1;
-    g.end = g.id + li + ls + 2;
-    g.size = int_at(row, 4);
-    g.num_rows = int_at(row, 5);
-    g.available = int_at(row, 6) != 0;
-    g.realtime = int_at(row, 7) != 0;
     struct segds *x = snap_ds(s, ds, true);
     if (x->n == x->cap) {
         x->cap = x->cap ? x->cap * 2 : 64;

@@ -87,37 +87,44 @@ static int64_t int_at(struct json_object *row, size_t i)
     return v ? json_object_get_int64(v) : 0;
 }
 
+int segments_parse_row(struct json_object *row, const char **datasource, struct ledger_segment *g)
+{
+    const char *ds = str_at(row, 0), *start = str_at(row, 1), *end = str_at(row, 2),
+               *id = str_at(row, 3);
+    memset(g, 0, sizeof *g);
+    if (!ds || !start || !end || !id || time_parse_iso_ms(start, &g->start_ms) != 0 ||
+        time_parse_iso_ms(end, &g->end_ms) != 0 || g->end_ms <= g->start_ms ||
+        strlen(start) >= sizeof((struct ledger_chunk *)0)->start ||
+        strlen(end) >= sizeof((struct ledger_chunk *)0)->end)
+        return -1;
+    /* id, start and end share one allocation: id\0start\0end\0 */
+    size_t li = strlen(id), ls = strlen(start), le = strlen(end);
+    g->id = malloc(li + ls + le + 3);
+    if (!g->id)
+        abort();
+    memcpy(g->id, id, li + 1);
+    memcpy(g->id + li + 1, start, ls + 1);
+    memcpy(g->id + li + ls + 2, end, le + 1);
+    g->start = g->id + li + 1;
+    g->end = g->id + li + ls + 2;
+    g->size = int_at(row, 4);
+    g->num_rows = int_at(row, 5);
+    g->available = int_at(row, 6) != 0;
+    g->realtime = int_at(row, 7) != 0;
+    *datasource = ds;
+    return 0;
+}
+
 static int snap_on_row(void *ud, struct json_object *row)
 {
     struct segsnap *p = ud;
     sched_touch(p->s);
-    const char *ds = str_at(row, 0), *start = str_at(row, 1), *end = str_at(row, 2),
-               *id = str_at(row, 3);
+    const char *ds;
     struct ledger_segment g;
-    memset(&g, 0, sizeof g);
-    if (!ds || !start || !end || !id || time_parse_iso_ms(start, &g.start_ms) != 0 ||
-        time_parse_iso_ms(end, &g.end_ms) != 0 || g.end_ms <= g.start_ms ||
-        strlen(start) >= sizeof((struct ledger_chunk *)0)->start ||
-        strlen(end) >= sizeof((struct ledger_chunk *)0)->end) {
-        snprintf(p->err, sizeof p->err,
-                 "sys.segments returned a row without a readable "
-                 "datasource, interval or segment id");
+    if (segments_parse_row(row, &ds, &g) != 0) {
+        snprintf(p->err, sizeof p->err, "%s", SEGMENTS_BAD_ROW);
         return -1;
     }
-    /* id, start and end share one allocation: id\0start\0end\0 */
-    size_t li = strlen(id), ls = strlen(start), le = strlen(end);
-    g.id = malloc(li + ls + le + 3);
-    if (!g.id)
-        abort();
-    memcpy(g.id, id, li + 1);
-    memcpy(g.id + li + 1, start, ls + 1);
-    memcpy(g.id + li + ls + 2, end, le + 1);
-    g.start = g.id + li + 1;
-    g.end = g.id + li + ls + 2;
-    g.size = int_at(row, 4);
-    g.num_rows = int_at(row, 5);
-    g.available = int_at(row, 6) != 0;
-    g.realtime = int_at(row, 7) != 0;
     struct snapds *x = snap_ds(p, ds, true);
     if (x->n == x->cap) {
         x->cap = x->cap ? x->cap * 2 : 64;

@@ -8,6 +8,8 @@
 #ifndef DSYNC_SEGMENTS_H
 #define DSYNC_SEGMENTS_H
 
+#include <json-c/json.h>
+
 #include "ledger.h"
 #include "sched_int.h"
 
@@ -23,5 +25,13 @@ void segments_get(struct dsync *d, double max_age, segments_cb cb);
 void segments_forget(struct dsync *d);
 /* Teardown. */
 void segments_free(struct sched *s);
+
+/* One row of DRUIDSQL_SEGMENTS (datasource, start, end, id, size, num_rows, available,
+ * realtime) into g (g->id malloc'd, the caller frees it) and *datasource (borrowed from
+ * row); -1 when the row has no readable datasource, interval or id (SEGMENTS_BAD_ROW says
+ * so). The daemon's snapshot and the plan command read the same rows this way. */
+#define SEGMENTS_BAD_ROW                                                                           \
+    "sys.segments returned a row without a readable datasource, interval or segment id"
+int segments_parse_row(struct json_object *row, const char **datasource, struct ledger_segment *g);
 
 #endif
