@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(cmake gcc make pkg-config libuv1-dev libcurl4-openssl-dev libjson-c-dev libyajl-dev libpq-dev
       libsystemd-dev libxxhash-dev libcmocka-dev postgresql postgresql-client python3
-      systemd clang-format openssl time clang-14 libclang-rt-14-dev)
+      systemd clang-format openssl time clang-14 libclang-rt-14-dev pgbouncer)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
