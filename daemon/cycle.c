@@ -5,8 +5,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "lease.h"
 #include "log.h"
 #include "pgctl.h"
+#include "pglease.h"
 #include "planning.h"
 #include "registry.h"
 #include "retry.h"
@@ -292,6 +294,7 @@ static void cycle_done(struct dsync *d, const char *err)
         d->once_failed = failed;
     }
     d->st = DS_IDLE;
+    lease_cycle_end(d);
     /* an interrupted cycle says nothing about the datasource's health */
     if (!d->interrupted)
         d->failed_cycles = failed ? d->failed_cycles + 1 : 0;
@@ -317,6 +320,11 @@ static void on_swapped(void *ud, const char *err)
 {
     struct dsync *d = ud;
     sched_touch(d->s);
+    if (err && pglease_lost(pgsink_last_error(d->s->sink))) {
+        lease_lost(d, err);
+        cycle_done(d, NULL);
+        return;
+    }
     if (err) {
         /* the live table is as it was; the shadow stays and the next cycle resumes */
         snprintf(d->err, sizeof d->err,
@@ -377,6 +385,11 @@ static void on_chunks_written(void *ud, const char *err)
 {
     struct dsync *d = ud;
     sched_touch(d->s);
+    if (err && pglease_lost(pgsink_last_error(d->s->sink))) {
+        lease_lost(d, err);
+        cycle_done(d, NULL);
+        return;
+    }
     if (err && !d->failed) {
         snprintf(d->err, sizeof d->err, "recording the chunk ledger failed: %s", err);
         d->failed = true;
@@ -442,6 +455,11 @@ static void finish(struct dsync *d)
     }
     d->end_cursor_ms = m;
     d->end_attempts = 0;
+    if (d->lease_gone) {
+        /* another instance holds it now and writes its state: nothing of ours is recorded */
+        cycle_done(d, NULL);
+        return;
+    }
     if (d->ledger_mode && !d->counts_mode && (d->work || d->nheld) && write_chunks(d))
         return; /* the end is recorded once the ledger rows are written */
     cycle_writes_done(d);
@@ -614,6 +632,13 @@ static bool note_paused(const char *name, bool paused)
 
 static void cycle_begin(struct dsync *d);
 
+static void on_lease(struct dsync *d, bool held)
+{
+    if (held)
+        cycle_begin(d);
+    /* not held: lease.c put it back to idle and scheduled the next try */
+}
+
 static void on_requests(void *ud, const char *err, const struct pgctl_requests *r)
 {
     struct dsync *d = ud;
@@ -649,7 +674,8 @@ static void on_requests(void *ud, const char *err, const struct pgctl_requests *
         sched_check_finished(s);
         return;
     }
-    cycle_begin(d);
+    /* another instance may hold it: claimed (or still held) before anything is read */
+    lease_acquire(d, on_lease);
 }
 
 /* Every cycle first reads the operator requests: a paused datasource does nothing at all

@@ -26,6 +26,7 @@
 #include "ledger.h"
 #include "segments.h"
 #include "log.h"
+#include "pglease.h"
 #include "pgsink.h"
 #include "sqlident.h"
 #include "timeutil.h"
@@ -152,6 +153,7 @@ struct pg {
     PGconn *c;
     const struct config *cfg;
     const char *cmd;
+    char begin[160]; /* "BEGIN; SET LOCAL ...": the bounds travel with every transaction */
 };
 
 static void qtable(struct buf *b, const struct config *cfg, const char *name)
@@ -183,18 +185,12 @@ static int pg_open(struct pg *p, const struct config *cfg, const char *cmd)
         p->c = NULL;
         return -1;
     }
-    char set[160];
+    /* SET LOCAL in every transaction, never a session SET: through a transaction-mode
+     * pooler (pgbouncer) a session setting would stay on a server connection that other
+     * clients get next, and our own next statement may run on another one */
     long ms = (long)(cfg->postgres_timeout_seconds * 1000.0);
-    snprintf(set, sizeof set, "SET statement_timeout = %ld; SET lock_timeout = %ld", ms, ms);
-    PGresult *r = PQexec(p->c, set);
-    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    PQclear(r);
-    if (!ok) {
-        say_err(cmd, "PostgreSQL refused the session settings: %s", PQerrorMessage(p->c));
-        PQfinish(p->c);
-        p->c = NULL;
-        return -1;
-    }
+    snprintf(p->begin, sizeof p->begin,
+             "BEGIN; SET LOCAL statement_timeout = %ld; SET LOCAL lock_timeout = %ld", ms, ms);
     return 0;
 }
 
@@ -204,9 +200,24 @@ static void pg_close(struct pg *p)
     p->c = NULL;
 }
 
-/* Runs sql with text parameters; NULL after saying why (SQLSTATE kept in the message). */
-static PGresult *pg_exec(struct pg *p, const char *what, const char *sql, int n,
-                         const char *const *params)
+/* Opens a transaction with the statement and lock bounds. */
+static bool pg_begin(struct pg *p)
+{
+    PGresult *r = PQexec(p->c, p->begin);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok) {
+        char m[1024];
+        log_sanitize(m, sizeof m, PQerrorMessage(p->c));
+        say_err(p->cmd, "starting a transaction failed: %s", m);
+    }
+    return ok;
+}
+
+/* Runs sql with text parameters in the current transaction; NULL after saying why
+ * (SQLSTATE kept in the message). */
+static PGresult *pg_exec_in(struct pg *p, const char *what, const char *sql, int n,
+                            const char *const *params)
 {
     PGresult *r = PQexecParams(p->c, sql, n, NULL, params, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(r);
@@ -222,6 +233,28 @@ static PGresult *pg_exec(struct pg *p, const char *what, const char *sql, int n,
     say_err(p->cmd, "%s failed (SQLSTATE %s): %s", what, code ? code : "none", m);
     PQclear(r);
     return NULL;
+}
+
+/* pg_exec_in, in a transaction of its own (with the bounds) unless one is open. */
+static PGresult *pg_exec(struct pg *p, const char *what, const char *sql, int n,
+                         const char *const *params)
+{
+    if (PQtransactionStatus(p->c) != PQTRANS_IDLE)
+        return pg_exec_in(p, what, sql, n, params);
+    if (!pg_begin(p))
+        return NULL;
+    PGresult *r = pg_exec_in(p, what, sql, n, params);
+    PGresult *e = PQexec(p->c, r ? "COMMIT" : "ROLLBACK");
+    bool ok = PQresultStatus(e) == PGRES_COMMAND_OK;
+    PQclear(e);
+    if (r && !ok) {
+        char m[1024];
+        log_sanitize(m, sizeof m, PQerrorMessage(p->c));
+        say_err(p->cmd, "%s failed at COMMIT: %s", what, m);
+        PQclear(r);
+        return NULL;
+    }
+    return r;
 }
 
 static bool pg_simple(struct pg *p, const char *sql)
@@ -310,7 +343,7 @@ static int cmd_set(struct pg *p, const struct opts *o)
     int rc = need_state_table(p);
     if (rc)
         return rc;
-    if (!pg_simple(p, "BEGIN"))
+    if (!pg_begin(p))
         return EXIT_FAILED;
     size_t unknown = report_unknown(p, o->names, o->nnames);
     if (unknown == SIZE_MAX || unknown > 0) {
@@ -444,6 +477,8 @@ enum {
     ST_PAUSED,
     ST_RESYNC,
     ST_CATALOG,
+    ST_HOLDER,
+    ST_LEASE_UNTIL,
 };
 
 static bool selected(const struct config *cfg, const struct opts *o, const char *ds)
@@ -511,7 +546,29 @@ static int cmd_status(struct pg *p, const struct opts *o)
     buf_puts(&b, TS_SQL("st.last_success") ", " TS_SQL(
                      "st.last_finished") ", st.last_error,"
                                          " st.paused, " TS_SQL(
-                                             "st.resync_requested") ", st.in_catalog FROM ");
+                                             "st.resync_requested") ", st.in_catalog, ");
+    int leases = pg_has_table(p, PGLEASE_TABLE);
+    if (leases < 0) {
+        buf_free(&b);
+        buf_free(&k);
+        return EXIT_FAILED;
+    }
+    if (leases) {
+        /* which instance works on it now (a lease alive by the database's clock) */
+        struct buf l = BUF_INIT;
+        qtable(&l, p->cfg, PGLEASE_TABLE);
+        buf_printf(
+            &b,
+            "(SELECT l.owner FROM %s l WHERE l.unit = '" PGLEASE_DS_PREFIX
+            "' || st.datasource AND l.expires_at > clock_timestamp()),"
+            " (SELECT " TS_SQL(
+                "l.expires_at") " FROM %s l WHERE l.unit = '" PGLEASE_DS_PREFIX
+                                "' || st.datasource AND l.expires_at > clock_timestamp()) FROM ",
+            l.data, l.data);
+        buf_free(&l);
+    } else {
+        buf_puts(&b, "NULL, NULL FROM ");
+    }
     qtable(&b, p->cfg, STATE_TABLE);
     buf_puts(&b, " AS st ORDER BY st.datasource");
     PGresult *r = pg_exec(p, "reading the state table", b.data, 0, NULL);
@@ -561,23 +618,27 @@ static int cmd_status(struct pg *p, const struct opts *o)
             json_object_object_add(
                 x, "in_catalog",
                 json_object_new_boolean(strcmp(PQgetvalue(r, i, ST_CATALOG), "t") == 0));
+            add_str(x, "held_by", val(r, i, ST_HOLDER));
+            add_str(x, "lease_expires", val(r, i, ST_LEASE_UNTIL));
             json_object_array_add(arr, x);
             continue;
         }
         char lag[32] = "-";
         if (val(r, i, ST_LAG))
             fmt_age(lag, sizeof lag, strtod(val(r, i, ST_LAG), NULL));
-        char st[256];
+        char st[256], holder[256];
         log_sanitize(st, sizeof st, status ? status : "-");
+        log_sanitize(holder, sizeof holder, val(r, i, ST_HOLDER) ? val(r, i, ST_HOLDER) : "");
         printf("%s: status=%s mode=%s detection=%s rows=%s cursor=%s lag=%s chunks_pending=%s "
-               "chunks_postponed=%s last_success=%s paused=%s%s%s last_error=%s\n",
+               "chunks_postponed=%s last_success=%s paused=%s%s%s held_by=%s last_error=%s\n",
                name, st, val(r, i, ST_MODE) ? val(r, i, ST_MODE) : "-",
                val(r, i, ST_DETECT) ? val(r, i, ST_DETECT) : "-", PQgetvalue(r, i, ST_ROWS),
                cur[0] ? cur : "-", lag, PQgetvalue(r, i, ST_PENDING),
                PQgetvalue(r, i, ST_POSTPONED),
                val(r, i, ST_SUCCESS) ? val(r, i, ST_SUCCESS) : "never", paused ? "yes" : "no",
                val(r, i, ST_RESYNC) ? " resync_requested=" : "",
-               val(r, i, ST_RESYNC) ? val(r, i, ST_RESYNC) : "", err ? errs : "-");
+               val(r, i, ST_RESYNC) ? val(r, i, ST_RESYNC) : "", holder[0] ? holder : "-",
+               err ? errs : "-");
     }
     PQclear(r);
     rc = failed ? EXIT_FAILED : EXIT_DONE;

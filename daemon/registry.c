@@ -109,6 +109,7 @@ void registry_free(struct sched *s)
         cycle_free(d);
         free(d->name);
         free(d->sink_key);
+        free(d->lease_unit);
         uv_close((uv_handle_t *)&d->timer, free_dsync);
     }
 }

@@ -27,6 +27,7 @@ struct dsync;
 struct countq;
 struct cmpq;
 struct slicerun;
+struct lease_state;
 
 /* A retry waiting for its timer. drop (may be NULL) releases arg when a stop ends the
  * wait instead. */
@@ -123,6 +124,14 @@ struct dsync {
     bool resync;
     bool resync_swapped; /* the swap committed */
     bool last_resync;    /* the previous cycle was a resync: cursor_ms was the shadow's */
+    /* its work lease (lease.c) */
+    char *lease_unit; /* "ds:NAME" */
+    bool lease_held;  /* this instance holds it at lease_epoch */
+    bool lease_gone;  /* lost during this cycle: it ends without writing its end */
+    int64_t lease_epoch;
+    uint64_t lease_valid_until; /* loop time: not trusted after this without a renewal */
+    uint64_t lease_wait_start;  /* --once: when it began waiting for another's unit, 0 none */
+    char lease_holder[192];     /* the other holder last seen, "" none */
 };
 
 struct sched {
@@ -149,6 +158,7 @@ struct sched {
     struct sched_counters counters;
     struct discovery *disc;             /* the catalog read in progress, if any */
     struct segsnap *snap;               /* the last sys.segments snapshot (segments.c) */
+    struct lease_state *lease;          /* this instance's leases (lease.c) */
     size_t last_ntables, last_selected; /* to log discoveries that changed something */
 };
 

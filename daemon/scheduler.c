@@ -7,6 +7,7 @@
 
 #include "cycle.h"
 #include "sched_int.h"
+#include "lease.h"
 #include "log.h"
 #include "registry.h"
 #include "retry.h"
@@ -181,6 +182,10 @@ void sched_check_finished(struct sched *s)
         for (struct dsync *d = s->ds; d; d = d->next)
             if (d->st != DS_IDLE)
                 return;
+        /* a clean stop gives its leases back: the others need not wait for them to expire
+         * (a hard stop too: nothing of ours is in flight any more) */
+        if (lease_release_all(s, sched_check_finished))
+            return;
         s->finished_reported = true;
         s->opts.on_finished(s->opts.ud, 0);
         return;
@@ -196,6 +201,8 @@ void sched_check_finished(struct sched *s)
         if (d->once_failed)
             code = 1;
     }
+    if (lease_release_all(s, sched_check_finished))
+        return;
     s->finished_reported = true;
     s->opts.on_finished(s->opts.ud, code);
 }
@@ -213,14 +220,24 @@ struct sched *sched_new(uv_loop_t *loop, const struct config *cfg, struct druid_
     s->disc_timer.data = s;
     uv_timer_init(loop, &s->stop_timer);
     s->stop_timer.data = s;
+    lease_init(s);
     return s;
+}
+
+static void on_leases_ready(struct sched *s)
+{
+    if (!s->stopping)
+        discover(s);
+    else
+        sched_check_finished(s);
 }
 
 void sched_start(struct sched *s)
 {
     s->started = true;
     sched_touch(s);
-    discover(s);
+    /* an instance that knows how many share the work before it claims any */
+    lease_start(s, on_leases_ready);
 }
 
 void sched_set_config(struct sched *s, const struct config *cfg)
@@ -269,6 +286,7 @@ void sched_free(struct sched *s)
     s->disc = NULL;
     registry_free(s);
     segments_free(s);
+    lease_free(s);
     uv_close((uv_handle_t *)&s->disc_timer, NULL);
     uv_close((uv_handle_t *)&s->stop_timer, NULL);
     /* s itself is freed by the caller after the loop has closed the timers */

@@ -6,7 +6,9 @@
 
 #include "cycle.h"
 #include "druidsql.h"
+#include "lease.h"
 #include "log.h"
+#include "pglease.h"
 #include "retry.h"
 #include "timeutil.h"
 
@@ -32,6 +34,7 @@ struct slicerun {
     int64_t *item_rows; /* segments mode: rows read per work item w0..w1 of the slice */
     int64_t *item_max;  /* ... and the newest __time of each */
     bool chunks_sent;   /* the commit carries the ledger rows of the items it completes */
+    int64_t epoch;      /* the lease epoch it began under (its fence's token) */
     char err[1024];
 };
 
@@ -117,6 +120,16 @@ static void slice_failed(struct slicerun *r, const struct druid_error *e, const 
     }
     run_end(r);
     st->status = LEDGER_PENDING;
+    if (pe && pglease_lost(pe)) {
+        /* the fence refused the commit: another instance holds the datasource now */
+        log_event(LOG_LVL_WARNING, "lease",
+                  LOG_FIELDS(.datasource = d->name, .slice = (long long)idx + 1,
+                             .error_kind = "lease", .sqlstate = pe->sqlstate),
+                  "%s: slice %zu rolled back by the fence: %s", d->name, idx + 1, pe->message);
+        lease_lost(d, pe->message);
+        cycle_maybe_finish(d);
+        return;
+    }
     /* what a log pipeline filters on: the slice and the cause as the peer gave it */
     const struct log_fields *f =
         LOG_FIELDS(.datasource = d->name, .slice = (long long)idx + 1, .error_kind = kind,
@@ -347,8 +360,10 @@ static void slice_on_commit(void *ud, const struct pgerr *err,
     log_event(LOG_LVL_DEBUG, "sched",
               LOG_FIELDS(.datasource = d->name, .slice = (long long)r->idx + 1, .rows = res->copied,
                          .has_rows = true),
-              "%s: slice %zu committed: %" PRId64 " rows, %" PRId64 " new, %" PRId64 " vanished",
-              d->name, r->idx + 1, res->copied, res->inserted, res->vanished);
+              "%s: slice %zu committed: %" PRId64 " rows, %" PRId64 " new, %" PRId64
+              " vanished (instance %s, lease epoch %" PRId64 ")",
+              d->name, r->idx + 1, res->copied, res->inserted, res->vanished, lease_owner(d->s),
+              r->epoch);
     run_end(r);
     cycle_pump(d);
     cycle_maybe_finish(d);
@@ -455,6 +470,7 @@ void slicerun_start(struct dsync *d, size_t idx)
     r->idx = idx;
     r->max_seen = INT64_MIN;
     r->cursor_sent = INT64_MIN;
+    r->epoch = d->lease_epoch;
     sched_touch(r->d->s);
     struct rowenc_column *rc = sched_xcalloc(d->nccols, sizeof *rc);
     for (size_t i = 0; i < d->nccols; i++) {

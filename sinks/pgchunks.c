@@ -113,6 +113,7 @@ void pgsink_chunks_write(struct pgsink *s, const char *datasource, const struct 
     buf_reset(&b);
     pgchunks_sql_insert(&b, s, "$1", "$2");
     pgjob_sql(j, b.data, 2, p, NULL);
+    pglease_add_fence(j, s, datasource); /* the job's COMMIT follows */
     buf_free(&b);
     free(json);
     pgjob_submit(s->control, j);

@@ -21,6 +21,25 @@ static void qname(struct buf *b, const char *schema, const char *name)
     sqlident_quote(b, name);
 }
 
+/* Leases go on a connection of their own: a renewal must not wait behind an index build or a
+ * resync swap on the control connection, or the lease would expire while the work goes on. */
+static struct pgjob_queue *lease_queue(struct pgsink *s)
+{
+    if (!s->lease) {
+        s->lease = pgjob_queue_new(s->loop, s->cfg->postgres);
+        if (!s->lease)
+            abort();
+        pgjob_queue_set_limits(s->lease, s->cfg->connect_timeout_seconds,
+                               s->cfg->postgres_timeout_seconds + 10, s->set_local);
+    }
+    return s->lease;
+}
+
+const struct pgerr *pgsink_lease_last_error(const struct pgsink *s)
+{
+    return s->lease ? pgjob_queue_last_error(s->lease) : NULL;
+}
+
 /* ---- DDL ---- */
 
 static int refuse_tag(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
@@ -33,10 +52,8 @@ static int refuse_tag(struct pgjob *j, PGresult *res, void *ud, char *err, size_
     return -1;
 }
 
-void pgsink_lease_ensure(struct pgsink *s, pgsink_cb cb, void *ud)
+void pglease_add_create(struct pgjob *j, const struct pgsink *s)
 {
-    struct pgjob *j = pgsink_job(s, cb, ud);
-    pgschema_add_lock(j, s); /* CREATE ... IF NOT EXISTS / OR REPLACE race between instances */
     const char *schema = s->cfg->destination_schema;
     struct buf b = BUF_INIT;
     buf_puts(&b, "CREATE TABLE IF NOT EXISTS ");
@@ -68,6 +85,13 @@ void pgsink_lease_ensure(struct pgsink *s, pgsink_cb cb, void *ud)
         pgjob_sql(j, b.data, 0, NULL, NULL);
     }
     buf_free(&b);
+}
+
+void pgsink_lease_ensure(struct pgsink *s, pgsink_cb cb, void *ud)
+{
+    struct pgjob *j = pgsink_job(s, cb, ud);
+    pgschema_add_lock(j, s); /* CREATE ... IF NOT EXISTS / OR REPLACE race between instances */
+    pglease_add_create(j, s);
     pgjob_submit(s->control, j);
 }
 
@@ -76,6 +100,81 @@ void pglease_fence_sql(struct buf *b, const char *schema, int p_unit, int p_owne
     buf_puts(b, "SELECT ");
     qname(b, schema, PGLEASE_FENCE);
     buf_printf(b, "($%d, $%d, $%d::bigint)", p_unit, p_owner, p_epoch);
+}
+
+void pglease_fence_lit(struct buf *b, const char *schema, const char *unit_lit,
+                       const char *owner_lit, int64_t epoch)
+{
+    buf_puts(b, "SELECT ");
+    qname(b, schema, PGLEASE_FENCE);
+    buf_printf(b, "(%s, %s, %" PRId64 ")", unit_lit, owner_lit, epoch);
+}
+
+/* ---- fences per datasource ---- */
+
+void pgsink_fence_set(struct pgsink *s, const char *datasource, const char *unit, const char *owner,
+                      int64_t epoch)
+{
+    struct pgfence **pp = &s->fences;
+    while (*pp && strcmp((*pp)->datasource, datasource) != 0)
+        pp = &(*pp)->next;
+    struct pgfence *f = *pp;
+    if (!unit) {
+        if (f) {
+            *pp = f->next;
+            free(f->datasource);
+            free(f->unit);
+            free(f->owner);
+            free(f);
+        }
+        return;
+    }
+    if (!f) {
+        f = calloc(1, sizeof *f);
+        if (!f || !(f->datasource = strdup(datasource)))
+            abort();
+        *pp = f;
+    }
+    free(f->unit);
+    free(f->owner);
+    f->unit = strdup(unit);
+    f->owner = strdup(owner);
+    if (!f->unit || !f->owner)
+        abort();
+    f->epoch = epoch;
+}
+
+const struct pgfence *pglease_fence_of(struct pgsink *s, const char *key)
+{
+    /* a resync's shadow belongs to the live datasource whose state row it reports to */
+    const struct dstable *t = pgsink_find_table(s, key);
+    const char *ds = t && t->state_key ? t->state_key : key;
+    for (const struct pgfence *f = s->fences; f; f = f->next)
+        if (strcmp(f->datasource, ds) == 0)
+            return f;
+    return NULL;
+}
+
+void pglease_add_fence(struct pgjob *j, struct pgsink *s, const char *key)
+{
+    const struct pgfence *f = pglease_fence_of(s, key);
+    if (!f)
+        return;
+    char ep[32];
+    snprintf(ep, sizeof ep, "%" PRId64, f->epoch);
+    struct buf b = BUF_INIT;
+    pglease_fence_sql(&b, s->cfg->destination_schema, 1, 2, 3);
+    const char *p[3] = {f->unit, f->owner, ep};
+    pgjob_sql(j, b.data, 3, p, NULL);
+    buf_free(&b);
+}
+
+void pglease_free_fences(struct pgsink *s)
+{
+    while (s->fences) {
+        struct pgfence *f = s->fences;
+        pgsink_fence_set(s, f->datasource, NULL, NULL, 0);
+    }
 }
 
 bool pglease_lost(const struct pgerr *e)
@@ -164,8 +263,8 @@ static void claim_done(void *ud, const char *err)
     claim_free(x);
 }
 
-void pgsink_lease_claim(struct pgsink *s, const char *unit, const char *datasource,
-                        const char *owner, double ttl, pglease_claim_cb cb, void *ud)
+void pgsink_lease_claim(struct pgsink *s, const struct pglease_claim_req *rq, pglease_claim_cb cb,
+                        void *ud)
 {
     struct claim_ctx *x = calloc(1, sizeof *x);
     if (!x)
@@ -173,38 +272,47 @@ void pgsink_lease_claim(struct pgsink *s, const char *unit, const char *datasour
     x->cb = cb;
     x->ud = ud;
     x->s = s;
-    x->unit = strdup(unit);
-    x->ttl = ttl;
+    x->unit = strdup(rq->unit);
+    x->ttl = rq->ttl;
     if (!x->unit)
         abort();
     struct pgjob *j = pgjob_new(claim_done, x);
     pgjob_set_ud_free(j, claim_free);
     const char *schema = s->cfg->destination_schema;
-    char ttl_s[32];
-    snprintf(ttl_s, sizeof ttl_s, "%.3f", ttl);
+    char ttl_s[32], held_s[32], free_s[32];
+    snprintf(ttl_s, sizeof ttl_s, "%.3f", rq->ttl);
+    snprintf(held_s, sizeof held_s, "%" PRId64, rq->held_epoch);
+    snprintf(free_s, sizeof free_s, "%.3f", rq->min_free_seconds > 0 ? rq->min_free_seconds : 0.0);
     struct buf b = BUF_INIT;
     buf_puts(&b, "INSERT INTO ");
     qname(&b, schema, PGLEASE_TABLE);
-    buf_puts(&b, " (unit, datasource) VALUES ($1, $2) ON CONFLICT (unit) DO NOTHING");
-    const char *p2[2] = {unit, datasource};
+    /* renewed_at: a new row has been free since now (min_free_seconds counts from there) */
+    buf_puts(&b, " (unit, datasource, renewed_at) VALUES ($1, $2, clock_timestamp())"
+                 " ON CONFLICT (unit) DO NOTHING");
+    const char *p2[2] = {rq->unit, rq->datasource};
     pgjob_sql(j, b.data, 2, p2, NULL);
     buf_reset(&b);
-    /* SET expressions read the row's old values: the epoch stays when this owner still holds
-     * the unit (its slices in flight keep their token), and grows on every other take */
+    /* SET expressions read the row's old values. The epoch stays only when this owner holds
+     * the unit at the epoch it believes it holds (its slices in flight keep their token);
+     * every other take, including one under our own name by an earlier process, is a new
+     * token, so that process's fence fails. Another owner's unit is taken only once it
+     * has expired or been released, and (min_free_seconds) free for that long. */
     buf_puts(&b, "UPDATE ");
     qname(&b, schema, PGLEASE_TABLE);
-    buf_puts(&b, " SET epoch = CASE WHEN owner = $2 AND expires_at > clock_timestamp()"
-                 " THEN epoch ELSE epoch + 1 END,"
-                 " acquired_at = CASE WHEN owner = $2 AND expires_at > clock_timestamp()"
-                 " THEN acquired_at ELSE clock_timestamp() END,"
+    buf_puts(&b, " SET epoch = CASE WHEN owner = $2 AND epoch = $4::bigint"
+                 " AND expires_at > clock_timestamp() THEN epoch ELSE epoch + 1 END,"
+                 " acquired_at = CASE WHEN owner = $2 AND epoch = $4::bigint"
+                 " AND expires_at > clock_timestamp() THEN acquired_at ELSE clock_timestamp() END,"
                  " owner = $2, renewed_at = clock_timestamp(),"
                  " expires_at = clock_timestamp() + make_interval(secs => $3::float8)"
-                 " WHERE unit = $1 AND (owner IS NULL OR owner = $2 OR expires_at IS NULL"
-                 " OR expires_at <= clock_timestamp()) RETURNING epoch, expires_at::text");
-    const char *p3[3] = {unit, owner, ttl_s};
-    pgjob_sql(j, b.data, 3, p3, claim_take_hook);
+                 " WHERE unit = $1 AND (owner = $2 OR ((owner IS NULL OR expires_at IS NULL"
+                 " OR expires_at <= clock_timestamp()) AND COALESCE(expires_at, renewed_at,"
+                 " '-infinity') <= clock_timestamp() - make_interval(secs => $5::float8)))"
+                 " RETURNING epoch, expires_at::text");
+    const char *p5[5] = {rq->unit, rq->owner, ttl_s, held_s, free_s};
+    pgjob_sql(j, b.data, 5, p5, claim_take_hook);
     buf_free(&b);
-    pgjob_submit(s->control, j);
+    pgjob_submit(lease_queue(s), j);
 }
 
 /* ---- renew ---- */
@@ -215,6 +323,7 @@ struct renew_ctx {
     char **units;
     bool *held;
     size_t n;
+    int live;
     bool answered;
 };
 
@@ -240,6 +349,16 @@ static int renew_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_
             if (strcmp(x->units[i], u) == 0)
                 x->held[i] = true;
     }
+    return 0;
+}
+
+static int census_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    (void)j;
+    (void)err;
+    (void)errlen;
+    struct renew_ctx *x = ud;
+    x->live = PQntuples(res) == 1 ? atoi(PQgetvalue(res, 0, 0)) : 0;
     x->answered = true;
     return 0;
 }
@@ -248,9 +367,9 @@ static void renew_done(void *ud, const char *err)
 {
     struct renew_ctx *x = ud;
     if (err || !x->answered)
-        x->cb(x->ud, err ? err : "lease renewal returned nothing", NULL, 0);
+        x->cb(x->ud, err ? err : "lease renewal returned nothing", NULL, 0, 0);
     else
-        x->cb(x->ud, NULL, x->held, x->n);
+        x->cb(x->ud, NULL, x->held, x->n, x->live);
     renew_free(x);
 }
 
@@ -306,9 +425,16 @@ void pgsink_lease_renew(struct pgsink *s, const char *owner, const char *const *
                  " AND l.expires_at > clock_timestamp() RETURNING l.unit");
     const char *p[3] = {owner, ttl_s, json};
     pgjob_sql(j, b.data, 3, p, renew_hook);
+    /* the instances alive now (their heartbeat units): how many share the work */
+    buf_reset(&b);
+    buf_puts(&b, "SELECT count(*) FROM ");
+    qname(&b, s->cfg->destination_schema, PGLEASE_TABLE);
+    buf_puts(&b,
+             " WHERE unit LIKE '" PGLEASE_INSTANCE_PREFIX "%' AND expires_at > clock_timestamp()");
+    pgjob_sql(j, b.data, 0, NULL, census_hook);
     buf_free(&b);
     free(json);
-    pgjob_submit(s->control, j);
+    pgjob_submit(lease_queue(s), j);
 }
 
 /* ---- release ---- */
@@ -327,5 +453,5 @@ void pgsink_lease_release(struct pgsink *s, const char *owner, const char *const
     pgjob_sql(j, b.data, 2, p, NULL);
     buf_free(&b);
     free(json);
-    pgjob_submit(s->control, j);
+    pgjob_submit(lease_queue(s), j);
 }

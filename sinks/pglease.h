@@ -22,29 +22,54 @@
 /* Raised by the fence when the lease is no longer held at the slice's epoch. */
 #define PGLEASE_SQLSTATE "DSL01"
 
-/* Creates the lease table and the fence function (under the schema's DDL lock). */
+/* Creates the lease table and the fence function (under the schema's DDL lock);
+ * pgsink_ensure_schema does it too. */
 void pgsink_lease_ensure(struct pgsink *s, pgsink_cb cb, void *ud);
+
+/* The fence every write of a datasource carries from now on: slices begun after this call,
+ * chunk ledger writes and the resync swap check, in their own transaction just before
+ * COMMIT, that owner still holds unit at epoch. unit NULL removes it (nothing fenced). */
+void pgsink_fence_set(struct pgsink *s, const char *datasource, const char *unit, const char *owner,
+                      int64_t epoch);
+
+/* Heartbeat units ("instance:NAME"): one per daemon, renewed with its leases, so that every
+ * instance can count the instances alive and take its share of the work. */
+#define PGLEASE_INSTANCE_PREFIX "instance:"
+/* A datasource's unit: "ds:NAME". */
+#define PGLEASE_DS_PREFIX "ds:"
 
 struct pglease_claim {
     bool granted;           /* this owner holds the unit now */
     int64_t epoch;          /* the fencing token when granted (unchanged when it already
-                             * held the unit: its slices in flight stay valid) */
-    const char *holder;     /* not granted: who holds it */
+                             * held the unit at held_epoch: its slices in flight stay valid) */
+    const char *holder;     /* not granted: who holds it ("nobody": free, but not for long
+                             * enough) */
     double seconds_left;    /* not granted: until the holder's lease expires (database time);
                              * granted: the lease's length */
     const char *expires_at; /* the expiry as PostgreSQL prints it */
 };
+struct pglease_claim_req {
+    const char *unit, *datasource, *owner;
+    double ttl;
+    int64_t held_epoch;      /* the epoch this process holds the unit at, -1 none: any other
+                              * take (even under the same owner name) is a new token */
+    double min_free_seconds; /* another owner's unit: only once free (released or expired) for
+                              * this long; 0 at once */
+};
 typedef void (*pglease_claim_cb)(void *ud, const char *err, const struct pglease_claim *c);
-/* Takes unit for owner for ttl seconds when it is free, expired or already this owner's:
- * one transaction (the row is created on first use, with epoch 0). A take from another owner
- * or after expiry increments the epoch; the holder's fence then fails. c (and its strings) are
- * borrowed for the call; NULL with err on failure. */
-void pgsink_lease_claim(struct pgsink *s, const char *unit, const char *datasource,
-                        const char *owner, double ttl, pglease_claim_cb cb, void *ud);
+/* Takes the unit for ttl seconds when it is this owner's, or free as req says: one
+ * transaction on the sink's lease connection (the row is created on first use, epoch 0). A
+ * take increments the epoch unless this owner held it at held_epoch; the previous holder's
+ * fence then fails. c (and its strings) are borrowed for the call; NULL with err on failure. */
+void pgsink_lease_claim(struct pgsink *s, const struct pglease_claim_req *req, pglease_claim_cb cb,
+                        void *ud);
+/* The cause of the last lease operation that failed. */
+const struct pgerr *pgsink_lease_last_error(const struct pgsink *s);
 
 /* held[i]: unit i is still owner's at epochs[i] and now runs ttl seconds from now; false: lost
- * (expired and taken, or released by someone else). NULL with err on failure. */
-typedef void (*pglease_renew_cb)(void *ud, const char *err, const bool *held, size_t n);
+ * (expired and taken, or released by someone else). live: the instances whose heartbeat unit
+ * is alive. NULL with err on failure. */
+typedef void (*pglease_renew_cb)(void *ud, const char *err, const bool *held, size_t n, int live);
 void pgsink_lease_renew(struct pgsink *s, const char *owner, const char *const *units,
                         const int64_t *epochs, size_t n, double ttl, pglease_renew_cb cb, void *ud);
 
@@ -55,6 +80,10 @@ void pgsink_lease_release(struct pgsink *s, const char *owner, const char *const
 /* The SQL statement that fences a slice: "SELECT schema.druid_syncd_fence($a, $b, $c)" with
  * the parameter numbers given (the caller passes unit, owner and the epoch as text). */
 void pglease_fence_sql(struct buf *b, const char *schema, int p_unit, int p_owner, int p_epoch);
+
+/* The fence as a statement with literals (unit and owner already quoted by the caller). */
+void pglease_fence_lit(struct buf *b, const char *schema, const char *unit_lit,
+                       const char *owner_lit, int64_t epoch);
 
 /* Is this failure the fence refusing a commit (the lease was lost)? */
 bool pglease_lost(const struct pgerr *e);

@@ -946,6 +946,7 @@ static int swap_cols_hook(struct pgjob *j, PGresult *res, void *ud, char *err, s
     buf_puts(&b, "DROP TABLE ");
     pgsink_qtable(&b, s, w->shadow);
     pgjob_sql(j, b.data, 0, NULL, NULL);
+    pglease_add_fence(j, s, w->datasource);
     pgjob_sql(j, "COMMIT", 0, NULL, NULL);
     buf_free(&b);
     return 0;

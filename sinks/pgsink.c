@@ -84,6 +84,8 @@ void pgsink_set_config(struct pgsink *s, const struct config *cfg)
              ms, lock_ms, ms);
     double wait = cfg->postgres_timeout_seconds + 10;
     pgjob_queue_set_limits(s->control, cfg->connect_timeout_seconds, wait, s->set_local);
+    if (s->lease)
+        pgjob_queue_set_limits(s->lease, cfg->connect_timeout_seconds, wait, s->set_local);
     for (size_t i = 0; i < s->nwriters; i++)
         pgconn_set_timeouts(s->writers[i].conn, cfg->connect_timeout_seconds, wait);
 }
@@ -95,7 +97,8 @@ const struct pgerr *pgsink_last_error(const struct pgsink *s)
 
 size_t pgsink_connections(const struct pgsink *s)
 {
-    size_t n = pgjob_queue_connected(s->control) ? 1 : 0;
+    size_t n = (pgjob_queue_connected(s->control) ? 1 : 0) +
+               (s->lease && pgjob_queue_connected(s->lease) ? 1 : 0);
     for (size_t i = 0; i < s->nwriters; i++)
         n += pgconn_ok(s->writers[i].conn);
     return n;
@@ -106,9 +109,11 @@ void pgsink_free(struct pgsink *s)
     if (!s)
         return;
     pgjob_queue_free(s->control);
+    pgjob_queue_free(s->lease);
     for (size_t i = 0; i < s->nwriters; i++)
         pgconn_free(s->writers[i].conn);
     free(s->writers);
+    pglease_free_fences(s);
     pgschema_free_tables(s);
     while (s->wait_head) {
         struct waiter *w = s->wait_head;
@@ -160,6 +165,7 @@ void pgsink_ensure_schema(struct pgsink *s, pgsink_cb cb, void *ud)
     buf_free(&b);
     pgstate_add_create(j, s);
     pgchunks_add_create(j, s);
+    pglease_add_create(j, s);
     pgjob_submit(s->control, j);
 }
 

@@ -44,10 +44,19 @@ struct waiter {
     struct pgsink_slice *sl;
 };
 
+/* A datasource's fence (pgsink_fence_set): copied into a slice when it begins. */
+struct pgfence {
+    struct pgfence *next;
+    char *datasource, *unit, *owner;
+    int64_t epoch;
+};
+
 struct pgsink {
     uv_loop_t *loop;
     const struct config *cfg;
     struct pgjob_queue *control;
+    struct pgjob_queue *lease; /* claims and renewals only (pglease.c), opened on first use */
+    struct pgfence *fences;
     struct dstable *tables;
     struct writer *writers;
     size_t nwriters;
@@ -74,6 +83,15 @@ void pgchunks_add_create(struct pgjob *j, const struct pgsink *s);
 char *pgchunks_json(const struct pgsink_chunk *c, size_t n);
 void pgchunks_sql_delete(struct buf *b, const struct pgsink *s, const char *ds, const char *json);
 void pgchunks_sql_insert(struct buf *b, const struct pgsink *s, const char *ds, const char *json);
+/* pglease.c: the lease table and fence function's DDL as steps of a job; the fence of the
+ * datasource a table key (a live table or a resync's shadow) belongs to, NULL none; the
+ * fences. */
+void pglease_add_create(struct pgjob *j, const struct pgsink *s);
+const struct pgfence *pglease_fence_of(struct pgsink *s, const char *key);
+/* The fence of key's datasource as a step of a job (nothing when it has none): add it last
+ * before the job's COMMIT. */
+void pglease_add_fence(struct pgjob *j, struct pgsink *s, const char *key);
+void pglease_free_fences(struct pgsink *s);
 /* pgslice.c: frees a slice that is still alive when the sink is freed. */
 void pgslice_free_live(struct pgsink *s);
 /* pgschema.c: frees the prepared-table list. */

@@ -21,6 +21,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "pglease.h"
 #include "pgsink_int.h"
 #include "sqlident.h"
 #include "timeutil.h"
@@ -109,6 +110,9 @@ struct pgsink_slice {
     void *commit_ud;
     char *cursor;
     char *chunks_json; /* the ledger rows this slice completes, or NULL */
+    char *fence_unit;  /* the lease this slice began under (pgsink_fence_set), or NULL */
+    char *fence_owner;
+    int64_t fence_epoch;
     struct pgsink_slice_result res;
     struct buf pending; /* COPY data not handed to libpq yet */
     void (*drain_cb)(void *ud);
@@ -136,6 +140,8 @@ static void slice_free(struct pgsink_slice *sl)
     free(sl->view.slice_column);
     free(sl->cursor);
     free(sl->chunks_json);
+    free(sl->fence_unit);
+    free(sl->fence_owner);
     buf_free(&sl->pending);
     free(sl);
 }
@@ -292,7 +298,26 @@ static int lit(struct pgsink_slice *sl, struct buf *b, const char *v)
     return pgconn_literal(sl->w->conn, b, v);
 }
 
-/* The ledger rows, the state row and COMMIT, as one string. */
+/* The fence, last before COMMIT: it raises (and so skips the COMMIT of the same string) when
+ * the lease the slice began under is no longer held at its epoch. */
+static int fence_commit(struct pgsink_slice *sl, struct buf *b)
+{
+    int rc = 0;
+    if (sl->fence_unit) {
+        struct buf u = BUF_INIT, o = BUF_INIT;
+        rc = lit(sl, &u, sl->fence_unit) | lit(sl, &o, sl->fence_owner);
+        if (rc == 0) {
+            pglease_fence_lit(b, sl->s->cfg->destination_schema, u.data, o.data, sl->fence_epoch);
+            buf_puts(b, "; ");
+        }
+        buf_free(&u);
+        buf_free(&o);
+    }
+    buf_puts(b, "COMMIT");
+    return rc;
+}
+
+/* The ledger rows, the state row, the fence and COMMIT, as one string. */
 static int tail_sql(struct pgsink_slice *sl, struct buf *b)
 {
     struct pgsink *s = sl->s;
@@ -319,7 +344,8 @@ static int tail_sql(struct pgsink_slice *sl, struct buf *b)
                    " WHERE datasource = ",
                    sl->res.inserted);
         rc |= lit(sl, b, sl->state_key);
-        buf_puts(b, "; COMMIT");
+        buf_puts(b, "; ");
+        rc |= fence_commit(sl, b);
     } else if (rc == 0) {
         buf_puts(b, "INSERT INTO ");
         pgsink_qtable(b, s, STATE_TABLE);
@@ -336,8 +362,8 @@ static int tail_sql(struct pgsink_slice *sl, struct buf *b)
                      * comparison would misorder years beyond 9999 and BC) */
                     " COALESCE(EXCLUDED.cursor, st.cursor),"
                     " rows_synced = st.rows_synced + EXCLUDED.rows_synced,"
-                    " slices_committed = st.slices_committed + 1, updated_at = now();"
-                    " COMMIT");
+                    " slices_committed = st.slices_committed + 1, updated_at = now(); ");
+        rc |= fence_commit(sl, b);
     }
     buf_free(&ds);
     buf_free(&js);
@@ -602,6 +628,15 @@ void pgsink_slice_begin(struct pgsink *s, const char *datasource, int64_t lo, in
     sl->hi = hi;
     sl->soft_deletes = s->cfg->soft_deletes;
     sl->initial_load = t->initial_load;
+    const struct pgfence *f = pglease_fence_of(s, datasource);
+    if (f) {
+        /* the epoch it begins with: a lease taken again later is another token */
+        sl->fence_unit = strdup(f->unit);
+        sl->fence_owner = strdup(f->owner);
+        sl->fence_epoch = f->epoch;
+        if (!sl->fence_unit || !sl->fence_owner)
+            abort();
+    }
     sl->phase = SL_IDLE;
     /* no writer yet: one is taken with the first data (see the top of this file) */
     cb(ud, sl, NULL);

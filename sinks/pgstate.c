@@ -8,6 +8,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "pglease.h"
 #include "pgsink_int.h"
 #include "sqlident.h"
 #include "timeutil.h"
@@ -149,7 +150,13 @@ void pgsink_state_recover(struct pgsink *s, const char *const *only, pgsink_cb c
                  " its end', updated_at = now() WHERE status = 'syncing'"
                  " AND ($1::jsonb IS NULL OR datasource IN"
                  " (SELECT jsonb_array_elements_text($1::jsonb)))"
-                 " AND datasource NOT IN (SELECT jsonb_array_elements_text($2::jsonb))");
+                 " AND datasource NOT IN (SELECT jsonb_array_elements_text($2::jsonb))"
+                 /* a datasource whose lease is alive is mid-cycle on another instance */
+                 " AND NOT EXISTS (SELECT 1 FROM ");
+    pgsink_qtable(&b, s, PGLEASE_TABLE);
+    buf_puts(&b,
+             " AS l WHERE l.unit = '" PGLEASE_DS_PREFIX "' || datasource AND l.owner IS NOT NULL"
+             " AND l.expires_at > clock_timestamp())");
     char *inc = only ? names_json(only) : NULL;
     char *exc = names_json((const char *const *)s->cfg->exclude_datasources);
     const char *p[2] = {inc, exc};

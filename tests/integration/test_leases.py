@@ -64,7 +64,8 @@ class LeaseTest(harness.EnvTestCase):
         c = self.a("claim", "u1", "ds1", "inst-a", 1.0)
         self.assertTrue(c["granted"], c)
         e1 = c["epoch"]
-        again = self.a("claim", "u1", "ds1", "inst-a", 1.0)  # the holder again: same token
+        # the holder again, at the epoch it holds: the same token
+        again = self.a("claim", "u1", "ds1", "inst-a", 1.0, e1)
         self.assertTrue(again["granted"])
         self.assertEqual(again["epoch"], e1)
         c = self.b("claim", "u1", "ds1", "inst-b", 1.0)
@@ -79,7 +80,7 @@ class LeaseTest(harness.EnvTestCase):
         self.assertEqual(c["epoch"], e1 + 1, "a take from another owner must bump the epoch")
         self.assertEqual(self.row("u1"), ("inst-b", e1 + 1))
         # the old holder learns it lost the unit, and cannot commit with its old token
-        self.assertEqual(self.a("renew", "inst-a", 1.0, "u1:%d" % e1), {"held": [False]})
+        self.assertEqual(self.a("renew", "inst-a", 1.0, "u1:%d" % e1)["held"], [False])
         f = self.a("fence", "u1", "inst-a", e1)
         self.assertTrue(f.get("lost"), f)
         self.assertEqual(f["sqlstate"], "DSL01")
@@ -87,20 +88,20 @@ class LeaseTest(harness.EnvTestCase):
         # even a stale token of the current owner is refused
         self.assertTrue(self.b("fence", "u1", "inst-b", e1).get("lost"))
         self.assertEqual(self.b("fence", "u1", "inst-b", e1 + 1), {"ok": True})
-        self.assertEqual(self.b("renew", "inst-b", 5.0, "u1:%d" % (e1 + 1)), {"held": [True]})
+        self.assertEqual(self.b("renew", "inst-b", 5.0, "u1:%d" % (e1 + 1))["held"], [True])
 
     def test_renew_keeps_a_lease_alive(self):
         c = self.a("claim", "u2", "ds2", "inst-a", 0.8)
         e = c["epoch"]
         for _ in range(4):  # 1.6 s in all, twice the lease, renewed every 0.4 s
             time.sleep(0.4)
-            self.assertEqual(self.a("renew", "inst-a", 0.8, "u2:%d" % e), {"held": [True]})
+            self.assertEqual(self.a("renew", "inst-a", 0.8, "u2:%d" % e)["held"], [True])
         self.assertFalse(self.b("claim", "u2", "ds2", "inst-b", 0.8)["granted"])
         self.assertEqual(self.a("fence", "u2", "inst-a", e), {"ok": True})
         # several units in one renewal, one of them never held
         c3 = self.a("claim", "u3", "ds2", "inst-a", 5)
         r = self.a("renew", "inst-a", 5, "u2:%d" % e, "u3:%d" % c3["epoch"], "nope:1")
-        self.assertEqual(r, {"held": [True, True, False]})
+        self.assertEqual(r["held"], [True, True, False])
 
     def test_release_keeps_the_epoch(self):
         c = self.a("claim", "u4", "ds4", "inst-a", 30)
@@ -140,6 +141,43 @@ class LeaseTest(harness.EnvTestCase):
         self.assertTrue(got["granted"], got)
         self.assertGreaterEqual(waited, 2.4, "the steal did not wait for the open transaction")
         self.assertEqual(got["epoch"], c["epoch"] + 1)
+
+    def test_same_name_without_its_epoch_is_a_new_token(self):
+        """A restarted daemon with a configured instance_name takes its old units at once,
+        but as a new token: the earlier process (frozen, say) cannot commit with the old one."""
+        c = self.a("claim", "u8", "ds8", "inst-a", 30)
+        again = self.b("claim", "u8", "ds8", "inst-a", 30)  # same name, no epoch held
+        self.assertTrue(again["granted"], again)
+        self.assertEqual(again["epoch"], c["epoch"] + 1)
+        self.assertTrue(self.a("fence", "u8", "inst-a", c["epoch"]).get("lost"))
+        self.assertEqual(self.b("fence", "u8", "inst-a", again["epoch"]), {"ok": True})
+
+    def test_min_free_leaves_a_released_unit_to_others_for_a_while(self):
+        """An instance beyond its share takes a free unit only after nobody else took it for
+        min_free seconds (database time); below its share it takes it at once."""
+        self.a("claim", "u9", "ds9", "inst-a", 30)
+        self.a("release", "inst-a", "u9")
+        over = self.b("claim", "u9", "ds9", "inst-b", 30, -1, 1.0)
+        self.assertFalse(over["granted"], over)
+        self.assertEqual(over["holder"], "nobody")
+        time.sleep(1.1)
+        later = self.b("claim", "u9", "ds9", "inst-b", 30, -1, 1.0)
+        self.assertTrue(later["granted"], later)
+        # a brand-new unit has been free only since it was first asked for
+        self.assertFalse(self.a("claim", "u10", "ds10", "inst-a", 30, -1, 5.0)["granted"])
+        self.assertTrue(self.b("claim", "u10", "ds10", "inst-b", 30, -1, 0)["granted"])
+
+    def test_renewal_counts_the_live_instances(self):
+        ha = self.a("claim", "instance:live-a", "hb", "live-a", 0.8)
+        hb = self.b("claim", "instance:live-b", "hb", "live-b", 30)
+        r = self.b("renew", "live-b", 30, "instance:live-b:%d" % hb["epoch"])
+        self.assertEqual(r["held"], [True])
+        base = r["live"]
+        self.assertGreaterEqual(base, 2)
+        time.sleep(1.0)  # live-a stops renewing: it no longer counts
+        self.assertEqual(self.b("renew", "live-b", 30, "instance:live-b:%d" % hb["epoch"])["live"],
+                         base - 1)
+        self.assertTrue(ha["granted"])
 
     def test_through_a_missing_table_is_an_error_not_a_grant(self):
         self.pg.psql("ALTER TABLE %s RENAME TO leases_gone" % LEASES)

@@ -2,8 +2,9 @@
  * test_leases.py. Reads one command per line on stdin, runs it on the sink's control
  * connection through the libuv loop, prints one JSON object per line:
  *   ensure
- *   claim UNIT DATASOURCE OWNER TTL    -> {"granted":..,"epoch":..,"holder":..,"seconds_left":..}
- *   renew OWNER TTL UNIT:EPOCH...      -> {"held":[true,false,...]}
+ *   claim UNIT DATASOURCE OWNER TTL [HELD_EPOCH [MIN_FREE]]
+ *                                      -> {"granted":..,"epoch":..,"holder":..,"seconds_left":..}
+ *   renew OWNER TTL UNIT:EPOCH...      -> {"held":[true,false,...],"live":N}
  *   release OWNER UNIT...              -> {"ok":true}
  *   fence UNIT OWNER EPOCH             -> {"ok":true} or {"error":..,"sqlstate":..,"lost":..}
  * Errors print {"error": ..., "sqlstate": ...}. Usage: lease_probe CONFIG_FILE */
@@ -32,11 +33,14 @@ static void answered(void)
     uv_stop(&loop);
 }
 
+/* claims, renewals and releases run on the sink's lease connection, the rest on control */
+static bool on_lease_conn;
+
 static void put_err(const char *err)
 {
     out = json_object_new_object();
     json_object_object_add(out, "error", json_object_new_string(err));
-    const struct pgerr *e = pgsink_last_error(sink);
+    const struct pgerr *e = on_lease_conn ? pgsink_lease_last_error(sink) : pgsink_last_error(sink);
     json_object_object_add(out, "sqlstate", json_object_new_string(e ? e->sqlstate : ""));
     json_object_object_add(out, "lost", json_object_new_boolean(pglease_lost(e)));
 }
@@ -69,7 +73,7 @@ static void on_claim(void *ud, const char *err, const struct pglease_claim *c)
     answered();
 }
 
-static void on_renew(void *ud, const char *err, const bool *held, size_t n)
+static void on_renew(void *ud, const char *err, const bool *held, size_t n, int live)
 {
     (void)ud;
     if (err) {
@@ -80,6 +84,7 @@ static void on_renew(void *ud, const char *err, const bool *held, size_t n)
         for (size_t i = 0; i < n; i++)
             json_object_array_add(a, json_object_new_boolean(held[i]));
         json_object_object_add(out, "held", a);
+        json_object_object_add(out, "live", json_object_new_int(live));
     }
     answered();
 }
@@ -119,11 +124,18 @@ int main(int argc, char **argv)
             words[n++] = t;
         if (n == 0)
             continue;
+        on_lease_conn = strcmp(words[0], "claim") == 0 || strcmp(words[0], "renew") == 0 ||
+                        strcmp(words[0], "release") == 0;
         if (strcmp(words[0], "ensure") == 0) {
             pgsink_lease_ensure(sink, on_plain, NULL);
-        } else if (strcmp(words[0], "claim") == 0 && n == 5) {
-            pgsink_lease_claim(sink, words[1], words[2], words[3], strtod(words[4], NULL), on_claim,
-                               NULL);
+        } else if (strcmp(words[0], "claim") == 0 && n >= 5 && n <= 7) {
+            struct pglease_claim_req rq = {words[1],
+                                           words[2],
+                                           words[3],
+                                           strtod(words[4], NULL),
+                                           n > 5 ? strtoll(words[5], NULL, 10) : -1,
+                                           n > 6 ? strtod(words[6], NULL) : 0};
+            pgsink_lease_claim(sink, &rq, on_claim, NULL);
         } else if (strcmp(words[0], "renew") == 0 && n >= 3) {
             const char *units[64];
             int64_t epochs[64];

@@ -1,6 +1,7 @@
 /* fake_io: the fake world of the scheduler tests. See fake_io.h. */
 #include "fake_io.h"
 
+#include <inttypes.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,7 @@ struct ftimer {
     uint64_t due;
     bool active;
     bool closed;
+    bool unref; /* uv_unref: fires while the loop runs, does not keep it running */
 };
 
 #define MAX_TIMERS 4096
@@ -69,7 +71,7 @@ int uv_timer_init(uv_loop_t *loop, uv_timer_t *t)
     (void)loop;
     if (ntimers == MAX_TIMERS)
         abort();
-    timers[ntimers++] = (struct ftimer){t, NULL, 0, false, false};
+    timers[ntimers++] = (struct ftimer){t, NULL, 0, false, false, false};
     return 0;
 }
 
@@ -97,6 +99,13 @@ int uv_is_active(const uv_handle_t *h)
 {
     struct ftimer *f = find_timer(h);
     return f && f->active;
+}
+
+void uv_unref(uv_handle_t *h)
+{
+    struct ftimer *f = find_timer(h);
+    if (f)
+        f->unref = true;
 }
 
 uint64_t uv_now(const uv_loop_t *loop)
@@ -158,10 +167,15 @@ int fake_run(uint64_t until_ms)
             continue;
         }
         struct ftimer *next = NULL;
+        bool referenced = false;
         for (size_t i = 0; i < ntimers; i++)
-            if (timers[i].active && !timers[i].closed && (!next || timers[i].due < next->due))
-                next = &timers[i];
-        if (!next || next->due > until_ms)
+            if (timers[i].active && !timers[i].closed) {
+                referenced |= !timers[i].unref;
+                if (!next || timers[i].due < next->due)
+                    next = &timers[i];
+            }
+        /* like uv_run: only unreferenced timers left is nothing left */
+        if (!next || !referenced || next->due > until_ms)
             return steps;
         if (next->due > now_ms)
             now_ms = next->due;
@@ -657,8 +671,15 @@ struct pgsink_slice {
     pgsink_commit_cb cb;
     void *ud;
     struct pgsink_slice *next_held;
+    bool fenced; /* began under a fence (pgsink_fence_set): checked at commit */
+    char fence_unit[160], fence_owner[160];
+    int64_t fence_epoch;
 };
 static struct pgsink_slice *held;
+/* the lease block at the end of this file */
+static void fence_capture(struct pgsink_slice *sl);
+static bool fence_refuses(struct pgsink_slice *sl, struct pgerr *e);
+void fake_lease_reset(void);
 
 const struct pgerr *pgsink_last_error(const struct pgsink *s)
 {
@@ -805,6 +826,7 @@ void pgsink_slice_begin(struct pgsink *s, const char *datasource, int64_t lo, in
     b->sl->shadow = shadow;
     b->sl->lo = lo;
     b->sl->hi = hi;
+    fence_capture(b->sl);
     open_slices++;
     defer(run_begin, b);
 }
@@ -870,6 +892,15 @@ static void slice_free(struct pgsink_slice *sl)
 static void run_commit(void *arg)
 {
     struct pgsink_slice *sl = arg;
+    struct pgerr fe;
+    if (fence_refuses(sl, &fe)) {
+        last_err = fe;
+        pgsink_commit_cb cb = sl->cb;
+        void *ud = sl->ud;
+        slice_free(sl);
+        cb(ud, &fe, NULL);
+        return;
+    }
     if (fail_n > 0) {
         fail_n--;
         last_err = fail_err;
@@ -1205,6 +1236,7 @@ void fake_reset(void)
     nunavailable = 0;
     nrealtime = 0;
     last_slice_lo = INT64_MIN;
+    fake_lease_reset();
 }
 
 /* ---- operator requests (sinks/pgctl.h) ---- */
@@ -1456,4 +1488,280 @@ void pgsink_finish_initial_load(struct pgsink *s, const char *datasource, pgsink
     o->cb = cb;
     o->ud = ud;
     defer(run_il, o);
+}
+
+/* ---- leases (sinks/pglease.h) ---- */
+/* Its own block and reset (fake_lease_reset): a lease table in memory with the SQL's rules
+ * (virtual time), other instances taking units on request, the fence checked at every slice
+ * commit, failures on request. The test file declares these. */
+#include "pglease.h"
+
+struct flease {
+    char unit[160], owner[160];
+    int64_t epoch;
+    int64_t expires; /* virtual ms; INT64_MIN: released / never held */
+    int64_t free_since;
+};
+static struct flease fl[64];
+static int nfl;
+static int fl_live = 1, fl_fail_n, fl_claims, fl_renewals, fl_releases, fl_refused;
+static struct {
+    char unit[160], owner[160];
+    int64_t epoch;
+    bool set;
+} ffence;
+
+void fake_lease_reset(void);
+void fake_lease_take(const char *unit, const char *owner, double seconds);
+const char *fake_lease_owner(const char *unit);
+int64_t fake_lease_epoch(const char *unit);
+void fake_lease_live(int n);
+void fake_lease_fail(int n);
+int fake_lease_claims(void);
+int fake_lease_renewals(void);
+int fake_lease_releases(void);
+int fake_lease_refused(void);
+
+void fake_lease_reset(void)
+{
+    nfl = 0;
+    fl_live = 1;
+    fl_fail_n = fl_claims = fl_renewals = fl_releases = fl_refused = 0;
+    memset(&ffence, 0, sizeof ffence);
+}
+
+static struct flease *fl_row(const char *unit, bool create)
+{
+    for (int i = 0; i < nfl; i++)
+        if (strcmp(fl[i].unit, unit) == 0)
+            return &fl[i];
+    if (!create || nfl == 64)
+        return NULL;
+    struct flease *l = &fl[nfl++];
+    memset(l, 0, sizeof *l);
+    snprintf(l->unit, sizeof l->unit, "%s", unit);
+    l->expires = INT64_MIN;
+    l->free_since = (int64_t)now_ms;
+    return l;
+}
+
+static bool fl_alive(const struct flease *l)
+{
+    return l->owner[0] && l->expires != INT64_MIN && l->expires > (int64_t)now_ms;
+}
+
+void fake_lease_take(const char *unit, const char *owner, double seconds)
+{
+    struct flease *l = fl_row(unit, true);
+    snprintf(l->owner, sizeof l->owner, "%s", owner);
+    l->epoch++;
+    l->expires = (int64_t)now_ms + (int64_t)(seconds * 1000.0);
+}
+
+const char *fake_lease_owner(const char *unit)
+{
+    struct flease *l = fl_row(unit, false);
+    return l && fl_alive(l) ? l->owner : "";
+}
+
+int64_t fake_lease_epoch(const char *unit)
+{
+    struct flease *l = fl_row(unit, false);
+    return l ? l->epoch : -1;
+}
+
+void fake_lease_live(int n)
+{
+    fl_live = n;
+}
+void fake_lease_fail(int n)
+{
+    fl_fail_n = n;
+}
+int fake_lease_claims(void)
+{
+    return fl_claims;
+}
+int fake_lease_renewals(void)
+{
+    return fl_renewals;
+}
+int fake_lease_releases(void)
+{
+    return fl_releases;
+}
+int fake_lease_refused(void)
+{
+    return fl_refused;
+}
+
+static bool fl_failing(void)
+{
+    if (fl_fail_n <= 0)
+        return false;
+    fl_fail_n--;
+    pgerr_set(&last_err, "", true, "server closed the connection unexpectedly");
+    return true;
+}
+
+struct flclaim {
+    struct pglease_claim_req rq;
+    char unit[160], owner[160];
+    pglease_claim_cb cb;
+    void *ud;
+};
+
+static void run_claim(void *arg)
+{
+    struct flclaim *x = arg;
+    fl_claims++;
+    if (fl_failing()) {
+        x->cb(x->ud, "server closed the connection unexpectedly", NULL);
+        free(x);
+        return;
+    }
+    struct flease *l = fl_row(x->unit, true);
+    int64_t now = (int64_t)now_ms;
+    bool mine = strcmp(l->owner, x->owner) == 0;
+    bool freed = !fl_alive(l);
+    int64_t since = l->expires != INT64_MIN ? l->expires : l->free_since;
+    struct pglease_claim c = {0};
+    char expires[32];
+    if (mine || (freed && since <= now - (int64_t)(x->rq.min_free_seconds * 1000.0))) {
+        if (!(mine && fl_alive(l) && l->epoch == x->rq.held_epoch))
+            l->epoch++;
+        snprintf(l->owner, sizeof l->owner, "%s", x->owner);
+        l->expires = now + (int64_t)(x->rq.ttl * 1000.0);
+        c.granted = true;
+        c.epoch = l->epoch;
+        c.seconds_left = x->rq.ttl;
+    } else {
+        c.holder = freed ? "nobody" : l->owner;
+        c.seconds_left = freed ? 0 : (double)(l->expires - now) / 1000.0;
+    }
+    snprintf(expires, sizeof expires, "T+%" PRId64, l->expires);
+    c.expires_at = expires;
+    x->cb(x->ud, NULL, &c);
+    free(x);
+}
+
+void pgsink_lease_claim(struct pgsink *s, const struct pglease_claim_req *rq, pglease_claim_cb cb,
+                        void *ud)
+{
+    (void)s;
+    struct flclaim *x = xcalloc(1, sizeof *x);
+    x->rq = *rq;
+    snprintf(x->unit, sizeof x->unit, "%s", rq->unit);
+    snprintf(x->owner, sizeof x->owner, "%s", rq->owner);
+    x->cb = cb;
+    x->ud = ud;
+    defer(run_claim, x);
+}
+
+struct flrenew {
+    char owner[160];
+    char units[64][160];
+    int64_t epochs[64];
+    size_t n;
+    double ttl;
+    pglease_renew_cb cb;
+    void *ud;
+};
+
+static void run_renew(void *arg)
+{
+    struct flrenew *x = arg;
+    fl_renewals++;
+    if (fl_failing()) {
+        x->cb(x->ud, "server closed the connection unexpectedly", NULL, 0, 0);
+        free(x);
+        return;
+    }
+    bool held[64] = {false};
+    for (size_t i = 0; i < x->n; i++) {
+        struct flease *l = fl_row(x->units[i], false);
+        if (l && fl_alive(l) && strcmp(l->owner, x->owner) == 0 && l->epoch == x->epochs[i]) {
+            l->expires = (int64_t)now_ms + (int64_t)(x->ttl * 1000.0);
+            held[i] = true;
+        }
+    }
+    x->cb(x->ud, NULL, held, x->n, fl_live);
+    free(x);
+}
+
+void pgsink_lease_renew(struct pgsink *s, const char *owner, const char *const *units,
+                        const int64_t *epochs, size_t n, double ttl, pglease_renew_cb cb, void *ud)
+{
+    (void)s;
+    struct flrenew *x = xcalloc(1, sizeof *x);
+    snprintf(x->owner, sizeof x->owner, "%s", owner);
+    for (size_t i = 0; i < n && i < 64; i++) {
+        snprintf(x->units[i], sizeof x->units[i], "%s", units[i]);
+        x->epochs[i] = epochs[i];
+    }
+    x->n = n < 64 ? n : 64;
+    x->ttl = ttl;
+    x->cb = cb;
+    x->ud = ud;
+    defer(run_renew, x);
+}
+
+void pgsink_lease_release(struct pgsink *s, const char *owner, const char *const *units, size_t n,
+                          pgsink_cb cb, void *ud)
+{
+    (void)s;
+    fl_releases++;
+    for (size_t i = 0; i < n; i++) {
+        struct flease *l = fl_row(units[i], false);
+        if (l && strcmp(l->owner, owner) == 0) {
+            l->owner[0] = '\0';
+            l->expires = INT64_MIN;
+            l->free_since = (int64_t)now_ms;
+        }
+    }
+    ok_later(cb, ud);
+}
+
+const struct pgerr *pgsink_lease_last_error(const struct pgsink *s)
+{
+    (void)s;
+    return &last_err;
+}
+
+void pgsink_fence_set(struct pgsink *s, const char *datasource, const char *unit, const char *owner,
+                      int64_t epoch)
+{
+    (void)s;
+    (void)datasource; /* one datasource in this world */
+    ffence.set = unit != NULL;
+    if (unit) {
+        snprintf(ffence.unit, sizeof ffence.unit, "%s", unit);
+        snprintf(ffence.owner, sizeof ffence.owner, "%s", owner);
+        ffence.epoch = epoch;
+    }
+}
+
+bool pglease_lost(const struct pgerr *e)
+{
+    return e && strcmp(e->sqlstate, PGLEASE_SQLSTATE) == 0;
+}
+
+static void fence_capture(struct pgsink_slice *sl)
+{
+    sl->fenced = ffence.set;
+    snprintf(sl->fence_unit, sizeof sl->fence_unit, "%s", ffence.unit);
+    snprintf(sl->fence_owner, sizeof sl->fence_owner, "%s", ffence.owner);
+    sl->fence_epoch = ffence.epoch;
+}
+
+static bool fence_refuses(struct pgsink_slice *sl, struct pgerr *e)
+{
+    if (!sl->fenced)
+        return false;
+    struct flease *l = fl_row(sl->fence_unit, false);
+    if (l && fl_alive(l) && strcmp(l->owner, sl->fence_owner) == 0 && l->epoch == sl->fence_epoch)
+        return false;
+    fl_refused++;
+    pgerr_set(e, PGLEASE_SQLSTATE, false, "lease lost (fake fence)");
+    return true;
 }

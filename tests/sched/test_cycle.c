@@ -27,6 +27,7 @@ struct run {
     uv_loop_t loop; /* never run: the fake clock stands in for it */
     bool finished;
     int code;
+    uint64_t finished_at; /* virtual ms */
 };
 
 static void on_finished(void *ud, int code)
@@ -34,6 +35,7 @@ static void on_finished(void *ud, int code)
     struct run *r = ud;
     r->finished = true;
     r->code = code;
+    r->finished_at = fake_now();
 }
 
 static struct config *cfg_new(long batch, int conc)
@@ -43,7 +45,7 @@ static struct config *cfg_new(long batch, int conc)
              "{\"druid_host\": \"druid.invalid\", \"postgres\": \"\", \"batch_size\": %ld,"
              " \"max_concurrent_queries\": %d, \"retry_initial_seconds\": 1,"
              " \"retry_max_seconds\": 8, \"max_retries\": 3, \"sync_interval_seconds\": 60,"
-             " \"log_level\": \"error\"}",
+             " \"log_level\": \"error\", \"instance_name\": \"me\"}",
              batch, conc);
     struct config *c = config_parse(json, err, sizeof err);
     if (!c)
@@ -884,6 +886,179 @@ static void test_initial_load_build_failure_retried(void **state)
     finish(&r);
 }
 
+/* ---- leases (daemon/lease.c against the fake lease table) ---- */
+void fake_lease_take(const char *unit, const char *owner, double seconds);
+const char *fake_lease_owner(const char *unit);
+int64_t fake_lease_epoch(const char *unit);
+void fake_lease_live(int n);
+void fake_lease_fail(int n);
+int fake_lease_claims(void);
+int fake_lease_renewals(void);
+int fake_lease_releases(void);
+int fake_lease_refused(void);
+
+/* --once next to a live instance that keeps its lease: it waits 2 x lease_seconds (60 s),
+ * reads and writes nothing, and fails (exit 1). */
+static void test_lease_once_waits_then_reports_holder(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    fake_lease_take("ds:ds", "other", 1000);
+    start(&r, 300, 4, true);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 1);
+    if (r.finished_at < 60000 || r.finished_at >= 62000)
+        fail_msg("gave up at %llu ms", (unsigned long long)r.finished_at);
+    assert_true(fake_lease_claims() >= 2); /* it asked again while waiting */
+    assert_int_equal(fake_druid_queries("ORDER BY"), 0);
+    assert_int_equal(fake_druid_queries("COUNT("), 0);
+    assert_int_equal(fake_sink_commits(), 0);
+    assert_int_equal(fake_sink_cycle_ends(), 0);
+    assert_string_equal(fake_lease_owner("ds:ds"), "other");
+    finish(&r);
+}
+
+/* The holder dies (its lease is not renewed): --once takes the unit once it expired, with a
+ * new epoch, syncs everything and gives the lease back. */
+static void test_lease_once_takes_over_after_expiry(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    fake_lease_take("ds:ds", "dead", 20);
+    int64_t e0 = fake_lease_epoch("ds:ds");
+    start(&r, 300, 4, true);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 0);
+    assert_true(fake_now() >= 20000);
+    assert_int_equal(fake_sink_rows(), 750);
+    assert_each_row_once(0, 750);
+    assert_true(fake_lease_epoch("ds:ds") == e0 + 1);
+    assert_string_equal(fake_lease_owner("ds:ds"), ""); /* released at the end */
+    assert_true(fake_lease_releases() >= 1);
+    finish(&r);
+}
+
+/* A frozen instance: its commits wait while another instance takes the unit over; when they
+ * reach PostgreSQL the fence refuses every one, nothing of them is stored, the cycle ends
+ * interrupted without writing its end, and the run fails. */
+static void test_lease_taken_over_commits_refused(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    fake_sink_hold_commits(true);
+    start(&r, 300, 4, true);
+    fake_run(FOREVER);
+    assert_true(fake_sink_held() > 0);
+    assert_string_equal(fake_lease_owner("ds:ds"), "me");
+    fake_lease_take("ds:ds", "thief", 1000); /* as if our lease had expired meanwhile */
+    fake_sink_hold_commits(false);
+    int64_t los[64];
+    int n;
+    while ((n = fake_sink_held_list(los, 64)) > 0) {
+        assert_int_equal(fake_sink_release(los[0]), 0);
+        fake_run(FOREVER);
+    }
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 1);
+    assert_true(fake_lease_refused() >= 1);
+    assert_int_equal(fake_sink_commits(), 0);
+    assert_int_equal(fake_sink_rows(), 0);
+    assert_int_equal(fake_sink_cycle_ends(), 0); /* the new holder's state row is left alone */
+    assert_string_equal(fake_lease_owner("ds:ds"), "thief");
+    assert_int_equal(fake_sink_open_slices(), 0);
+    finish(&r);
+}
+
+/* A daemon whose renewal finds its unit taken stops the cycle at once (slices in flight
+ * rolled back), then leaves the datasource to the new holder: no Druid query, no write. */
+static void test_lease_renewal_finds_it_taken(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    fake_sink_hold_commits(true);
+    start(&r, 300, 4, false);
+    fake_run(5000);
+    assert_true(fake_sink_held() > 0);
+    int queries = fake_druid_queries("ORDER BY");
+    fake_lease_take("ds:ds", "thief", 1e9);
+    fake_run(11000); /* the renewal at 10 s finds it taken */
+    assert_true(fake_lease_renewals() >= 2);
+    /* no slice starts any more; the commits already sent reach the fence and are refused */
+    assert_int_equal(fake_druid_queries("ORDER BY"), queries);
+    int64_t los[64];
+    while (fake_sink_held_list(los, 64) > 0) {
+        assert_int_equal(fake_sink_release(los[0]), 0);
+        fake_run(fake_now());
+    }
+    assert_true(fake_lease_refused() >= 1);
+    struct info i = info_of(&r);
+    assert_int_equal(i.interrupted, 1);
+    assert_int_equal(fake_sink_open_slices(), 0);
+    int q = fake_druid_queries(NULL);
+    fake_run(300000); /* five more sync intervals */
+    assert_int_equal(fake_sink_commits(), 0);
+    assert_int_equal(fake_sink_rows(), 0);
+    /* only the segments snapshot and the catalog are read, never the datasource again */
+    assert_int_equal(fake_druid_queries("ORDER BY"), queries);
+    assert_true(fake_druid_queries(NULL) >= q);
+    assert_string_equal(fake_lease_owner("ds:ds"), "thief");
+    sched_stop(r.s, 30);
+    fake_run(FOREVER);
+    finish(&r);
+}
+
+/* PostgreSQL stops answering renewals: the lease is not trusted past its length less the
+ * margin, whatever happens later; the cycle is stopped before the lease could have been
+ * taken. Once renewals work again the daemon claims it anew (new epoch) and syncs. */
+static void test_lease_unrenewed_is_distrusted(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    fake_sink_hold_commits(true);
+    start(&r, 300, 4, false);
+    fake_run(5000);
+    int64_t e0 = fake_lease_epoch("ds:ds");
+    fake_lease_fail(3); /* the renewals at 10, 20 and 30 s */
+    int queries = fake_druid_queries("ORDER BY");
+    fake_run(28000);
+    assert_int_equal(fake_lease_refused(), 0);
+    fake_run(31000); /* past 30 s - 1 s: not trusted; expired in PostgreSQL too */
+    assert_int_equal(fake_druid_queries("ORDER BY"), queries);
+    fake_sink_hold_commits(false);
+    int64_t los[64];
+    while (fake_sink_held_list(los, 64) > 0) {
+        assert_int_equal(fake_sink_release(los[0]), 0);
+        fake_run(fake_now());
+    }
+    assert_true(fake_lease_refused() >= 1);
+    assert_int_equal(info_of(&r).interrupted, 1);
+    assert_int_equal(fake_sink_rows(), 0);
+    fake_run(200000);
+    assert_int_equal(fake_sink_rows(), 750);
+    assert_each_row_once(0, 750);
+    assert_true(fake_lease_epoch("ds:ds") > e0);
+    assert_string_equal(fake_lease_owner("ds:ds"), "me");
+    sched_stop(r.s, 30);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_string_equal(fake_lease_owner("ds:ds"), ""); /* a clean stop gives it back */
+    assert_string_equal(fake_lease_owner("instance:me"), "");
+    finish(&r);
+}
+
 static int reset(void **state)
 {
     (void)state;
@@ -920,10 +1095,16 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup(test_initial_load_built_once_at_the_end, reset),
     cmocka_unit_test_setup(test_initial_load_not_built_after_failure, reset),
     cmocka_unit_test_setup(test_initial_load_build_failure_retried, reset),
+    cmocka_unit_test_setup(test_lease_once_waits_then_reports_holder, reset),
+    cmocka_unit_test_setup(test_lease_once_takes_over_after_expiry, reset),
+    cmocka_unit_test_setup(test_lease_taken_over_commits_refused, reset),
+    cmocka_unit_test_setup(test_lease_renewal_finds_it_taken, reset),
+    cmocka_unit_test_setup(test_lease_unrenewed_is_distrusted, reset),
 };
 
 int main(void)
 {
-    log_set_level(LOG_LVL_ERROR);
+    /* SCHED_TEST_LOG=1: every line, to see what a failing test did */
+    log_set_level(getenv("SCHED_TEST_LOG") ? LOG_LVL_DEBUG : LOG_LVL_ERROR);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
