@@ -15,7 +15,8 @@
 
 static enum log_level g_level = LOG_LVL_INFO;
 static enum log_format g_format = LOG_FORMAT_TEXT;
-static int g_journal; /* JOURNAL_STREAM set: "<N>" prefixes, no timestamps */
+static char g_instance[192]; /* log_set_instance: every JSON line names it */
+static int g_journal;        /* JOURNAL_STREAM set: "<N>" prefixes, no timestamps */
 static void (*g_before)(void);
 static void (*g_after)(void);
 
@@ -89,6 +90,11 @@ int log_format_parse(const char *s, enum log_format *out)
 void log_set_format(enum log_format f)
 {
     g_format = f;
+}
+
+void log_set_instance(const char *name)
+{
+    snprintf(g_instance, sizeof g_instance, "%s", name ? name : "");
 }
 
 enum log_format log_get_format(void)
@@ -230,6 +236,8 @@ static size_t json_line(char *line, size_t cap, size_t n, enum log_level lvl, co
         json_object_object_add(o, "time", json_object_new_string(when));
         json_object_object_add(o, "level", json_object_new_string(log_level_name(lvl)));
         add_str(o, "subsystem", subsys, 64);
+        if (g_instance[0])
+            add_str(o, "instance", g_instance, sizeof g_instance);
         if (f) {
             add_str(o, "datasource", f->datasource, 512);
             if (f->has_rows)

@@ -56,6 +56,9 @@ const char *log_level_name(enum log_level lvl);
 int log_format_parse(const char *s, enum log_format *out);
 void log_set_format(enum log_format f);
 enum log_format log_get_format(void);
+/* This instance's name (instance_name): a member "instance" of every JSON line, so that the
+ * lines of several instances in one journal can be told apart. */
+void log_set_instance(const char *name);
 
 /* One line: level, subsystem ("config", "druid", "pg", "sched", "main", ...), message.
  * A trailing newline in fmt is not needed. The formatted message goes through log_sanitize,

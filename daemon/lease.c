@@ -56,6 +56,7 @@ void lease_init(struct sched *s)
         snprintf(l->owner, sizeof l->owner, "%s:%ld", host, (long)getpid());
     }
     snprintf(l->hb_unit, sizeof l->hb_unit, PGLEASE_INSTANCE_PREFIX "%s", l->owner);
+    log_set_instance(l->owner);
     uv_timer_init(s->loop, &l->timer);
     /* renewals go on while there is work; they are not work that keeps the loop running */
     uv_unref((uv_handle_t *)&l->timer);
@@ -222,11 +223,30 @@ static void on_renewed(void *ud, const char *err, const bool *held, size_t n, in
     call_ready(l);
 }
 
+static void on_handed(void *ud, const char *err);
+
+/* Datasources this instance no longer syncs (excluded by a reload, gone from the catalog)
+ * are given back once idle, instead of being renewed for nothing. */
+static void release_unselected(struct lease_state *l)
+{
+    struct sched *s = l->s;
+    for (struct dsync *d = s->ds; d; d = d->next) {
+        if (!d->lease_held || d->st != DS_IDLE || (d->present && d->selected))
+            continue;
+        log_event(LOG_LVL_INFO, "lease", LOG_FIELDS(.datasource = d->name),
+                  "%s: no longer synced by instance %s: lease released", d->name, l->owner);
+        drop(d);
+        const char *u[1] = {d->lease_unit};
+        pgsink_lease_release(s->sink, l->owner, u, 1, on_handed, d);
+    }
+}
+
 static void renew_now(struct lease_state *l)
 {
     struct sched *s = l->s;
     if (l->renewing || l->releasing)
         return;
+    release_unselected(l);
     size_t n = lease_held_count(s) + (l->hb_held ? 1 : 0);
     if (n == 0 && s->opts.once)
         return;

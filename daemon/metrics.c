@@ -95,6 +95,7 @@ enum {
     M_DETECTION,
     M_POSTPONED,
     M_PAUSED,
+    M_LEASE,
     M_COUNT
 };
 
@@ -167,6 +168,9 @@ static void per_ds(void *ud, const struct sched_ds_info *i)
     case M_PAUSED:
         snprintf(val, sizeof val, "%d", i->paused);
         break;
+    case M_LEASE:
+        snprintf(val, sizeof val, "%d", i->lease_held);
+        break;
     case M_SKIPPED:
         snprintf(val, sizeof val, "%llu", (unsigned long long)i->rows_skipped_total);
         break;
@@ -225,6 +229,13 @@ char *metrics_render(const struct sched *s, const struct druid_client *d, const 
            M_POSTPONED, -1, -1);
     family(&b, s, "druid_syncd_paused", "gauge",
            "1 while an operator has paused the datasource (druid-syncd pause).", M_PAUSED, -1, -1);
+    family(&b, s, "druid_syncd_lease_held", "gauge",
+           "1 while this instance holds the datasource's work lease (druid_syncd_leases).", M_LEASE,
+           -1, -1);
+    buf_puts(&b, "# HELP druid_syncd_instances_alive Instances sharing the destination, by "
+                 "their heartbeat leases at the last renewal.\n"
+                 "# TYPE druid_syncd_instances_alive gauge\n");
+    buf_printf(&b, "druid_syncd_instances_alive %d\n", sched_live_instances(s));
     family(&b, s, "druid_syncd_rows_skipped_total", "counter",
            "Rows left out because no PostgreSQL value can hold them.", M_SKIPPED, -1, -1);
     const struct sched_counters *c = sched_get_counters(s);

@@ -323,7 +323,11 @@ void sched_status(const struct sched *s, char *out, size_t n)
                  s->last_error[0] ? "; last error: " : "", s->last_error);
         return;
     }
-    snprintf(out, n, "%zu of %zu datasources syncing%s%s%s", active, total, phases,
+    char leases[96] = "";
+    if (lease_live_instances(s) > 1)
+        snprintf(leases, sizeof leases, "; instance %.40s holds %zu, %d instances", lease_owner(s),
+                 lease_held_count(s), lease_live_instances(s));
+    snprintf(out, n, "%zu of %zu datasources syncing%s%s%s%s", active, total, phases, leases,
              s->last_error[0] ? "; last error: " : "", s->last_error);
 }
 
@@ -378,6 +382,8 @@ void sched_foreach(const struct sched *s, void (*fn)(void *ud, const struct sche
         i.detection = d->detection;
         i.chunks_postponed = d->postponed;
         i.paused = d->paused;
+        i.lease_held = d->lease_held;
+        i.lease_holder = d->lease_holder[0] ? d->lease_holder : NULL;
         if (d->st != DS_IDLE) {
             i.cycle_rows = (uint64_t)d->rows_read + slicerun_rows_in_flight(d);
             i.slices_done = ledger_done(d->slices, d->nslices);
@@ -405,6 +411,16 @@ bool sched_healthy(const struct sched *s, double *stuck_seconds)
     if (stuck_seconds)
         *stuck_seconds = quiet;
     return !busy || quiet <= bound;
+}
+
+const char *sched_instance(const struct sched *s)
+{
+    return lease_owner(s);
+}
+
+int sched_live_instances(const struct sched *s)
+{
+    return lease_live_instances(s);
 }
 
 const struct sched_counters *sched_get_counters(const struct sched *s)

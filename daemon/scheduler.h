@@ -56,13 +56,15 @@ struct sched_ds_info {
     uint64_t cycles_ok, cycles_failed, cycles_interrupted;
     uint64_t cycle_rows; /* this cycle: rows read so far (committed or in flight) */
     size_t slices_done, slices_planned;
-    int64_t cycle_est_rows;  /* this cycle: rows counted at planning */
-    double cycle_seconds;    /* this cycle: time since it started */
-    double last_success;     /* unix time of the last successful cycle, 0 if none */
-    double lag_seconds;      /* newest Druid row minus committed cursor; < 0 unknown */
-    const char *detection;   /* "segments", "counts", "cursor", "full"; NULL before a cycle */
-    size_t chunks_postponed; /* chunks with unavailable segments, in the last cycle */
-    bool paused;             /* its last cycle found it paused by an operator */
+    int64_t cycle_est_rows;   /* this cycle: rows counted at planning */
+    double cycle_seconds;     /* this cycle: time since it started */
+    double last_success;      /* unix time of the last successful cycle, 0 if none */
+    double lag_seconds;       /* newest Druid row minus committed cursor; < 0 unknown */
+    const char *detection;    /* "segments", "counts", "cursor", "full"; NULL before a cycle */
+    size_t chunks_postponed;  /* chunks with unavailable segments, in the last cycle */
+    bool paused;              /* its last cycle found it paused by an operator */
+    bool lease_held;          /* this instance holds its work lease */
+    const char *lease_holder; /* the other instance seen holding it, NULL none known */
 };
 
 /* Error kinds counted by sched_counters: the druid_err_kind values, then PostgreSQL. */
@@ -77,6 +79,10 @@ const char *sched_err_kind_name(int kind);
 void sched_foreach(const struct sched *s, void (*fn)(void *ud, const struct sched_ds_info *i),
                    void *ud);
 const struct sched_counters *sched_get_counters(const struct sched *s);
+/* This instance's name (instance_name or host:pid) and the instances alive at the last lease
+ * renewal (0: not known yet; a --once run is not counted). */
+const char *sched_instance(const struct sched *s);
+int sched_live_instances(const struct sched *s);
 /* False when work is in flight but nothing has moved for longer than any bound the daemon
  * sets itself (Druid's and PostgreSQL's timeouts, the backoff cap): the watchdog then stops
  * pinging, so systemd restarts a daemon that is stuck. stuck_seconds: the quiet time. */
