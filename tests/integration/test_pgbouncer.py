@@ -412,10 +412,14 @@ class PgbouncerTest(EnvTestCase):
         # the pooler really shared its few server connections among more clients
         self.assertLessEqual(sampler.max_servers, POOL)
         self.assertGreater(sampler.max_clients, POOL, "fewer clients than server connections: nothing shared")
-        if owners:  # leases in use: every datasource's lease names one of the two instances
-            for ds in names:
-                self.assertTrue(owners[ds], "no lease row for %s" % ds)
-                self.assertLessEqual(owners[ds], {"pgb-a", "pgb-b"}, ds)
+        # every datasource's work was leased to one of the two, and both got a share
+        for ds in names:
+            self.assertTrue(owners[ds], "no lease row for %s" % ds)
+            self.assertLessEqual(owners[ds], {"pgb-a", "pgb-b"}, ds)
+        self.assertEqual(set().union(*owners.values()), {"pgb-a", "pgb-b"}, dict(owners))
+        # a clean stop gave every lease back
+        self.assertEqual(self.pg.scalar('SELECT count(*) FROM druid."druid_syncd_leases" WHERE owner IS NOT NULL'),
+                         "0")
 
     def test_c_operator_commands_through_pgbouncer(self):
         ds = "pgb_ops"
