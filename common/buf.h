@@ -22,6 +22,9 @@ void buf_append(struct buf *b, const void *p, size_t n);
 void buf_puts(struct buf *b, const char *s);
 void buf_putc(struct buf *b, char c);
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Room for extra more bytes and the NUL after them (data[len .. len + extra] writable), for
+ * writers that fill the buffer themselves and then set len and the NUL. */
+void buf_reserve(struct buf *b, size_t extra);
 void buf_reset(struct buf *b); /* len = 0, keeps the allocation */
 void buf_free(struct buf *b);  /* releases; the buf can be reused after */
 /* Gives the data to the caller (free() it); the buf is left empty. Never NULL. */

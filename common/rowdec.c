@@ -449,7 +449,7 @@ static int decode(struct rowdec *d, char *line, size_t len, size_t *nout)
                 p += textscan_plain_run(p, (size_t)(end - p), '"', '\\');
                 if (p < end && *p == '"') { /* no escape: the string stays in the line */
                     *v = (struct rowenc_value){
-                        .kind = ROWENC_V_STRING, .p = s, .n = (size_t)(p - s)};
+                        .kind = ROWENC_V_STRING, .plain = true, .p = s, .n = (size_t)(p - s)};
                     *term = (size_t)(p - line);
                     p++;
                     break;

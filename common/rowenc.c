@@ -50,13 +50,16 @@ struct canon {
 #define TAG_TIME 'T'
 #define TAG_JSON 'J'
 
-/* The id hash input goes through XXH3's streaming state; small pieces gather in blk first
- * so that a row costs a few update calls, not one per piece. */
+/* The id hash input of a row, gathered in one buffer and hashed in one XXH3 call (the same
+ * digest as streaming the same bytes, without the streaming state's copies and calls). */
 struct hashw {
-    XXH3_state_t *st;
-    size_t n;
-    unsigned char blk[256];
+    char *b;
+    size_t n, cap;
 };
+/* What the hash buffer keeps between rows at most; a larger row's buffer is given back. */
+#define HW_KEEP (256u * 1024)
+/* Slack the fixed-size writes of one field may use beyond their bytes (a name's padding) */
+#define HW_SLACK 16
 
 struct occ_slot {
     XXH128_hash_t h;
@@ -78,6 +81,9 @@ struct rowenc {
     size_t occ_cap, occ_used; /* occ_cap is 0 or a power of two */
     uint64_t rows;
     struct rowenc_stats stats, pend; /* pend: this row's counts, added when it is stored */
+    bool ts_day_valid;               /* ts_druid_fast's last date "YYYY-MM-DD" and its day */
+    char ts_day_key[10];
+    int64_t ts_day;
 };
 
 struct rowenc *rowenc_new(const struct rowenc_column *cols, size_t ncols, int inc_col, bool with_id)
@@ -95,9 +101,7 @@ struct rowenc *rowenc_new(const struct rowenc_column *cols, size_t ncols, int in
     e->canon = calloc(n, sizeof *e->canon);
     e->jvals = calloc(n, sizeof *e->jvals);
     e->num = calloc(n, sizeof *e->num);
-    e->hw.st = with_id ? XXH3_createState() : NULL;
-    if (!e->cols || !e->name_len || !e->by_name || !e->canon || !e->jvals || !e->num ||
-        (with_id && !e->hw.st))
+    if (!e->cols || !e->name_len || !e->by_name || !e->canon || !e->jvals || !e->num)
         goto oom;
     for (size_t i = 0; i < ncols; i++) {
         e->cols[i].type = cols[i].type;
@@ -134,8 +138,7 @@ void rowenc_free(struct rowenc *e)
     free(e->canon);
     free(e->jvals);
     free(e->num);
-    if (e->hw.st)
-        XXH3_freeState(e->hw.st);
+    free(e->hw.b);
     free(e->occ);
     free(e);
 }
@@ -179,14 +182,11 @@ static inline void out_append(struct buf *b, const void *p, size_t n)
     }
 }
 
-static inline void out_putc(struct buf *b, char c)
+/* Room for k more bytes and the NUL, so that the writes after it need no check. */
+static inline void out_room(struct buf *b, size_t k)
 {
-    if (b->len + 1 < b->cap) {
-        b->data[b->len++] = c;
-        b->data[b->len] = '\0';
-    } else {
-        buf_putc(b, c);
-    }
+    if (b->cap - b->len <= k)
+        buf_reserve(b, k);
 }
 
 void rowenc_copy_escape(struct buf *out, const char *s, size_t n)
@@ -239,14 +239,15 @@ void rowenc_copy_escape(struct buf *out, const char *s, size_t n)
 void rowenc_format_uuid(const uint8_t id[16], char out[37])
 {
     static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hex[id[i] >> 4];
-        out[o++] = hex[id[i] & 15];
-    }
-    out[o] = '\0';
+    char *o = out;
+#define H(i) (o[0] = hex[id[i] >> 4], o[1] = hex[id[i] & 15], o += 2)
+    H(0), H(1), H(2), H(3), *o++ = '-';
+    H(4), H(5), *o++ = '-';
+    H(6), H(7), *o++ = '-';
+    H(8), H(9), *o++ = '-';
+    H(10), H(11), H(12), H(13), H(14), H(15);
+#undef H
+    *o = '\0';
 }
 
 static void put_i64(struct buf *out, int64_t v)
@@ -864,9 +865,34 @@ static bool ts_druid_form(const char *s, size_t n)
 
 /* Druid's form with every field in range, read without time_parse_iso_ms (which takes
  * every ISO variant and costs a good part of a row): 0 and the instant, or -1 for anything
- * else (left to time_parse_iso_ms). */
-static int ts_druid_fast(const char *s, size_t n, int64_t *ms)
+ * else (left to time_parse_iso_ms). The day of the last timestamp is kept: rows of a slice
+ * come in time order, so most share their date with the row before. */
+static int ts_druid_fast(struct rowenc *e, const char *s, size_t n, int64_t *ms)
 {
+    if (n != 24)
+        return -1;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        /* "YYYY-MM-DDTHH:MM:SS.sssZ" as three 8-byte words: the separators as they are, and
+         * every other byte a digit: b - '0' (below '0'), b + 0x46 (above '9') or b itself
+         * (above 0x7f) sets its high bit otherwise. A borrow or carry between bytes only comes
+         * out of a byte that is not a digit, which fails by itself. */
+#define B(k, x) ((uint64_t)(x) << (8 * (k)))
+#define SEP(k) B(k, 0xff)
+    static const uint64_t sep[3] = {SEP(4) | SEP(7), SEP(2) | SEP(5), SEP(0) | SEP(3) | SEP(7)};
+    static const uint64_t tpl[3] = {B(4, '-') | B(7, '-'), B(2, 'T') | B(5, ':'),
+                                    B(0, ':') | B(3, '.') | B(7, 'Z')};
+#undef SEP
+#undef B
+    uint64_t w[3];
+    memcpy(w, s, 24);
+    for (int k = 0; k < 3; k++) {
+        uint64_t dm = ~sep[k]; /* the digit positions */
+        if (((w[k] ^ tpl[k]) & sep[k]) || (((w[k] - (dm & 0x3030303030303030ull)) |
+                                            (w[k] + (dm & 0x4646464646464646ull)) | w[k]) &
+                                           dm & 0x8080808080808080ull))
+            return -1;
+    }
+#else
     static const unsigned char digit_at[24] = {1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 0, 1,
                                                1, 0, 1, 1, 0, 1, 1, 0, 1, 1, 1, 0};
     if (!ts_druid_form(s, n) || s[7] != '-' || s[13] != ':' || s[16] != ':')
@@ -874,22 +900,35 @@ static int ts_druid_fast(const char *s, size_t n, int64_t *ms)
     for (int k = 0; k < 24; k++)
         if (digit_at[k] && (unsigned)(s[k] - '0') > 9)
             return -1;
-#define D2(k) ((s[k] - '0') * 10 + (s[(k) + 1] - '0'))
-    int64_t y = D2(0) * 100 + D2(2);
-    int mo = D2(5), d = D2(8), h = D2(11), mi = D2(14), se = D2(17);
-    int msec = (s[20] - '0') * 100 + D2(21);
-#undef D2
-    static const int mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) ||
-        h > 23 || mi > 59 || se > 59)
+#endif
+    if (memcmp(s, "0000", 4) == 0)
         return -1;
-    /* days from civil (H. Hinnant), years 1..9999: no negative eras */
-    int64_t yy = y - (mo <= 2);
-    int64_t era = yy / 400, yoe = yy - era * 400;
-    int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    int64_t days = era * 146097 + doe - 719468;
+#define D2(k) ((s[k] - '0') * 10 + (s[(k) + 1] - '0'))
+    int h = D2(11), mi = D2(14), se = D2(17);
+    int msec = (s[20] - '0') * 100 + D2(21);
+    if (h > 23 || mi > 59 || se > 59)
+        return -1;
+    int64_t days;
+    if (e->ts_day_valid && memcmp(e->ts_day_key, s, sizeof e->ts_day_key) == 0) {
+        days = e->ts_day;
+    } else {
+        int64_t y = D2(0) * 100 + D2(2);
+        int mo = D2(5), d = D2(8);
+        static const int mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+        bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap))
+            return -1;
+        /* days from civil (H. Hinnant), years 1..9999: no negative eras */
+        int64_t yy = y - (mo <= 2);
+        int64_t era = yy / 400, yoe = yy - era * 400;
+        int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+        int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        days = era * 146097 + doe - 719468;
+        memcpy(e->ts_day_key, s, sizeof e->ts_day_key);
+        e->ts_day = days;
+        e->ts_day_valid = true;
+    }
+#undef D2
     *ms = ((days * 24 + h) * 60 + mi) * 60000 + se * 1000 + msec;
     return 0;
 }
@@ -1003,7 +1042,7 @@ static int encode_value(struct rowenc *e, size_t col, const struct rowenc_value 
         } else if (k == ROWENC_V_UINT) {
             return fail_value(e, col, v, "out of range", err, errlen);
         } else if (k == ROWENC_V_STRING) {
-            if (ts_druid_fast(v->p, v->n, &i64) == 0) {
+            if (ts_druid_fast(e, v->p, v->n, &i64) == 0) {
                 /* Druid's canonical form: validated, passed through as it is */
                 out_append(out, v->p, v->n);
                 c->kind = CK_TS;
@@ -1098,54 +1137,54 @@ static int inc_value(const struct rowenc *e, const struct rowenc_value *v, int64
 
 /* --- the id hash input (scheme 2, rowenc.h) --- */
 
-static void hw_flush(struct hashw *h)
+static __attribute__((noinline)) void hw_grow(struct hashw *h, size_t k)
 {
-    if (h->n)
-        XXH3_128bits_update(h->st, h->blk, h->n);
-    h->n = 0;
+    size_t need = h->n + k + HW_SLACK, cap = h->cap ? h->cap : 1024;
+    while (cap < need)
+        cap *= 2;
+    char *b = realloc(h->b, cap);
+    if (!b)
+        abort(); /* same policy as buf: no progress is possible without memory */
+    h->b = b;
+    h->cap = cap;
 }
 
-/* A piece that does not fit what is left of blk: blk goes to XXH3 first, and a piece as
- * large as blk goes straight after it. */
-static __attribute__((noinline)) void hw_put_long(struct hashw *h, const void *p, size_t n)
+/* Room for k more bytes (and HW_SLACK): the writes after it need no check. */
+static inline void hw_room(struct hashw *h, size_t k)
 {
-    hw_flush(h);
-    if (n >= sizeof h->blk) {
-        XXH3_128bits_update(h->st, p, n);
-        return;
-    }
-    memcpy(h->blk, p, n);
-    h->n = n;
+    if (h->cap - h->n < k + HW_SLACK)
+        hw_grow(h, k);
 }
 
 static inline void hw_put(struct hashw *h, const void *p, size_t n)
 {
-    if (n <= sizeof h->blk - h->n) {
-        memcpy(h->blk + h->n, p, n);
-        h->n += n;
-    } else {
-        hw_put_long(h, p, n);
-    }
+    hw_room(h, n);
+    textscan_copy(h->b + h->n, p, n);
+    h->n += n;
 }
 
 static inline void hw_byte(struct hashw *h, unsigned char c)
 {
-    if (h->n == sizeof h->blk)
-        hw_flush(h);
-    h->blk[h->n++] = c;
+    hw_room(h, 1);
+    h->b[h->n++] = (char)c;
 }
 
 /* Unsigned LEB128: 7 bits a byte, low first, the high bit set on all but the last. */
+/* hw_varint into room already made (at most 10 bytes); returns the end. */
+static inline char *hw_varint_at(char *o, uint64_t v)
+{
+    while (v >= 0x80) {
+        *o++ = (char)((v & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    *o++ = (char)v;
+    return o;
+}
+
 static void hw_varint(struct hashw *h, uint64_t v)
 {
-    unsigned char b[10];
-    size_t k = 0;
-    do {
-        b[k] = (unsigned char)(v & 0x7f);
-        v >>= 7;
-        b[k++] |= v ? 0x80 : 0;
-    } while (v);
-    hw_put(h, b, k);
+    hw_room(h, 10);
+    h->n = (size_t)(hw_varint_at(h->b + h->n, v) - h->b);
 }
 
 /* Decimal text of v into t (at least 21 bytes); returns its length. */
@@ -1249,20 +1288,6 @@ static void hw_dec(struct hashw *h, unsigned char tag, const struct dec *d)
     hw_put(h, d->a0, na);
     hw_put(h, d->b0, nb);
     hw_put(h, xt, xn);
-}
-
-static void hw_int(struct hashw *h, unsigned char tag, bool neg, uint64_t u)
-{
-    char t[24];
-    size_t n = 0;
-    int64_t x = 0;
-    while (u && u % 10 == 0)
-        u /= 10, x++;
-    for (; u; u /= 10)
-        t[sizeof t - ++n] = (char)('0' + u % 10);
-    const char *d0 = t + sizeof t - n, *d1 = t + sizeof t;
-    struct dec d = {neg, d0, d1, d1, d1, x}; /* no digits: zero */
-    hw_dec(h, tag, &d);
 }
 
 /* A number written as text (a double's literal): exactly its decimal value; the literals
@@ -1432,19 +1457,79 @@ static void hw_json(struct hashw *h, const char *text, size_t n)
     }
 }
 
+/* hw_int's bytes into room already made (at most 26): tag 'N', the length, "[-]DeX". */
+static char *hw_int_at(char *o, bool neg, uint64_t u)
+{
+    *o++ = TAG_NUMBER;
+    if (u == 0) {
+        *o++ = 1;
+        *o++ = '0';
+        return o;
+    }
+    unsigned x = 0;
+    while (u % 10 == 0)
+        u /= 10, x++;
+    char t[20];
+    size_t nd = 0;
+    for (; u; u /= 10)
+        t[sizeof t - ++nd] = (char)('0' + u % 10);
+    *o++ = (char)(neg + nd + (x >= 10 ? 3 : 2)); /* under 0x80: one varint byte */
+    if (neg)
+        *o++ = '-';
+    o = textscan_copy(o, t + sizeof t - nd, nd);
+    *o++ = 'e';
+    if (x >= 10)
+        *o++ = (char)('0' + x / 10);
+    *o++ = (char)('0' + x % 10);
+    return o;
+}
+
 static void hash_field(struct rowenc *e, size_t col)
 {
     struct hashw *h = &e->hw;
     const struct canon *c = &e->canon[col];
-    hw_put(h, e->cols[col].name, e->name_len[col] + 1); /* the name and its NUL */
+    size_t nl = e->name_len[col] + 1; /* the name and its NUL */
+    /* the common classes are written in one go, into room made once */
+    switch (c->kind) {
+    case CK_STR: {
+        hw_room(h, nl + 11 + c->n);
+        char *o = textscan_copy(h->b + h->n, e->cols[col].name, nl);
+        *o++ = TAG_STRING;
+        o = hw_varint_at(o, c->n);
+        o = textscan_copy(o, c->p, c->n);
+        h->n = (size_t)(o - h->b);
+        return;
+    }
+    case CK_INT:
+    case CK_UINT: {
+        hw_room(h, nl + 32);
+        char *o = textscan_copy(h->b + h->n, e->cols[col].name, nl);
+        bool neg = c->kind == CK_INT && c->i < 0;
+        o = hw_int_at(o, neg, neg ? (uint64_t)0 - (uint64_t)c->i : (uint64_t)c->i);
+        h->n = (size_t)(o - h->b);
+        return;
+    }
+    case CK_TS: {
+        hw_room(h, nl + 9);
+        char *o = textscan_copy(h->b + h->n, e->cols[col].name, nl);
+        uint64_t u = (uint64_t)c->i;
+        *o++ = TAG_TIME;
+        for (int i = 0; i < 8; i++)
+            *o++ = (char)(u >> (56 - 8 * i));
+        h->n = (size_t)(o - h->b);
+        return;
+    }
+    default:
+        break;
+    }
+    hw_put(h, e->cols[col].name, nl);
     switch (c->kind) {
     case CK_NULL: /* not reached: left out by the caller */
         break;
     case CK_INT:
-        hw_int(h, TAG_NUMBER, c->i < 0, c->i < 0 ? (uint64_t)0 - (uint64_t)c->i : (uint64_t)c->i);
-        break;
     case CK_UINT:
-        hw_int(h, TAG_NUMBER, false, (uint64_t)c->i);
+    case CK_TS:
+    case CK_STR: /* not reached: written above */
         break;
     case CK_NUMTEXT:
         hw_numtext(h, c->p, c->n, c->d);
@@ -1458,14 +1543,6 @@ static void hash_field(struct rowenc *e, size_t col)
     case CK_NINF:
         hw_byte(h, TAG_NINF);
         break;
-    case CK_TS: {
-        unsigned char b[9] = {TAG_TIME};
-        uint64_t u = (uint64_t)c->i;
-        for (int i = 0; i < 8; i++)
-            b[1 + i] = (unsigned char)(u >> (56 - 8 * i));
-        hw_put(h, b, sizeof b);
-        break;
-    }
     case CK_JSONTEXT:
         if (json_check(c->p, c->n) != JC_BAD) {
             hw_byte(h, TAG_JSON);
@@ -1475,11 +1552,6 @@ static void hash_field(struct rowenc *e, size_t col)
             hw_varint(h, c->n);
             hw_put(h, c->p, c->n);
         }
-        break;
-    case CK_STR:
-        hw_byte(h, TAG_STRING);
-        hw_varint(h, c->n);
-        hw_put(h, c->p, c->n);
         break;
     case CK_JSON:
         hw_byte(h, TAG_JSON);
@@ -1531,15 +1603,17 @@ static void put_id(struct rowenc *e, struct buf *out)
     /* Content hash over non-NULL fields in name order: a new all-NULL column, or a
      * reordering of columns, leaves every id unchanged. */
     struct hashw *h = &e->hw;
-    XXH3_128bits_reset(h->st);
     h->n = 0;
     for (size_t k = 0; k < e->ncols; k++) {
         size_t c = e->by_name[k];
         if (e->canon[c].kind != CK_NULL)
             hash_field(e, c);
     }
-    hw_flush(h);
-    XXH128_hash_t content = XXH3_128bits_digest(h->st);
+    XXH128_hash_t content = XXH3_128bits(h->b ? h->b : "", h->n);
+    if (h->cap > HW_KEEP) {
+        free(h->b);
+        *h = (struct hashw){NULL, 0, 0};
+    }
     uint64_t n = occ_next(e, content);
 
     uint8_t in[24];
@@ -1630,23 +1704,53 @@ int rowenc_encode_values(struct rowenc *e, const struct rowenc_value *vals, size
     memset(&e->pend, 0, sizeof e->pend);
     for (size_t i = 0; i < n; i++) {
         const struct rowenc_value *v = &vals[i];
+        struct canon *c = &e->canon[i];
+        /* The common values (NULL, a plain string in a text column, an integer in a bigint
+         * or text column, Druid's own timestamp form) are written here through a cursor,
+         * into room made once for the field; the rest by encode_value. */
+        out_room(out, v->n + 32);
+        char *o = out->data + out->len;
         if (i)
-            out_putc(out, '\t');
+            *o++ = '\t';
+        enum pgtype t = e->cols[i].type;
+        int64_t ms;
         if (v->kind == ROWENC_V_NULL) {
-            e->canon[i].kind = CK_NULL;
-            out_append(out, "\\N", 2);
-        } else if ((rc = encode_value(e, i, v, out, err, errlen)) != 0) {
-            goto undo;
+            c->kind = CK_NULL;
+            *o++ = '\\';
+            *o++ = 'N';
+        } else if (v->kind == ROWENC_V_STRING && v->plain && t == PGT_TEXT) {
+            o = textscan_copy(o, v->p, v->n);
+            c->kind = CK_STR; /* all hash_field reads of a string */
+            c->p = v->p;
+            c->n = v->n;
+        } else if (v->kind == ROWENC_V_INT && (t == PGT_BIGINT || t == PGT_TEXT)) {
+            o += fmt_i64(o, v->i);
+            c->kind = CK_INT;
+            c->i = v->i;
+        } else if (v->kind == ROWENC_V_STRING && t == PGT_TIMESTAMPTZ &&
+                   ts_druid_fast(e, v->p, v->n, &ms) == 0) {
+            /* Druid's canonical form: validated, passed through as it is */
+            o = textscan_copy(o, v->p, v->n);
+            c->kind = CK_TS;
+            c->i = ms;
+        } else {
+            out->len = (size_t)(o - out->data);
+            if ((rc = encode_value(e, i, v, out, err, errlen)) != 0)
+                goto undo;
+            o = out->data + out->len;
         }
+        out->len = (size_t)(o - out->data);
         if ((int)i == e->inc_col && (rc = inc_value(e, v, &inc, err, errlen)) != 0)
             goto undo;
     }
+    out_room(out, 40);
     if (e->with_id) {
         if (n)
-            out_putc(out, '\t');
+            out->data[out->len++] = '\t';
         put_id(e, out);
     }
-    out_putc(out, '\n');
+    out->data[out->len++] = '\n';
+    out->data[out->len] = '\0';
     e->rows++;
     e->stats.nul_replaced += e->pend.nul_replaced;
     e->stats.json_as_string += e->pend.json_as_string;

@@ -122,6 +122,9 @@ enum rowenc_kind {
 struct rowenc_value {
     enum rowenc_kind kind;
     bool has_d; /* ROWENC_V_DOUBLE: d holds the value (else it is read from p when needed) */
+    /* ROWENC_V_STRING: p/n holds no byte below 0x20 and no backslash, so its COPY text is
+     * itself (the decoder knows this from its scan; false is always correct) */
+    bool plain;
     const char *p;
     size_t n;
     int64_t i;

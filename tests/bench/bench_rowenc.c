@@ -1,4 +1,6 @@
-/* bench_rowenc: ns/row of rowenc_encode (COPY text and row id) on wikiticker-shaped rows.
+/* bench_rowenc: ns/row of rowenc_encode (COPY text and row id) on wikiticker-shaped rows,
+ * through json-c (rowenc_encode) and through the daemon's path (rowdec_decode, then
+ * rowenc_encode_values).
  * Not a test: no timing enters the test suite. Run by hand:
  *
  *     build-x/tests/bench/bench_rowenc [-n ROWS] [-r REPEATS] [FILE]
@@ -11,8 +13,9 @@
  * ROWS rows (default 1,000,000) cycle through the sample; the occurrence counts are reset
  * at every change of timestamp, as the slice pipeline does for ordered reads.
  *
- * Prints the median ns/row (with the range) with ids and without, and a checksum of the
- * COPY text written without ids, so two builds can be compared for identical output. */
+ * Prints the median ns/row (with the range) with ids and without, and checksums of the COPY
+ * text written without ids and of the text with ids on the daemon's path, so two builds can
+ * be compared for identical output (the ids included). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +25,7 @@
 #include <xxhash.h>
 
 #include "buf.h"
+#include "rowdec.h"
 #include "rowenc.h"
 
 #ifndef BENCH_SHARED_DATA
@@ -110,11 +114,81 @@ struct result {
 /* Each row is parsed from its text just before it is encoded, as in the daemon, so the
  * encoder sees a freshly built (cached) tree; only the encode is timed, per row, less the
  * cost of reading the clock. */
-enum mode { PARSE_ONLY, NO_IDS, WITH_IDS };
+enum mode { PARSE_ONLY, NO_IDS, WITH_IDS, VIEW_DECODE, VIEW_WITH_IDS, NMODES };
+
+/* The daemon's path: the line copied out of the receive buffer (as druid_lines does), then
+ * decoded by rowdec and encoded from the values; decode alone, or decode and encode with ids
+ * (both timed). */
+static int run_view(char **lines, size_t nlines, size_t total, enum mode mode, double clock_ns,
+                    struct result *res)
+{
+    struct rowenc *e = rowenc_new(cols, ncols, 0, true);
+    struct rowdec *d = rowdec_new();
+    if (!e || !d)
+        return -1;
+    struct buf out = BUF_INIT, line = BUF_INIT;
+    char err[512], group[64] = "";
+    XXH3_state_t *st = XXH3_createState();
+    XXH3_64bits_reset(st);
+    uint64_t bytes = 0;
+    double spent = 0, w0 = now_ns();
+    size_t timed = 0;
+    for (size_t i = 0; i < total; i++) {
+        const char *text = lines[i % nlines];
+        buf_reset(&line);
+        buf_puts(&line, text);
+        const struct rowenc_value *v;
+        size_t n;
+        double t0 = now_ns();
+        if (rowdec_decode(d, line.data, line.len, &v, &n) != ROWDEC_OK) {
+            fprintf(stderr, "bench_rowenc: row %zu is not on rowdec's fast path\n", i);
+            return -1;
+        }
+        int rc = ROWENC_OK;
+        if (mode == VIEW_WITH_IDS) {
+            const char *ts = v[0].kind == ROWENC_V_STRING ? v[0].p : "";
+            if (strlen(ts) < sizeof group && strcmp(ts, group) != 0) {
+                rowenc_reset(e);
+                memcpy(group, ts, strlen(ts) + 1);
+            }
+            int64_t ms;
+            rc = rowenc_encode_values(e, v, n, &out, &ms, err, sizeof err);
+        }
+        double dt = now_ns() - t0;
+        if (dt < 50000) {
+            spent += dt;
+            timed++;
+        }
+        if (rc != ROWENC_OK) {
+            fprintf(stderr, "bench_rowenc: row %zu: %s\n", i, err);
+            return -1;
+        }
+        if (out.len >= 256 << 10) { /* the daemon's COPY chunk */
+            XXH3_64bits_update(st, out.data, out.len);
+            bytes += out.len;
+            buf_reset(&out);
+        }
+    }
+    res->wall_ns_per_row = (now_ns() - w0) / (double)total;
+    XXH3_64bits_update(st, out.data ? out.data : "", out.len);
+    bytes += out.len;
+    res->ns_per_row = timed ? spent / (double)timed - clock_ns : 0;
+    res->interrupted = total - timed;
+    res->bytes = bytes;
+    res->checksum = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
+    buf_free(&out);
+    buf_free(&line);
+    rowdec_free(d);
+    rowenc_free(e);
+    return 0;
+}
 
 static int run(char **lines, size_t nlines, size_t total, enum mode mode, double clock_ns,
                struct result *res)
 {
+    if (mode >= VIEW_DECODE)
+        return run_view(lines, nlines, total, mode, clock_ns, res);
     bool with_id = mode == WITH_IDS;
     struct rowenc *e = rowenc_new(cols, ncols, 0, with_id);
     struct json_tokener *tok = json_tokener_new_ex(64);
@@ -197,7 +271,7 @@ static int cmp_double(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     size_t total = 1000000;
-    int repeats = 5, only = -1; /* -m 0|1|2: one mode alone, for a profiler */
+    int repeats = 5, only = -1; /* -m 0..4: one mode alone, for a profiler */
     const char *path = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
@@ -207,7 +281,7 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "-r") == 0 && i + 1 < argc)
             repeats = atoi(argv[++i]);
         else if (argv[i][0] == '-') {
-            fprintf(stderr, "usage: bench_rowenc [-n ROWS] [-r REPEATS] [FILE]\n");
+            fprintf(stderr, "usage: bench_rowenc [-n ROWS] [-r REPEATS] [-m MODE] [FILE]\n");
             return 64;
         } else
             path = argv[i];
@@ -270,10 +344,10 @@ int main(int argc, char **argv)
     double clock_ns = clock_cost();
     printf("clock read pair: %.1f ns (subtracted)\n", clock_ns);
     /* repetitions interleave the modes, so a change in machine load hits all three */
-    double ns[3][99], wall[3][99];
-    struct result r[3] = {{0}};
+    double ns[NMODES][99] = {{0}}, wall[NMODES][99] = {{0}};
+    struct result r[NMODES] = {{0}};
     for (int k = 0; k < repeats; k++) {
-        for (int m = PARSE_ONLY; m <= WITH_IDS; m++) {
+        for (int m = PARSE_ONLY; m < NMODES; m++) {
             if (only >= 0 && m != only)
                 continue;
             if (run(rows, nrows, total, (enum mode)m, clock_ns, &r[m]))
@@ -282,7 +356,7 @@ int main(int argc, char **argv)
             wall[m][k] = r[m].wall_ns_per_row;
         }
     }
-    for (int m = PARSE_ONLY; m <= WITH_IDS; m++) {
+    for (int m = PARSE_ONLY; m < NMODES; m++) {
         qsort(ns[m], (size_t)repeats, sizeof ns[m][0], cmp_double);
         qsort(wall[m], (size_t)repeats, sizeof wall[m][0], cmp_double);
     }
@@ -298,6 +372,13 @@ int main(int argc, char **argv)
             printf(", checksum %016llx", (unsigned long long)r[m].checksum);
         printf("\n");
     }
+    printf("rowdec_decode alone       %7.1f ns/row (min %.1f, max %.1f)\n", ns[VIEW_DECODE][mid],
+           ns[VIEW_DECODE][0], ns[VIEW_DECODE][repeats - 1]);
+    printf("rowdec + encode with ids  %7.1f ns/row (min %.1f, max %.1f), %.1f bytes of COPY text "
+           "per row, %zu rows interrupted, checksum with ids %016llx\n",
+           ns[VIEW_WITH_IDS][mid], ns[VIEW_WITH_IDS][0], ns[VIEW_WITH_IDS][repeats - 1],
+           (double)r[VIEW_WITH_IDS].bytes / (double)total, r[VIEW_WITH_IDS].interrupted,
+           (unsigned long long)r[VIEW_WITH_IDS].checksum);
     for (size_t i = 0; i < nrows; i++)
         free(rows[i]);
     free(rows);
