@@ -221,8 +221,8 @@ void cycle_chunk_record(const struct dsync *d, size_t item, int64_t rows, int64_
 void cycle_pump(struct dsync *d)
 {
     struct sched *s = d->s;
-    while (!d->failed && !s->stopping && d->st == DS_RUNNING && d->next_slice < d->nslices &&
-           d->running < s->cfg->max_concurrent_queries) {
+    while (!d->failed && !s->stopping && !d->lease_handover && d->st == DS_RUNNING &&
+           d->next_slice < d->nslices && d->running < s->cfg->max_concurrent_queries) {
         slicerun_start(d, d->next_slice++);
     }
 }
@@ -447,7 +447,14 @@ static void finish(struct dsync *d)
                     : INT64_MIN;
     if (m != INT64_MIN && m > d->cursor_ms)
         d->cursor_ms = m;
-    if (!complete && !d->failed) {
+    if (!complete && !d->failed && d->lease_handover) {
+        /* its slices in flight committed; the next holder goes on from the ledger */
+        snprintf(d->err, sizeof d->err,
+                 "handed over to another instance before the cycle completed (this instance "
+                 "held more than its share)");
+        d->interrupted = true;
+        d->failed = true;
+    } else if (!complete && !d->failed) {
         /* only a stop ends a cycle early without a failure */
         snprintf(d->err, sizeof d->err, "stopped before the cycle completed");
         d->interrupted = true;
@@ -470,7 +477,7 @@ void cycle_maybe_finish(struct dsync *d)
     if (d->outstanding > 0 || d->st == DS_IDLE || d->st == DS_FINISHING || d->st == DS_PREPARING)
         return;
     bool all_done = d->st == DS_RUNNING && d->next_slice >= d->nslices;
-    if (all_done || d->failed || d->s->stopping)
+    if (all_done || d->failed || d->s->stopping || d->lease_handover)
         finish(d);
 }
 

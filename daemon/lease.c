@@ -181,6 +181,7 @@ static void renewal_free(struct renewal *r)
 }
 
 static void call_ready(struct lease_state *l);
+static void rebalance(struct lease_state *l);
 
 static void on_renewed(void *ud, const char *err, const bool *held, size_t n, int live)
 {
@@ -216,6 +217,7 @@ static void on_renewed(void *ud, const char *err, const bool *held, size_t n, in
             }
         }
         distrust_expired(l);
+        rebalance(l);
     }
     renewal_free(r);
     if (!l->releasing)
@@ -492,15 +494,10 @@ static void on_handed(void *ud, const char *err)
                     err, ttl(d->s));
 }
 
-void lease_cycle_end(struct dsync *d)
+static void hand_over(struct dsync *d, size_t held, size_t sh)
 {
     struct sched *s = d->s;
-    d->lease_gone = false;
-    if (s->opts.once || !d->lease_held || s->stopping || s->lease->live <= 1)
-        return;
-    size_t held = lease_held_count(s), sh = share(s);
-    if (held <= sh)
-        return;
+    d->lease_handover = false;
     log_event(LOG_LVL_INFO, "lease", LOG_FIELDS(.datasource = d->name),
               "%s: handed over: instance %s holds %zu datasources, its share among %d "
               "instances is %zu",
@@ -508,6 +505,53 @@ void lease_cycle_end(struct dsync *d)
     drop(d);
     const char *u[1] = {d->lease_unit};
     pgsink_lease_release(s->sink, s->lease->owner, u, 1, on_handed, d);
+}
+
+/* After a renewal: an instance that holds more than its share (another instance joined)
+ * gives the excess back, idle datasources first; a running cycle stops starting slices and
+ * gives its datasource back when the slices in flight have committed. */
+static void rebalance(struct lease_state *l)
+{
+    struct sched *s = l->s;
+    if (s->opts.once || s->stopping || l->live <= 1)
+        return;
+    size_t held = lease_held_count(s), sh = share(s), leaving = 0;
+    for (const struct dsync *d = s->ds; d; d = d->next)
+        leaving += d->lease_held && d->lease_handover;
+    for (int pass = 0; pass < 2 && held > sh + leaving; pass++)
+        for (struct dsync *d = s->ds; d && held > sh + leaving; d = d->next) {
+            if (!d->lease_held || d->lease_handover || (pass == 0) != (d->st == DS_IDLE))
+                continue;
+            if (d->st == DS_IDLE) {
+                hand_over(d, held, sh);
+                held--;
+            } else {
+                log_event(LOG_LVL_INFO, "lease", LOG_FIELDS(.datasource = d->name),
+                          "%s: to be handed over once its slices in flight commit (instance %s "
+                          "holds %zu, its share among %d instances is %zu)",
+                          d->name, l->owner, held, l->live, sh);
+                d->lease_handover = true;
+                leaving++;
+                cycle_maybe_finish(d);
+            }
+        }
+}
+
+void lease_cycle_end(struct dsync *d)
+{
+    struct sched *s = d->s;
+    d->lease_gone = false;
+    if (!d->lease_held) {
+        d->lease_handover = false;
+        return;
+    }
+    if (s->opts.once || s->stopping)
+        return;
+    size_t held = lease_held_count(s), sh = share(s);
+    if (d->lease_handover || (s->lease->live > 1 && held > sh)) {
+        hand_over(d, held, sh);
+        return;
+    }
 }
 
 static void on_released(void *ud, const char *err)

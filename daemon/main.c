@@ -467,7 +467,7 @@ static void on_sink_started(void *ud, const char *err)
      * left 'syncing' behind: say what happened */
     /* only this instance's datasources: another instance may be mid-cycle on others */
     const char *const *mine = a->only ? a->only : (const char *const *)a->cfg->datasources;
-    pgsink_state_recover(a->sink, mine, on_state_recovered, a);
+    pgsink_state_recover(a->sink, mine, sched_instance(a->sched), on_state_recovered, a);
 }
 
 static void check_postgres(struct app *a)

@@ -125,9 +125,11 @@ struct dsync {
     bool resync_swapped; /* the swap committed */
     bool last_resync;    /* the previous cycle was a resync: cursor_ms was the shadow's */
     /* its work lease (lease.c) */
-    char *lease_unit; /* "ds:NAME" */
-    bool lease_held;  /* this instance holds it at lease_epoch */
-    bool lease_gone;  /* lost during this cycle: it ends without writing its end */
+    char *lease_unit;    /* "ds:NAME" */
+    bool lease_held;     /* this instance holds it at lease_epoch */
+    bool lease_gone;     /* lost during this cycle: it ends without writing its end */
+    bool lease_handover; /* beyond this instance's share: no new slice, released at the end
+                          * of the cycle */
     int64_t lease_epoch;
     uint64_t lease_valid_until; /* loop time: not trusted after this without a renewal */
     uint64_t lease_wait_start;  /* --once: when it began waiting for another's unit, 0 none */

@@ -50,8 +50,10 @@ void pgsink_ensure_schema(struct pgsink *s, pgsink_cb cb, void *ud);
 /* Marks the state rows still saying 'syncing' as 'interrupted': a previous run ended
  * during a cycle without recording its end (PostgreSQL was unreachable, or a kill). Only the
  * datasources this instance syncs: `only` (NULL-terminated names, or NULL for all) minus the
- * configuration's exclude_datasources, so another instance's cycle is left alone. */
-void pgsink_state_recover(struct pgsink *s, const char *const *only, pgsink_cb cb, void *ud);
+ * configuration's exclude_datasources, and not those whose work lease another instance than
+ * `owner` holds alive, so another instance's cycle is left alone. */
+void pgsink_state_recover(struct pgsink *s, const char *const *only, const char *owner,
+                          pgsink_cb cb, void *ud);
 
 /* Connects the control connection; creates the destination schema and the state table. */
 void pgsink_start(struct pgsink *s, pgsink_cb cb, void *ud);

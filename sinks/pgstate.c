@@ -138,7 +138,8 @@ static char *names_json(const char *const *names)
     return out;
 }
 
-void pgsink_state_recover(struct pgsink *s, const char *const *only, pgsink_cb cb, void *ud)
+void pgsink_state_recover(struct pgsink *s, const char *const *only, const char *owner,
+                          pgsink_cb cb, void *ud)
 {
     struct pgjob *j = pgsink_job(s, cb, ud);
     struct buf b = BUF_INIT;
@@ -154,13 +155,14 @@ void pgsink_state_recover(struct pgsink *s, const char *const *only, pgsink_cb c
                  /* a datasource whose lease is alive is mid-cycle on another instance */
                  " AND NOT EXISTS (SELECT 1 FROM ");
     pgsink_qtable(&b, s, PGLEASE_TABLE);
+    /* (not under our own name: that is an earlier run of this instance, now dead) */
     buf_puts(&b,
              " AS l WHERE l.unit = '" PGLEASE_DS_PREFIX "' || datasource AND l.owner IS NOT NULL"
-             " AND l.expires_at > clock_timestamp())");
+             " AND l.owner IS DISTINCT FROM $3 AND l.expires_at > clock_timestamp())");
     char *inc = only ? names_json(only) : NULL;
     char *exc = names_json((const char *const *)s->cfg->exclude_datasources);
-    const char *p[2] = {inc, exc};
-    pgjob_sql(j, b.data, 2, p, NULL);
+    const char *p[3] = {inc, exc, owner};
+    pgjob_sql(j, b.data, 3, p, NULL);
     free(inc);
     free(exc);
     buf_free(&b);

@@ -366,8 +366,8 @@ class LegacyStateTest(CollisionCase):
         self.assertEqual(st["column_names"], {"__time": "__time", "k": "k", "v": "v", "w": "w"})
         self.assertEqual(self.own_rows(ds, schema, "old"), 4)
         self.assertEqual(self.tables_in(schema), sorted(
-            [ds, "druid_syncd_chunks", "druid_syncd_state", "information_schema_columns",
-             "information_schema_tables"]))
+            [ds, "druid_syncd_chunks", "druid_syncd_leases", "druid_syncd_state",
+             "information_schema_columns", "information_schema_tables"]))
 
     def test_previous_version_shared_table(self):
         """The previous version gave a long datasource and one named like its shortened

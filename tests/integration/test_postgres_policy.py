@@ -234,7 +234,9 @@ class SchemaAndState(EnvTestCase):
         ds, other = "killed_mid_cycle", "bystander"
         self.sim.datasource(ds, COLS, rows(500))
         self.sim.datasource(other, COLS, rows(5))
-        self.env.config(datasources=[ds, other], batch_size=50, max_concurrent_queries=1)
+        # a configured instance_name: the restart below is the same instance again
+        self.env.config(datasources=[ds, other], batch_size=50, max_concurrent_queries=1,
+                        instance_name="policy-a")
         self.sim.fault("delay", match=slice_match(self.sim, ds), times=1, after_rows=5,
                        delay_seconds=5)
         p = self.env.start_daemon("--once", "--datasource", ds)
@@ -251,10 +253,19 @@ class SchemaAndState(EnvTestCase):
         # instance's cycle in progress) ...
         self.env.once("--datasource", other)
         self.assertEqual(state_row(self.pg, ds)["status"], "syncing")
-        # ... a start that syncs it corrects it first thing (here Druid then refuses us, so
-        # the correction is all this run does)
+        # ... so does a start of another instance while the killed run's lease is alive (it
+        # cannot tell a dead holder from a live one before the lease expires) ...
         self.sim.fault("status", match="SELECT 1", times=100, error="unauthorized")
         try:
+            self.env.config(datasources=[ds, other], batch_size=50, max_concurrent_queries=1,
+                            instance_name="policy-b", lease_seconds=300)
+            rc, err = self.env.run("--once", "--datasource", ds, timeout=60)
+            self.assertEqual(rc, 1, err[-2000:])
+            self.assertEqual(state_row(self.pg, ds)["status"], "syncing")
+            # ... a start of the same instance that syncs it corrects it first thing (here
+            # Druid then refuses us, so the correction is all this run does)
+            self.env.config(datasources=[ds, other], batch_size=50, max_concurrent_queries=1,
+                            instance_name="policy-a")
             rc, err = self.env.run("--once", "--datasource", ds, timeout=60)
         finally:
             self.sim.clear_faults()

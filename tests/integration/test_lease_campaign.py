@@ -1,0 +1,220 @@
+"""Issue 10 point 6: a kill campaign with three instances on one destination. During the first
+sync of three datasources (dozens of slices each, every slice slowed down by the Druid test
+server so that a kill lands mid-slice), with appends, late rows and identical rows arriving,
+one instance is SIGKILLed, another frozen with SIGSTOP past its lease and resumed, the third
+stopped cleanly and started again. Then:
+  - every table holds exactly Druid's rows (identical rows included), no id twice;
+  - no commit came from an instance that had lost its lease: every committed slice's log line
+    names (instance, lease epoch), each (datasource, epoch) token was used by one instance only,
+    and the frozen instance committed nothing with the epoch it held before the freeze;
+  - the frozen instance's commits after the resume were refused by the fence, or it had already
+    learned it lost the lease (its log says which).
+"""
+import collections
+import json
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+
+import harness
+from harness import BIN, EnvTestCase, iso_ms, ms_iso, state_row, table_exists, tbl, wait_for
+
+COLS = [("__time", "TIMESTAMP"), ("k", "BIGINT"), ("v", "VARCHAR")]
+BASE = iso_ms("2023-03-01T00:00:00.000Z")
+HOUR = 3600 * 1000
+NAMES = ["camp_0", "camp_1", "camp_2"]
+LEASE = 3.0
+COMMIT_RE = re.compile(r"(\S+): slice \d+ committed: .* \(instance (\S+), lease epoch (\d+)\)")
+HOLDS_RE = re.compile(r"(\S+): instance (\S+) holds its lease \(epoch (\d+)")
+
+
+def rows_for(i, hours=24, per_hour=40, start_k=0):
+    """per_hour rows in each hour; every 10th row has an identical twin (duplicates kept)."""
+    out = []
+    k = start_k
+    for h in range(hours):
+        for j in range(per_hour):
+            r = {"__time": ms_iso(BASE + i * 86400 * 1000 + h * HOUR + j * 60000), "k": k, "v": "r%d" % k}
+            out.append(r)
+            if k % 10 == 0:
+                out.append(dict(r))
+            k += 1
+    return out
+
+
+class Instance:
+    def __init__(self, tmp, name, cfg):
+        self.name = name
+        self.path = os.path.join(tmp, "camp-%s.json" % name)
+        with open(self.path, "w") as f:
+            json.dump(dict(cfg, instance_name=name), f)
+        self.logs = []
+        self.proc = None
+
+    def start(self):
+        log = tempfile.NamedTemporaryFile(prefix="dsync-camp-%s-" % self.name, suffix=".log", delete=False)
+        self.logs.append(log.name)
+        e = dict(os.environ)
+        e.pop("NOTIFY_SOCKET", None)
+        e.pop("JOURNAL_STREAM", None)
+        self.proc = subprocess.Popen([BIN, "-c", self.path], stdout=subprocess.DEVNULL, stderr=log, env=e)
+
+    def text(self):
+        out = []
+        for p in self.logs:
+            with open(p, encoding="utf-8", errors="replace") as f:
+                out.append(f.read())
+        return "\n".join(out)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        if self.alive():
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait()
+
+
+class LeaseCampaignTest(EnvTestCase):
+
+    def setUp(self):
+        self.insts = []
+
+    def tearDown(self):
+        for i in self.insts:
+            i.kill()
+
+    def owners(self):
+        if not table_exists(self.pg, "druid_syncd_leases"):
+            return {}
+        return {ds: (owner, int(ep)) for ds, owner, ep in self.pg.psql(
+            "SELECT datasource, owner, epoch FROM druid.\"druid_syncd_leases\" WHERE unit LIKE 'ds:%'"
+            " AND owner IS NOT NULL AND expires_at > clock_timestamp()")}
+
+    def got(self, ds):
+        return collections.Counter(tuple(r) for r in self.pg.psql(
+            "SELECT %s, k::text, v FROM %s WHERE NOT _druid_deleted" % (harness.pg_iso("__time"), tbl(ds))))
+
+    def exact(self, ds, want):
+        return (table_exists(self.pg, ds)
+                and self.got(ds) == collections.Counter((r["__time"], str(r["k"]), r["v"]) for r in want)
+                and self.pg.scalar("SELECT count(*) FROM %s" % tbl(ds)) == str(len(want)))
+
+    def logs(self):
+        return "\n".join("--- %s\n%s" % (i.name, i.text()[-2500:]) for i in self.insts)
+
+    def holder_mid_slice(self, exclude=()):
+        """An instance that holds a datasource whose first sync is still under way."""
+        def pick():
+            for ds, (owner, _) in self.owners().items():
+                if owner in exclude:
+                    continue
+                inst = next((i for i in self.insts if i.name == owner and i.alive()), None)
+                if inst and self.pg.scalar("SELECT count(*) FROM pg_stat_activity WHERE state <> 'idle'"
+                                           " AND query LIKE 'COPY%%'") != "0":
+                    return inst, ds
+            return None
+        got = wait_for(pick, timeout=30, interval=0.05, what="an instance mid-slice")
+        return got
+
+    def test_three_instances_kill_freeze_restart(self):
+        want = {ds: rows_for(i) for i, ds in enumerate(NAMES)}
+        for ds in NAMES:
+            self.sim.datasource(ds, COLS, want[ds], granularity="HOUR")
+        # every slice read stalls 0.8 s after its first rows (its COPY open): the first sync
+        # lasts long enough for the campaign, and a kill lands mid-slice
+        self.sim.fault("delay", match='ORDER BY "__time"', times=100000, after_rows=10, delay_seconds=0.8)
+        cfg = self.env.config(datasources=NAMES, batch_size=40, max_concurrent_queries=2, postgres_writers=2,
+                              lookback_seconds=0, sync_interval_seconds=0.5, lease_seconds=LEASE,
+                              postgres_timeout_seconds=2, log_level="debug")
+        for n in ("c1", "c2", "c3"):
+            self.insts.append(Instance(self.env.tmp, n, cfg))
+        for i in self.insts:
+            i.start()
+        wait_for(lambda: len(set(o for o, _ in self.owners().values())) == 3, timeout=30,
+                 what="each of the three instances holding a datasource")
+
+        # 1. SIGKILL an instance mid-slice
+        victim, vds = self.holder_mid_slice()
+        victim.proc.kill()
+        victim.proc.wait()
+        killed_at = time.time()
+        for i, ds in enumerate(NAMES):  # appends past the end
+            add = [{"__time": ms_iso(BASE + i * 86400 * 1000 + 24 * HOUR + j * 60000), "k": 90000 + j,
+                    "v": "a%d" % j} for j in range(30)]
+            self.sim.append(ds, add)
+            want[ds] += add
+        wait_for(lambda: self.owners().get(vds, (victim.name,))[0] != victim.name, timeout=4 * LEASE + 10,
+                 what="the killed instance's datasource taken over")
+        self.assertGreaterEqual(time.time() - killed_at, LEASE - 1.0, "taken over before the lease expired")
+
+        # 2. SIGSTOP another instance mid-slice, past its lease, then SIGCONT
+        frozen, fds = self.holder_mid_slice(exclude=(victim.name,))
+        old_epoch = self.owners()[fds][1]
+        frozen.proc.send_signal(signal.SIGSTOP)
+        wait_for(lambda: self.owners().get(fds, (frozen.name, 0))[0] not in (frozen.name,), timeout=4 * LEASE + 10,
+                 what="the frozen instance's datasource taken over")
+        for i, ds in enumerate(NAMES):  # late rows into synced hours, while it is frozen
+            add = [{"__time": ms_iso(BASE + i * 86400 * 1000 + 2 * HOUR + j * 60000 + 7), "k": 80000 + j,
+                    "v": "late%d" % j} for j in range(5)]
+            self.sim.late_append(ds, add)
+            want[ds] += add
+        resume_offset = len(frozen.text())
+        frozen.proc.send_signal(signal.SIGCONT)
+
+        # 3. stop the third cleanly, start it again
+        third = next(i for i in self.insts if i not in (victim, frozen))
+        held_before = [ds for ds, (o, _) in self.owners().items() if o == third.name]
+        third.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(third.proc.wait(30), 0, third.text()[-3000:])
+        still = [ds for ds, (o, _) in self.owners().items() if o == third.name]
+        self.assertEqual(still, [], "a clean stop left leases behind (held before: %r)" % held_before)
+        third.start()
+        victim.start()  # the killed one comes back as a new process under its name
+
+        self.sim.clear_faults()
+        for i, ds in enumerate(NAMES):
+            add = [{"__time": ms_iso(BASE + i * 86400 * 1000 + 25 * HOUR + j * 60000), "k": 70000 + j,
+                    "v": "b%d" % j} for j in range(20)]
+            self.sim.append(ds, add)
+            want[ds] += add
+        try:
+            wait_for(lambda: all(self.exact(ds, want[ds]) for ds in NAMES), timeout=90, interval=0.5,
+                     what="every table exact")
+        except AssertionError:
+            raise AssertionError("not exact: %r\n%s" % (
+                {ds: (self.pg.scalar("SELECT count(*) FROM %s" % tbl(ds)), len(want[ds])) for ds in NAMES},
+                self.logs()))
+        for ds in NAMES:
+            self.assertEqual(self.pg.scalar("SELECT count(*) - count(DISTINCT _druid_id) FROM %s" % tbl(ds)), "0",
+                             "%s holds an id twice" % ds)
+
+        # no commit from an instance that had lost its lease
+        tokens = collections.defaultdict(set)  # (datasource, epoch) -> instances that committed with it
+        taken = collections.defaultdict(set)   # (datasource, epoch) -> instances that took it
+        for inst in self.insts:
+            text = inst.text()
+            for ds, who, ep in COMMIT_RE.findall(text):
+                self.assertEqual(who, inst.name)
+                tokens[(ds, int(ep))].add(who)
+            for ds, who, ep in HOLDS_RE.findall(text):
+                taken[(ds, int(ep))].add(who)
+        self.assertTrue(tokens, "no commit lines (log_level debug)")
+        for tok, who in tokens.items():
+            self.assertEqual(len(who), 1, "token %r used by %r" % (tok, who))
+            self.assertEqual(who, taken[tok], "token %r committed by %r but taken by %r" % (tok, who, taken[tok]))
+        after = frozen.text()[resume_offset:]
+        late = [(ds, ep) for ds, who, ep in COMMIT_RE.findall(after) if ds == fds and int(ep) <= old_epoch]
+        self.assertEqual(late, [], "the frozen instance committed with its old epoch after the resume")
+        self.assertTrue("rolled back by the fence" in after or "lost its lease" in after,
+                        "the resumed instance never noticed it had lost %s\n%s" % (fds, after[-3000:]))
+        for i in self.insts:
+            self.assertTrue(i.alive(), "%s exited\n%s" % (i.name, i.text()[-3000:]))
+
+
+if __name__ == "__main__":
+    harness.main()
