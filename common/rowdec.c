@@ -249,10 +249,16 @@ static int number(const char **pp, const char *end, struct rowenc_value *v)
     } else if (neg) {
         if (u > (uint64_t)INT64_MAX + 1)
             return SLOW;
-        *v = (struct rowenc_value){.kind = ROWENC_V_INT, .i = (int64_t)(0 - u)};
+        /* the literal is the text json-c prints, except for "-0" (printed "0") */
+        *v = (struct rowenc_value){.kind = ROWENC_V_INT,
+                                   .i = (int64_t)(0 - u),
+                                   .p = u ? s : NULL,
+                                   .n = u ? (size_t)(p - s) : 0};
+    } else if (u > (uint64_t)INT64_MAX) {
+        *v = (struct rowenc_value){.kind = ROWENC_V_UINT, .i = (int64_t)u};
     } else {
-        *v = (struct rowenc_value){.kind = u > (uint64_t)INT64_MAX ? ROWENC_V_UINT : ROWENC_V_INT,
-                                   .i = (int64_t)u};
+        *v = (struct rowenc_value){
+            .kind = ROWENC_V_INT, .i = (int64_t)u, .p = s, .n = (size_t)(p - s)};
     }
     *pp = p;
     return 0;
@@ -491,7 +497,7 @@ static int decode(struct rowdec *d, char *line, size_t len, size_t *nout)
             default:
                 if (number(&p, end, v))
                     return SLOW;
-                if (v->kind == ROWENC_V_DOUBLE)
+                if (v->p)
                     *term = (size_t)(p - line);
             }
             if (p == end)

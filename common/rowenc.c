@@ -21,6 +21,7 @@
 enum canon_kind {
     CK_NULL,     /* left out of the hash */
     CK_INT,      /* number: i */
+    CK_INTTEXT,  /* number: i, whose decimal text as json-c prints it is p/n */
     CK_UINT,     /* number: (uint64_t)i, above INT64_MAX */
     CK_NUMTEXT,  /* number: the decimal literal p/n (d: its double, for a literal json-c made) */
     CK_NAN,      /* NaN */
@@ -1500,6 +1501,34 @@ static void hash_field(struct rowenc *e, size_t col)
         h->n = (size_t)(o - h->b);
         return;
     }
+    case CK_INTTEXT: {
+        /* the digits as they are: at most 20 and a sign, no leading zero, not "-0" */
+        hw_room(h, nl + 32);
+        char *o = textscan_copy(h->b + h->n, e->cols[col].name, nl);
+        const char *d0 = c->p, *d1 = c->p + c->n;
+        bool neg = *d0 == '-';
+        d0 += neg;
+        *o++ = TAG_NUMBER;
+        if (d1 - d0 == 1 && *d0 == '0') {
+            *o++ = 1;
+            *o++ = '0';
+        } else {
+            unsigned x = 0;
+            while (d1[-1] == '0')
+                d1--, x++;
+            size_t nd = (size_t)(d1 - d0);
+            *o++ = (char)(neg + nd + (x >= 10 ? 3 : 2)); /* under 0x80: one varint byte */
+            if (neg)
+                *o++ = '-';
+            o = textscan_copy(o, d0, nd);
+            *o++ = 'e';
+            if (x >= 10)
+                *o++ = (char)('0' + x / 10);
+            *o++ = (char)('0' + x % 10);
+        }
+        h->n = (size_t)(o - h->b);
+        return;
+    }
     case CK_INT:
     case CK_UINT: {
         hw_room(h, nl + 32);
@@ -1527,6 +1556,7 @@ static void hash_field(struct rowenc *e, size_t col)
     case CK_NULL: /* not reached: left out by the caller */
         break;
     case CK_INT:
+    case CK_INTTEXT:
     case CK_UINT:
     case CK_TS:
     case CK_STR: /* not reached: written above */
@@ -1724,8 +1754,15 @@ int rowenc_encode_values(struct rowenc *e, const struct rowenc_value *vals, size
             c->p = v->p;
             c->n = v->n;
         } else if (v->kind == ROWENC_V_INT && (t == PGT_BIGINT || t == PGT_TEXT)) {
-            o += fmt_i64(o, v->i);
-            c->kind = CK_INT;
+            if (v->p) { /* the decoder's text of it, which is what fmt_i64 would write */
+                o = textscan_copy(o, v->p, v->n);
+                c->kind = CK_INTTEXT;
+                c->p = v->p;
+                c->n = v->n;
+            } else {
+                o += fmt_i64(o, v->i);
+                c->kind = CK_INT;
+            }
             c->i = v->i;
         } else if (v->kind == ROWENC_V_STRING && t == PGT_TIMESTAMPTZ &&
                    ts_druid_fast(e, v->p, v->n, &ms) == 0) {

@@ -111,7 +111,7 @@ int rowenc_encode(struct rowenc *e, struct json_object *row, struct buf *out, in
 enum rowenc_kind {
     ROWENC_V_NULL,
     ROWENC_V_BOOL,   /* i: 0 or 1 */
-    ROWENC_V_INT,    /* i */
+    ROWENC_V_INT,    /* i; p/n its decimal text as json-c writes it, or p NULL */
     ROWENC_V_UINT,   /* (uint64_t)i, above INT64_MAX */
     ROWENC_V_DOUBLE, /* p/n: its text as json-c writes it (the literal); d when has_d */
     ROWENC_V_STRING, /* p/n: the decoded bytes */

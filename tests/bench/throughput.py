@@ -27,6 +27,10 @@ and one Druid test server (tests/druid_sim/simctl.py):
   * `psql \\copy` of the exported text into a fresh table created LIKE the daemon's table
     INCLUDING ALL (same columns, primary key and indexes), one session, and two sessions
     at once each loading half the rows.
+- The I/O floor: the CPU of the curl processes of the raw measurement (per million rows they
+  fetched) and of the psql client of the one-session `\\copy` (per million rows it sent): what
+  receiving the responses and sending the COPY text cost by themselves, whatever a client
+  does in between; the daemon's CPU is printed split into user and system time beside it.
 PostgreSQL settings are the same for both sides (the harness's: fsync=off; autovacuum is
 switched off for the whole run so that no worker lands inside one measurement).
 """
@@ -34,6 +38,7 @@ import argparse
 import gzip
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -116,9 +121,16 @@ def is_slice(q):
     return ('FROM "%s"' % DS) in sql and "COUNT(" not in sql.upper() and "SUM(" not in sql.upper()
 
 
+def children_cpu():
+    """(user, system) CPU seconds of this process's children that have been waited for."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime, r.ru_stime
+
+
 def raw_rate(sim, slices, parallel):
     """The test server's rate for these queries, `parallel` at once, curl to /dev/null:
-    (rows/s, MB/s, seconds)."""
+    (rows/s, MB/s, seconds, rows, the curl processes' CPU seconds)."""
+    cpu0 = sum(children_cpu())
     sim.clear_queries()
     todo = list(slices)
     lock = threading.Lock()
@@ -153,7 +165,7 @@ def raw_rate(sim, slices, parallel):
     if not all(q["complete"] for q in logged):
         raise SystemExit("raw fetch: a response was not complete")
     rows = sum(q["rows_sent"] for q in logged)
-    return rows / secs, total[0] / secs / 1e6, secs
+    return rows / secs, total[0] / secs / 1e6, secs, rows, sum(children_cpu()) - cpu0
 
 
 def warm(sim, slices):
@@ -209,8 +221,9 @@ def vm_hwm_kib(pid):
     return None
 
 
-def run_daemon(cfg_path, log_path):
-    """druid-syncd --once: (exit code, wall s, CPU s, peak RSS KiB).
+def run_daemon(cfg_path, log_path, split=None):
+    """druid-syncd --once: (exit code, wall s, CPU s, peak RSS KiB); split, a list, receives
+    the user and system CPU seconds.
 
     The peak RSS is VmHWM read from /proc while the daemon runs, not wait4's ru_maxrss: Linux
     folds the forking parent's RSS before exec into ru_maxrss, so this Python process's own
@@ -233,11 +246,15 @@ def run_daemon(cfg_path, log_path):
         wall = time.time() - t0
         th.join(timeout=5)
     p.returncode = os.waitstatus_to_exitcode(status)
+    if split is not None:
+        split[:] = [ru.ru_utime, ru.ru_stime]
     return p.returncode, wall, ru.ru_utime + ru.ru_stime, peak[0]
 
 
 def copy_in(pg, db, table, files, backends):
-    """`psql \\copy` of each file into table, all sessions at once: (wall s, backend CPU s)."""
+    """`psql \\copy` of each file into table, all sessions at once: (wall s, backend CPU s,
+    the psql processes' own CPU s)."""
+    cpu0 = sum(children_cpu())
     backends.start()
     t0 = time.time()
     procs = [subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", pg.conninfo(db), "-c",
@@ -245,10 +262,11 @@ def copy_in(pg, db, table, files, backends):
                               stderr=subprocess.PIPE) for f in files]
     errs = [p.communicate()[1] for p in procs]
     wall = time.time() - t0
+    client = sum(children_cpu()) - cpu0
     cpu = backends.stop()
     if any(p.returncode for p in procs):
         raise SystemExit("\\copy failed: %s" % b"".join(errs).decode())
-    return wall, cpu
+    return wall, cpu, client
 
 
 # -- reporting ---------------------------------------------------------------------------
@@ -347,14 +365,15 @@ def main():
         append_day0 = min(r["__time"] for r in base) // DAY_MS * DAY_MS + copies * span_days * DAY_MS
 
         R = {k: [] for k in ("raw_rows", "raw_mb", "d_rows", "d_mb", "d_cpu", "d_pgcpu", "d_rss", "d_queries",
-                             "d_scanned", "d_returned", "nc_wall", "nc_queries", "ap_wall", "ap_queries",
+                             "d_scanned", "d_returned", "d_user", "d_sys", "raw_cpu", "c1_client", "nc_wall", "nc_queries", "ap_wall", "ap_queries",
                              "ap_rows", "c1_rows", "c1_pgcpu", "c2_rows", "c2_pgcpu")}
 
         def step_raw(rep):
             warm(sim, slices)
-            rr, rmb, _s = raw_rate(sim, slices, a.parallel)
+            rr, rmb, _s, rows, cpu = raw_rate(sim, slices, a.parallel)
             R["raw_rows"].append(rr)
             R["raw_mb"].append(rmb)
+            R["raw_cpu"].append(cpu / (rows / 1e6))
 
         def step_daemon(rep):
             warm(sim, slices)
@@ -362,7 +381,8 @@ def main():
             cfg = config(db)
             sim.clear_queries()
             backends.start()
-            rc, wall, cpu, rss = run_daemon(cfg, log_path)
+            split = []
+            rc, wall, cpu, rss = run_daemon(cfg, log_path, split)
             pgcpu = backends.stop()
             if rc != 0:
                 raise SystemExit("first sync failed (exit %d); see %s" % (rc, log_path))
@@ -373,6 +393,8 @@ def main():
             R["d_rows"].append(N / wall)
             R["d_mb"].append(mb / wall)
             R["d_cpu"].append(cpu / (N / 1e6))
+            R["d_user"].append(split[0] / (N / 1e6))
+            R["d_sys"].append(split[1] / (N / 1e6))
             R["d_pgcpu"].append(pgcpu / (N / 1e6))
             R["d_rss"].append(rss / 1024)
             R["d_queries"].append(len(queries) / (N / 1e6))
@@ -414,12 +436,14 @@ def main():
             table = "bench.c%d" % sessions
             pg.psql("DROP TABLE IF EXISTS %s; CREATE TABLE %s (LIKE druid.%s INCLUDING ALL)"
                     % (table, table, DS), db=warm_db)
-            wall, cpu = copy_in(pg, warm_db, table, [copy_all] if sessions == 1 else halves, backends)
+            wall, cpu, client = copy_in(pg, warm_db, table, [copy_all] if sessions == 1 else halves, backends)
             n = int(psql(pg, warm_db, "SELECT count(*) FROM %s" % table))
             if n != N:
                 raise SystemExit("\\copy stored %d rows, expected %d" % (n, N))
             R["c%d_rows" % sessions].append(N / wall)
             R["c%d_pgcpu" % sessions].append(cpu / (N / 1e6))
+            if sessions == 1:
+                R["c1_client"].append(client / (N / 1e6))
             pg.psql("DROP TABLE %s" % table, db=warm_db)
 
         steps = [step_raw, step_daemon, lambda r: step_copy(r, 1), lambda r: step_copy(r, 2)]
@@ -459,6 +483,11 @@ def main():
         ("daemon / one \\copy session", "%.2f" % (d / c1)),
         ("daemon / two \\copy sessions", "%.2f" % (d / c2)),
         ("daemon CPU (CPU-s per million rows)", fig(R["d_cpu"], "%.2f")),
+        ("  of which user / system", "%s / %s" % (fig(R["d_user"], "%.2f"), fig(R["d_sys"], "%.2f"))),
+        ("  I/O floor: curl fetching the same responses to /dev/null", fig(R["raw_cpu"], "%.2f")),
+        ("  I/O floor: psql sending the same COPY text (client CPU)", fig(R["c1_client"], "%.2f")),
+        ("  I/O floor, both (what reading and writing alone cost)",
+         "%.2f" % (med(R["raw_cpu"]) + med(R["c1_client"]))),
         ("PostgreSQL backends CPU, daemon's load (CPU-s per million rows)", fig(R["d_pgcpu"], "%.2f")),
         ("PostgreSQL backends CPU, one \\copy (CPU-s per million rows)", fig(R["c1_pgcpu"], "%.2f")),
         ("PostgreSQL backends CPU, two \\copy (CPU-s per million rows)", fig(R["c2_pgcpu"], "%.2f")),
