@@ -126,6 +126,7 @@ static void cycle_reset(struct dsync *d)
     free(d->slices);
     d->slices = NULL;
     d->nslices = d->next_slice = 0;
+    d->planned = false;
     d->failed = false;
     d->err_kind[0] = d->err_sqlstate[0] = d->err_druid_code[0] = '\0';
     d->err_http_status = 0;
@@ -163,6 +164,7 @@ void cycle_schedule(struct dsync *d, double seconds)
 void cycle_planned(struct dsync *d, struct ledger_slice *sl, size_t n)
 {
     d->slices = sl;
+    d->planned = true;
     for (size_t i = 0; i < n; i++) {
         d->slices[i].max_seen = INT64_MIN;
         d->slices[i].status = LEDGER_PENDING;
@@ -418,6 +420,10 @@ static bool write_chunks(struct dsync *d)
                             "segments are not available in Druid",
                             d->name, d->snapc[w->snap].start, d->snapc[w->snap].end,
                             (double)(now - w->since_ms) / 60000.0);
+        } else if (!d->planned) {
+            /* planning was cut short (a stop, a hand-over): no item is known to be done,
+             * not even one no slice covers yet */
+            continue;
         } else if (w->action == LEDGER_DROP && !s->cfg->follow_drops) {
             /* kept in PostgreSQL as an archive: only the ledger forgets the chunk */
         } else if (d->work_recorded[i] ||

@@ -68,6 +68,7 @@ struct dsync {
     struct plan *plan;
     struct ledger_slice *slices;
     size_t nslices, next_slice;
+    bool planned; /* planning ended with these slices: an item no slice covers is complete */
     int running;
     int outstanding; /* async operations not yet returned */
     struct countq *counts;

@@ -104,6 +104,25 @@ class LeaseCampaignTest(EnvTestCase):
                 and self.got(ds) == collections.Counter((r["__time"], str(r["k"]), r["v"]) for r in want)
                 and self.pg.scalar("SELECT count(*) FROM %s" % tbl(ds)) == str(len(want)))
 
+    def diagnosis(self, want):
+        """Per datasource and hour: rows wanted, rows stored, the ledger's row for it."""
+        out = []
+        for ds in NAMES:
+            if not table_exists(self.pg, ds):
+                out.append("%s: no table" % ds)
+                continue
+            have = dict(self.pg.psql("SELECT (extract(epoch FROM date_trunc('hour', __time)) * 1000)::bigint::text,"
+                                     " count(*)::text FROM %s GROUP BY 1" % tbl(ds)))
+            led = {r[0]: r[1:] for r in self.pg.psql(
+                "SELECT start_ms::text, state, stored_rows::text FROM druid.druid_syncd_chunks"
+                " WHERE datasource = %s" % harness.sqlstr(ds))}
+            wanted = collections.Counter(str(iso_ms(r["__time"]) // HOUR * HOUR) for r in want[ds])
+            for h in sorted(set(wanted) | set(have) | set(led), key=int):
+                if str(wanted.get(h, 0)) != have.get(h, "0"):
+                    out.append("%s %s: want %d have %s ledger %r" % (ds, ms_iso(int(h)), wanted.get(h, 0),
+                                                                    have.get(h, "0"), led.get(h)))
+        return "\n".join(out)
+
     def logs(self):
         return "\n".join("--- %s\n%s" % (i.name, i.text()[-2500:]) for i in self.insts)
 
@@ -186,9 +205,9 @@ class LeaseCampaignTest(EnvTestCase):
             wait_for(lambda: all(self.exact(ds, want[ds]) for ds in NAMES), timeout=90, interval=0.5,
                      what="every table exact")
         except AssertionError:
-            raise AssertionError("not exact: %r\n%s" % (
+            raise AssertionError("not exact: %r\n%s\n%s" % (
                 {ds: (self.pg.scalar("SELECT count(*) FROM %s" % tbl(ds)), len(want[ds])) for ds in NAMES},
-                self.logs()))
+                self.diagnosis(want), self.logs()))
         for ds in NAMES:
             self.assertEqual(self.pg.scalar("SELECT count(*) - count(DISTINCT _druid_id) FROM %s" % tbl(ds)), "0",
                              "%s holds an id twice" % ds)

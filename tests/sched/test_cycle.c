@@ -545,6 +545,48 @@ static void test_segments_unknown_rows_counted(void **state)
     finish(&r);
 }
 
+/* A stop while the chunks are still being counted: the cycle ends before any slice ran, and
+ * no chunk may be recorded as synced (an item no slice covers yet is not done), or its rows
+ * would never be read. */
+static struct sched *stop_during_count;
+static void stop_in_count(int level, int64_t lo, int64_t hi)
+{
+    (void)level;
+    (void)lo;
+    (void)hi;
+    if (stop_during_count) {
+        sched_stop(stop_during_count, 30);
+        stop_during_count = NULL;
+    }
+}
+
+static void test_segments_stop_while_counting_records_nothing(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", true); /* rows unknown: every chunk is counted */
+    fake_druid_before_count(stop_in_count);
+    start(&r, 100, 4, true);
+    stop_during_count = r.s;
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(fake_sink_rows(), 0);
+    for (int d = 0; d < 3; d++)
+        if (strcmp(fake_ledger_state(T0 + d * DAY), "synced") == 0)
+            fail_msg("day %d recorded as synced without its rows", d);
+    finish(&r);
+    /* the next run reads everything */
+    fake_druid_before_count(NULL);
+    rows_3_days();
+    fake_druid_segments(true, "v1", true);
+    start(&r, 100, 4, true);
+    fake_run(FOREVER);
+    assert_int_equal(r.code, 0);
+    assert_each_row_once(0, 750);
+    finish(&r);
+}
+
 /* A chunk still served by realtime tasks stays pending: each cycle reads it from the newest
  * row read before; after the handoff it is read whole once and becomes synced. */
 static void test_segments_realtime_chunk(void **state)
@@ -1085,6 +1127,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup(test_segments_unavailable_postponed, reset),
     cmocka_unit_test_setup(test_segments_unknown_rows_counted, reset),
     cmocka_unit_test_setup(test_segments_realtime_chunk, reset),
+    cmocka_unit_test_setup(test_segments_stop_while_counting_records_nothing, reset),
     cmocka_unit_test_setup(test_paused_once_does_nothing, reset),
     cmocka_unit_test_setup(test_pause_then_resume_daemon, reset),
     cmocka_unit_test_setup(test_requests_unreadable_fails, reset),
