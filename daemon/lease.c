@@ -21,6 +21,7 @@ struct lease_state {
     int64_t hb_epoch;
     uint64_t hb_valid_until;
     int live;       /* instances alive at the last renewal (0: not known yet) */
+    int min_held;   /* datasources held by the least loaded of them */
     bool renewing;  /* a renewal is in flight */
     bool releasing; /* lease_release_all under way */
     bool released;  /* ... done */
@@ -183,7 +184,8 @@ static void renewal_free(struct renewal *r)
 static void call_ready(struct lease_state *l);
 static void rebalance(struct lease_state *l);
 
-static void on_renewed(void *ud, const char *err, const bool *held, size_t n, int live)
+static void on_renewed(void *ud, const char *err, const bool *held, size_t n,
+                       const struct pglease_census *census)
 {
     struct renewal *r = ud;
     struct lease_state *l = r->l;
@@ -194,9 +196,13 @@ static void on_renewed(void *ud, const char *err, const bool *held, size_t n, in
         log_warning("lease", "instance %s: renewing %zu leases failed: %s", l->owner, r->n, err);
         distrust_expired(l);
     } else {
+        int live = census->live;
         if (live != l->live && l->live > 0)
             log_info("lease", "instance %s: %d instances alive (were %d)", l->owner, live, l->live);
         l->live = live;
+        l->min_held = census->min_held;
+        /* a frozen or dead instance's open transactions would block the new holders */
+        pgsink_lease_end_stale(s->sink, ttl(s));
         for (size_t i = 0; i < n && i < r->n; i++) {
             struct dsync *d = r->ds[i];
             if (!d) {
@@ -475,8 +481,11 @@ void lease_acquire(struct dsync *d, void (*cb)(struct dsync *d, bool held))
     x->d = d;
     x->cb = cb;
     x->sent = uv_now(s->loop);
-    /* beyond its share an instance takes only units nobody else took for a whole lease */
-    bool over = !s->opts.once && lease_held_count(s) >= share(s);
+    /* beyond its share, or holding more than the least loaded instance, an instance takes
+     * only units nobody else took for a whole lease: the least loaded one gets them */
+    size_t held = lease_held_count(s);
+    bool over = !s->opts.once &&
+                (held >= share(s) || (s->lease->live > 1 && held > (size_t)s->lease->min_held));
     struct pglease_claim_req rq = {
         d->lease_unit,    d->name, s->lease->owner, ttl(s), d->lease_held ? d->lease_epoch : -1,
         over ? ttl(s) : 0};
@@ -518,23 +527,32 @@ static void rebalance(struct lease_state *l)
     size_t held = lease_held_count(s), sh = share(s), leaving = 0;
     for (const struct dsync *d = s->ds; d; d = d->next)
         leaving += d->lease_held && d->lease_handover;
-    for (int pass = 0; pass < 2 && held > sh + leaving; pass++)
-        for (struct dsync *d = s->ds; d && held > sh + leaving; d = d->next) {
-            if (!d->lease_held || d->lease_handover || (pass == 0) != (d->st == DS_IDLE))
-                continue;
-            if (d->st == DS_IDLE) {
-                hand_over(d, held, sh);
-                held--;
-            } else {
-                log_event(LOG_LVL_INFO, "lease", LOG_FIELDS(.datasource = d->name),
-                          "%s: to be handed over once its slices in flight commit (instance %s "
-                          "holds %zu, its share among %d instances is %zu)",
-                          d->name, l->owner, held, l->live, sh);
-                d->lease_handover = true;
-                leaving++;
-                cycle_maybe_finish(d);
-            }
-        }
+    size_t keep = held - leaving;
+    /* beyond the share, or two more than the least loaded instance (which may hold none
+     * while everyone else holds exactly its share): one per renewal, so that two loaded
+     * instances do not both give up theirs for a single newcomer */
+    bool excess = keep > sh || keep >= (size_t)l->min_held + 2;
+    if (!excess || leaving > 0)
+        return;
+    struct dsync *pick = NULL;
+    for (struct dsync *d = s->ds; d; d = d->next) {
+        if (!d->lease_held || d->lease_handover)
+            continue;
+        if (!pick || (d->st == DS_IDLE && pick->st != DS_IDLE))
+            pick = d; /* an idle one first: nothing in flight to wait for */
+    }
+    if (!pick)
+        return;
+    if (pick->st == DS_IDLE) {
+        hand_over(pick, held, sh);
+        return;
+    }
+    log_event(LOG_LVL_INFO, "lease", LOG_FIELDS(.datasource = pick->name),
+              "%s: to be handed over once its slices in flight commit (instance %s holds %zu, "
+              "its share among %d instances is %zu, the least loaded holds %d)",
+              pick->name, l->owner, held, l->live, sh, l->min_held);
+    pick->lease_handover = true;
+    cycle_maybe_finish(pick);
 }
 
 void lease_cycle_end(struct dsync *d)

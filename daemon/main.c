@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "notify.h"
 #include "opcmd.h"
+#include "pgconn.h"
 #include "pgsink.h"
 #include "pgerr.h"
 #include "progress.h"
@@ -630,6 +631,9 @@ int main(int argc, char **argv)
     a.only = (const char *const *)only;
     struct sched_opts so = {a.once, (const char *const *)only, on_finished, &a};
     a.sched = sched_new(&a.loop, a.cfg, a.druid, a.sink, &so);
+    /* the sessions of this instance are named: pg_stat_activity shows them, and another
+     * instance can end them once this one is dead or frozen (pglease) */
+    pgconn_set_application_name(sched_instance(a.sched));
     uv_timer_init(&a.loop, &a.exit_timer);
     a.exit_timer.data = &a;
     uv_timer_init(&a.loop, &a.probe_timer);

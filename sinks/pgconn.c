@@ -451,6 +451,16 @@ void pgconn_close(struct pgconn *c)
     close_pg(c);
 }
 
+static char app_name[64]; /* pgconn_set_application_name, "" none */
+
+void pgconn_set_application_name(const char *instance)
+{
+    if (instance)
+        snprintf(app_name, sizeof app_name, PGCONN_APP_PREFIX "%s", instance);
+    else
+        app_name[0] = '\0';
+}
+
 static void start_libpq(struct pgconn *c)
 {
     /* Defaults first: a value in the conninfo string (expanded from "dbname") wins, except
@@ -463,6 +473,10 @@ static void start_libpq(struct pgconn *c)
         "tcp_user_timeout", "dbname",          "fallback_application_name"};
     const char *vals[12] = {"1", "30", "10", "3", tcp_user_timeout, c->conninfo, "druid-syncd"};
     size_t k = 7;
+    if (app_name[0]) {
+        keys[k] = "application_name";
+        vals[k++] = app_name;
+    }
     if (resolved) {
         keys[k] = "host";
         vals[k++] = c->host_list.data;

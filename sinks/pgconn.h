@@ -22,6 +22,11 @@ typedef void (*pgconn_result_cb)(void *ud, PGresult *res, const char *err);
 
 /* conninfo is copied. NULL on OOM. */
 struct pgconn *pgconn_new(uv_loop_t *loop, const char *conninfo);
+/* Every connection opened from now on has application_name PGCONN_APP_PREFIX + name (it wins
+ * over one in the conninfo): what pg_stat_activity shows, and how a live instance tells the
+ * sessions of a dead one (pglease). NULL: fallback_application_name "druid-syncd" only. */
+#define PGCONN_APP_PREFIX "druid-syncd/"
+void pgconn_set_application_name(const char *instance);
 /* Bounds on waiting for the server (seconds; 0 = none): for connecting, and for any one
  * operation (a statement's result, or COPY data libpq cannot hand to the socket). When one
  * expires the connection is closed (the server rolls its transaction back) and the

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
+#include "pgconn.h"
 #include "pgerr.h"
 #include "pgsink_int.h"
 #include "sqlident.h"
@@ -323,7 +325,7 @@ struct renew_ctx {
     char **units;
     bool *held;
     size_t n;
-    int live;
+    struct pglease_census census;
     bool answered;
 };
 
@@ -358,7 +360,10 @@ static int census_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size
     (void)err;
     (void)errlen;
     struct renew_ctx *x = ud;
-    x->live = PQntuples(res) == 1 ? atoi(PQgetvalue(res, 0, 0)) : 0;
+    if (PQntuples(res) == 1) {
+        x->census.live = atoi(PQgetvalue(res, 0, 0));
+        x->census.min_held = atoi(PQgetvalue(res, 0, 1));
+    }
     x->answered = true;
     return 0;
 }
@@ -367,9 +372,9 @@ static void renew_done(void *ud, const char *err)
 {
     struct renew_ctx *x = ud;
     if (err || !x->answered)
-        x->cb(x->ud, err ? err : "lease renewal returned nothing", NULL, 0, 0);
+        x->cb(x->ud, err ? err : "lease renewal returned nothing", NULL, 0, NULL);
     else
-        x->cb(x->ud, NULL, x->held, x->n, x->live);
+        x->cb(x->ud, NULL, x->held, x->n, &x->census);
     renew_free(x);
 }
 
@@ -425,15 +430,53 @@ void pgsink_lease_renew(struct pgsink *s, const char *owner, const char *const *
                  " AND l.expires_at > clock_timestamp() RETURNING l.unit");
     const char *p[3] = {owner, ttl_s, json};
     pgjob_sql(j, b.data, 3, p, renew_hook);
-    /* the instances alive now (their heartbeat units): how many share the work */
+    /* the instances alive now (their heartbeat units): how many share the work, and how
+     * many datasources the least loaded one holds */
     buf_reset(&b);
-    buf_puts(&b, "SELECT count(*) FROM ");
+    buf_puts(&b, "SELECT count(*), coalesce(min(c.n), 0) FROM ");
     qname(&b, s->cfg->destination_schema, PGLEASE_TABLE);
-    buf_puts(&b,
-             " WHERE unit LIKE '" PGLEASE_INSTANCE_PREFIX "%' AND expires_at > clock_timestamp()");
+    buf_puts(&b, " AS h CROSS JOIN LATERAL (SELECT count(*) AS n FROM ");
+    qname(&b, s->cfg->destination_schema, PGLEASE_TABLE);
+    buf_puts(
+        &b,
+        " AS d WHERE d.unit LIKE '" PGLEASE_DS_PREFIX "%' AND d.owner = h.owner"
+        " AND d.expires_at > clock_timestamp()) AS c WHERE h.unit LIKE '" PGLEASE_INSTANCE_PREFIX
+        "%' AND h.expires_at > clock_timestamp()");
     pgjob_sql(j, b.data, 0, NULL, census_hook);
     buf_free(&b);
     free(json);
+    pgjob_submit(lease_queue(s), j);
+}
+
+/* ---- stale transactions ---- */
+
+static void stale_done(void *ud, const char *err)
+{
+    (void)ud;
+    if (err)
+        log_debug("lease", "ending the transactions of dead instances failed: %s", err);
+}
+
+void pgsink_lease_end_stale(struct pgsink *s, double ttl)
+{
+    struct pgjob *j = pgsink_job(s, stale_done, NULL);
+    char ttl_s[32];
+    snprintf(ttl_s, sizeof ttl_s, "%.3f", ttl);
+    struct buf b = BUF_INIT;
+    /* application_name is at most 63 bytes: a longer one was cut, and cannot be matched to
+     * its owner for sure, so it is left alone */
+    buf_puts(&b, "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity AS a"
+                 " WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()"
+                 " AND a.usename = current_user AND a.application_name LIKE '" PGCONN_APP_PREFIX
+                 "%' AND octet_length(a.application_name) < 63"
+                 " AND a.xact_start < clock_timestamp() - make_interval(secs => $1::float8)"
+                 " AND NOT EXISTS (SELECT 1 FROM ");
+    qname(&b, s->cfg->destination_schema, PGLEASE_TABLE);
+    buf_puts(&b, " AS l WHERE '" PGCONN_APP_PREFIX "' || l.owner = a.application_name"
+                 " AND l.expires_at > clock_timestamp())");
+    const char *p[1] = {ttl_s};
+    pgjob_sql(j, b.data, 1, p, NULL);
+    buf_free(&b);
     pgjob_submit(lease_queue(s), j);
 }
 

@@ -66,12 +66,25 @@ void pgsink_lease_claim(struct pgsink *s, const struct pglease_claim_req *req, p
 /* The cause of the last lease operation that failed. */
 const struct pgerr *pgsink_lease_last_error(const struct pgsink *s);
 
+/* What a renewal learns about the others, in database time. */
+struct pglease_census {
+    int live;     /* instances whose heartbeat unit is alive */
+    int min_held; /* datasource units held by the least loaded of them */
+};
 /* held[i]: unit i is still owner's at epochs[i] and now runs ttl seconds from now; false: lost
- * (expired and taken, or released by someone else). live: the instances whose heartbeat unit
- * is alive. NULL with err on failure. */
-typedef void (*pglease_renew_cb)(void *ud, const char *err, const bool *held, size_t n, int live);
+ * (expired and taken, or released by someone else). NULL (and c NULL) with err on failure. */
+typedef void (*pglease_renew_cb)(void *ud, const char *err, const bool *held, size_t n,
+                                 const struct pglease_census *c);
 void pgsink_lease_renew(struct pgsink *s, const char *owner, const char *const *units,
                         const int64_t *epochs, size_t n, double ttl, pglease_renew_cb cb, void *ud);
+
+/* Ends (pg_terminate_backend) the transactions that druid-syncd instances without any live
+ * lease left open for longer than ttl: a frozen instance's COPY, which the server never times
+ * out while it waits for the client's data, would otherwise block the new holder. Only
+ * sessions of the same role whose application_name is "druid-syncd/NAME" (pgconn), for a NAME
+ * that holds nothing alive: a live --once or daemon is never touched. Its own transaction:
+ * a refusal (permissions) is logged at debug and changes nothing else. */
+void pgsink_lease_end_stale(struct pgsink *s, double ttl);
 
 /* Gives the units back (owner and expiry cleared; the epoch stays, so a later take bumps it). */
 void pgsink_lease_release(struct pgsink *s, const char *owner, const char *const *units, size_t n,

@@ -179,6 +179,42 @@ class LeaseTest(harness.EnvTestCase):
                          base - 1)
         self.assertTrue(ha["granted"])
 
+    def test_census_names_the_least_loaded_instance(self):
+        hx = self.a("claim", "instance:ll-x", "hb", "ll-x", 30)
+        hy = self.b("claim", "instance:ll-y", "hb", "ll-y", 30)
+        self.a("claim", "ds:ll1", "ll1", "ll-x", 30)
+        self.a("claim", "ds:ll2", "ll2", "ll-x", 30)
+        self.b("claim", "ds:ll3", "ll3", "ll-y", 30)
+        r = self.a("renew", "ll-x", 30, "instance:ll-x:%d" % hx["epoch"])
+        # other tests' heartbeats may still be alive and hold nothing: the least loaded holds
+        # at most ll-y's one
+        self.assertLessEqual(r["min_held"], 1)
+        self.b("release", "ll-y", "instance:ll-y", "ds:ll3")
+        self.a("release", "ll-x", "instance:ll-x", "ds:ll1", "ds:ll2")
+        self.assertTrue(hy["granted"])
+
+    def test_stale_transactions_of_dead_instances_are_ended(self):
+        """A session named druid-syncd/NAME whose NAME holds no live lease and whose
+        transaction is older than the lease is ended; a live instance's is not."""
+        hb = self.b("claim", "instance:st-live", "hb", "st-live", 30)
+        self.assertTrue(hb["granted"])
+        env = dict(os.environ)
+
+        def open_tx(name):
+            env["PGAPPNAME"] = "druid-syncd/" + name
+            return subprocess.Popen(["psql", "-X", "-q", "-d", self.pg.conninfo(), "-c",
+                                     "BEGIN; SELECT 1; SELECT pg_sleep(8); COMMIT;"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        dead, live = open_tx("st-dead"), open_tx("st-live")
+        time.sleep(1.5)
+        self.a("end_stale", 1.0)
+        _, err = dead.communicate(30)
+        self.assertNotEqual(dead.returncode, 0)
+        self.assertIn("terminat", err)
+        live.communicate(30)
+        self.assertEqual(live.returncode, 0, "a live instance's session was ended")
+        self.b("release", "st-live", "instance:st-live")
+
     def test_through_a_missing_table_is_an_error_not_a_grant(self):
         self.pg.psql("ALTER TABLE %s RENAME TO leases_gone" % LEASES)
         try:

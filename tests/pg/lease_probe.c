@@ -6,6 +6,7 @@
  *                                      -> {"granted":..,"epoch":..,"holder":..,"seconds_left":..}
  *   renew OWNER TTL UNIT:EPOCH...      -> {"held":[true,false,...],"live":N}
  *   release OWNER UNIT...              -> {"ok":true}
+ *   end_stale TTL                      -> as renew (pgsink_lease_end_stale, then a renewal)
  *   fence UNIT OWNER EPOCH             -> {"ok":true} or {"error":..,"sqlstate":..,"lost":..}
  * Errors print {"error": ..., "sqlstate": ...}. Usage: lease_probe CONFIG_FILE */
 #include <json-c/json.h>
@@ -73,7 +74,8 @@ static void on_claim(void *ud, const char *err, const struct pglease_claim *c)
     answered();
 }
 
-static void on_renew(void *ud, const char *err, const bool *held, size_t n, int live)
+static void on_renew(void *ud, const char *err, const bool *held, size_t n,
+                     const struct pglease_census *c)
 {
     (void)ud;
     if (err) {
@@ -84,7 +86,8 @@ static void on_renew(void *ud, const char *err, const bool *held, size_t n, int 
         for (size_t i = 0; i < n; i++)
             json_object_array_add(a, json_object_new_boolean(held[i]));
         json_object_object_add(out, "held", a);
-        json_object_object_add(out, "live", json_object_new_int(live));
+        json_object_object_add(out, "live", json_object_new_int(c->live));
+        json_object_object_add(out, "min_held", json_object_new_int(c->min_held));
     }
     answered();
 }
@@ -125,7 +128,7 @@ int main(int argc, char **argv)
         if (n == 0)
             continue;
         on_lease_conn = strcmp(words[0], "claim") == 0 || strcmp(words[0], "renew") == 0 ||
-                        strcmp(words[0], "release") == 0;
+                        strcmp(words[0], "release") == 0 || strcmp(words[0], "end_stale") == 0;
         if (strcmp(words[0], "ensure") == 0) {
             pgsink_lease_ensure(sink, on_plain, NULL);
         } else if (strcmp(words[0], "claim") == 0 && n >= 5 && n <= 7) {
@@ -147,6 +150,11 @@ int main(int argc, char **argv)
             }
             pgsink_lease_renew(sink, words[1], units, epochs, n - 3, strtod(words[2], NULL),
                                on_renew, NULL);
+        } else if (strcmp(words[0], "end_stale") == 0 && n == 2) {
+            pgsink_lease_end_stale(sink, strtod(words[1], NULL));
+            /* its own job on the lease connection: a renewal of nothing behind it answers
+             * once it ran */
+            pgsink_lease_renew(sink, "-", NULL, NULL, 0, 1, on_renew, NULL);
         } else if (strcmp(words[0], "release") == 0 && n >= 2) {
             pgsink_lease_release(sink, words[1], (const char *const *)words + 2, n - 2, on_plain,
                                  NULL);

@@ -1504,6 +1504,7 @@ struct flease {
 };
 static struct flease fl[64];
 static int nfl;
+static int fl_min_held;
 static int fl_live = 1, fl_fail_n, fl_claims, fl_renewals, fl_releases, fl_refused;
 static struct {
     char unit[160], owner[160];
@@ -1526,6 +1527,7 @@ void fake_lease_reset(void)
 {
     nfl = 0;
     fl_live = 1;
+    fl_min_held = 0;
     fl_fail_n = fl_claims = fl_renewals = fl_releases = fl_refused = 0;
     memset(&ffence, 0, sizeof ffence);
 }
@@ -1673,7 +1675,7 @@ static void run_renew(void *arg)
     struct flrenew *x = arg;
     fl_renewals++;
     if (fl_failing()) {
-        x->cb(x->ud, "server closed the connection unexpectedly", NULL, 0, 0);
+        x->cb(x->ud, "server closed the connection unexpectedly", NULL, 0, NULL);
         free(x);
         return;
     }
@@ -1685,7 +1687,8 @@ static void run_renew(void *arg)
             held[i] = true;
         }
     }
-    x->cb(x->ud, NULL, held, x->n, fl_live);
+    struct pglease_census c = {fl_live, fl_min_held};
+    x->cb(x->ud, NULL, held, x->n, &c);
     free(x);
 }
 
@@ -1704,6 +1707,12 @@ void pgsink_lease_renew(struct pgsink *s, const char *owner, const char *const *
     x->cb = cb;
     x->ud = ud;
     defer(run_renew, x);
+}
+
+void pgsink_lease_end_stale(struct pgsink *s, double ttl)
+{
+    (void)s;
+    (void)ttl;
 }
 
 void pgsink_lease_release(struct pgsink *s, const char *owner, const char *const *units, size_t n,
