@@ -102,6 +102,12 @@ class LeaseTest(harness.EnvTestCase):
         c3 = self.a("claim", "u3", "ds2", "inst-a", 5)
         r = self.a("renew", "inst-a", 5, "u2:%d" % e, "u3:%d" % c3["epoch"], "nope:1")
         self.assertEqual(r["held"], [True, True, False])
+        # units with the characters an array literal must escape
+        odd = 'ds:we"ird\\na{m}e,x'
+        co = self.a("claim", odd, "odd", "inst-a", 5)
+        self.assertTrue(co["granted"], co)
+        r = self.a("renew", "inst-a", 5, "%s:%d" % (odd, co["epoch"]), "u3:%d" % c3["epoch"])
+        self.assertEqual(r["held"], [True, True])
 
     def test_release_keeps_the_epoch(self):
         c = self.a("claim", "u4", "ds4", "inst-a", 30)
