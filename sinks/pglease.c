@@ -445,15 +445,15 @@ void pgsink_lease_renew(struct pgsink *s, const char *owner, const char *const *
     /* the instances alive now (their heartbeat units): how many share the work, and how
      * many datasources the least loaded one holds */
     buf_reset(&b);
-    buf_puts(&b, "SELECT count(*), coalesce(min(c.n), 0) FROM ");
+    /* one pass over the table (a per-heartbeat count would scan it once per instance) */
+    buf_puts(&b, "SELECT count(*), coalesce(min(coalesce(c.n, 0)), 0) FROM ");
     qname(&b, s->cfg->destination_schema, PGLEASE_TABLE);
-    buf_puts(&b, " AS h CROSS JOIN LATERAL (SELECT count(*) AS n FROM ");
+    buf_puts(&b, " AS h LEFT JOIN (SELECT owner, count(*) AS n FROM ");
     qname(&b, s->cfg->destination_schema, PGLEASE_TABLE);
     buf_puts(
-        &b,
-        " AS d WHERE d.unit LIKE '" PGLEASE_DS_PREFIX "%' AND d.owner = h.owner"
-        " AND d.expires_at > clock_timestamp()) AS c WHERE h.unit LIKE '" PGLEASE_INSTANCE_PREFIX
-        "%' AND h.expires_at > clock_timestamp()");
+        &b, " WHERE unit LIKE '" PGLEASE_DS_PREFIX "%' AND expires_at > clock_timestamp()"
+            " GROUP BY owner) AS c ON c.owner = h.owner WHERE h.unit LIKE '" PGLEASE_INSTANCE_PREFIX
+            "%' AND h.expires_at > clock_timestamp()");
     pgjob_sql(j, b.data, 0, NULL, census_hook);
     buf_free(&b);
     pgjob_submit(lease_queue(s), j);

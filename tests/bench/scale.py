@@ -15,7 +15,7 @@ autovacuum off for the run) and the Druid test server (tests/druid_sim/druid_sim
    fence function are the ones the real binary creates (a --once of a tiny datasource).
    One client, and four clients fencing the same unit (one datasource's four slices).
 2. Renewal cost: the renewal transaction exactly as sinks/pglease.c sends it (BEGIN with
-   the SET LOCAL limits; UPDATE ... FROM jsonb_to_recordset; the census count; COMMIT) for
+   the SET LOCAL limits; UPDATE ... FROM unnest(text[], bigint[]); the census count; COMMIT) for
    1, 100, 1,000 and 10,000 units held, in a lease table of 10,000 datasource units and 100
    heartbeats; ms per renewal (pgbench -r per statement) and WAL bytes per renewal.
 3. Lease-table contention: 2, 8, 32 pgbench clients, each an "instance" renewing its own
@@ -62,11 +62,16 @@ SET_LOCAL = ("SET LOCAL statement_timeout = 600000; SET LOCAL lock_timeout = 300
 # sinks/pglease.c, pgsink_lease_renew and pgsink_lease_claim ($n as the daemon numbers them)
 RENEW = ("UPDATE " + LEASES + " AS l SET expires_at = clock_timestamp() + make_interval(secs => $2::float8),"
          " renewed_at = clock_timestamp()"
-         " FROM jsonb_to_recordset($3::jsonb) AS u(unit text, epoch bigint)"
+         " FROM unnest($3::text[], $4::bigint[]) AS u(unit, epoch)"
          " WHERE l.unit = u.unit AND l.epoch = u.epoch AND l.owner = $1"
          " AND l.expires_at > clock_timestamp() RETURNING l.unit")
-CENSUS = ("SELECT count(*) FROM " + LEASES +
-          " WHERE unit LIKE 'instance:%' AND expires_at > clock_timestamp()")
+# the renewal before a429d23: the units as one jsonb set (kept to show why it changed)
+RENEW_JSONB = RENEW.replace("unnest($3::text[], $4::bigint[]) AS u(unit, epoch)",
+                            "jsonb_to_recordset($3::jsonb) AS u(unit text, epoch bigint)")
+CENSUS = ("SELECT count(*), coalesce(min(coalesce(c.n, 0)), 0) FROM " + LEASES + " AS h LEFT JOIN"
+          " (SELECT owner, count(*) AS n FROM " + LEASES + " WHERE unit LIKE 'ds:%'"
+          " AND expires_at > clock_timestamp() GROUP BY owner) AS c ON c.owner = h.owner"
+          " WHERE h.unit LIKE 'instance:%' AND h.expires_at > clock_timestamp()")
 CLAIM_INSERT = ("INSERT INTO " + LEASES + " (unit, datasource, renewed_at) VALUES ($1, $2, clock_timestamp())"
                 " ON CONFLICT (unit) DO NOTHING")
 CLAIM_UPDATE = ("UPDATE " + LEASES + " SET epoch = CASE WHEN owner = $2 AND epoch = $4::bigint"
@@ -280,10 +285,16 @@ def units_json(units, epoch):
     return json.dumps([{"unit": u, "epoch": epoch} for u in units], separators=(",", ":"))
 
 
+def renew_bind(owner, ttl, units, epoch):
+    """The daemon's renewal with its two array parameters."""
+    return bind(RENEW, owner, ttl, "{" + ",".join('"%s"' % u for u in units) + "}",
+                "{" + ",".join(str(epoch) for _u in units) + "}")
+
+
 def renewal_script(bench, owner, units, epoch, ttl="30.000"):
     """The daemon's renewal job: BEGIN+SET LOCAL, the UPDATE, the census, COMMIT (4 round trips)."""
     return bench.script("BEGIN \\; %s;\n%s;\n%s;\nCOMMIT;\n" % (
-        SET_LOCAL.replace(";", " \\;"), bind(RENEW, owner, ttl, units_json(units, epoch)), CENSUS))
+        SET_LOCAL.replace(";", " \\;"), renew_bind(owner, ttl, units, epoch), CENSUS))
 
 
 def fill_leases(pg, db, n_ds=10000, n_inst=100):
@@ -311,11 +322,10 @@ def plan_shape(pg, db, sql):
     return "other"
 
 
-def unnest_sql(units, epoch):
-    """The proposed variant: two arrays the planner can count (unnest's support function)."""
-    return (RENEW.replace("jsonb_to_recordset($3::jsonb) AS u(unit text, epoch bigint)",
-                          "unnest($3::text[], $4::bigint[]) AS u(unit, epoch)"),
-            "{" + ",".join('"%s"' % u for u in units) + "}", "{" + ",".join(str(epoch) for _u in units) + "}")
+def jsonb_sql(units, epoch):
+    """The renewal as it was before a429d23: one jsonb set, which the planner guesses at 100
+    rows."""
+    return RENEW_JSONB, units_json(units, epoch)
 
 
 def part_renewal(pg, bench, db, sizes, txns, reps, out):
@@ -335,7 +345,7 @@ def part_renewal(pg, bench, db, sizes, txns, reps, out):
                         " WHERE unit < 'ds:scale%05d' AND unit LIKE 'ds:scale%%'" % (LEASES, lit(owner), k), db=db)
             else:
                 pg.psql("ANALYZE %s" % LEASES, db=db)
-            stmt = bind(RENEW, owner, "30.000", units_json(units, 1))
+            stmt = renew_bind(owner, "30.000", units, 1)
             got = psql_in(pg, db, "BEGIN;\n" + stmt + ";\nROLLBACK;\n")
             if len(got) != k:
                 raise SystemExit("renewal of %d units renewed %d" % (k, len(got)))
@@ -358,17 +368,17 @@ def part_renewal(pg, bench, db, sizes, txns, reps, out):
                 rows.append(("%d unit%s: WAL (bytes per renewal, per unit)" % (k, "" if k == 1 else "s"),
                              "%.0f, %.0f" % (wal, wal / k)))
                 if k >= 1000:
-                    # proposed: the same UPDATE over unnest(text[], bigint[]), a new owner again
+                    # before: the same UPDATE over jsonb_to_recordset, a new owner again
                     pg.psql("UPDATE %s SET owner = %s WHERE owner = %s" % (LEASES, lit(owner + "-u"), lit(owner)),
                             db=db)
-                    sql, au, ae = unnest_sql(units, 1)
-                    ustmt = bind(sql, owner + "-u", "30.000", au, ae)
+                    sql, js = jsonb_sql(units, 1)
+                    ustmt = bind(sql, owner + "-u", "30.000", js)
                     shape = plan_shape(pg, db, ustmt)
                     upath = bench.script("BEGIN \\; %s;\n%s;\n%s;\nCOMMIT;\n" % (
                         SET_LOCAL.replace(";", " \\;"), ustmt, CENSUS))
                     ut = [bench.run(db, [(upath, 1)], txns=n, per_stmt=True)["stmts"][1][0] for _r in range(reps)]
-                    out["renew"][(k, "unnest")] = {"upd_ms": med(ut)}
-                    rows.append(("%d units, new owner, unnest(text[], bigint[]) instead: UPDATE (ms); plan" % k,
+                    out["renew"][(k, "jsonb")] = {"upd_ms": med(ut)}
+                    rows.append(("%d units, new owner, jsonb_to_recordset (before a429d23): UPDATE (ms); plan" % k,
                                  "%s; %s" % (fig(ut, "%.2f"), shape)))
                     owner += "-u"
             if stats == "analyzed":
@@ -396,7 +406,7 @@ def part_contention(pg, bench, db, clients_list, secs, out):
     # pgbench substitutes :client_id and :k inside the literals (simple protocol)
     units = ["own-:client_id-%d" % k for k in range(own)]
     renew = bench.script("%s;\n%s;\n%s;\nCOMMIT;\n" % (
-        begin, bind(RENEW, "c:client_id", "30.000", units_json(units, 1)), CENSUS))
+        begin, renew_bind("c:client_id", "30.000", units, 1), CENSUS))
     claim = bench.script("\\set k random(0, %d)\n%s;\n%s;\n%s;\nCOMMIT;\n" % (
         own - 1, begin, bind(CLAIM_INSERT, "own-:client_id-:k", "own-:client_id-:k"),
         bind(CLAIM_UPDATE, "own-:client_id-:k", "c:client_id", "30.000", "1", "0.000")))
