@@ -203,6 +203,10 @@ static void on_hup(uv_signal_t *h, int signum)
     for (char **w = n->warnings; *w; w++)
         log_warning("config", "%s", *w);
     /* keys that shape connections already open take effect for new ones only */
+    /* the leases are held under the name the instance started with */
+    bool same_instance = (!n->instance_name && !a->cfg->instance_name) ||
+                         (n->instance_name && a->cfg->instance_name &&
+                          strcmp(n->instance_name, a->cfg->instance_name) == 0);
     bool same_metrics = (!n->metrics_listen && !a->cfg->metrics_listen) ||
                         (n->metrics_listen && a->cfg->metrics_listen &&
                          strcmp(n->metrics_listen, a->cfg->metrics_listen) == 0);
@@ -210,10 +214,11 @@ static void on_hup(uv_signal_t *h, int signum)
         strcmp(n->destination_schema, a->cfg->destination_schema) != 0 ||
         strcmp(n->metadata_column_prefix, a->cfg->metadata_column_prefix) != 0 ||
         n->max_concurrent_queries != a->cfg->max_concurrent_queries ||
-        n->postgres_writers != a->cfg->postgres_writers || !same_metrics)
+        n->postgres_writers != a->cfg->postgres_writers || !same_metrics ||
+        !same_instance)
         log_warning("config", "changes to postgres, destination_schema, metadata_column_prefix, "
-                              "max_concurrent_queries, postgres_writers and metrics_listen need "
-                              "a restart; the running values are kept");
+                              "max_concurrent_queries, postgres_writers, metrics_listen and "
+                              "instance_name need a restart; the running values are kept");
     if (!a->cli_log_level && n->log_level) {
         enum log_level lvl;
         if (log_level_parse(n->log_level, &lvl) == 0)
@@ -230,6 +235,8 @@ static void on_hup(uv_signal_t *h, int signum)
     n->metadata_column_prefix = strdup(a->cfg->metadata_column_prefix);
     free(n->metrics_listen);
     n->metrics_listen = a->cfg->metrics_listen ? strdup(a->cfg->metrics_listen) : NULL;
+    free(n->instance_name);
+    n->instance_name = a->cfg->instance_name ? strdup(a->cfg->instance_name) : NULL;
     druid_client_set_config(a->druid, n);
     pgsink_set_config(a->sink, n);
     sched_set_config(a->sched, n);

@@ -517,6 +517,28 @@ class InstancesTest(EnvTestCase):
         self.assertEqual(d.stop(), 0, d.log()[-3000:])
         self.assert_exact(schema, ds, wants[ds])
 
+    def test_6_reload_keeps_the_instance_name(self):
+        """The leases are held under the name the instance started with: a reload that renames
+        it says so and goes on under the old name (its units are not orphaned)."""
+        schema = "inst_rename"
+        wants = self.datasources("ren", 1, count=50)
+        ds = "ren0"
+        d = self.start("ren-a", self.cfg(schema, [ds]))
+        self.wait_exact(schema, wants, 30, "first sync")
+        self.assertEqual(self.leases(schema)[ds][0], "ren-a")
+        with open(d.path) as f:
+            cfg = json.load(f)
+        with open(d.path, "w") as f:
+            json.dump(dict(cfg, instance_name="ren-b"), f)
+        d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "instance_name" in d.log() and "need a restart" in d.log(), timeout=10,
+                 what="the reload's warning")
+        self.append(wants, n=20)
+        self.wait_exact(schema, wants, 4 * LEASE, "rows after the reload")
+        time.sleep(LEASE)  # renewals go on under the old name
+        self.assertEqual(self.leases(schema)[ds][0], "ren-a")
+        self.assertEqual(d.stop(), 0, d.log()[-3000:])
+
 
 if __name__ == "__main__":
     harness.main()

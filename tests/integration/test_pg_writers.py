@@ -49,7 +49,7 @@ class Sampler:
     def _loop(self):
         while not self._stop:
             n = int(self.pg.scalar("SELECT count(*) FROM pg_stat_activity "
-                                   "WHERE application_name = 'druid-syncd'"))
+                                   "WHERE application_name LIKE 'druid-syncd%'"))
             self.max = max(self.max, n)
             self.samples += 1
             time.sleep(0.02)

@@ -37,7 +37,7 @@ class PostgresFaultsTest(EnvTestCase):
             deadline = time.time() + 20
             while time.time() < deadline and not killed:
                 r = self.pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 "WHERE application_name = 'druid-syncd' AND query LIKE 'COPY%'")
+                                 "WHERE application_name LIKE 'druid-syncd%' AND query LIKE 'COPY%'")
                 if r:
                     killed.append(len(r))
                 time.sleep(0.05)

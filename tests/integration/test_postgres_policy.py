@@ -34,7 +34,7 @@ def want(rs):
 
 def backends(pg):
     return pg.psql("SELECT pid::text, state, left(query, 40) FROM pg_stat_activity"
-                   " WHERE application_name = 'druid-syncd'")
+                   " WHERE application_name LIKE 'druid-syncd%'")
 
 
 class ErrorsInsideCopy(EnvTestCase):
@@ -126,7 +126,7 @@ class ConnectionsLost(EnvTestCase):
             deadline = time.time() + 30
             while time.time() < deadline and len(killed) < 2:
                 r = self.pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 "WHERE application_name = 'druid-syncd' AND query LIKE 'COPY%'")
+                                 "WHERE application_name LIKE 'druid-syncd%' AND query LIKE 'COPY%'")
                 if r:
                     killed.append(len(r))
                     time.sleep(0.5)
