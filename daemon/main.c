@@ -214,8 +214,7 @@ static void on_hup(uv_signal_t *h, int signum)
         strcmp(n->destination_schema, a->cfg->destination_schema) != 0 ||
         strcmp(n->metadata_column_prefix, a->cfg->metadata_column_prefix) != 0 ||
         n->max_concurrent_queries != a->cfg->max_concurrent_queries ||
-        n->postgres_writers != a->cfg->postgres_writers || !same_metrics ||
-        !same_instance)
+        n->postgres_writers != a->cfg->postgres_writers || !same_metrics || !same_instance)
         log_warning("config", "changes to postgres, destination_schema, metadata_column_prefix, "
                               "max_concurrent_queries, postgres_writers, metrics_listen and "
                               "instance_name need a restart; the running values are kept");
