@@ -318,15 +318,23 @@ static void record_cycle_end(struct dsync *d)
                            d->migrating && !d->failed ? ROWENC_ID_SCHEME : 0, on_cycle_end, d);
 }
 
+/* A fenced write of the cycle's end (the chunk ledger, the swap) refused: another instance
+ * holds the datasource now and records its own end. */
+static bool end_fenced_out(struct dsync *d, const char *err)
+{
+    if (!err || !pglease_lost(pgsink_last_error(d->s->sink)))
+        return false;
+    lease_lost(d, err);
+    cycle_done(d, NULL);
+    return true;
+}
+
 static void on_swapped(void *ud, const char *err)
 {
     struct dsync *d = ud;
     sched_touch(d->s);
-    if (err && pglease_lost(pgsink_last_error(d->s->sink))) {
-        lease_lost(d, err);
-        cycle_done(d, NULL);
+    if (end_fenced_out(d, err))
         return;
-    }
     if (err) {
         /* the live table is as it was; the shadow stays and the next cycle resumes */
         snprintf(d->err, sizeof d->err,
@@ -387,11 +395,8 @@ static void on_chunks_written(void *ud, const char *err)
 {
     struct dsync *d = ud;
     sched_touch(d->s);
-    if (err && pglease_lost(pgsink_last_error(d->s->sink))) {
-        lease_lost(d, err);
-        cycle_done(d, NULL);
+    if (end_fenced_out(d, err))
         return;
-    }
     if (err && !d->failed) {
         snprintf(d->err, sizeof d->err, "recording the chunk ledger failed: %s", err);
         d->failed = true;
@@ -453,16 +458,13 @@ static void finish(struct dsync *d)
                     : INT64_MIN;
     if (m != INT64_MIN && m > d->cursor_ms)
         d->cursor_ms = m;
-    if (!complete && !d->failed && d->lease_handover) {
-        /* its slices in flight committed; the next holder goes on from the ledger */
-        snprintf(d->err, sizeof d->err,
-                 "handed over to another instance before the cycle completed (this instance "
-                 "held more than its share)");
-        d->interrupted = true;
-        d->failed = true;
-    } else if (!complete && !d->failed) {
-        /* only a stop ends a cycle early without a failure */
-        snprintf(d->err, sizeof d->err, "stopped before the cycle completed");
+    if (!complete && !d->failed) {
+        /* only a stop or a hand-over (its slices in flight committed; the next holder goes
+         * on from the ledger) ends a cycle early without a failure */
+        snprintf(d->err, sizeof d->err, "%s",
+                 d->lease_handover ? "handed over to another instance before the cycle "
+                                     "completed (this instance held more than its share)"
+                                   : "stopped before the cycle completed");
         d->interrupted = true;
         d->failed = true;
     }
@@ -645,13 +647,6 @@ static bool note_paused(const char *name, bool paused)
 
 static void cycle_begin(struct dsync *d);
 
-static void on_lease(struct dsync *d, bool held)
-{
-    if (held)
-        cycle_begin(d);
-    /* not held: lease.c put it back to idle and scheduled the next try */
-}
-
 static void on_requests(void *ud, const char *err, const struct pgctl_requests *r)
 {
     struct dsync *d = ud;
@@ -688,7 +683,7 @@ static void on_requests(void *ud, const char *err, const struct pgctl_requests *
         return;
     }
     /* another instance may hold it: claimed (or still held) before anything is read */
-    lease_acquire(d, on_lease);
+    lease_acquire(d, cycle_begin);
 }
 
 /* Every cycle first reads the operator requests: a paused datasource does nothing at all

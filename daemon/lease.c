@@ -149,6 +149,14 @@ static void schedule_renewal(struct lease_state *l)
     uv_timer_start(&l->timer, on_timer, (uint64_t)(ttl(s) * 1000.0 / 3.0), 0);
 }
 
+/* Lost while this instance may still be working on it: the cycle stops at once. */
+static void lost_now(struct dsync *d, const char *why)
+{
+    lease_lost(d, why);
+    cycle_cancel_all(d);
+    cycle_maybe_finish(d);
+}
+
 /* Units not renewed in time are not trusted any more, whatever PostgreSQL says later. */
 static void distrust_expired(struct lease_state *l)
 {
@@ -156,9 +164,7 @@ static void distrust_expired(struct lease_state *l)
     uint64_t now = uv_now(s->loop);
     for (struct dsync *d = s->ds; d; d = d->next)
         if (d->lease_held && now >= d->lease_valid_until) {
-            lease_lost(d, "it could not be renewed in time");
-            cycle_cancel_all(d);
-            cycle_maybe_finish(d);
+            lost_now(d, "it could not be renewed in time");
         }
     if (l->hb_held && now >= l->hb_valid_until)
         l->hb_held = false;
@@ -217,9 +223,7 @@ static void on_renewed(void *ud, const char *err, const bool *held, size_t n,
             if (held[i]) {
                 d->lease_valid_until = valid_until(s, r->sent);
             } else {
-                lease_lost(d, "the renewal found it taken by another instance or expired");
-                cycle_cancel_all(d);
-                cycle_maybe_finish(d);
+                lost_now(d, "the renewal found it taken by another instance or expired");
             }
         }
         distrust_expired(l);
@@ -351,13 +355,13 @@ static void call_ready(struct lease_state *l)
 
 struct claim {
     struct dsync *d;
-    void (*cb)(struct dsync *d, bool held);
+    void (*granted)(struct dsync *d);
     uint64_t sent;
 };
 
 static void claim_again(struct dsync *d, void *arg)
 {
-    lease_acquire(d, (void (*)(struct dsync *, bool))arg);
+    lease_acquire(d, (void (*)(struct dsync *))arg);
 }
 
 static void claim_again_drop(struct dsync *d, void *arg)
@@ -370,13 +374,12 @@ static void claim_again_drop(struct dsync *d, void *arg)
     }
 }
 
-static void not_held(struct dsync *d, void (*cb)(struct dsync *d, bool held))
+static void not_held(struct dsync *d)
 {
     struct sched *s = d->s;
     d->st = DS_IDLE;
     if (!s->opts.once && !s->stopping)
         cycle_schedule(d, s->cfg->sync_interval_seconds);
-    cb(d, false);
     sched_check_finished(s);
 }
 
@@ -386,7 +389,7 @@ static void on_claimed(void *ud, const char *err, const struct pglease_claim *c)
     struct dsync *d = x->d;
     struct sched *s = d->s;
     struct lease_state *l = s->lease;
-    void (*cb)(struct dsync *, bool) = x->cb;
+    void (*granted)(struct dsync *) = x->granted;
     uint64_t sent = x->sent;
     free(x);
     sched_touch(s);
@@ -401,7 +404,7 @@ static void on_claimed(void *ud, const char *err, const struct pglease_claim *c)
             d->once_done = true;
             d->once_failed = true;
         }
-        not_held(d, cb);
+        not_held(d);
         return;
     }
     if (c->granted) {
@@ -420,7 +423,7 @@ static void on_claimed(void *ud, const char *err, const struct pglease_claim *c)
                       "every %.0f s)",
                       d->name, l->owner, c->epoch, ttl(s), ttl(s) / 3);
         }
-        cb(d, true);
+        granted(d);
         return;
     }
     drop(d);
@@ -443,7 +446,7 @@ static void on_claimed(void *ud, const char *err, const struct pglease_claim *c)
                 log_info("lease",
                          "%s: held by instance %s (lease until %s); waiting up to %.0f s for it",
                          d->name, c->holder, c->expires_at[0] ? c->expires_at : "-", left);
-            cycle_call_later(d, wait, claim_again, claim_again_drop, (void *)cb);
+            cycle_call_later(d, wait, claim_again, claim_again_drop, (void *)granted);
             return;
         }
         log_event(LOG_LVL_ERROR, "lease", LOG_FIELDS(.datasource = d->name, .error_kind = "lease"),
@@ -453,7 +456,7 @@ static void on_claimed(void *ud, const char *err, const struct pglease_claim *c)
         snprintf(d->err, sizeof d->err, "held by instance %s", c->holder);
         d->once_done = true;
         d->once_failed = true;
-        not_held(d, cb);
+        not_held(d);
         return;
     }
     if (changed && free_unit)
@@ -464,22 +467,22 @@ static void on_claimed(void *ud, const char *err, const struct pglease_claim *c)
     else if (changed)
         log_event(LOG_LVL_INFO, "lease", LOG_FIELDS(.datasource = d->name),
                   "%s: held by instance %s; this instance leaves it alone", d->name, c->holder);
-    not_held(d, cb);
+    not_held(d);
 }
 
-void lease_acquire(struct dsync *d, void (*cb)(struct dsync *d, bool held))
+void lease_acquire(struct dsync *d, void (*granted)(struct dsync *d))
 {
     struct sched *s = d->s;
     if (!d->lease_unit)
         d->lease_unit = unit_of(d->name);
     if (d->lease_held && uv_now(s->loop) < d->lease_valid_until) {
-        cb(d, true); /* kept alive by the renewals */
+        granted(d); /* kept alive by the renewals */
         return;
     }
     d->st = DS_PREPARING;
     struct claim *x = sched_xcalloc(1, sizeof *x);
     x->d = d;
-    x->cb = cb;
+    x->granted = granted;
     x->sent = uv_now(s->loop);
     /* beyond its share, or holding more than the least loaded instance, an instance takes
      * only units nobody else took for a whole lease: the least loaded one gets them */

@@ -25,11 +25,11 @@ const char *lease_owner(const struct sched *s);
  * tries again). --once: calls ready at once (a one-off run is not a member). */
 void lease_start(struct sched *s, void (*ready)(struct sched *s));
 
-/* Before a cycle of d does anything in Druid or PostgreSQL: cb(d, true) when this instance
- * holds d's unit (claimed now or still valid), cb(d, false) when it does not (held by another
- * instance, beyond this instance's share, or the claim failed: d->err says which and d->st
- * is back to idle with the next attempt scheduled). */
-void lease_acquire(struct dsync *d, void (*cb)(struct dsync *d, bool held));
+/* Before a cycle of d does anything in Druid or PostgreSQL: granted(d) once this instance
+ * holds d's unit (claimed now or still valid). When it does not (held by another instance,
+ * beyond this instance's share, or the claim failed) granted is not called: d->st is back to
+ * idle, the next attempt scheduled, and the reason logged (--once: d fails after waiting). */
+void lease_acquire(struct dsync *d, void (*granted)(struct dsync *d));
 
 /* The cycle of d ended: hands d over when this instance holds more than its share. */
 void lease_cycle_end(struct dsync *d);

@@ -186,18 +186,22 @@ class LeaseTest(harness.EnvTestCase):
         self.assertTrue(ha["granted"])
 
     def test_census_names_the_least_loaded_instance(self):
+        # only this test's instances alive (other tests leave heartbeats that hold nothing)
+        self.pg.psql("UPDATE %s SET owner = NULL, expires_at = NULL WHERE unit LIKE 'instance:%%'" % LEASES)
         hx = self.a("claim", "instance:ll-x", "hb", "ll-x", 30)
         hy = self.b("claim", "instance:ll-y", "hb", "ll-y", 30)
-        self.a("claim", "ds:ll1", "ll1", "ll-x", 30)
-        self.a("claim", "ds:ll2", "ll2", "ll-x", 30)
-        self.b("claim", "ds:ll3", "ll3", "ll-y", 30)
+        self.assertTrue(hx["granted"] and hy["granted"])
+        for u, o in (("ds:ll1", "ll-x"), ("ds:ll2", "ll-x"), ("ds:ll3", "ll-y")):
+            self.assertTrue(self.a("claim", u, u[3:], o, 30)["granted"])
         r = self.a("renew", "ll-x", 30, "instance:ll-x:%d" % hx["epoch"])
-        # other tests' heartbeats may still be alive and hold nothing: the least loaded holds
-        # at most ll-y's one
-        self.assertLessEqual(r["min_held"], 1)
-        self.b("release", "ll-y", "instance:ll-y", "ds:ll3")
+        self.assertEqual((r["live"], r["min_held"]), (2, 1))  # ll-x holds 2, ll-y 1
+        self.b("release", "ll-y", "ds:ll3")
+        r = self.a("renew", "ll-x", 30, "instance:ll-x:%d" % hx["epoch"])
+        self.assertEqual((r["live"], r["min_held"]), (2, 0))
+        self.b("release", "ll-y", "instance:ll-y")
+        r = self.a("renew", "ll-x", 30, "instance:ll-x:%d" % hx["epoch"])
+        self.assertEqual((r["live"], r["min_held"]), (1, 2))  # ll-x alone, holding its 2
         self.a("release", "ll-x", "instance:ll-x", "ds:ll1", "ds:ll2")
-        self.assertTrue(hy["granted"])
 
     def test_stale_transactions_of_dead_instances_are_ended(self):
         """A session named druid-syncd/NAME whose NAME holds no live lease and whose
