@@ -27,7 +27,14 @@ and one Druid test server (tests/druid_sim/simctl.py):
   * `psql \\copy` of the exported text into a fresh table created LIKE the daemon's table
     INCLUDING ALL (same columns, primary key and indexes), one session, and two sessions
     at once each loading half the rows.
-- The I/O floor: the CPU of the curl processes of the raw measurement (per million rows they
+- The in-process floor (tests/bench/bench_floor.c, built next to the binary as the target
+  bench_floor; the run builds it when missing): one process with the daemon's libraries and
+  settings (libcurl multi on a libuv loop, the same HTTP options, the same queries at once;
+  libpq non-blocking COPY in 256 KiB CopyData messages over postgres_writers connections)
+  (a) fetches the slice responses and throws them away, (b) sends the COPY text held in
+  memory into a table of the same columns, (c) both at once: its CPU (getrusage around
+  each part) per million rows is what nobody can go below with these wire protocols.
+- The I/O floor of other processes: the CPU of the curl processes of the raw measurement (per million rows they
   fetched) and of the psql client of the one-session `\\copy` (per million rows it sent): what
   receiving the responses and sending the COPY text cost by themselves, whatever a client
   does in between; the daemon's CPU is printed split into user and system time beside it.
@@ -271,6 +278,29 @@ def copy_in(pg, db, table, files, backends):
 
 # -- reporting ---------------------------------------------------------------------------
 
+def floor_bin():
+    """bench_floor of the binary's build tree (DSYNC_BENCH_FLOOR overrides), built if missing."""
+    path = os.environ.get("DSYNC_BENCH_FLOOR") or os.path.join(os.path.dirname(harness.BIN), "tests", "bench",
+                                                                "bench_floor")
+    if not os.path.exists(path) and not os.environ.get("DSYNC_BENCH_FLOOR"):
+        subprocess.run(["cmake", "--build", os.path.dirname(harness.BIN), "--target", "bench_floor"],
+                       stdout=subprocess.DEVNULL)
+    return path if os.path.exists(path) else None
+
+
+def run_floor(path, args):
+    """bench_floor's parts: {part: (user, sys)} in CPU-s per million rows."""
+    p = subprocess.run([path] + args, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit("bench_floor failed: %s" % p.stderr.strip())
+    out = {}
+    for line in p.stdout.splitlines():
+        if line.startswith("FLOOR "):
+            kv = dict(x.split("=", 1) for x in line.split()[1:])
+            out[kv["part"]] = (float(kv["user"]), float(kv["sys"]))
+    return out
+
+
 def fig(values, fmt="%.0f"):
     if not values:
         return "n/a"
@@ -364,9 +394,33 @@ def main():
         append_n = max(1, N // 100)
         append_day0 = min(r["__time"] for r in base) // DAY_MS * DAY_MS + copies * span_days * DAY_MS
 
+        # The in-process floor: the slice queries, a table of the daemon's columns (no
+        # indexes: the client's CPU does not depend on them, and a first sync loads without).
+        floor = floor_bin()
+        if floor:
+            qfile = os.path.join(tmp, "slices.jsonl")
+            with open(qfile, "w") as f:
+                for q in slices:
+                    f.write(query_body(q) + "\n")
+            pg.psql("CREATE TABLE bench.floor (LIKE druid.%s)" % DS, db=warm_db)
+            floor_args = ["--url", sim.url + "/druid/v2/sql", "--queries", qfile, "--fetch-rows",
+                          str(sum(q["rows_sent"] for q in slices)), "--pg", pg.conninfo(warm_db),
+                          "--table", "bench.floor", "--copy", copy_all, "--parallel", str(a.parallel),
+                          "--writers", "2"]
+        else:
+            print("bench_floor not found next to the binary: the in-process floor is left out", flush=True)
+
         R = {k: [] for k in ("raw_rows", "raw_mb", "d_rows", "d_mb", "d_cpu", "d_pgcpu", "d_rss", "d_queries",
                              "d_scanned", "d_returned", "d_user", "d_sys", "raw_cpu", "c1_client", "nc_wall", "nc_queries", "ap_wall", "ap_queries",
-                             "ap_rows", "c1_rows", "c1_pgcpu", "c2_rows", "c2_pgcpu")}
+                             "ap_rows", "c1_rows", "c1_pgcpu", "c2_rows", "c2_pgcpu", "f_fetch_u", "f_fetch_s",
+                             "f_copy_u", "f_copy_s", "f_both_u", "f_both_s")}
+
+        def step_floor(rep):
+            warm(sim, slices)
+            got = run_floor(floor, floor_args)
+            for part in ("fetch", "copy", "both"):
+                R["f_%s_u" % part].append(got[part][0])
+                R["f_%s_s" % part].append(got[part][1])
 
         def step_raw(rep):
             warm(sim, slices)
@@ -447,6 +501,8 @@ def main():
             pg.psql("DROP TABLE %s" % table, db=warm_db)
 
         steps = [step_raw, step_daemon, lambda r: step_copy(r, 1), lambda r: step_copy(r, 2)]
+        if floor:
+            steps.append(step_floor)
         for rep in range(a.reps):
             k = rep % len(steps)
             for st in steps[k:] + steps[:k]:
@@ -484,6 +540,16 @@ def main():
         ("daemon / two \\copy sessions", "%.2f" % (d / c2)),
         ("daemon CPU (CPU-s per million rows)", fig(R["d_cpu"], "%.2f")),
         ("  of which user / system", "%s / %s" % (fig(R["d_user"], "%.2f"), fig(R["d_sys"], "%.2f"))),
+    ]
+    if R["f_both_u"]:
+        tot = {p: [u + s for u, s in zip(R["f_%s_u" % p], R["f_%s_s" % p])] for p in ("fetch", "copy", "both")}
+        for p, what in (("fetch", "fetching the slice responses, thrown away"),
+                        ("copy", "sending the COPY text from memory"), ("both", "both at once")):
+            lines.append(("  in-process floor (bench_floor): %s" % what, "%s (user %s / system %s)" % (
+                fig(tot[p], "%.2f"), fig(R["f_%s_u" % p], "%.2f"), fig(R["f_%s_s" % p], "%.2f"))))
+        lines.append(("  daemon CPU above the in-process floor (both)",
+                      "%.2f" % (med(R["d_cpu"]) - med(tot["both"]))))
+    lines += [
         ("  I/O floor: curl fetching the same responses to /dev/null", fig(R["raw_cpu"], "%.2f")),
         ("  I/O floor: psql sending the same COPY text (client CPU)", fig(R["c1_client"], "%.2f")),
         ("  I/O floor, both (what reading and writing alone cost)",
