@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "chunklease.h"
 #include "lease.h"
 #include "log.h"
 #include "pgctl.h"
@@ -118,6 +119,12 @@ static void cycle_reset(struct dsync *d)
     d->nheld = 0;
     free(d->work_recorded);
     d->work_recorded = NULL;
+    for (size_t i = 0; d->cu && i < d->nwork; i++)
+        free(d->cu[i].unit);
+    free(d->cu);
+    d->cu = NULL;
+    d->chunk_units = false;
+    d->away = d->slice_off = d->helped_slices = 0;
     d->nwork = 0;
     d->table_reset = false;
     d->migrating = false;
@@ -168,9 +175,11 @@ void cycle_planned(struct dsync *d, struct ledger_slice *sl, size_t n)
     for (size_t i = 0; i < n; i++) {
         d->slices[i].max_seen = INT64_MIN;
         d->slices[i].status = LEDGER_PENDING;
+        d->slices[i].away = false;
         d->est_rows += sl[i].r.est_rows;
     }
     d->nslices = n;
+    chunklease_planned(d);
     d->st = DS_RUNNING;
     cycle_pump(d);
     cycle_maybe_finish(d);
@@ -225,7 +234,22 @@ void cycle_pump(struct dsync *d)
     struct sched *s = d->s;
     while (!d->failed && !s->stopping && !d->lease_handover && d->st == DS_RUNNING &&
            d->next_slice < d->nslices && d->running < s->cfg->max_concurrent_queries) {
-        slicerun_start(d, d->next_slice++);
+        size_t idx = (d->next_slice + d->slice_off) % d->nslices;
+        d->next_slice++;
+        if (d->slices[idx].status != LEDGER_PENDING || d->slices[idx].away)
+            continue; /* (a check again of the slices left to other instances) */
+        if (!chunklease_needed(d, idx)) {
+            if (d->helping) {
+                /* only chunk units let a helper write: the rest is the holder's */
+                d->slices[idx].away = true;
+                d->away++;
+                continue;
+            }
+            slicerun_start(d, idx);
+        } else if (!chunklease_start(d, idx)) {
+            d->next_slice--; /* a claim of its chunk is in flight: after its answer */
+            break;
+        }
     }
 }
 
@@ -296,6 +320,7 @@ static void cycle_done(struct dsync *d, const char *err)
         d->once_failed = failed;
     }
     d->st = DS_IDLE;
+    d->helping = false;
     lease_cycle_end(d);
     /* an interrupted cycle says nothing about the datasource's health */
     if (!d->interrupted)
@@ -429,6 +454,9 @@ static bool write_chunks(struct dsync *d)
             /* planning was cut short (a stop, a hand-over): no item is known to be done,
              * not even one no slice covers yet */
             continue;
+        } else if (d->chunk_units && w->action == LEDGER_READ) {
+            /* recorded under its chunk unit when its last slice committed */
+            continue;
         } else if (w->action == LEDGER_DROP && !s->cfg->follow_drops) {
             /* kept in PostgreSQL as an archive: only the ledger forgets the chunk */
         } else if (d->work_recorded[i] ||
@@ -447,8 +475,33 @@ static bool write_chunks(struct dsync *d)
     return true;
 }
 
+/* A help cycle is over: nothing of the datasource's own is recorded (its holder does). */
+static void help_done(struct dsync *d)
+{
+    struct sched *s = d->s;
+    double secs = (double)(uv_now(s->loop) - d->t0) / 1000.0;
+    log_event(d->helped_slices ? LOG_LVL_INFO : LOG_LVL_DEBUG, "sched",
+              LOG_FIELDS(.datasource = d->name, .rows = d->rows_read, .has_rows = true),
+              "%s: helped instance %s with its first load for %.1f s: %zu slices, %" PRId64
+              " rows%s%s",
+              d->name, d->lease_holder[0] ? d->lease_holder : "-", secs, d->helped_slices,
+              d->rows_read, d->interrupted ? "; stopped: " : "", d->interrupted ? d->err : "");
+    d->helping = false;
+    d->st = DS_IDLE;
+    lease_cycle_end(d);
+    cycle_reset(d);
+    if (!s->opts.once && !s->stopping)
+        cycle_schedule(d, s->cfg->sync_interval_seconds);
+    sched_check_finished(s);
+}
+
 static void finish(struct dsync *d)
 {
+    if (d->helping) {
+        d->st = DS_FINISHING;
+        help_done(d);
+        return;
+    }
     /* complete only when planning ended and every planned slice committed */
     bool complete = d->st == DS_RUNNING && ledger_done(d->slices, d->nslices) == d->nslices;
     d->st = DS_FINISHING;
@@ -485,6 +538,8 @@ void cycle_maybe_finish(struct dsync *d)
     if (d->outstanding > 0 || d->st == DS_IDLE || d->st == DS_FINISHING || d->st == DS_PREPARING)
         return;
     bool all_done = d->st == DS_RUNNING && d->next_slice >= d->nslices;
+    if (all_done && chunklease_wait_away(d))
+        return; /* the holder waits for the slices other instances read */
     if (all_done || d->failed || d->s->stopping || d->lease_handover)
         finish(d);
 }
@@ -540,6 +595,12 @@ static void on_prepared(void *ud, const char *err, const struct pgsink_table_inf
     for (size_t i = 0; i < d->nccols; i++)
         d->types[i] = info->types[i];
     d->start_ms = PLAN_UNBOUNDED_LO;
+    /* a first load is read chunk by chunk under chunk units: other instances may help */
+    d->chunk_units = d->ledger_mode && !d->resync && info->initial_load;
+    if (d->helping && !d->chunk_units) {
+        help_done(d); /* its first load is over: nothing to help with */
+        return;
+    }
     d->table_reset = info->created || info->empty;
     d->migrating = !d->table_reset && info->id_scheme != ROWENC_ID_SCHEME;
     if (d->migrating)
@@ -563,7 +624,8 @@ static void on_prepared(void *ud, const char *err, const struct pgsink_table_inf
         } else
             log_warning("sched", "%s: ignoring unreadable cursor \"%s\"", d->name, info->cursor);
     }
-    pgsink_state_cycle_start(s->sink, d->name, on_cycle_started, d);
+    if (!d->helping)
+        pgsink_state_cycle_start(s->sink, d->name, on_cycle_started, d);
     if (s->stopping) {
         d->st = DS_PLANNING;
         cycle_maybe_finish(d);
@@ -741,12 +803,14 @@ static void cycle_begin(struct dsync *d)
     log_msg(s->opts.once || d->resync ? LOG_LVL_INFO : LOG_LVL_DEBUG, "sched",
             "%s: cycle starts (%s mode, %zu columns%s)", d->name,
             d->incremental ? "incremental" : "full", d->ncols,
-            d->resync ? ", resync: rebuilding beside the live table" : "");
+            d->resync    ? ", resync: rebuilding beside the live table"
+            : d->helping ? ", helping with the first load of another instance"
+                         : "");
     struct pgsink_table_req req = {d->name, pc, d->ncols, d->slice_col,
                                    d->incremental ? "incremental" : "full",
                                    s->cfg->incremental_column, ROWENC_ID_SCHEME, d->resync,
                                    /* a new table of the segments mode loads unindexed */
-                                   d->ledger_mode && !d->resync};
+                                   d->ledger_mode && !d->resync, d->helping};
     d->st = DS_PREPARING;
     d->outstanding++;
     d->req_cols = pc;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "chunklease.h"
 #include "cycle.h"
 #include "log.h"
 #include "pglease.h"
@@ -37,7 +38,7 @@ static double ttl(const struct sched *s)
 
 /* A lease is trusted locally until the renewal that granted it was sent plus its length,
  * less a margin for the clock rates of two machines and the time a commit takes. */
-static uint64_t valid_until(const struct sched *s, uint64_t sent)
+uint64_t lease_valid_until(const struct sched *s, uint64_t sent)
 {
     double ms = ttl(s) * 1000.0;
     double margin = ms / 10 > 1000 ? 1000 : ms / 10;
@@ -162,10 +163,12 @@ static void distrust_expired(struct lease_state *l)
 {
     struct sched *s = l->s;
     uint64_t now = uv_now(s->loop);
-    for (struct dsync *d = s->ds; d; d = d->next)
+    for (struct dsync *d = s->ds; d; d = d->next) {
         if (d->lease_held && now >= d->lease_valid_until) {
             lost_now(d, "it could not be renewed in time");
         }
+        chunklease_distrust(d, now);
+    }
     if (l->hb_held && now >= l->hb_valid_until)
         l->hb_held = false;
 }
@@ -175,6 +178,7 @@ struct renewal {
     uint64_t sent;
     size_t n;
     struct dsync **ds; /* NULL entry: the heartbeat */
+    size_t *cu_idx;    /* a chunk unit of ds[i] (chunklease.c), SIZE_MAX: its datasource unit */
     char **units;
 };
 
@@ -184,6 +188,7 @@ static void renewal_free(struct renewal *r)
         free(r->units[i]);
     free(r->units);
     free(r->ds);
+    free(r->cu_idx);
     free(r);
 }
 
@@ -214,14 +219,18 @@ static void on_renewed(void *ud, const char *err, const bool *held, size_t n,
             if (!d) {
                 l->hb_held = held[i];
                 if (held[i])
-                    l->hb_valid_until = valid_until(s, r->sent);
+                    l->hb_valid_until = lease_valid_until(s, r->sent);
+                continue;
+            }
+            if (r->cu_idx[i] != SIZE_MAX) {
+                chunklease_renewed(d, r->cu_idx[i], held[i], lease_valid_until(s, r->sent));
                 continue;
             }
             /* still ours only when it is the same epoch this cycle started with */
             if (!d->lease_held)
                 continue;
             if (held[i]) {
-                d->lease_valid_until = valid_until(s, r->sent);
+                d->lease_valid_until = lease_valid_until(s, r->sent);
             } else {
                 lost_now(d, "the renewal found it taken by another instance or expired");
             }
@@ -260,24 +269,34 @@ static void renew_now(struct lease_state *l)
         return;
     release_unselected(l);
     size_t n = lease_held_count(s) + (l->hb_held ? 1 : 0);
+    for (const struct dsync *d = s->ds; d; d = d->next)
+        n += chunklease_count(d);
     if (n == 0 && s->opts.once)
         return;
     struct renewal *r = sched_xcalloc(1, sizeof *r);
     r->l = l;
     r->sent = uv_now(s->loop);
     r->ds = sched_xcalloc(n + 1, sizeof *r->ds);
+    r->cu_idx = sched_xcalloc(n + 1, sizeof *r->cu_idx);
     r->units = sched_xcalloc(n + 1, sizeof *r->units);
     int64_t *epochs = sched_xcalloc(n + 1, sizeof *epochs);
     if (l->hb_held) {
+        r->cu_idx[r->n] = SIZE_MAX;
         r->units[r->n] = sched_xstrdup(l->hb_unit);
         epochs[r->n++] = l->hb_epoch;
     }
-    for (struct dsync *d = s->ds; d; d = d->next)
+    for (struct dsync *d = s->ds; d; d = d->next) {
         if (d->lease_held) {
             r->ds[r->n] = d;
+            r->cu_idx[r->n] = SIZE_MAX;
             r->units[r->n] = unit_of(d->name);
             epochs[r->n++] = d->lease_epoch;
         }
+        size_t k = chunklease_collect(d, r->units + r->n, epochs + r->n, r->cu_idx + r->n);
+        for (size_t i = 0; i < k; i++)
+            r->ds[r->n + i] = d;
+        r->n += k;
+    }
     l->renewing = true;
     pgsink_lease_renew(s->sink, l->owner, (const char *const *)r->units, epochs, r->n, ttl(s),
                        on_renewed, r);
@@ -299,7 +318,7 @@ static void on_hb(void *ud, const char *err, const struct pglease_claim *c)
         bool first = !l->hb_held && l->hb_epoch == 0;
         l->hb_held = true;
         l->hb_epoch = c->epoch;
-        l->hb_valid_until = valid_until(s, uv_now(s->loop));
+        l->hb_valid_until = lease_valid_until(s, uv_now(s->loop));
         if (first)
             log_info("lease", "instance %s: leases of %.0f s in \"%s\".%s", l->owner, ttl(s),
                      s->cfg->destination_schema, PGLEASE_TABLE);
@@ -411,7 +430,7 @@ static void on_claimed(void *ud, const char *err, const struct pglease_claim *c)
         bool new_token = !d->lease_held || d->lease_epoch != c->epoch;
         d->lease_held = true;
         d->lease_epoch = c->epoch;
-        d->lease_valid_until = valid_until(s, sent);
+        d->lease_valid_until = lease_valid_until(s, sent);
         d->lease_wait_start = 0;
         d->lease_holder[0] = '\0';
         if (!uv_is_active((uv_handle_t *)&l->timer) && !l->renewing && !l->releasing)
@@ -457,6 +476,18 @@ static void on_claimed(void *ud, const char *err, const struct pglease_claim *c)
         d->once_done = true;
         d->once_failed = true;
         not_held(d);
+        return;
+    }
+    if (!free_unit && c->first_load && !s->stopping && !d->resync && chunklease_may_help(d)) {
+        /* its first load: this instance reads the chunks nobody holds */
+        if (changed || !d->help_said)
+            log_event(LOG_LVL_INFO, "lease", LOG_FIELDS(.datasource = d->name),
+                      "%s: held by instance %s and in its first load: this instance helps "
+                      "with its chunks",
+                      d->name, c->holder);
+        d->help_said = true;
+        d->helping = true;
+        granted(d);
         return;
     }
     if (changed && free_unit)
@@ -561,6 +592,7 @@ static void rebalance(struct lease_state *l)
 void lease_cycle_end(struct dsync *d)
 {
     struct sched *s = d->s;
+    chunklease_release(d);
     d->lease_gone = false;
     if (!d->lease_held) {
         d->lease_handover = false;
@@ -602,15 +634,23 @@ bool lease_release_all(struct sched *s, void (*done)(struct sched *s))
     if (l->releasing)
         return true;
     uv_timer_stop(&l->timer);
-    size_t n = 0;
-    const char **units = sched_xcalloc(lease_held_count(s) + 2, sizeof *units);
+    size_t n = 0, cap = lease_held_count(s) + 2;
+    for (const struct dsync *d = s->ds; d; d = d->next)
+        cap += chunklease_count(d);
+    const char **units = sched_xcalloc(cap, sizeof *units);
     if (l->hb_held)
         units[n++] = l->hb_unit;
-    for (struct dsync *d = s->ds; d; d = d->next)
+    for (struct dsync *d = s->ds; d; d = d->next) {
         if (d->lease_held) {
             units[n++] = d->lease_unit;
             drop(d);
         }
+        for (size_t i = 0; d->cu && i < d->nwork; i++)
+            if (d->cu[i].unit && d->cu[i].held) {
+                units[n++] = d->cu[i].unit;
+                d->cu[i].held = false;
+            }
+    }
     l->hb_held = false;
     if (n == 0) {
         free(units);

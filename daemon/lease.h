@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct sched;
 struct dsync;
@@ -42,6 +43,10 @@ void lease_lost(struct dsync *d, const char *why);
  * when PostgreSQL refused (the leases then expire by themselves). true: a release is under
  * way or done; call again after done. */
 bool lease_release_all(struct sched *s, void (*done)(struct sched *s));
+
+/* Until when a lease granted or renewed by a request sent at loop time sent is trusted
+ * (its length less a margin). */
+uint64_t lease_valid_until(const struct sched *s, uint64_t sent);
 
 /* For STATUS= and metrics: units held, live instances seen at the last renewal. */
 size_t lease_held_count(const struct sched *s);

@@ -24,6 +24,7 @@ struct ledger_slice {
     int64_t max_seen; /* greatest incremental value committed by this slice, INT64_MIN none */
     int attempts;
     size_t w0, w1; /* the chunk work items it reads (ledger_work indices), SIZE_MAX none */
+    bool away;     /* chunk units: another instance holds one of its chunks (pending) */
 };
 
 /* ---- the chunk ledger (segments mode) ---- */

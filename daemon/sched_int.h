@@ -40,6 +40,17 @@ struct delayed {
     void *arg;
 };
 
+/* A chunk unit of this cycle (chunklease.c): one per work item of a first load read under
+ * chunk units, so that several instances read the chunks of one datasource. */
+struct chunk_unit {
+    char *unit;                 /* "chunk:NAME:START_MS" */
+    int64_t epoch;              /* the token it was taken at */
+    uint64_t valid_until;       /* loop time: not trusted after this without a renewal */
+    bool held;                  /* taken in this cycle and not given back */
+    bool dirty;                 /* taken dirty: its slices empty their ranges first */
+    bool claiming;              /* a claim with it is in flight */
+};
+
 struct dsync {
     struct sched *s;
     struct dsync *next;
@@ -135,6 +146,14 @@ struct dsync {
     uint64_t lease_valid_until; /* loop time: not trusted after this without a renewal */
     uint64_t lease_wait_start;  /* --once: when it began waiting for another's unit, 0 none */
     char lease_holder[192];     /* the other holder last seen, "" none */
+    /* chunk units (chunklease.c): a first load's chunks claimed one slice at a time */
+    bool chunk_units;       /* this cycle reads its chunks under chunk units */
+    bool helping;           /* another instance holds d: this cycle only reads free chunks */
+    bool help_said;         /* "helping" was logged for the current holder */
+    struct chunk_unit *cu;  /* per work item (nwork), with chunk_units */
+    size_t away;            /* slices left to other instances, not resolved yet */
+    size_t slice_off;       /* slices are started from this one on (helpers spread out) */
+    size_t helped_slices;   /* slices this help cycle committed */
 };
 
 struct sched {

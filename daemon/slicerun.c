@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
+#include "chunklease.h"
 #include "cycle.h"
 #include "druidsql.h"
 #include "lease.h"
@@ -34,6 +35,7 @@ struct slicerun {
     int64_t *item_rows; /* segments mode: rows read per work item w0..w1 of the slice */
     int64_t *item_max;  /* ... and the newest __time of each */
     bool chunks_sent;   /* the commit carries the ledger rows of the items it completes */
+    bool *item_clean;   /* ... which ones (items w0..w1) */
     int64_t epoch;      /* the lease epoch it began under (its fence's token) */
     char err[1024];
 };
@@ -42,6 +44,7 @@ static void run_free(struct slicerun *r)
 {
     free(r->item_rows);
     free(r->item_max);
+    free(r->item_clean);
     rowenc_free(r->enc);
     buf_free(&r->out);
     free(r);
@@ -126,7 +129,10 @@ static void slice_failed(struct slicerun *r, const struct druid_error *e, const 
                   LOG_FIELDS(.datasource = d->name, .slice = (long long)idx + 1,
                              .error_kind = "lease", .sqlstate = pe->sqlstate),
                   "%s: slice %zu rolled back by the fence: %s", d->name, idx + 1, pe->message);
-        lease_lost(d, pe->message);
+        if (strstr(pe->message, "lease of " PGLEASE_CHUNK_PREFIX))
+            chunklease_lost(d, pe->message); /* its chunk's unit, not the datasource's */
+        else
+            lease_lost(d, pe->message);
         cycle_maybe_finish(d);
         return;
     }
@@ -350,20 +356,40 @@ static void slice_on_commit(void *ud, const struct pgerr *err,
             d->work_rows[i] += r->item_rows[i - st->w0];
             if (r->item_max[i - st->w0] > d->work_max[i])
                 d->work_max[i] = r->item_max[i - st->w0];
-            if (r->chunks_sent && ledger_item_complete(d->slices, d->nslices, i, SIZE_MAX)) {
+            if (!ledger_item_complete(d->slices, d->nslices, i, SIZE_MAX))
+                continue;
+            if (r->item_clean && r->item_clean[i - st->w0]) {
                 d->work_recorded[i] = true;
                 if (d->work[i].hi > d->chunk_synced_ms && d->work[i].action == LEDGER_READ)
                     d->chunk_synced_ms = d->work[i].hi;
+            } else if (d->chunk_units && !d->work_recorded[i]) {
+                /* its slices committed at the same time: recorded now, under its unit */
+                chunklease_record_item(d, i);
             }
         }
+    }
+    if (d->helping)
+        d->helped_slices++;
+    /* the tokens the commit was fenced with: the datasource's (a helper holds none) and its
+     * chunks' */
+    char lease_of[700];
+    if (d->helping)
+        snprintf(lease_of, sizeof lease_of, "helping");
+    else
+        snprintf(lease_of, sizeof lease_of, "lease epoch %" PRId64, r->epoch);
+    if (chunklease_needed(d, r->idx)) {
+        char u[560];
+        chunklease_describe(d, r->idx, u, sizeof u);
+        size_t k = strlen(lease_of);
+        snprintf(lease_of + k, sizeof lease_of - k, ", %s", u);
     }
     log_event(LOG_LVL_DEBUG, "sched",
               LOG_FIELDS(.datasource = d->name, .slice = (long long)r->idx + 1, .rows = res->copied,
                          .has_rows = true),
               "%s: slice %zu committed: %" PRId64 " rows, %" PRId64 " new, %" PRId64
-              " vanished (instance %s, lease epoch %" PRId64 ")",
+              " vanished (instance %s, %s)",
               d->name, r->idx + 1, res->copied, res->inserted, res->vanished, lease_owner(d->s),
-              r->epoch);
+              lease_of);
     run_end(r);
     cycle_pump(d);
     cycle_maybe_finish(d);
@@ -376,16 +402,22 @@ static void attach_chunks(struct slicerun *r)
     struct dsync *d = r->d;
     const struct ledger_slice *st = &d->slices[r->idx];
     struct pgsink_chunk *rec = sched_xcalloc(st->w1 - st->w0 + 1, sizeof *rec);
+    free(r->item_clean);
+    r->item_clean = sched_xcalloc(st->w1 - st->w0 + 1, sizeof *r->item_clean);
     size_t n = 0;
     for (size_t i = st->w0; i <= st->w1; i++)
-        if (ledger_item_complete(d->slices, d->nslices, i, r->idx))
+        if (ledger_item_complete(d->slices, d->nslices, i, r->idx)) {
             cycle_chunk_record(d, i, d->work_rows[i] + r->item_rows[i - st->w0],
                                r->item_max[i - st->w0] > d->work_max[i] ? r->item_max[i - st->w0]
                                                                         : d->work_max[i],
                                &rec[n++]);
+            r->item_clean[i - st->w0] = true;
+        }
     if (n)
         pgsink_slice_chunks(r->sl, rec, n);
     r->chunks_sent = n > 0;
+    /* its chunks' units fence the commit (and are marked clean where it completes them) */
+    chunklease_fence(d, r->idx, r->sl, r->item_clean);
     free(rec);
 }
 
@@ -416,7 +448,8 @@ static void slice_on_done(void *ud, const struct druid_error *e)
         return;
     }
     char cur[TIME_ISO_MAX];
-    r->cursor_sent = d->incremental
+    /* a helper's slices carry no cursor: the holder's committed prefix makes it */
+    r->cursor_sent = d->incremental && !d->helping
                          ? ledger_cursor(d->cursor_ms, ledger_prefix_max(d->slices, d->nslices,
                                                                          r->idx, r->max_seen))
                          : INT64_MIN;
@@ -449,6 +482,7 @@ static void slice_on_ready(void *ud, struct pgsink_slice *sl, const struct pgerr
     }
     struct ledger_slice *st = &d->slices[r->idx];
     pgsink_slice_set_replace(sl, d->migrating);
+    chunklease_slice_ready(d, r->idx, sl);
     struct buf b = BUF_INIT;
     struct druid_param p[DRUIDSQL_MAX_PARAMS];
     size_t np = 0;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "pglease.h"
 #include "pgsink_int.h"
 
 void pgchunks_add_create(struct pgjob *j, const struct pgsink *s)
@@ -114,6 +115,25 @@ void pgsink_chunks_write(struct pgsink *s, const char *datasource, const struct 
     pgchunks_sql_insert(&b, s, "$1", "$2");
     pgjob_sql(j, b.data, 2, p, NULL);
     pglease_add_fence(j, s, datasource); /* the job's COMMIT follows */
+    buf_free(&b);
+    free(json);
+    pgjob_submit(s->control, j);
+}
+
+void pgsink_chunks_write_fenced(struct pgsink *s, const char *datasource,
+                                const struct pgsink_chunk *c, size_t n,
+                                const struct pglease_units *f, pgsink_cb cb, void *ud)
+{
+    struct pgjob *j = pgsink_job(s, cb, ud);
+    char *json = pgchunks_json(c, n);
+    const char *p[2] = {datasource, json};
+    struct buf b = BUF_INIT;
+    pgchunks_sql_delete(&b, s, "$1", "$2");
+    pgjob_sql(j, b.data, 2, p, NULL);
+    buf_reset(&b);
+    pgchunks_sql_insert(&b, s, "$1", "$2");
+    pgjob_sql(j, b.data, 2, p, NULL);
+    pglease_add_unit_fences(j, s, f); /* the job's COMMIT follows */
     buf_free(&b);
     free(json);
     pgjob_submit(s->control, j);

@@ -65,6 +65,22 @@ void pglease_add_create(struct pgjob *j, const struct pgsink *s)
                  " epoch bigint NOT NULL DEFAULT 0, expires_at timestamptz,"
                  " acquired_at timestamptz, renewed_at timestamptz)");
     pgjob_sql(j, b.data, 0, NULL, NULL);
+    /* chunk units (PGLEASE_CHUNK_PREFIX): the range they cover, and whether rows of a read
+     * that did not finish may lie in it (the next reader empties the range first) */
+    static const char *const added[] = {"range_lo bigint", "range_hi bigint",
+                                        "dirty boolean NOT NULL DEFAULT false"};
+    for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
+        buf_reset(&b);
+        buf_puts(&b, "ALTER TABLE ");
+        qname(&b, schema, PGLEASE_TABLE);
+        buf_printf(&b, " ADD COLUMN IF NOT EXISTS %s", added[i]);
+        pgjob_sql(j, b.data, 0, NULL, NULL);
+    }
+    buf_reset(&b);
+    buf_puts(&b, "CREATE INDEX IF NOT EXISTS " PGLEASE_TABLE "_datasource ON ");
+    qname(&b, schema, PGLEASE_TABLE);
+    buf_puts(&b, " (datasource, range_lo)");
+    pgjob_sql(j, b.data, 0, NULL, NULL);
     if (strstr(schema, FENCE_TAG)) {
         pgjob_sql(j, "SELECT 1", 0, NULL, refuse_tag);
     } else {
@@ -171,6 +187,24 @@ void pglease_add_fence(struct pgjob *j, struct pgsink *s, const char *key)
     buf_free(&b);
 }
 
+void pglease_add_unit_fences(struct pgjob *j, struct pgsink *s, const struct pglease_units *f)
+{
+    struct buf b = BUF_INIT, c = BUF_INIT;
+    pglease_fence_sql(&b, s->cfg->destination_schema, 1, 2, 3);
+    buf_puts(&c, "UPDATE ");
+    qname(&c, s->cfg->destination_schema, PGLEASE_TABLE);
+    buf_puts(&c, " SET dirty = false WHERE unit = $1 AND dirty");
+    for (size_t i = 0; i < f->n; i++) {
+        char ep[32];
+        snprintf(ep, sizeof ep, "%" PRId64, f->epochs[i]);
+        const char *p[3] = {f->units[i], f->owner, ep};
+        pgjob_sql(j, b.data, 3, p, NULL);
+        pgjob_sql(j, c.data, 1, p, NULL);
+    }
+    buf_free(&b);
+    buf_free(&c);
+}
+
 void pglease_free_fences(struct pgsink *s)
 {
     while (s->fences) {
@@ -216,6 +250,7 @@ static int claim_other_hook(struct pgjob *j, PGresult *res, void *ud, char *err,
               PQgetisnull(res, 0, 0) ? "nobody" : PQgetvalue(res, 0, 0));
     x->c.seconds_left = PQgetisnull(res, 0, 1) ? 0 : strtod(PQgetvalue(res, 0, 1), NULL);
     copy_text(x->expires, sizeof x->expires, PQgetisnull(res, 0, 2) ? "" : PQgetvalue(res, 0, 2));
+    x->c.first_load = strcmp(PQgetvalue(res, 0, 3), "t") == 0;
     x->answered = true;
     return 0;
 }
@@ -236,9 +271,12 @@ static int claim_take_hook(struct pgjob *j, PGresult *res, void *ud, char *err, 
     /* held by someone else: say by whom and for how long (database time) */
     struct buf b = BUF_INIT;
     buf_puts(&b, "SELECT owner, extract(epoch FROM expires_at - clock_timestamp()),"
-                 " expires_at::text FROM ");
+                 " expires_at::text, COALESCE((SELECT st.initial_load FROM ");
+    /* a first load under way: other instances may help with its chunks */
+    pgsink_qtable(&b, x->s, STATE_TABLE);
+    buf_puts(&b, " AS st WHERE st.datasource = l.datasource), false) FROM ");
     qname(&b, x->s->cfg->destination_schema, PGLEASE_TABLE);
-    buf_puts(&b, " WHERE unit = $1");
+    buf_puts(&b, " AS l WHERE unit = $1");
     const char *p[1] = {x->unit};
     pgjob_sql(j, b.data, 1, p, claim_other_hook);
     buf_free(&b);
@@ -315,6 +353,216 @@ void pgsink_lease_claim(struct pgsink *s, const struct pglease_claim_req *rq, pg
     pgjob_sql(j, b.data, 5, p5, claim_take_hook);
     buf_free(&b);
     pgjob_submit(lease_queue(s), j);
+}
+
+/* ---- chunk units ---- */
+
+struct chunk_ctx {
+    pglease_chunk_cb cb;
+    void *ud;
+    size_t n, k; /* units; the next take statement's answer is unit k's */
+    char **units;
+    int64_t *lo, *hi;
+    struct pglease_chunk_got *got;
+    char **holders;
+    bool answered;
+};
+
+static void chunk_ctx_free(void *ud)
+{
+    struct chunk_ctx *x = ud;
+    for (size_t i = 0; i < x->n; i++) {
+        free(x->units[i]);
+        free(x->holders[i]);
+    }
+    free(x->units);
+    free(x->holders);
+    free(x->lo);
+    free(x->hi);
+    free(x->got);
+    free(x);
+}
+
+static int chunk_take_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    (void)j;
+    (void)err;
+    (void)errlen;
+    struct chunk_ctx *x = ud;
+    size_t i = x->k++;
+    if (i < x->n && PQntuples(res) == 1) {
+        x->got[i].granted = true;
+        x->got[i].epoch = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        x->got[i].dirty = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+    }
+    return 0;
+}
+
+static int chunk_done_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    (void)j;
+    (void)err;
+    (void)errlen;
+    struct chunk_ctx *x = ud;
+    for (int r = 0; r < PQntuples(res); r++) {
+        int64_t lo = strtoll(PQgetvalue(res, r, 0), NULL, 10);
+        int64_t hi = strtoll(PQgetvalue(res, r, 1), NULL, 10);
+        for (size_t i = 0; i < x->n; i++)
+            if (x->got[i].granted && x->lo[i] == lo && x->hi[i] == hi)
+                x->got[i].done = true;
+    }
+    return 0;
+}
+
+static int chunk_holder_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    (void)j;
+    (void)err;
+    (void)errlen;
+    struct chunk_ctx *x = ud;
+    for (int r = 0; r < PQntuples(res); r++)
+        for (size_t i = 0; i < x->n; i++)
+            if (!x->got[i].granted && !x->holders[i] &&
+                strcmp(x->units[i], PQgetvalue(res, r, 0)) == 0) {
+                x->holders[i] = strdup(PQgetisnull(res, r, 1) ? "nobody" : PQgetvalue(res, r, 1));
+                if (!x->holders[i])
+                    abort();
+            }
+    x->answered = true;
+    return 0;
+}
+
+static void chunk_claim_done(void *ud, const char *err)
+{
+    struct chunk_ctx *x = ud;
+    if (err || !x->answered) {
+        x->cb(x->ud, err ? err : "chunk lease claim returned nothing", NULL, 0);
+    } else {
+        for (size_t i = 0; i < x->n; i++)
+            x->got[i].holder = x->got[i].granted ? NULL : x->holders[i] ? x->holders[i] : "nobody";
+        x->cb(x->ud, NULL, x->got, x->n);
+    }
+    chunk_ctx_free(x);
+}
+
+/* "{a,b}" for a text[] parameter */
+static void text_array(struct buf *b, const char *const *v, size_t n)
+{
+    buf_putc(b, '{');
+    for (size_t i = 0; i < n; i++) {
+        buf_puts(b, i ? ",\"" : "\"");
+        for (const char *c = v[i] ? v[i] : ""; *c; c++) {
+            if (*c == '"' || *c == '\\')
+                buf_putc(b, '\\');
+            buf_putc(b, *c);
+        }
+        buf_putc(b, '"');
+    }
+    buf_putc(b, '}');
+}
+
+static void int_array(struct buf *b, const int64_t *v, size_t n)
+{
+    buf_putc(b, '{');
+    for (size_t i = 0; i < n; i++)
+        buf_printf(b, "%s%" PRId64, i ? "," : "", v[i]);
+    buf_putc(b, '}');
+}
+
+void pgsink_chunk_claim(struct pgsink *s, const struct pglease_chunk_req *rq, pglease_chunk_cb cb,
+                        void *ud)
+{
+    struct chunk_ctx *x = calloc(1, sizeof *x);
+    if (!x)
+        abort();
+    size_t n = rq->n;
+    x->cb = cb;
+    x->ud = ud;
+    x->n = n;
+    x->units = calloc(n ? n : 1, sizeof *x->units);
+    x->holders = calloc(n ? n : 1, sizeof *x->holders);
+    x->lo = calloc(n ? n : 1, sizeof *x->lo);
+    x->hi = calloc(n ? n : 1, sizeof *x->hi);
+    x->got = calloc(n ? n : 1, sizeof *x->got);
+    if (!x->units || !x->holders || !x->lo || !x->hi || !x->got)
+        abort();
+    struct pgjob *j = pgjob_new(chunk_claim_done, x);
+    pgjob_set_ud_free(j, chunk_ctx_free);
+    const char *schema = s->cfg->destination_schema;
+    char ttl_s[32];
+    snprintf(ttl_s, sizeof ttl_s, "%.3f", rq->ttl);
+    struct buf ins = BUF_INIT, take = BUF_INIT, b = BUF_INIT;
+    buf_puts(&ins, "INSERT INTO ");
+    qname(&ins, schema, PGLEASE_TABLE);
+    /* a new row's first token is the clock in ms: a row deleted once its first load ended
+     * and created again later never hands out a token an older process may still hold */
+    buf_puts(&ins, " (unit, datasource, range_lo, range_hi, epoch, renewed_at) VALUES ($1, $2,"
+                   " $3::bigint, $4::bigint, (extract(epoch FROM clock_timestamp()) * 1000)::bigint,"
+                   " clock_timestamp()) ON CONFLICT (unit) DO NOTHING");
+    buf_puts(&take, "UPDATE ");
+    qname(&take, schema, PGLEASE_TABLE);
+    buf_puts(&take, " SET epoch = epoch + 1, acquired_at = clock_timestamp(), owner = $2,"
+                    " renewed_at = clock_timestamp(),"
+                    " expires_at = clock_timestamp() + make_interval(secs => $3::float8),"
+                    " range_lo = $4::bigint, range_hi = $5::bigint"
+                    " WHERE unit = $1 AND (owner = $2 OR owner IS NULL OR expires_at IS NULL"
+                    " OR expires_at <= clock_timestamp()) RETURNING epoch, dirty");
+    for (size_t i = 0; i < n; i++) {
+        x->units[i] = strdup(rq->units[i]);
+        if (!x->units[i])
+            abort();
+        x->lo[i] = rq->lo[i];
+        x->hi[i] = rq->hi[i];
+        char lo_s[32], hi_s[32];
+        snprintf(lo_s, sizeof lo_s, "%" PRId64, rq->lo[i]);
+        snprintf(hi_s, sizeof hi_s, "%" PRId64, rq->hi[i]);
+        const char *pi[4] = {rq->units[i], rq->datasource, lo_s, hi_s};
+        pgjob_sql(j, ins.data, 4, pi, NULL);
+        const char *pt[5] = {rq->units[i], rq->owner, ttl_s, lo_s, hi_s};
+        pgjob_sql(j, take.data, 5, pt, chunk_take_hook);
+    }
+    /* taken: is it already in the ledger as planned (another instance read it since this
+     * one planned)? Read after the takes, so that a reader that finished and released it is
+     * seen with its ledger row */
+    struct buf los = BUF_INIT, his = BUF_INIT, fps = BUF_INIT, us = BUF_INIT;
+    int_array(&los, rq->lo, n);
+    int_array(&his, rq->hi, n);
+    text_array(&fps, rq->fingerprint, n);
+    text_array(&us, rq->units, n);
+    buf_puts(&b, "SELECT c.start_ms, c.end_ms FROM ");
+    pgsink_qtable(&b, s, PGSINK_CHUNKS_TABLE);
+    buf_puts(&b, " AS c JOIN unnest($2::bigint[], $3::bigint[], $4::text[]) AS p(lo, hi, fp)"
+                 " ON c.start_ms = p.lo AND c.end_ms = p.hi AND c.fingerprint = p.fp"
+                 " WHERE c.datasource = $1 AND c.state IN ('synced', 'pending')");
+    const char *pd[4] = {rq->datasource, los.data, his.data, fps.data};
+    pgjob_sql(j, b.data, 4, pd, chunk_done_hook);
+    buf_reset(&b);
+    buf_puts(&b, "SELECT unit, owner FROM ");
+    qname(&b, schema, PGLEASE_TABLE);
+    buf_puts(&b, " WHERE unit = ANY($1::text[])");
+    const char *ph[1] = {us.data};
+    pgjob_sql(j, b.data, 1, ph, chunk_holder_hook);
+    buf_free(&ins);
+    buf_free(&take);
+    buf_free(&b);
+    buf_free(&los);
+    buf_free(&his);
+    buf_free(&fps);
+    buf_free(&us);
+    pgjob_submit(lease_queue(s), j);
+}
+
+void pglease_chunk_fence_lit(struct buf *b, const char *schema, const char *owner_lit,
+                             const char *const *unit_lits, const int64_t *epochs,
+                             const bool *clean, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        pglease_fence_lit(b, schema, unit_lits[i], owner_lit, epochs[i]);
+        buf_puts(b, "; UPDATE ");
+        qname(b, schema, PGLEASE_TABLE);
+        buf_printf(b, " SET dirty = %s WHERE unit = %s AND dirty <> %s; ", clean[i] ? "false" : "true",
+                   unit_lits[i], clean[i] ? "false" : "true");
+    }
 }
 
 /* ---- renew ---- */

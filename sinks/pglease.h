@@ -47,6 +47,8 @@ struct pglease_claim {
     double seconds_left;    /* not granted: until the holder's lease expires (database time);
                              * granted: the lease's length */
     const char *expires_at; /* the expiry as PostgreSQL prints it */
+    bool first_load;        /* not granted: the datasource's table is in its first load, whose
+                             * chunks other instances may read (chunk units) */
 };
 struct pglease_claim_req {
     const char *unit, *datasource, *owner;
@@ -85,6 +87,70 @@ void pgsink_lease_renew(struct pgsink *s, const char *owner, const char *const *
  * that holds nothing alive: a live --once or daemon is never touched. Its own transaction:
  * a refusal (permissions) is logged at debug and changes nothing else. */
 void pgsink_lease_end_stale(struct pgsink *s, double ttl);
+
+/* ---- chunk units: the chunks of one datasource's first load, read by several instances ----
+ * A chunk unit ("chunk:DATASOURCE:START_MS") covers the range [range_lo, range_hi) of one
+ * time chunk. Its row is kept (epoch monotonic) and says dirty while rows of a read that did
+ * not finish may lie in its range: a slice commit sets it, the commit of the chunk's ledger
+ * row clears it. Whoever takes a dirty unit empties its range before the fast path loads it;
+ * the initial-load clean-up of a prepare leaves the ranges of live or dirty units alone. */
+#define PGLEASE_CHUNK_PREFIX "chunk:"
+
+struct pglease_chunk_req {
+    const char *datasource; /* the live datasource (the ledger's key) */
+    const char *owner;
+    double ttl;
+    size_t n; /* units, in range order (two claimers lock them in the same order) */
+    const char *const *units;
+    const int64_t *lo, *hi;
+    const char *const *fingerprint; /* the chunk as planned: done when the ledger has it */
+};
+struct pglease_chunk_got {
+    bool granted;       /* this owner holds it now, at epoch */
+    int64_t epoch;      /* a new token at every take */
+    bool dirty;         /* granted: rows of an unfinished read may be in its range */
+    bool done;          /* granted: the ledger records it synced with the planned fingerprint */
+    const char *holder; /* not granted: the live holder */
+};
+/* got[] has n entries; borrowed for the call. NULL with err on failure (nothing taken then:
+ * one transaction). */
+typedef void (*pglease_chunk_cb)(void *ud, const char *err, const struct pglease_chunk_got *got,
+                                 size_t n);
+/* Takes every unit that is free (released or expired), in one transaction on the lease
+ * connection; units held by another live owner are left. A unit this owner already holds is
+ * taken again as a new token too: claim each unit once per cycle. */
+void pgsink_chunk_claim(struct pgsink *s, const struct pglease_chunk_req *req, pglease_chunk_cb cb,
+                        void *ud);
+
+/* Units held, with the epoch each was taken at: what a commit is fenced by. */
+struct pglease_units {
+    const char *owner;
+    const char *const *units;
+    const int64_t *epochs;
+    size_t n;
+};
+
+/* A slice of chunk units: its commit is fenced by f (taken before the slice's COPY opens)
+ * instead of its datasource's fence, each unit marked dirty, or clean where clean[i] (the
+ * slice completes that chunk: its ledger row commits with it). Call before the commit. */
+void pgsink_slice_fence_chunks(struct pgsink_slice *sl, const struct pglease_units *f,
+                               const bool *clean);
+/* Initial load: the slice first deletes every row of its range (a dirty unit was taken: rows
+ * of another's unfinished read may be there). Call before the first write. */
+void pgsink_slice_clear_range(struct pgsink_slice *sl);
+
+/* Ledger rows written under chunk units (a chunk completed by slices that committed at the
+ * same time): each unit is fenced and marked clean in the same transaction. */
+void pgsink_chunks_write_fenced(struct pgsink *s, const char *datasource,
+                                const struct pgsink_chunk *c, size_t n,
+                                const struct pglease_units *f, pgsink_cb cb, void *ud);
+
+/* The fences of a slice's commit under chunk units, as statements with literals (owner_lit
+ * and the units quoted by the caller): each unit fenced at its epoch and marked dirty, or
+ * clean where clean[i] (its ledger row commits in the same transaction). Ends with "; ". */
+void pglease_chunk_fence_lit(struct buf *b, const char *schema, const char *owner_lit,
+                             const char *const *unit_lits, const int64_t *epochs,
+                             const bool *clean, size_t n);
 
 /* Gives the units back (owner and expiry cleared; the epoch stays, so a later take bumps it). */
 void pgsink_lease_release(struct pgsink *s, const char *owner, const char *const *units, size_t n,

@@ -13,6 +13,7 @@
 #include "buf.h"
 #include "log.h"
 #include "pgnames.h"
+#include "pglease.h"
 #include "pgsink_int.h"
 #include "sqlident.h"
 #include "timeutil.h"
@@ -152,6 +153,7 @@ struct prep {
     /* the first load without indexes: requested for a table created now, and recorded */
     bool defer;
     bool initial_load;
+    bool helper; /* req->helper */
 };
 
 static void prep_free(struct prep *p)
@@ -244,7 +246,8 @@ static int prep_live_state_hook(struct pgjob *j, PGresult *res, void *ud, char *
 {
     struct prep *p = ud;
     prep_state_hook(j, res, ud, err, errlen);
-    if (p->initial_load && p->table_exists && p->slice_column) {
+    /* (an instance helping with another's first load leaves the table to its holder) */
+    if (p->initial_load && p->table_exists && p->slice_column && !p->helper) {
         if (!p->defer)
             log_warning("pg",
                         "%s: the table's first load started in segments mode and is not "
@@ -262,6 +265,17 @@ static int prep_live_state_hook(struct pgjob *j, PGresult *res, void *ud, char *
         sqlident_quote(&b, p->slice_column);
         buf_puts(&b, ") * 1000)::bigint ORDER BY c.start_ms DESC LIMIT 1) AS l"
                      " WHERE l.state = 'synced' AND l.end_ms > (extract(epoch FROM x.");
+        sqlident_quote(&b, p->slice_column);
+        /* ... and outside the chunk units another instance is reading (live) or whose
+         * unfinished rows their next reader deletes (dirty): a handful of rows, read once */
+        buf_puts(&b, ") * 1000)::bigint) AND NOT EXISTS (SELECT 1 FROM (SELECT k.range_lo,"
+                     " k.range_hi FROM ");
+        pgsink_qtable(&b, p->s, PGLEASE_TABLE);
+        buf_puts(&b, " AS k WHERE k.datasource = $1 AND k.unit LIKE '" PGLEASE_CHUNK_PREFIX
+                     "%' AND (k.dirty OR k.expires_at > clock_timestamp()) OFFSET 0) AS u"
+                     " WHERE u.range_lo <= (extract(epoch FROM x.");
+        sqlident_quote(&b, p->slice_column);
+        buf_puts(&b, ") * 1000)::bigint AND u.range_hi > (extract(epoch FROM x.");
         sqlident_quote(&b, p->slice_column);
         buf_puts(&b, ") * 1000)::bigint)");
         const char *pd[1] = {p->datasource};
@@ -823,6 +837,7 @@ void pgsink_prepare_table(struct pgsink *s, const struct pgsink_table_req *req, 
     p->id_scheme = req->id_scheme;
     p->resync = req->resync;
     p->defer = req->defer_indexes && !req->resync;
+    p->helper = req->helper;
 
     struct pgjob *j = pgjob_new(prep_done, p);
     pgjob_set_ud_free(j, prep_drop);
@@ -1082,6 +1097,14 @@ static void add_build_end(struct pgjob *j, struct build *x)
     pgsink_qtable(&b, x->s, STATE_TABLE);
     buf_puts(&b, " SET initial_load = false, updated_at = now() WHERE datasource = $1");
     const char *pd[1] = {x->datasource};
+    pgjob_sql(j, b.data, 1, pd, NULL);
+    /* its chunk units are done with (a live one is left to expire: its holder's fence
+     * needs the row) */
+    buf_reset(&b);
+    buf_puts(&b, "DELETE FROM ");
+    pgsink_qtable(&b, x->s, PGLEASE_TABLE);
+    buf_puts(&b, " WHERE datasource = $1 AND unit LIKE '" PGLEASE_CHUNK_PREFIX
+                 "%' AND (expires_at IS NULL OR expires_at <= clock_timestamp())");
     pgjob_sql(j, b.data, 1, pd, NULL);
     pgjob_sql(j, "COMMIT", 0, NULL, NULL);
     buf_free(&b);

@@ -79,6 +79,9 @@ struct pgsink_table_req {
      * (initial_load): the first sync loads it unindexed, pgsink_finish_initial_load builds
      * both once (as pg_restore does); ignored with resync */
     bool defer_indexes;
+    /* another instance holds the datasource and this one helps with its first load (chunk
+     * units): the table is brought up to date but its initial-load clean-up is the holder's */
+    bool helper;
 };
 
 struct pgsink_table_info {

@@ -92,6 +92,10 @@ const struct pgfence *pglease_fence_of(struct pgsink *s, const char *key);
  * before the job's COMMIT. */
 void pglease_add_fence(struct pgjob *j, struct pgsink *s, const char *key);
 void pglease_free_fences(struct pgsink *s);
+/* Chunk units as steps of a job: each fenced at its epoch and marked clean (its ledger row
+ * commits with the job). */
+struct pglease_units;
+void pglease_add_unit_fences(struct pgjob *j, struct pgsink *s, const struct pglease_units *f);
 /* pgslice.c: frees a slice that is still alive when the sink is freed. */
 void pgslice_free_live(struct pgsink *s);
 /* pgschema.c: frees the prepared-table list. */

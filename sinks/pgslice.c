@@ -113,6 +113,13 @@ struct pgsink_slice {
     char *fence_unit;  /* the lease this slice began under (pgsink_fence_set), or NULL */
     char *fence_owner;
     int64_t fence_epoch;
+    /* chunk units (pgsink_slice_fence_chunks): they fence the commit instead */
+    char *chunk_owner;
+    char **chunk_units;
+    int64_t *chunk_epochs;
+    bool *chunk_clean;
+    size_t nchunks;
+    bool clear; /* initial load: the range is emptied first (pgsink_slice_clear_range) */
     struct pgsink_slice_result res;
     struct buf pending; /* COPY data not handed to libpq yet */
     void (*drain_cb)(void *ud);
@@ -140,6 +147,12 @@ static void slice_free(struct pgsink_slice *sl)
     free(sl->view.slice_column);
     free(sl->cursor);
     free(sl->chunks_json);
+    for (size_t i = 0; i < sl->nchunks; i++)
+        free(sl->chunk_units[i]);
+    free(sl->chunk_units);
+    free(sl->chunk_epochs);
+    free(sl->chunk_clean);
+    free(sl->chunk_owner);
     free(sl->fence_unit);
     free(sl->fence_owner);
     buf_free(&sl->pending);
@@ -303,7 +316,28 @@ static int lit(struct pgsink_slice *sl, struct buf *b, const char *v)
 static int fence_commit(struct pgsink_slice *sl, struct buf *b)
 {
     int rc = 0;
-    if (sl->fence_unit) {
+    if (sl->nchunks) {
+        struct buf o = BUF_INIT;
+        struct buf *u = calloc(sl->nchunks, sizeof *u);
+        const char **ul = calloc(sl->nchunks, sizeof *ul);
+        if (!u || !ul)
+            abort();
+        rc = lit(sl, &o, sl->chunk_owner);
+        for (size_t i = 0; i < sl->nchunks && rc == 0; i++) {
+            rc = lit(sl, &u[i], sl->chunk_units[i]);
+            ul[i] = u[i].data;
+        }
+        if (rc == 0)
+            pglease_chunk_fence_lit(b, sl->s->cfg->destination_schema, o.data, ul,
+                                    sl->chunk_epochs, sl->chunk_clean, sl->nchunks);
+        for (size_t i = 0; i < sl->nchunks; i++)
+            buf_free(&u[i]);
+        free(u);
+        free(ul);
+        buf_free(&o);
+    }
+    /* the holder's slices carry its datasource's fence too (a helper holds none) */
+    if (sl->fence_unit && rc == 0) {
         struct buf u = BUF_INIT, o = BUF_INIT;
         rc = lit(sl, &u, sl->fence_unit) | lit(sl, &o, sl->fence_owner);
         if (rc == 0) {
@@ -399,14 +433,19 @@ static void slice_step(struct pgsink_slice *sl)
             pgsink_qtable(&b, s, sl->dest);
             buf_puts(&b, " WHERE ");
             range_lit(&b, &sl->view, "", sl->lo, sl->hi);
-            buf_puts(&b, " AND EXISTS (SELECT 1 FROM ");
-            pgsink_qtable(&b, s, PGSINK_CHUNKS_TABLE);
-            buf_printf(&b, " WHERE datasource = %s AND state = 'synced'", ds.data);
-            if (sl->hi != INT64_MAX)
-                buf_printf(&b, " AND start_ms < %" PRId64, sl->hi);
-            if (sl->lo != INT64_MIN)
-                buf_printf(&b, " AND end_ms > %" PRId64, sl->lo);
-            buf_puts(&b, ")");
+            if (!sl->clear) {
+                /* (a chunk unit taken dirty is emptied whatever the ledger says: rows of
+                 * a read that did not finish are in no ledger row) */
+                buf_puts(&b, " AND EXISTS (SELECT 1 FROM ");
+                pgsink_qtable(&b, s, PGSINK_CHUNKS_TABLE);
+                buf_printf(&b, " WHERE datasource = %s AND state IN ('synced', 'pending')",
+                           ds.data);
+                if (sl->hi != INT64_MAX)
+                    buf_printf(&b, " AND start_ms < %" PRId64, sl->hi);
+                if (sl->lo != INT64_MIN)
+                    buf_printf(&b, " AND end_ms > %" PRId64, sl->lo);
+                buf_puts(&b, ")");
+            }
             buf_free(&ds);
             slice_query(sl, b.data);
             break;
@@ -687,6 +726,36 @@ void pgsink_slice_on_drain(struct pgsink_slice *sl, void (*cb)(void *ud), void *
 void pgsink_slice_set_replace(struct pgsink_slice *sl, bool replace)
 {
     sl->replace = replace;
+}
+
+void pgsink_slice_fence_chunks(struct pgsink_slice *sl, const struct pglease_units *f,
+                               const bool *clean)
+{
+    for (size_t i = 0; i < sl->nchunks; i++)
+        free(sl->chunk_units[i]);
+    free(sl->chunk_units);
+    free(sl->chunk_epochs);
+    free(sl->chunk_clean);
+    free(sl->chunk_owner);
+    size_t n = f->n;
+    sl->nchunks = n;
+    sl->chunk_units = calloc(n ? n : 1, sizeof *sl->chunk_units);
+    sl->chunk_epochs = calloc(n ? n : 1, sizeof *sl->chunk_epochs);
+    sl->chunk_clean = calloc(n ? n : 1, sizeof *sl->chunk_clean);
+    sl->chunk_owner = strdup(f->owner);
+    if (!sl->chunk_units || !sl->chunk_epochs || !sl->chunk_clean || !sl->chunk_owner)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        if (!(sl->chunk_units[i] = strdup(f->units[i])))
+            abort();
+        sl->chunk_epochs[i] = f->epochs[i];
+        sl->chunk_clean[i] = clean[i];
+    }
+}
+
+void pgsink_slice_clear_range(struct pgsink_slice *sl)
+{
+    sl->clear = true;
 }
 
 void pgsink_slice_chunks(struct pgsink_slice *sl, const struct pgsink_chunk *c, size_t n)

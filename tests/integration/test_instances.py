@@ -434,7 +434,7 @@ class InstancesTest(EnvTestCase):
         self.assertEqual(b.stop(), 0, b.log()[-3000:])
         after = a.log()[mark:]
         bad = [ln for ln in after.splitlines()
-               if re.search(r"slice \d+ committed: .*\(instance stop-a, lease epoch %d\)" % epoch_old, ln)]
+               if re.search(r"slice \d+ committed: .*\(instance stop-a, lease epoch %d[,)]" % epoch_old, ln)]
         self.assertEqual(bad, [], "stop-a committed with its old epoch after the resume\n" + after[-4000:])
         self.assertTrue(re.search(r"%s: slice \d+ rolled back by the fence|%s: instance stop-a lost its lease"
                                   " \(epoch %d\)" % (ds, ds, epoch_old), after), after[-4000:])

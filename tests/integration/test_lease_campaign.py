@@ -27,8 +27,12 @@ BASE = iso_ms("2023-03-01T00:00:00.000Z")
 HOUR = 3600 * 1000
 NAMES = ["camp_0", "camp_1", "camp_2"]
 LEASE = 3.0
-COMMIT_RE = re.compile(r"(\S+): slice \d+ committed: .* \(instance (\S+), lease epoch (\d+)\)")
+# "(instance NAME, lease epoch E)" or, for a first load read by chunks, "(instance NAME, lease
+# epoch E, chunk:DS:LO epoch C)" and for a helper "(instance NAME, helping, chunk:DS:LO epoch C)"
+COMMIT_RE = re.compile(r"(\S+): slice \d+ committed: .* \(instance (\S+), (?:lease epoch (\d+)|helping)"
+                       r"(?:, (chunk:\S+) epoch (\d+)(?: and \d+ more)?)?\)")
 HOLDS_RE = re.compile(r"(\S+): instance (\S+) holds its lease \(epoch (\d+)")
+CHUNK_HOLDS_RE = re.compile(r"(\S+): instance (\S+) holds chunk lease (\S+) \(epoch (\d+)")
 
 
 def rows_for(i, hours=24, per_hour=40, start_k=0):
@@ -223,17 +227,23 @@ class LeaseCampaignTest(EnvTestCase):
         taken = collections.defaultdict(set)   # (datasource, epoch) -> instances that took it
         for inst in self.insts:
             text = inst.text()
-            for ds, who, ep in COMMIT_RE.findall(text):
+            for ds, who, ep, unit, cep in COMMIT_RE.findall(text):
                 self.assertEqual(who, inst.name)
-                tokens[(ds, int(ep))].add(who)
+                if ep:
+                    tokens[(ds, int(ep))].add(who)
+                if unit:
+                    tokens[(unit, int(cep))].add(who)
             for ds, who, ep in HOLDS_RE.findall(text):
                 taken[(ds, int(ep))].add(who)
+            for ds, who, unit, cep in CHUNK_HOLDS_RE.findall(text):
+                taken[(unit, int(cep))].add(who)
         self.assertTrue(tokens, "no commit lines (log_level debug)")
         for tok, who in tokens.items():
             self.assertEqual(len(who), 1, "token %r used by %r" % (tok, who))
             self.assertEqual(who, taken[tok], "token %r committed by %r but taken by %r" % (tok, who, taken[tok]))
         after = frozen.text()[resume_offset:]
-        late = [(ds, ep) for ds, who, ep in COMMIT_RE.findall(after) if ds == fds and int(ep) <= old_epoch]
+        late = [(ds, ep) for ds, who, ep, unit, cep in COMMIT_RE.findall(after)
+                if ds == fds and ep and int(ep) <= old_epoch]
         self.assertEqual(late, [], "the frozen instance committed with its old epoch after the resume")
         self.assertTrue("rolled back by the fence" in after or "lost its lease" in after,
                         "the resumed instance never noticed it had lost %s\n%s" % (fds, after[-3000:]))

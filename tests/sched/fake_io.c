@@ -674,6 +674,13 @@ struct pgsink_slice {
     bool fenced; /* began under a fence (pgsink_fence_set): checked at commit */
     char fence_unit[160], fence_owner[160];
     int64_t fence_epoch;
+    /* chunk units (pgsink_slice_fence_chunks): they fence the commit instead */
+    char cunits[16][160];
+    int64_t cepochs[16];
+    bool cclean[16];
+    size_t ncunits;
+    char chunk_owner[160];
+    bool clear;
 };
 static struct pgsink_slice *held;
 /* the lease block at the end of this file */
@@ -696,6 +703,13 @@ static void run_cbop(void *arg)
 {
     struct cbop *c = arg;
     c->cb(c->ud, NULL);
+    free(c);
+}
+
+static void run_cbfail(void *arg)
+{
+    struct cbop *c = arg;
+    c->cb(c->ud, last_err.message);
     free(c);
 }
 
@@ -1501,8 +1515,10 @@ struct flease {
     int64_t epoch;
     int64_t expires; /* virtual ms; INT64_MIN: released / never held */
     int64_t free_since;
+    bool dirty; /* chunk units: a commit left rows of an unfinished read */
 };
-static struct flease fl[64];
+#define FL_MAX 512
+static struct flease fl[FL_MAX];
 static int nfl;
 static int fl_min_held;
 static int fl_live = 1, fl_fail_n, fl_claims, fl_renewals, fl_releases, fl_refused;
@@ -1513,6 +1529,7 @@ static struct {
 } ffence;
 
 void fake_lease_reset(void);
+static void fake_chunk_reset(void);
 void fake_lease_take(const char *unit, const char *owner, double seconds);
 const char *fake_lease_owner(const char *unit);
 int64_t fake_lease_epoch(const char *unit);
@@ -1530,6 +1547,7 @@ void fake_lease_reset(void)
     fl_min_held = 0;
     fl_fail_n = fl_claims = fl_renewals = fl_releases = fl_refused = 0;
     memset(&ffence, 0, sizeof ffence);
+    fake_chunk_reset();
 }
 
 static struct flease *fl_row(const char *unit, bool create)
@@ -1537,7 +1555,7 @@ static struct flease *fl_row(const char *unit, bool create)
     for (int i = 0; i < nfl; i++)
         if (strcmp(fl[i].unit, unit) == 0)
             return &fl[i];
-    if (!create || nfl == 64)
+    if (!create || nfl == FL_MAX)
         return NULL;
     struct flease *l = &fl[nfl++];
     memset(l, 0, sizeof *l);
@@ -1640,6 +1658,7 @@ static void run_claim(void *arg)
     } else {
         c.holder = freed ? "nobody" : l->owner;
         c.seconds_left = freed ? 0 : (double)(l->expires - now) / 1000.0;
+        c.first_load = il_flag;
     }
     snprintf(expires, sizeof expires, "T+%" PRId64, l->expires);
     c.expires_at = expires;
@@ -1662,8 +1681,8 @@ void pgsink_lease_claim(struct pgsink *s, const struct pglease_claim_req *rq, pg
 
 struct flrenew {
     char owner[160];
-    char units[64][160];
-    int64_t epochs[64];
+    char units[FL_MAX][160];
+    int64_t epochs[FL_MAX];
     size_t n;
     double ttl;
     pglease_renew_cb cb;
@@ -1679,7 +1698,7 @@ static void run_renew(void *arg)
         free(x);
         return;
     }
-    bool held[64] = {false};
+    bool held[FL_MAX] = {false};
     for (size_t i = 0; i < x->n; i++) {
         struct flease *l = fl_row(x->units[i], false);
         if (l && fl_alive(l) && strcmp(l->owner, x->owner) == 0 && l->epoch == x->epochs[i]) {
@@ -1698,11 +1717,11 @@ void pgsink_lease_renew(struct pgsink *s, const char *owner, const char *const *
     (void)s;
     struct flrenew *x = xcalloc(1, sizeof *x);
     snprintf(x->owner, sizeof x->owner, "%s", owner);
-    for (size_t i = 0; i < n && i < 64; i++) {
+    for (size_t i = 0; i < n && i < FL_MAX; i++) {
         snprintf(x->units[i], sizeof x->units[i], "%s", units[i]);
         x->epochs[i] = epochs[i];
     }
-    x->n = n < 64 ? n : 64;
+    x->n = n < FL_MAX ? n : FL_MAX;
     x->ttl = ttl;
     x->cb = cb;
     x->ud = ud;
@@ -1763,7 +1782,33 @@ static void fence_capture(struct pgsink_slice *sl)
     sl->fence_epoch = ffence.epoch;
 }
 
+static bool fence_refuses_ds(struct pgsink_slice *sl, struct pgerr *e);
+
 static bool fence_refuses(struct pgsink_slice *sl, struct pgerr *e)
+{
+    if (fence_refuses_ds(sl, e))
+        return true; /* the holder's slices carry its datasource's fence too */
+    if (sl->ncunits) {
+        char owner[160];
+        snprintf(owner, sizeof owner, "%s", sl->chunk_owner);
+        for (size_t i = 0; i < sl->ncunits; i++) {
+            struct flease *l = fl_row(sl->cunits[i], false);
+            if (!(l && fl_alive(l) && strcmp(l->owner, owner) == 0 &&
+                  l->epoch == sl->cepochs[i])) {
+                fl_refused++;
+                char m[300];
+                snprintf(m, sizeof m, "lease of %s lost (fake fence)", sl->cunits[i]);
+                pgerr_set(e, PGLEASE_SQLSTATE, false, m);
+                return true;
+            }
+        }
+        for (size_t i = 0; i < sl->ncunits; i++)
+            fl_row(sl->cunits[i], false)->dirty = !sl->cclean[i];
+    }
+    return false;
+}
+
+static bool fence_refuses_ds(struct pgsink_slice *sl, struct pgerr *e)
 {
     if (!sl->fenced)
         return false;
@@ -1773,4 +1818,202 @@ static bool fence_refuses(struct pgsink_slice *sl, struct pgerr *e)
     fl_refused++;
     pgerr_set(e, PGLEASE_SQLSTATE, false, "lease lost (fake fence)");
     return true;
+}
+
+/* ---- chunk units ---- */
+static int fl_chunk_claims, fl_clears;
+static char other_reads[16][160]; /* units another instance reads before the next claim */
+static int nother_reads;
+void fake_il_set(bool on);
+void fake_other_reads(const char *unit);
+
+void fake_il_set(bool on)
+{
+    il_flag = on;
+    table_created = on; /* its first load began elsewhere */
+}
+
+void fake_other_reads(const char *unit)
+{
+    snprintf(other_reads[nother_reads++], sizeof other_reads[0], "%s", unit);
+}
+
+static void fake_chunk_reset(void)
+{
+    fl_chunk_claims = fl_clears = nother_reads = 0;
+}
+
+/* Another instance read [lo, hi) and recorded it (fingerprint fp) before this claim: the
+ * range's rows are Druid's, its ledger row synced. */
+static void other_read(int64_t lo, int64_t hi, const char *fp)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < nstored; i++)
+        if (!(stored[i].ts >= lo && stored[i].ts < hi))
+            stored[k++] = stored[i];
+    nstored = k;
+    int64_t n = 0;
+    for (size_t i = 0; i < nrows; i++) {
+        if (rows[i].ts < lo || rows[i].ts >= hi)
+            continue;
+        if (nstored == capstored) {
+            capstored = capstored ? capstored * 2 : 256;
+            stored = realloc(stored, capstored * sizeof *stored);
+            if (!stored)
+                abort();
+        }
+        stored[nstored++] = (struct srow){rows[i].ts, rows[i].v};
+        n++;
+    }
+    struct pgsink_chunk c = {"", "", lo, hi, fp, n, n, "synced", 0, INT64_MIN, 0, false};
+    ledger_apply(&c, 1);
+}
+int fake_chunk_claims(void);
+int fake_slice_clears(void);
+bool fake_lease_dirty(const char *unit);
+void fake_lease_set_dirty(const char *unit, bool dirty);
+int fake_chunk_units_held(const char *owner);
+
+int fake_chunk_claims(void)
+{
+    return fl_chunk_claims;
+}
+int fake_slice_clears(void)
+{
+    return fl_clears;
+}
+bool fake_lease_dirty(const char *unit)
+{
+    struct flease *l = fl_row(unit, false);
+    return l && l->dirty;
+}
+void fake_lease_set_dirty(const char *unit, bool dirty)
+{
+    fl_row(unit, true)->dirty = dirty;
+}
+int fake_chunk_units_held(const char *owner)
+{
+    int n = 0;
+    for (int i = 0; i < nfl; i++)
+        n += strncmp(fl[i].unit, PGLEASE_CHUNK_PREFIX, strlen(PGLEASE_CHUNK_PREFIX)) == 0 &&
+             fl_alive(&fl[i]) && strcmp(fl[i].owner, owner) == 0;
+    return n;
+}
+
+struct flchunk {
+    char owner[160];
+    double ttl;
+    size_t n;
+    char units[16][160];
+    int64_t lo[16], hi[16];
+    char fp[16][64];
+    pglease_chunk_cb cb;
+    void *ud;
+};
+
+static void run_chunk_claim(void *arg)
+{
+    struct flchunk *x = arg;
+    fl_chunk_claims++;
+    if (fl_failing()) {
+        x->cb(x->ud, "server closed the connection unexpectedly", NULL, 0);
+        free(x);
+        return;
+    }
+    struct pglease_chunk_got got[16];
+    memset(got, 0, sizeof got);
+    int64_t now = (int64_t)now_ms;
+    for (size_t i = 0; i < x->n; i++) {
+        struct flease *l = fl_row(x->units[i], true);
+        for (int k = 0; k < nother_reads; k++)
+            if (strcmp(other_reads[k], x->units[i]) == 0 && !fl_alive(l)) {
+                other_read(x->lo[i], x->hi[i], x->fp[i]);
+                other_reads[k][0] = '\0';
+            }
+        if (strcmp(l->owner, x->owner) == 0 || !fl_alive(l)) {
+            l->epoch++;
+            snprintf(l->owner, sizeof l->owner, "%s", x->owner);
+            l->expires = now + (int64_t)(x->ttl * 1000.0);
+            got[i].granted = true;
+            got[i].epoch = l->epoch;
+            got[i].dirty = l->dirty;
+            for (size_t j = 0; j < nledger; j++)
+                if (ledger[j].start_ms == x->lo[i] && ledger[j].end_ms == x->hi[i] &&
+                    strcmp(ledger[j].fp, x->fp[i]) == 0 &&
+                    (strcmp(ledger[j].state, "synced") == 0 ||
+                     strcmp(ledger[j].state, "pending") == 0))
+                    got[i].done = true;
+        } else {
+            got[i].holder = l->owner;
+        }
+    }
+    x->cb(x->ud, NULL, got, x->n);
+    free(x);
+}
+
+void pgsink_chunk_claim(struct pgsink *s, const struct pglease_chunk_req *rq, pglease_chunk_cb cb,
+                        void *ud)
+{
+    (void)s;
+    struct flchunk *x = xcalloc(1, sizeof *x);
+    if (rq->n > 16)
+        abort(); /* the tests' slices read a few chunks each */
+    snprintf(x->owner, sizeof x->owner, "%s", rq->owner);
+    x->ttl = rq->ttl;
+    x->n = rq->n;
+    for (size_t i = 0; i < rq->n; i++) {
+        snprintf(x->units[i], sizeof x->units[i], "%s", rq->units[i]);
+        x->lo[i] = rq->lo[i];
+        x->hi[i] = rq->hi[i];
+        snprintf(x->fp[i], sizeof x->fp[i], "%s", rq->fingerprint[i] ? rq->fingerprint[i] : "");
+    }
+    x->cb = cb;
+    x->ud = ud;
+    defer(run_chunk_claim, x);
+}
+
+void pgsink_slice_fence_chunks(struct pgsink_slice *sl, const struct pglease_units *f,
+                               const bool *clean)
+{
+    if (f->n > 16)
+        abort();
+    sl->ncunits = f->n;
+    snprintf(sl->chunk_owner, sizeof sl->chunk_owner, "%s", f->owner);
+    for (size_t i = 0; i < f->n; i++) {
+        snprintf(sl->cunits[i], sizeof sl->cunits[i], "%s", f->units[i]);
+        sl->cepochs[i] = f->epochs[i];
+        sl->cclean[i] = clean[i];
+    }
+}
+
+void pgsink_slice_clear_range(struct pgsink_slice *sl)
+{
+    sl->clear = true;
+    fl_clears++;
+}
+
+void pgsink_chunks_write_fenced(struct pgsink *s, const char *datasource,
+                                const struct pgsink_chunk *c, size_t n,
+                                const struct pglease_units *f, pgsink_cb cb, void *ud)
+{
+    (void)s;
+    (void)datasource;
+    for (size_t i = 0; i < f->n; i++) {
+        struct flease *l = fl_row(f->units[i], false);
+        if (!(l && fl_alive(l) && strcmp(l->owner, f->owner) == 0 && l->epoch == f->epochs[i])) {
+            fl_refused++;
+            char m[300];
+            snprintf(m, sizeof m, "lease of %s lost (fake fence)", f->units[i]);
+            pgerr_set(&last_err, PGLEASE_SQLSTATE, false, m);
+            struct cbop *o = xcalloc(1, sizeof *o);
+            o->cb = cb;
+            o->ud = ud;
+            defer(run_cbfail, o);
+            return;
+        }
+    }
+    for (size_t i = 0; i < f->n; i++)
+        fl_row(f->units[i], false)->dirty = false;
+    ledger_apply(c, n);
+    ok_later(cb, ud);
 }

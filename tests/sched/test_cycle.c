@@ -1034,6 +1034,12 @@ static void test_lease_renewal_finds_it_taken(void **state)
     assert_true(fake_sink_held() > 0);
     int queries = fake_druid_queries("ORDER BY");
     fake_lease_take("ds:ds", "thief", 1e9);
+    /* ... and the chunks of its first load: nothing is left to help with */
+    for (int d = 0; d < 3; d++) {
+        char u[64];
+        snprintf(u, sizeof u, "chunk:ds:%lld", (long long)(T0 + d * DAY));
+        fake_lease_take(u, "thief", 1e9);
+    }
     fake_run(11000); /* the renewal at 10 s finds it taken */
     assert_true(fake_lease_renewals() >= 2);
     /* no slice starts any more; the commits already sent reach the fence and are refused */
@@ -1109,6 +1115,159 @@ static int reset(void **state)
     return 0;
 }
 
+
+/* ---- chunk units: several instances read one first load ---- */
+/* fake_io.c's chunk block */
+int fake_chunk_claims(void);
+int fake_slice_clears(void);
+bool fake_lease_dirty(const char *unit);
+void fake_lease_set_dirty(const char *unit, bool dirty);
+int fake_chunk_units_held(const char *owner);
+void fake_il_set(bool on);
+void fake_other_reads(const char *unit);
+
+static const char *day_unit(int d)
+{
+    static char u[4][64];
+    snprintf(u[d], sizeof u[d], "chunk:ds:%lld", (long long)(T0 + d * DAY));
+    return u[d];
+}
+
+/* Another live instance holds day 2's chunk: the holder reads days 1 and 3, leaves day 2
+ * alone while it is held, and, once the other has read and recorded it and let it go, finds
+ * it done without reading it; then the first load ends (index built once), exact. */
+static void test_chunk_left_to_other_then_done(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    fake_lease_take(day_unit(1), "other", 1e9);
+    start(&r, 300, 4, true);
+    fake_run(10000);
+    assert_false(r.finished); /* waiting for day 2 */
+    assert_int_equal(fake_druid_queries("ORDER BY"), 2);
+    assert_int_equal(fake_sink_rows(), 500);
+    assert_int_equal(fake_il_builds(), 0);
+    assert_string_equal(fake_lease_owner(day_unit(1)), "other");
+    int claims = fake_chunk_claims();
+    fake_run(fake_now() + 5000);
+    assert_true(fake_chunk_claims() > claims); /* it keeps asking */
+    /* the other instance reads day 2, records it and gives its unit back */
+    fake_other_reads(day_unit(1));
+    fake_lease_take(day_unit(1), "other", 0);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 0);
+    assert_int_equal(fake_druid_queries("ORDER BY"), 2); /* day 2 never read here */
+    assert_int_equal(fake_sink_rows(), 750);
+    assert_each_row_once(0, 750);
+    assert_int_equal(fake_il_builds(), 1);
+    assert_int_equal(fake_il_rows_at_build(), 750);
+    assert_int_equal(fake_il_synced_at_build(), 3);
+    assert_int_equal(fake_chunk_units_held("me"), 0);
+    assert_string_equal(fake_sink_status(), "ok");
+    finish(&r);
+}
+
+/* The other instance dies while reading day 2 (its unit expires, dirty: it committed part of
+ * it): the holder takes the unit over once it expired, empties day 2's range first, reads it
+ * and marks the unit clean; the load ends exact. */
+static void test_chunk_taken_over_dirty(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    fake_lease_take(day_unit(1), "other", 7);
+    fake_lease_set_dirty(day_unit(1), true);
+    start(&r, 300, 4, true);
+    fake_run(6000);
+    assert_false(r.finished);
+    assert_int_equal(fake_slice_clears(), 0);
+    assert_int_equal(fake_druid_queries("ORDER BY"), 2);
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 0);
+    assert_true(r.finished_at >= 7000); /* not before the other's lease expired */
+    assert_int_equal(fake_slice_clears(), 1);
+    assert_false(fake_lease_dirty(day_unit(1)));
+    assert_int_equal(fake_lease_epoch(day_unit(1)), 2);
+    assert_int_equal(fake_sink_rows(), 750);
+    assert_each_row_once(0, 750);
+    assert_int_equal(fake_il_builds(), 1);
+    finish(&r);
+}
+
+/* A chunk unit taken by another instance while the holder's slice is in flight (as if it
+ * had expired): that commit is refused by the fence, the cycle stops interrupted without
+ * building the index, and the datasource's own lease is kept. */
+static void test_chunk_fence_refuses_after_takeover(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    fake_sink_hold_commits(true);
+    start(&r, 300, 4, true);
+    fake_run(FOREVER);
+    assert_int_equal(fake_sink_held(), 3);
+    fake_lease_take(day_unit(0), "thief", 1000);
+    fake_sink_hold_commits(false);
+    int64_t los[64];
+    while (fake_sink_held_list(los, 64) > 0) {
+        assert_int_equal(fake_sink_release(los[0]), 0);
+        fake_run(fake_now());
+    }
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 1);
+    assert_int_equal(fake_lease_refused(), 1);
+    assert_int_equal(fake_sink_copies(T0, 0), 0); /* day 1 is the thief's */
+    assert_int_equal(fake_il_builds(), 0);
+    struct info i = info_of(&r);
+    assert_int_equal(i.interrupted, 1);
+    assert_string_equal(fake_lease_owner(day_unit(0)), "thief");
+    finish(&r);
+}
+
+/* A daemon next to the holder of a datasource in its first load helps: it reads the chunks
+ * nobody holds (fenced by their units, no cursor), leaves the one the holder reads, records
+ * neither the cycle's end nor the index build (the holder's), and gives its units back. */
+static void test_helper_reads_free_chunks(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    fake_il_set(true);
+    fake_lease_take("ds:ds", "holder", 1e9);
+    fake_lease_take(day_unit(0), "holder", 1e9);
+    start(&r, 300, 4, false);
+    fake_run(30000);
+    assert_int_equal(fake_druid_queries("ORDER BY"), 2);
+    assert_int_equal(fake_sink_rows(), 500);
+    assert_int_equal(fake_sink_copies(T0, 0), 0);
+    assert_int_equal(fake_sink_copies(T0 + DAY, 250), 1);
+    assert_int_equal(fake_sink_copies(T0 + 2 * DAY, 500), 1);
+    assert_int_equal(fake_sink_commits(), 2);
+    assert_true(fake_sink_commit_cursor(0) == INT64_MIN);
+    assert_true(fake_sink_commit_cursor(1) == INT64_MIN);
+    assert_string_equal(fake_ledger_state(T0 + DAY), "synced");
+    assert_string_equal(fake_ledger_state(T0 + 2 * DAY), "synced");
+    assert_int_equal(fake_sink_cycle_ends(), 0);
+    assert_int_equal(fake_il_builds(), 0);
+    assert_true(fake_il_flag());
+    assert_int_equal(fake_chunk_units_held("me"), 0);
+    assert_string_equal(fake_lease_owner("ds:ds"), "holder");
+    /* the next attempt finds nothing left to read */
+    fake_run(100000);
+    assert_int_equal(fake_druid_queries("ORDER BY"), 2);
+    sched_stop(r.s, 30);
+    fake_run(FOREVER);
+    finish(&r);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup(test_first_sync, reset),
     cmocka_unit_test_setup(test_truncated_count_counts_once, reset),
@@ -1143,6 +1302,10 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup(test_lease_taken_over_commits_refused, reset),
     cmocka_unit_test_setup(test_lease_renewal_finds_it_taken, reset),
     cmocka_unit_test_setup(test_lease_unrenewed_is_distrusted, reset),
+    cmocka_unit_test_setup(test_chunk_left_to_other_then_done, reset),
+    cmocka_unit_test_setup(test_chunk_taken_over_dirty, reset),
+    cmocka_unit_test_setup(test_chunk_fence_refuses_after_takeover, reset),
+    cmocka_unit_test_setup(test_helper_reads_free_chunks, reset),
 };
 
 int main(void)
