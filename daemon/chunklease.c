@@ -354,9 +354,17 @@ static void on_recorded(void *ud, const char *err)
         log_warning("pg", "%s: recording chunk %s failed: %s; it is read again", d->name,
                     d->cu[x->item].unit, err);
     else
-        d->work_recorded[x->item] = true;
+        chunklease_item_recorded(d, x->item);
     free(x);
     cycle_maybe_finish(d);
+}
+
+void chunklease_item_recorded(struct dsync *d, size_t item)
+{
+    if (d->work_recorded)
+        d->work_recorded[item] = true;
+    if (has_unit(d, item) && d->cu[item].held)
+        release_range(d, item, item, NULL); /* done with: others need not wait for the end */
 }
 
 void chunklease_record_item(struct dsync *d, size_t item)

@@ -55,6 +55,10 @@ void chunklease_record_item(struct dsync *d, size_t item);
  * interrupted (the datasource's own lease is not affected). */
 void chunklease_lost(struct dsync *d, const char *why);
 
+/* Item's ledger row committed (with a slice or by chunklease_record_item): recorded, and its
+ * unit given back. */
+void chunklease_item_recorded(struct dsync *d, size_t item);
+
 /* The cycle ends: every unit held is given back. */
 void chunklease_release(struct dsync *d);
 

@@ -359,7 +359,7 @@ static void slice_on_commit(void *ud, const struct pgerr *err,
             if (!ledger_item_complete(d->slices, d->nslices, i, SIZE_MAX))
                 continue;
             if (r->item_clean && r->item_clean[i - st->w0]) {
-                d->work_recorded[i] = true;
+                chunklease_item_recorded(d, i);
                 if (d->work[i].hi > d->chunk_synced_ms && d->work[i].action == LEDGER_READ)
                     d->chunk_synced_ms = d->work[i].hi;
             } else if (d->chunk_units && !d->work_recorded[i]) {

@@ -1098,14 +1098,17 @@ static void add_build_end(struct pgjob *j, struct build *x)
     buf_puts(&b, " SET initial_load = false, updated_at = now() WHERE datasource = $1");
     const char *pd[1] = {x->datasource};
     pgjob_sql(j, b.data, 1, pd, NULL);
-    /* its chunk units are done with (a live one is left to expire: its holder's fence
-     * needs the row) */
+    /* its chunk units are done with: every chunk is read and recorded (another's live one
+     * is left to expire: its holder's fence needs the row) */
     buf_reset(&b);
     buf_puts(&b, "DELETE FROM ");
     pgsink_qtable(&b, x->s, PGLEASE_TABLE);
     buf_puts(&b, " WHERE datasource = $1 AND unit LIKE '" PGLEASE_CHUNK_PREFIX
-                 "%' AND (expires_at IS NULL OR expires_at <= clock_timestamp())");
-    pgjob_sql(j, b.data, 1, pd, NULL);
+                 "%' AND (expires_at IS NULL OR expires_at <= clock_timestamp()"
+                 " OR owner = $2)");
+    const struct pgfence *f = pglease_fence_of(x->s, x->datasource);
+    const char *po[2] = {x->datasource, f ? f->owner : ""};
+    pgjob_sql(j, b.data, 2, po, NULL);
     pgjob_sql(j, "COMMIT", 0, NULL, NULL);
     buf_free(&b);
 }

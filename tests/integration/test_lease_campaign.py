@@ -158,8 +158,11 @@ class LeaseCampaignTest(EnvTestCase):
             self.insts.append(Instance(self.env.tmp, n, cfg))
         for i in self.insts:
             i.start()
-        wait_for(lambda: len(set(o for o, _ in self.owners().values())) == 3, timeout=30,
-                 what="each of the three instances holding a datasource")
+        try:
+            wait_for(lambda: len(set(o for o, _ in self.owners().values())) == 3, timeout=30,
+                     what="each of the three instances holding a datasource")
+        except AssertionError:
+            raise AssertionError("not one datasource each: %r\n%s" % (self.owners(), self.logs()))
 
         # 1. SIGKILL an instance mid-slice
         victim, vds = self.holder_mid_slice()

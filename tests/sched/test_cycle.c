@@ -1150,6 +1150,9 @@ static void test_chunk_left_to_other_then_done(void **state)
     assert_int_equal(fake_sink_rows(), 500);
     assert_int_equal(fake_il_builds(), 0);
     assert_string_equal(fake_lease_owner(day_unit(1)), "other");
+    /* the chunks it read were given back once recorded, not at the end of the cycle */
+    assert_int_equal(fake_chunk_units_held("me"), 0);
+    assert_string_equal(fake_ledger_state(T0), "synced");
     int claims = fake_chunk_claims();
     fake_run(fake_now() + 5000);
     assert_true(fake_chunk_claims() > claims); /* it keeps asking */
