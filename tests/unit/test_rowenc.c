@@ -704,6 +704,24 @@ static void test_copy_escape_direct(void **state)
     char s[37];
     rowenc_format_uuid(id, s);
     assert_string_equal(s, "00112233-4455-6677-8899-aabbccddeeff");
+    /* every byte value, in every position (the digits come from a table) */
+    for (int b = 0; b < 256; b++) {
+        char want[37], hx[3];
+        snprintf(hx, sizeof hx, "%02x", b);
+        for (int i = 0; i < 16; i++)
+            id[i] = (uint8_t)(i == b % 16 ? b : 255 - b);
+        char *w = want;
+        for (int i = 0; i < 16; i++) {
+            snprintf(w, 3, "%02x", id[i]);
+            w += 2;
+            if (i == 3 || i == 5 || i == 7 || i == 9)
+                *w++ = '-';
+        }
+        rowenc_format_uuid(id, s);
+        assert_string_equal(s, want);
+        assert_memory_equal(
+            s + 2 * (b % 16) + (b % 16 > 3) + (b % 16 > 5) + (b % 16 > 7) + (b % 16 > 9), hx, 2);
+    }
 }
 
 /* ---- identity ---- */
