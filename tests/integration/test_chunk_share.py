@@ -1,0 +1,494 @@
+"""Issue 10, the chunks of ONE large datasource's first load read by several instances (chunk
+units, `chunk:DS:START_MS` rows in `<schema>.druid_syncd_leases`), against the real binary. One
+datasource of many daily chunks, every slice slowed down by the Druid test server (a stall after
+its first rows, its COPY open) so that the first load lasts long enough for every instance to
+take part. What an operator checks in the logs, the lease table, the state row and the table:
+
+1. the holder first, two more a moment later: all three commit slices of it (the helpers' commit
+   lines say "helping"), the table ends exact (identical rows included, no id twice), the state
+   row leaves its first load, the primary key and range index are built once (one "first load
+   done" line in all the logs), no chunk unit is left held, and every (unit, epoch) token was
+   committed by exactly the instance whose log says it took it.
+2. a helper SIGKILLed while it holds a chunk: the chunk is taken over only after its lease
+   expired, with a new epoch (the taker's log says "dirty" when the dead one had committed part
+   of it); the table ends exact.
+3. a helper SIGSTOPped while it holds a chunk, past its lease, then SIGCONTed: after the resume
+   it commits nothing with the chunk tokens it held before the freeze; the table ends exact.
+4. a helper stopped cleanly (SIGTERM) while it holds chunks gives them back at once (owner
+   NULL in the lease table as soon as it exited); the load ends exact.
+
+lease_seconds 3, sync_interval_seconds 1, max_concurrent_queries 2, log_level debug.
+"""
+import collections
+import json
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+
+import harness
+from harness import BIN, EnvTestCase, iso_ms, ms_iso, sqlstr, state_row, table_exists, tbl, wait_for
+
+LEASE = 3.0
+COLS = [("__time", "TIMESTAMP"), ("k", "BIGINT"), ("v", "VARCHAR")]
+DAY0 = iso_ms("2024-01-01T00:00:00.000Z")
+DAY = 86400 * 1000
+# the Druid test server stalls every slice read (its ORDER BY) after a few rows: the COPY of
+# the slice is open, and a slice takes about STALL s
+SLICE_MATCH = 'ORDER BY "__time"'
+STALL = 0.5
+
+# "(instance NAME, lease epoch E, chunk:DS:LO epoch C)" for the holder, "(instance NAME, helping,
+# chunk:DS:LO epoch C)" for a helper; "... epoch C and K more)" when a slice reads several chunks
+COMMIT_RE = re.compile(r"(\S+): slice (\d+) committed: (\d+) rows, .* \(instance (\S+), (?:lease epoch (\d+)|(helping))"
+                       r"(?:, (chunk:\S+) epoch (\d+)(?: and (\d+) more)?)?\)")
+CHUNK_HOLDS_RE = re.compile(r"(\S+): instance (\S+) holds chunk lease (\S+) \(epoch (\d+)([^)]*)\)")
+HELPS = "held by instance %s and in its first load: this instance helps with its chunks"
+HELPED_RE = re.compile(r"(\S+): helped instance (\S+) with its first load for ([\d.]+) s: (\d+) slices, (\d+) rows")
+DONE = "first load done: primary key and range index built"
+
+
+def day_rows(days, per_day=80):
+    """per_day rows spread over each of `days` days (17 minutes apart: a chunk is cut into
+    several slices); every 10th row has an identical twin (Druid keeps duplicates)."""
+    out = []
+    k = 0
+    for d in range(days):
+        for j in range(per_day):
+            r = {"__time": ms_iso(DAY0 + d * DAY + j * 17 * 60000 + 3), "k": k, "v": "r%d" % k}
+            out.append(r)
+            if k % 10 == 0:
+                out.append(dict(r))
+            k += 1
+    return out
+
+
+class Inst:
+    """One druid-syncd daemon with its own config file (instance_name = name); stderr to a file."""
+
+    def __init__(self, tmp, name, cfg):
+        self.name = name
+        self.path = os.path.join(tmp, "cs-%s.json" % name)
+        with open(self.path, "w") as f:
+            json.dump(dict(cfg, instance_name=name), f)
+        self.logf = tempfile.NamedTemporaryFile(prefix="dsync-cs-%s-" % name, suffix=".log", dir=tmp,
+                                                delete=False)
+        e = dict(os.environ)
+        e.pop("NOTIFY_SOCKET", None)
+        e.pop("JOURNAL_STREAM", None)
+        self.proc = subprocess.Popen([BIN, "-c", self.path], stdout=subprocess.DEVNULL, stderr=self.logf, env=e)
+        self.frozen = False
+
+    def log(self):
+        with open(self.logf.name, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self, timeout=30):
+        """SIGTERM; returns the exit code."""
+        if self.frozen:
+            self.cont()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("%s did not exit within %ss of SIGTERM\n%s" % (self.name, timeout,
+                                                                                self.log()[-3000:]))
+
+    def freeze(self):
+        self.proc.send_signal(signal.SIGSTOP)
+        self.frozen = True
+
+    def cont(self):
+        self.proc.send_signal(signal.SIGCONT)
+        self.frozen = False
+
+    def kill(self):
+        if self.proc.poll() is None:
+            if self.frozen:
+                self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait()
+
+
+class ChunkShareTest(EnvTestCase):
+
+    def setUp(self):
+        self.insts = []
+        self.sim.clear_faults()
+
+    def tearDown(self):
+        for i in self.insts:
+            i.kill()
+        self.sim.clear_faults()
+
+    # ---- helpers ----
+
+    def cfg(self, schema, ds, **kw):
+        c = {
+            "druid_host": "127.0.0.1",
+            "druid_port": self.sim.port,
+            "postgres": self.pg.conninfo(),
+            "destination_schema": schema,
+            "datasources": [ds],
+            "batch_size": 25,
+            "max_concurrent_queries": 2,
+            "postgres_writers": 2,
+            "retry_initial_seconds": 0.05,
+            "retry_max_seconds": 0.5,
+            "sync_interval_seconds": 1,
+            "lookback_seconds": 0,
+            "lease_seconds": LEASE,
+            "postgres_timeout_seconds": 2,
+            "log_level": "debug",
+        }
+        c.update(kw)
+        return c
+
+    def start(self, name, cfg):
+        i = Inst(self.env.tmp, name, cfg)
+        self.insts.append(i)
+        return i
+
+    def load(self, ds, days, per_day=80):
+        """The datasource, and every slice read of it slowed down; returns the rows served."""
+        want = day_rows(days, per_day)
+        self.sim.datasource(ds, COLS, want, granularity="DAY")
+        self.sim.fault("delay", match=SLICE_MATCH, times=1000000, after_rows=5, delay_seconds=STALL)
+        return want
+
+    def start_shared(self, schema, ds, names, **kw):
+        """names[0] first (it takes the datasource's unit), the others once it holds it; returns
+        the instances once every helper has said it helps."""
+        cfg = self.cfg(schema, ds, **kw)
+        holder = self.start(names[0], cfg)
+        wait_for(lambda: "%s: instance %s holds its lease" % (ds, names[0]) in holder.log(), timeout=20,
+                 interval=0.05, what="%s holding %s" % (names[0], ds))
+        helpers = [self.start(n, cfg) for n in names[1:]]
+        for h in helpers:
+            try:
+                wait_for(lambda: HELPS % names[0] in h.log(), timeout=6 * LEASE, interval=0.1,
+                         what="%s helping" % h.name)
+            except AssertionError:
+                raise AssertionError("%s never helped with %s's first load of %s\n%s"
+                                     % (h.name, names[0], ds, self.logs()))
+        return holder, helpers
+
+    def logs(self, insts=None):
+        keep = re.compile(r"lease|instance|helped|first load|warning|error|fatal")
+        out = []
+        for i in (insts or self.insts):
+            lines = [ln for ln in i.log().splitlines() if keep.search(ln) and "NOTICE" not in ln]
+            out.append("--- %s (rc %s)\n%s" % (i.name, i.proc.poll(), "\n".join(lines[-50:])))
+        return "\n".join(out)
+
+    def chunk_rows(self, schema, where="true"):
+        """Chunk units as dicts (owner, epoch, dirty, live: unexpired by the database's clock)."""
+        if not table_exists(self.pg, "druid_syncd_leases", schema):
+            return []
+        out = []
+        for u, o, e, d, live, x, a in self.pg.psql(
+                "SELECT unit, owner, epoch, dirty, owner IS NOT NULL AND expires_at > clock_timestamp(),"
+                " extract(epoch FROM expires_at)::text, extract(epoch FROM acquired_at)::text"
+                " FROM %s WHERE unit LIKE 'chunk:%%' AND (%s) ORDER BY unit"
+                % (tbl("druid_syncd_leases", schema), where)):
+            out.append({"unit": u, "owner": o, "epoch": int(e), "dirty": d == "t", "live": live == "t",
+                        "expires": float(x) if x else None, "acquired": float(a) if a else None})
+        return out
+
+    def live_chunks(self, schema, owner=None):
+        return [r for r in self.chunk_rows(schema) if r["live"] and (owner is None or r["owner"] == owner)]
+
+    def got(self, schema, ds):
+        return collections.Counter(tuple(r) for r in self.pg.psql(
+            "SELECT %s, k::text, v FROM %s WHERE NOT _druid_deleted" % (harness.pg_iso("__time"), tbl(ds, schema))))
+
+    @staticmethod
+    def counter(want):
+        return collections.Counter((r["__time"], str(r["k"]), r["v"]) for r in want)
+
+    def loaded(self, schema, ds):
+        """The first load is over: the state row says so."""
+        st = state_row(self.pg, ds, schema) if table_exists(self.pg, "druid_syncd_state", schema) else None
+        return st is not None and st.get("initial_load") is False
+
+    def diagnosis(self, schema, ds, want):
+        """Per day: rows wanted and stored (for failure messages)."""
+        if not table_exists(self.pg, ds, schema):
+            return "no table"
+        have = dict(self.pg.psql("SELECT (extract(epoch FROM date_trunc('day', __time)) * 1000)::bigint::text,"
+                                 " count(*)::text FROM %s GROUP BY 1" % tbl(ds, schema)))
+        wanted = collections.Counter(str(iso_ms(r["__time"]) // DAY * DAY) for r in want)
+        out = []
+        for d in sorted(set(wanted) | set(have), key=int):
+            if str(wanted.get(d, 0)) != have.get(d, "0"):
+                out.append("%s: want %d have %s" % (ms_iso(int(d)), wanted.get(d, 0), have.get(d, "0")))
+        return "\n".join(out) or "(every day has its count)"
+
+    def wait_loaded(self, schema, ds, want, timeout, what):
+        """Waits until the state row leaves its first load and the table is exact."""
+        def ok():
+            return (self.loaded(schema, ds)
+                    and self.pg.scalar("SELECT count(*) FROM %s" % tbl(ds, schema)) == str(len(want))
+                    and self.got(schema, ds) == self.counter(want))
+        t0 = time.time()
+        try:
+            wait_for(ok, timeout=timeout, interval=0.25, what=what)
+        except AssertionError:
+            raise AssertionError("%s: not done within %.0f s: state %r, rows %s of %d\n%s\n%s"
+                                 % (what, timeout, state_row(self.pg, ds, schema),
+                                    self.pg.scalar("SELECT count(*) FROM %s" % tbl(ds, schema))
+                                    if table_exists(self.pg, ds, schema) else None,
+                                    len(want), self.diagnosis(schema, ds, want), self.logs()))
+        return time.time() - t0
+
+    def assert_exact(self, schema, ds, want):
+        self.assertEqual(self.got(schema, ds), self.counter(want),
+                         "%s differs from what Druid served\n%s" % (ds, self.diagnosis(schema, ds, want)))
+        total, ids = self.pg.psql("SELECT count(*), count(DISTINCT _druid_id) FROM %s" % tbl(ds, schema))[0]
+        self.assertEqual(int(total), len(want), "%s holds rows flagged deleted or extra" % ds)
+        self.assertEqual(int(ids), int(total), "an id is twice in %s" % ds)
+        self.assertTrue(self.loaded(schema, ds), state_row(self.pg, ds, schema))
+
+    def commits(self, inst, ds, text=None):
+        """Commit lines of ds in inst's log: dicts (slice, rows, who, epoch, helping, unit, cepoch)."""
+        out = []
+        for m in COMMIT_RE.finditer(inst.log() if text is None else text):
+            if m.group(1) != ds:
+                continue
+            out.append({"slice": int(m.group(2)), "rows": int(m.group(3)), "who": m.group(4),
+                        "epoch": m.group(5) and int(m.group(5)), "helping": bool(m.group(6)),
+                        "unit": m.group(7), "cepoch": m.group(8) and int(m.group(8))})
+        return out
+
+    def assert_tokens(self, ds):
+        """Every (chunk unit, epoch) a commit was fenced with was taken by exactly the instance
+        that committed with it (its own log says it took it), and by nobody else."""
+        used = collections.defaultdict(set)
+        taken = collections.defaultdict(set)
+        for inst in self.insts:
+            text = inst.log()
+            for c in self.commits(inst, ds, text):
+                self.assertEqual(c["who"], inst.name, "a commit line of %s names %s" % (inst.name, c["who"]))
+                if c["unit"]:
+                    used[(c["unit"], c["cepoch"])].add(inst.name)
+            for d, who, unit, ep, _ in CHUNK_HOLDS_RE.findall(text):
+                if d == ds:
+                    self.assertEqual(who, inst.name)
+                    taken[(unit, int(ep))].add(who)
+        self.assertTrue(used, "no commit fenced by a chunk unit (log_level debug)")
+        for tok, who in taken.items():
+            self.assertEqual(len(who), 1, "chunk token %r taken by %r" % (tok, who))
+        for tok, who in used.items():
+            self.assertEqual(len(who), 1, "chunk token %r committed with by %r" % (tok, who))
+            self.assertEqual(who, taken.get(tok, set()),
+                             "chunk token %r committed with by %r, taken by %r" % (tok, who, taken.get(tok)))
+        return used
+
+    def assert_no_chunk_held(self, schema):
+        try:
+            wait_for(lambda: not self.live_chunks(schema), timeout=2 * LEASE, interval=0.2,
+                     what="no chunk unit held")
+        except AssertionError:
+            raise AssertionError("chunk units still held after the first load: %r\n%s"
+                                 % (self.live_chunks(schema), self.logs()))
+
+    def assert_index_once(self, ds):
+        n = {i.name: i.log().count("%s: %s" % (ds, DONE)) for i in self.insts}
+        self.assertEqual(sum(n.values()), 1, "'first load done' lines per instance: %r" % n)
+        return [k for k, v in n.items() if v][0]
+
+    def held_chunk(self, schema, owner, timeout=20, dirty=None):
+        """Waits for a chunk unit held alive by owner (and dirty, when asked): its row."""
+        def pick():
+            rs = [r for r in self.live_chunks(schema, owner) if dirty is None or r["dirty"] == dirty]
+            return rs[0] if rs else None
+        return wait_for(pick, timeout=timeout, interval=0.03, what="a chunk unit held by %s" % owner)
+
+    # ---- tests ----
+
+    def test_1_three_instances_share_one_first_load(self):
+        schema, ds = "cs_three", "big"
+        want = self.load(ds, 40)
+        t0 = time.time()
+        holder, helpers = self.start_shared(schema, ds, ["th-a", "th-b", "th-c"])
+        self.wait_loaded(schema, ds, want, 120, "the shared first load")
+        took = time.time() - t0
+        self.assert_exact(schema, ds, want)
+        self.assertEqual(self.assert_index_once(ds), holder.name, "the index was built by a helper")
+        self.assert_no_chunk_held(schema)
+        per = {}
+        for i in self.insts:
+            cs = self.commits(i, ds)
+            per[i.name] = len(cs)
+            self.assertGreater(len(cs), 0, "%s committed no slice of %s\n%s" % (i.name, ds, self.logs()))
+            if i is holder:
+                self.assertTrue(all(not c["helping"] and c["epoch"] is not None and c["unit"] for c in cs),
+                                "the holder's commit lines must name its lease epoch and chunk: %r" % cs[:3])
+            else:
+                self.assertTrue(all(c["helping"] and c["unit"] for c in cs),
+                                "a helper's commit lines must say helping and name the chunk: %r" % cs[:3])
+                helped = [m for m in HELPED_RE.findall(i.log()) if m[0] == ds]
+                self.assertTrue(helped, "%s never logged what it helped with" % i.name)
+                self.assertTrue(all(m[1] == holder.name for m in helped), helped)
+                self.assertEqual(sum(int(m[3]) for m in helped), len(cs),
+                                 "%s: helped-with slices differ from its commit lines" % i.name)
+        rows = {i.name: sum(c["rows"] for c in self.commits(i, ds)) for i in self.insts}
+        self.assertEqual(sum(rows.values()), len(want), "rows committed %r, %d served" % (rows, len(want)))
+        self.assert_tokens(ds)
+        for i in self.insts:
+            self.assertTrue(i.alive(), self.logs())
+        for i in self.insts:
+            self.assertEqual(i.stop(), 0, i.log()[-3000:])
+        print("\n  three instances: first load of %d rows in %.1f s; slices per instance %r, rows %r"
+              % (len(want), took, per, rows))
+
+    def helper_mid_chunk(self, schema, helpers, timeout=20):
+        """Waits for a helper holding a chunk it has read part of (dirty: its slices committed
+        some of the chunk, whose ledger row is not written yet): (helper, its row)."""
+        def pick():
+            by = {h.name: h for h in helpers if h.alive()}
+            for r in self.live_chunks(schema):
+                if r["owner"] in by and r["dirty"]:
+                    return by[r["owner"]], r
+            return None
+        try:
+            return wait_for(pick, timeout=timeout, interval=0.02, what="a helper in the middle of a chunk")
+        except AssertionError:
+            raise AssertionError("no helper seen holding a chunk it had read part of: %r\n%s"
+                                 % (self.chunk_rows(schema), self.logs()))
+
+    def unit_now(self, schema, unit):
+        rs = self.chunk_rows(schema, "unit = %s" % sqlstr(unit))
+        return rs[0] if rs else None
+
+    def test_2_sigkill_a_helper_mid_chunk(self):
+        schema, ds = "cs_kill", "bigk"
+        want = self.load(ds, 30)
+        holder, helpers = self.start_shared(schema, ds, ["kl-a", "kl-b", "kl-c"])
+        victim, r = self.helper_mid_chunk(schema, helpers)
+        victim.kill()
+        t_kill = time.time()
+        at_kill = self.unit_now(schema, r["unit"])
+        self.assertEqual(at_kill["owner"], victim.name, "the unit changed hands before the kill: %r" % at_kill)
+        left = at_kill["expires"] - float(self.pg.scalar("SELECT extract(epoch FROM clock_timestamp())"))
+        rest = [i for i in self.insts if i is not victim]
+
+        def taken():
+            u = self.unit_now(schema, r["unit"])
+            return u if u["owner"] not in (None, victim.name) and u["epoch"] > at_kill["epoch"] else None
+
+        try:
+            u = wait_for(taken, timeout=4 * LEASE + 5, interval=0.05, what="the dead helper's chunk taken over")
+        except AssertionError:
+            raise AssertionError("%s (dirty, held by the killed %s) not taken over: %r\n%s"
+                                 % (r["unit"], victim.name, self.unit_now(schema, r["unit"]), self.logs(rest)))
+        took = time.time() - t_kill
+        self.assertGreaterEqual(u["acquired"], at_kill["expires"],
+                                "%s taken at %.3f, before the killed helper's lease expired at %.3f"
+                                % (r["unit"], u["acquired"], at_kill["expires"]))
+        taker = next(i for i in rest if i.name == u["owner"])
+        takes = [m for m in CHUNK_HOLDS_RE.findall(taker.log()) if m[2] == r["unit"] and int(m[3]) == u["epoch"]]
+        self.assertEqual(len(takes), 1, "%s's log does not say it took %s at epoch %d\n%s"
+                         % (taker.name, r["unit"], u["epoch"], self.logs([taker])))
+        self.assertIn("dirty: its range is emptied first", takes[0][4],
+                      "%s took the dead helper's half-read %s without emptying it" % (taker.name, r["unit"]))
+        self.wait_loaded(schema, ds, want, 90, "the first load after a helper's SIGKILL")
+        self.assert_exact(schema, ds, want)
+        self.assert_index_once(ds)
+        self.assert_tokens(ds)
+        self.assert_no_chunk_held(schema)
+        for i in rest:
+            self.assertTrue(i.alive(), self.logs())
+            self.assertEqual(i.stop(), 0, i.log()[-3000:])
+        print("\n  SIGKILL of %s mid-chunk: its lease had %.2f s left, %s taken over by %s after %.2f s"
+              " (%.2f s after the expiry)" % (victim.name, left, r["unit"], taker.name, took,
+                                             u["acquired"] - at_kill["expires"]))
+
+    def test_3_sigstop_a_helper_past_its_lease(self):
+        schema, ds = "cs_stop", "bigs"
+        want = self.load(ds, 30)
+        holder, helpers = self.start_shared(schema, ds, ["st-a", "st-b", "st-c"])
+        frozen, r = self.helper_mid_chunk(schema, helpers)
+        frozen.freeze()
+        t_freeze = time.time()
+        held = self.live_chunks(schema, frozen.name)
+        tokens = {(x["unit"], x["epoch"]) for x in held}
+        self.assertIn((r["unit"], r["epoch"]), tokens, "the unit changed hands before the freeze")
+        rest = [i for i in self.insts if i is not frozen]
+
+        def taken():
+            u = self.unit_now(schema, r["unit"])
+            return u if u["owner"] not in (None, frozen.name) and u["epoch"] > r["epoch"] else None
+
+        try:
+            u = wait_for(taken, timeout=4 * LEASE + 5, interval=0.05, what="the frozen helper's chunk taken over")
+        except AssertionError:
+            raise AssertionError("%s (held by the frozen %s) not taken over: %r\n%s"
+                                 % (r["unit"], frozen.name, self.unit_now(schema, r["unit"]), self.logs(rest)))
+        took = time.time() - t_freeze
+        # every unit it held is past its lease; the others went on meanwhile
+        wait_for(lambda: not self.live_chunks(schema, frozen.name), timeout=2 * LEASE, interval=0.1,
+                 what="every unit of the frozen helper expired")
+        time.sleep(1.0)
+        mark = len(frozen.log())
+        frozen.cont()
+        self.wait_loaded(schema, ds, want, 90, "the first load after a helper's freeze and resume")
+        self.assert_exact(schema, ds, want)
+        time.sleep(LEASE)  # the resumed helper's slices in flight end one way or the other
+        after = frozen.log()[mark:]
+        stale = [c for c in self.commits(frozen, ds, after) if (c["unit"], c["cepoch"]) in tokens]
+        self.assertEqual(stale, [], "the resumed %s committed with chunk tokens it held before its freeze"
+                         "\n%s" % (frozen.name, after[-4000:]))
+        noticed = re.search(r"%s: instance %s lost a chunk lease.*|%s: slice \d+ rolled back by the fence.*"
+                            % (ds, frozen.name, ds), after)
+        self.assertTrue(noticed, "the resumed helper never noticed it lost its chunks\n" + after[-4000:])
+        self.assert_index_once(ds)
+        self.assert_tokens(ds)
+        self.assert_no_chunk_held(schema)
+        for i in self.insts:
+            self.assertTrue(i.alive(), self.logs())
+            self.assertEqual(i.stop(), 0, i.log()[-3000:])
+        self.assert_exact(schema, ds, want)
+        print("\n  SIGSTOP of %s holding %d chunk units: %s taken over after %.2f s; after the resume:"
+              " %d commits, none with its old tokens; it logged: %s"
+              % (frozen.name, len(tokens), r["unit"], took, len(self.commits(frozen, ds, after)),
+                 noticed.group(0)[:300]))
+
+    def test_4_sigterm_a_helper_gives_its_chunks_back(self):
+        schema, ds = "cs_term", "bigt"
+        want = self.load(ds, 30)
+        holder, helpers = self.start_shared(schema, ds, ["tm-a", "tm-b", "tm-c"])
+        leaving, r = self.helper_mid_chunk(schema, helpers)
+        held = self.live_chunks(schema, leaving.name)
+        t0 = time.time()
+        self.assertEqual(leaving.stop(), 0, leaving.log()[-3000:])
+        exit_took = time.time() - t0
+        mine = self.pg.psql("SELECT unit, epoch::text FROM %s WHERE owner = %s"
+                            % (tbl("druid_syncd_leases", schema), sqlstr(leaving.name)))
+        self.assertEqual(mine, [], "%s still owns units after its clean stop (held before: %r)\n%s"
+                         % (leaving.name, [x["unit"] for x in held], leaving.log()[-3000:]))
+        for x in held:
+            u = self.unit_now(schema, x["unit"])
+            if u["owner"] is not None:  # taken again since: before the old lease would have run out
+                self.assertLess(u["acquired"], x["expires"] + 0.001, (x, u))
+        rest = [i for i in self.insts if i is not leaving]
+        self.wait_loaded(schema, ds, want, 90, "the first load after a helper's clean stop")
+        self.assert_exact(schema, ds, want)
+        self.assert_index_once(ds)
+        self.assert_tokens(ds)
+        self.assert_no_chunk_held(schema)
+        for i in rest:
+            self.assertTrue(i.alive(), self.logs())
+            self.assertEqual(i.stop(), 0, i.log()[-3000:])
+        print("\n  SIGTERM of %s holding %d chunk units: exited after %.2f s, every unit given back"
+              % (leaving.name, len(held), exit_took))
+
+
+if __name__ == "__main__":
+    harness.main()
