@@ -105,8 +105,7 @@ struct claimx {
     size_t *items; /* the items whose units this claim takes */
 };
 
-static void claim_answered(void *ud, const char *err, const struct pglease_chunk_got *got,
-                           size_t n)
+static void claim_answered(void *ud, const char *err, const struct pglease_chunk_got *got, size_t n)
 {
     struct claimx *x = ud;
     struct dsync *d = x->d;
@@ -123,7 +122,8 @@ static void claim_answered(void *ud, const char *err, const struct pglease_chunk
     for (size_t k = 0; k < x->n; k++)
         d->cu[x->items[k]].claiming = false;
     if (err) {
-        log_event(LOG_LVL_WARNING, "lease", LOG_FIELDS(.datasource = d->name, .error_kind = "lease"),
+        log_event(LOG_LVL_WARNING, "lease",
+                  LOG_FIELDS(.datasource = d->name, .error_kind = "lease"),
                   "%s: claiming the chunk leases of slice %zu failed: %s; it is tried again later",
                   d->name, idx + 1, err);
         other = true;
@@ -221,8 +221,11 @@ bool chunklease_start(struct dsync *d, size_t idx)
         fps[x->n] = w->snap != SIZE_MAX && w->snap < d->nsnapc ? d->snapc[w->snap].fp : "";
         x->items[x->n++] = i;
     }
-    struct pglease_chunk_req rq = {d->name, lease_owner(s), s->cfg->lease_seconds, x->n, units,
-                                   lo,      hi,             fps};
+    /* a table rebuilt from scratch (dropped or emptied behind our back while its ledger
+     * stayed, or rewritten for a new id scheme) has ledger rows from before: none of them
+     * says a chunk is read (a table new with its ledger has none) */
+    struct pglease_chunk_req rq = {
+        d->name, lease_owner(s), s->cfg->lease_seconds, x->n, units, lo, hi, fps, !d->ledger_stale};
     st->status = LEDGER_RUNNING;
     d->running++;
     d->outstanding++;
@@ -286,8 +289,8 @@ void chunklease_describe(const struct dsync *d, size_t idx, char *out, size_t n)
         return;
     }
     if (more)
-        snprintf(out, n, "%s epoch %" PRId64 " and %zu more", d->cu[first].unit,
-                 d->cu[first].epoch, more);
+        snprintf(out, n, "%s epoch %" PRId64 " and %zu more", d->cu[first].unit, d->cu[first].epoch,
+                 more);
     else
         snprintf(out, n, "%s epoch %" PRId64, d->cu[first].unit, d->cu[first].epoch);
 }
@@ -316,8 +319,8 @@ bool chunklease_wait_away(struct dsync *d)
     if (!d->chunk_units || d->away == 0 || d->helping || d->failed || s->stopping ||
         d->lease_handover || d->lease_gone)
         return false;
-    log_debug("lease", "%s: %zu slices left to other instances; checking again in %.1f s",
-              d->name, d->away, recheck_seconds(s));
+    log_debug("lease", "%s: %zu slices left to other instances; checking again in %.1f s", d->name,
+              d->away, recheck_seconds(s));
     cycle_call_later(d, recheck_seconds(s), recheck, NULL, NULL);
     return true;
 }

@@ -129,6 +129,7 @@ static void cycle_reset(struct dsync *d)
     d->table_reset = false;
     d->migrating = false;
     d->counts_mode = false;
+    d->ledger_stale = false;
     d->prep_attempts = 0;
     free(d->slices);
     d->slices = NULL;

@@ -479,6 +479,7 @@ enum {
     ST_CATALOG,
     ST_HOLDER,
     ST_LEASE_UNTIL,
+    ST_CHUNKS_BY,
 };
 
 static bool selected(const struct config *cfg, const struct opts *o, const char *ds)
@@ -557,17 +558,25 @@ static int cmd_status(struct pg *p, const struct opts *o)
         /* which instance works on it now (a lease alive by the database's clock) */
         struct buf l = BUF_INIT;
         qtable(&l, p->cfg, PGLEASE_TABLE);
-        buf_printf(
-            &b,
-            "(SELECT l.owner FROM %s l WHERE l.unit = '" PGLEASE_DS_PREFIX
-            "' || st.datasource AND l.expires_at > clock_timestamp()),"
-            " (SELECT " TS_SQL(
-                "l.expires_at") " FROM %s l WHERE l.unit = '" PGLEASE_DS_PREFIX
-                                "' || st.datasource AND l.expires_at > clock_timestamp()) FROM ",
-            l.data, l.data);
+        buf_printf(&b,
+                   "(SELECT l.owner FROM %s l WHERE l.unit = '" PGLEASE_DS_PREFIX
+                   "' || st.datasource AND l.expires_at > clock_timestamp()),"
+                   " (SELECT " TS_SQL(
+                       "l.expires_at") " FROM %s l WHERE l.unit = '" PGLEASE_DS_PREFIX
+                                       "' || st.datasource AND l.expires_at > clock_timestamp()),"
+                                       /* a first load read by several instances: who reads how many
+                                          of its chunks */
+                                       " (SELECT string_agg(c.owner || ':' || c.n, ',' ORDER BY "
+                                       "c.owner) FROM (SELECT"
+                                       " l.owner, count(*) AS n FROM %s l WHERE l.datasource = "
+                                       "st.datasource AND l.unit"
+                                       " LIKE '" PGLEASE_CHUNK_PREFIX
+                                       "%%' AND l.expires_at > clock_timestamp() GROUP BY"
+                                       " l.owner) AS c) FROM ",
+                   l.data, l.data, l.data);
         buf_free(&l);
     } else {
-        buf_puts(&b, "NULL, NULL FROM ");
+        buf_puts(&b, "NULL, NULL, NULL FROM ");
     }
     qtable(&b, p->cfg, STATE_TABLE);
     buf_puts(&b, " AS st ORDER BY st.datasource");
@@ -620,17 +629,19 @@ static int cmd_status(struct pg *p, const struct opts *o)
                 json_object_new_boolean(strcmp(PQgetvalue(r, i, ST_CATALOG), "t") == 0));
             add_str(x, "held_by", val(r, i, ST_HOLDER));
             add_str(x, "lease_expires", val(r, i, ST_LEASE_UNTIL));
+            add_str(x, "chunks_read_by", val(r, i, ST_CHUNKS_BY));
             json_object_array_add(arr, x);
             continue;
         }
         char lag[32] = "-";
         if (val(r, i, ST_LAG))
             fmt_age(lag, sizeof lag, strtod(val(r, i, ST_LAG), NULL));
-        char st[256], holder[256];
+        char st[256], holder[256], cby[512];
         log_sanitize(st, sizeof st, status ? status : "-");
         log_sanitize(holder, sizeof holder, val(r, i, ST_HOLDER) ? val(r, i, ST_HOLDER) : "");
+        log_sanitize(cby, sizeof cby, val(r, i, ST_CHUNKS_BY) ? val(r, i, ST_CHUNKS_BY) : "");
         printf("%s: status=%s mode=%s detection=%s rows=%s cursor=%s lag=%s chunks_pending=%s "
-               "chunks_postponed=%s last_success=%s paused=%s%s%s held_by=%s last_error=%s\n",
+               "chunks_postponed=%s last_success=%s paused=%s%s%s held_by=%s%s%s last_error=%s\n",
                name, st, val(r, i, ST_MODE) ? val(r, i, ST_MODE) : "-",
                val(r, i, ST_DETECT) ? val(r, i, ST_DETECT) : "-", PQgetvalue(r, i, ST_ROWS),
                cur[0] ? cur : "-", lag, PQgetvalue(r, i, ST_PENDING),
@@ -638,7 +649,7 @@ static int cmd_status(struct pg *p, const struct opts *o)
                val(r, i, ST_SUCCESS) ? val(r, i, ST_SUCCESS) : "never", paused ? "yes" : "no",
                val(r, i, ST_RESYNC) ? " resync_requested=" : "",
                val(r, i, ST_RESYNC) ? val(r, i, ST_RESYNC) : "", holder[0] ? holder : "-",
-               err ? errs : "-");
+               cby[0] ? " chunks_read_by=" : "", cby, err ? errs : "-");
     }
     PQclear(r);
     rc = failed ? EXIT_FAILED : EXIT_DONE;

@@ -389,9 +389,12 @@ static void on_ledger(void *ud, const char *err, const struct pgsink_chunk *c, s
                     "records %" PRId64 " rows in %zu chunks; rebuilding it from Druid",
                     d->name, stored, n);
         n = 0;
+        d->ledger_stale = true;
     }
-    if (d->migrating)
+    if (d->migrating && n > 0) {
         n = 0; /* every chunk is read again: the ids change */
+        d->ledger_stale = true;
+    }
     to_ledger_chunks(d, c, n);
     struct ledger_opts o = {time_now_ms(), (int64_t)(s->cfg->realtime_reread_seconds * 1000.0),
                             false};

@@ -43,12 +43,12 @@ struct delayed {
 /* A chunk unit of this cycle (chunklease.c): one per work item of a first load read under
  * chunk units, so that several instances read the chunks of one datasource. */
 struct chunk_unit {
-    char *unit;                 /* "chunk:NAME:START_MS" */
-    int64_t epoch;              /* the token it was taken at */
-    uint64_t valid_until;       /* loop time: not trusted after this without a renewal */
-    bool held;                  /* taken in this cycle and not given back */
-    bool dirty;                 /* taken dirty: its slices empty their ranges first */
-    bool claiming;              /* a claim with it is in flight */
+    char *unit;           /* "chunk:NAME:START_MS" */
+    int64_t epoch;        /* the token it was taken at */
+    uint64_t valid_until; /* loop time: not trusted after this without a renewal */
+    bool held;            /* taken in this cycle and not given back */
+    bool dirty;           /* taken dirty: its slices empty their ranges first */
+    bool claiming;        /* a claim with it is in flight */
 };
 
 struct dsync {
@@ -115,6 +115,8 @@ struct dsync {
     bool table_reset;           /* the table was created or found empty at prepare */
     bool migrating;             /* its rows carry ids of an older scheme: read everything again */
     bool counts_mode;           /* segments unreadable: buckets compared with PostgreSQL */
+    bool ledger_stale;          /* its ledger rows predate the table's rows (rebuilt): none
+                                 * says a chunk is read */
     struct cmpq *cmps;          /* bucket comparisons in flight (planning.c) */
     struct cmpq *cmp_orphans;   /* ... cancelled, still waiting for PostgreSQL's answer */
     struct ledger_chunk *snapc; /* this cycle's snapshot chunks */
@@ -147,13 +149,13 @@ struct dsync {
     uint64_t lease_wait_start;  /* --once: when it began waiting for another's unit, 0 none */
     char lease_holder[192];     /* the other holder last seen, "" none */
     /* chunk units (chunklease.c): a first load's chunks claimed one slice at a time */
-    bool chunk_units;       /* this cycle reads its chunks under chunk units */
-    bool helping;           /* another instance holds d: this cycle only reads free chunks */
-    bool help_said;         /* "helping" was logged for the current holder */
-    struct chunk_unit *cu;  /* per work item (nwork), with chunk_units */
-    size_t away;            /* slices left to other instances, not resolved yet */
-    size_t slice_off;       /* slices are started from this one on (helpers spread out) */
-    size_t helped_slices;   /* slices this help cycle committed */
+    bool chunk_units;      /* this cycle reads its chunks under chunk units */
+    bool helping;          /* another instance holds d: this cycle only reads free chunks */
+    bool help_said;        /* "helping" was logged for the current holder */
+    struct chunk_unit *cu; /* per work item (nwork), with chunk_units */
+    size_t away;           /* slices left to other instances, not resolved yet */
+    size_t slice_off;      /* slices are started from this one on (helpers spread out) */
+    size_t helped_slices;  /* slices this help cycle committed */
 };
 
 struct sched {

@@ -496,9 +496,10 @@ void pgsink_chunk_claim(struct pgsink *s, const struct pglease_chunk_req *rq, pg
     qname(&ins, schema, PGLEASE_TABLE);
     /* a new row's first token is the clock in ms: a row deleted once its first load ended
      * and created again later never hands out a token an older process may still hold */
-    buf_puts(&ins, " (unit, datasource, range_lo, range_hi, epoch, renewed_at) VALUES ($1, $2,"
-                   " $3::bigint, $4::bigint, (extract(epoch FROM clock_timestamp()) * 1000)::bigint,"
-                   " clock_timestamp()) ON CONFLICT (unit) DO NOTHING");
+    buf_puts(&ins,
+             " (unit, datasource, range_lo, range_hi, epoch, renewed_at) VALUES ($1, $2,"
+             " $3::bigint, $4::bigint, (extract(epoch FROM clock_timestamp()) * 1000)::bigint,"
+             " clock_timestamp()) ON CONFLICT (unit) DO NOTHING");
     buf_puts(&take, "UPDATE ");
     qname(&take, schema, PGLEASE_TABLE);
     buf_puts(&take, " SET epoch = epoch + 1, acquired_at = clock_timestamp(), owner = $2,"
@@ -535,7 +536,8 @@ void pgsink_chunk_claim(struct pgsink *s, const struct pglease_chunk_req *rq, pg
                  " ON c.start_ms = p.lo AND c.end_ms = p.hi AND c.fingerprint = p.fp"
                  " WHERE c.datasource = $1 AND c.state IN ('synced', 'pending')");
     const char *pd[4] = {rq->datasource, los.data, his.data, fps.data};
-    pgjob_sql(j, b.data, 4, pd, chunk_done_hook);
+    if (rq->check_done)
+        pgjob_sql(j, b.data, 4, pd, chunk_done_hook);
     buf_reset(&b);
     buf_puts(&b, "SELECT unit, owner FROM ");
     qname(&b, schema, PGLEASE_TABLE);
@@ -553,15 +555,15 @@ void pgsink_chunk_claim(struct pgsink *s, const struct pglease_chunk_req *rq, pg
 }
 
 void pglease_chunk_fence_lit(struct buf *b, const char *schema, const char *owner_lit,
-                             const char *const *unit_lits, const int64_t *epochs,
-                             const bool *clean, size_t n)
+                             const char *const *unit_lits, const int64_t *epochs, const bool *clean,
+                             size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         pglease_fence_lit(b, schema, unit_lits[i], owner_lit, epochs[i]);
         buf_puts(b, "; UPDATE ");
         qname(b, schema, PGLEASE_TABLE);
-        buf_printf(b, " SET dirty = %s WHERE unit = %s AND dirty <> %s; ", clean[i] ? "false" : "true",
-                   unit_lits[i], clean[i] ? "false" : "true");
+        buf_printf(b, " SET dirty = %s WHERE unit = %s AND dirty <> %s; ",
+                   clean[i] ? "false" : "true", unit_lits[i], clean[i] ? "false" : "true");
     }
 }
 

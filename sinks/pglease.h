@@ -104,6 +104,7 @@ struct pglease_chunk_req {
     const char *const *units;
     const int64_t *lo, *hi;
     const char *const *fingerprint; /* the chunk as planned: done when the ledger has it */
+    bool check_done; /* false: the ledger is not trusted (the table was rebuilt): never done */
 };
 struct pglease_chunk_got {
     bool granted;       /* this owner holds it now, at epoch */
@@ -149,8 +150,8 @@ void pgsink_chunks_write_fenced(struct pgsink *s, const char *datasource,
  * and the units quoted by the caller): each unit fenced at its epoch and marked dirty, or
  * clean where clean[i] (its ledger row commits in the same transaction). Ends with "; ". */
 void pglease_chunk_fence_lit(struct buf *b, const char *schema, const char *owner_lit,
-                             const char *const *unit_lits, const int64_t *epochs,
-                             const bool *clean, size_t n);
+                             const char *const *unit_lits, const int64_t *epochs, const bool *clean,
+                             size_t n);
 
 /* Gives the units back (owner and expiry cleared; the epoch stays, so a later take bumps it). */
 void pgsink_lease_release(struct pgsink *s, const char *owner, const char *const *units, size_t n,

@@ -328,8 +328,8 @@ static int fence_commit(struct pgsink_slice *sl, struct buf *b)
             ul[i] = u[i].data;
         }
         if (rc == 0)
-            pglease_chunk_fence_lit(b, sl->s->cfg->destination_schema, o.data, ul,
-                                    sl->chunk_epochs, sl->chunk_clean, sl->nchunks);
+            pglease_chunk_fence_lit(b, sl->s->cfg->destination_schema, o.data, ul, sl->chunk_epochs,
+                                    sl->chunk_clean, sl->nchunks);
         for (size_t i = 0; i < sl->nchunks; i++)
             buf_free(&u[i]);
         free(u);

@@ -1793,8 +1793,7 @@ static bool fence_refuses(struct pgsink_slice *sl, struct pgerr *e)
         snprintf(owner, sizeof owner, "%s", sl->chunk_owner);
         for (size_t i = 0; i < sl->ncunits; i++) {
             struct flease *l = fl_row(sl->cunits[i], false);
-            if (!(l && fl_alive(l) && strcmp(l->owner, owner) == 0 &&
-                  l->epoch == sl->cepochs[i])) {
+            if (!(l && fl_alive(l) && strcmp(l->owner, owner) == 0 && l->epoch == sl->cepochs[i])) {
                 fl_refused++;
                 char m[300];
                 snprintf(m, sizeof m, "lease of %s lost (fake fence)", sl->cunits[i]);
@@ -1907,6 +1906,7 @@ struct flchunk {
     char units[16][160];
     int64_t lo[16], hi[16];
     char fp[16][64];
+    bool check_done;
     pglease_chunk_cb cb;
     void *ud;
 };
@@ -1937,7 +1937,7 @@ static void run_chunk_claim(void *arg)
             got[i].granted = true;
             got[i].epoch = l->epoch;
             got[i].dirty = l->dirty;
-            for (size_t j = 0; j < nledger; j++)
+            for (size_t j = 0; x->check_done && j < nledger; j++)
                 if (ledger[j].start_ms == x->lo[i] && ledger[j].end_ms == x->hi[i] &&
                     strcmp(ledger[j].fp, x->fp[i]) == 0 &&
                     (strcmp(ledger[j].state, "synced") == 0 ||
@@ -1961,6 +1961,7 @@ void pgsink_chunk_claim(struct pgsink *s, const struct pglease_chunk_req *rq, pg
     snprintf(x->owner, sizeof x->owner, "%s", rq->owner);
     x->ttl = rq->ttl;
     x->n = rq->n;
+    x->check_done = rq->check_done;
     for (size_t i = 0; i < rq->n; i++) {
         snprintf(x->units[i], sizeof x->units[i], "%s", rq->units[i]);
         x->lo[i] = rq->lo[i];

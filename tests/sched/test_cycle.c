@@ -1115,7 +1115,6 @@ static int reset(void **state)
     return 0;
 }
 
-
 /* ---- chunk units: several instances read one first load ---- */
 /* fake_io.c's chunk block */
 int fake_chunk_claims(void);
