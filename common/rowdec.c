@@ -20,7 +20,7 @@
 
 struct rowdec {
     struct rowenc_value *v;
-    size_t *term; /* per value: where its terminating NUL goes in the line, or SIZE_MAX */
+    size_t *term; /* where terminating NULs go in the line, at most one per value */
     size_t vcap;
     char *s; /* scratch: escaped strings decoded, JSON texts of arrays and objects */
     size_t scap;
@@ -433,7 +433,7 @@ static int reserve(struct rowdec *d, size_t nv, size_t len)
 static int decode(struct rowdec *d, char *line, size_t len, size_t *nout)
 {
     const char *p = line, *end = line + len;
-    size_t nv = 0, cost = DRUID_COST_VALUE + DRUID_COST_ARRAY;
+    size_t nv = 0, nt = 0, cost = DRUID_COST_VALUE + DRUID_COST_ARRAY;
     char *o = d->s;
     if (len < 2 || *p++ != '[')
         return SLOW;
@@ -444,9 +444,7 @@ static int decode(struct rowdec *d, char *line, size_t len, size_t *nout)
             if (nv >= d->vcap && reserve(d, nv, 0))
                 return SLOW;
             struct rowenc_value *v = &d->v[nv];
-            size_t *term = &d->term[nv];
             nv++;
-            *term = SIZE_MAX;
             if (p == end)
                 return SLOW;
             switch (*p) {
@@ -456,7 +454,7 @@ static int decode(struct rowdec *d, char *line, size_t len, size_t *nout)
                 if (p < end && *p == '"') { /* no escape: the string stays in the line */
                     *v = (struct rowenc_value){
                         .kind = ROWENC_V_STRING, .plain = true, .p = s, .n = (size_t)(p - s)};
-                    *term = (size_t)(p - line);
+                    d->term[nt++] = (size_t)(p - line);
                     p++;
                     break;
                 }
@@ -498,7 +496,7 @@ static int decode(struct rowdec *d, char *line, size_t len, size_t *nout)
                 if (number(&p, end, v))
                     return SLOW;
                 if (v->p)
-                    *term = (size_t)(p - line);
+                    d->term[nt++] = (size_t)(p - line);
             }
             if (p == end)
                 return SLOW;
@@ -513,9 +511,8 @@ static int decode(struct rowdec *d, char *line, size_t len, size_t *nout)
     }
     if (p != end || cost > DRUID_ROW_TREE_MAX)
         return SLOW; /* json-c reports it, or the limit does, as before */
-    for (size_t k = 0; k < nv; k++)
-        if (d->term[k] != SIZE_MAX)
-            line[d->term[k]] = '\0';
+    for (size_t k = 0; k < nt; k++)
+        line[d->term[k]] = '\0';
     *nout = nv;
     return 0;
 }

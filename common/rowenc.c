@@ -1744,14 +1744,20 @@ int rowenc_encode_values(struct rowenc *e, const struct rowenc_value *vals, size
     int64_t inc = INT64_MIN;
     int rc = -1;
     memset(&e->pend, 0, sizeof e->pend);
+    /* Room for every field taking the fast path below (at most its text, a tab and 31 more
+     * bytes), made once for the row and again after a field written by encode_value (which
+     * may move the buffer): the cursor o runs over fields without a check or a store. */
+    size_t room = 40;
+    for (size_t i = 0; i < n; i++)
+        room += vals[i].n + 32;
+    out_room(out, room);
+    char *o = out->data + out->len;
     for (size_t i = 0; i < n; i++) {
         const struct rowenc_value *v = &vals[i];
         struct canon *c = &e->canon[i];
         /* The common values (NULL, a plain string in a text column, an integer in a bigint
-         * or text column, Druid's own timestamp form) are written here through a cursor,
-         * into room made once for the field; the rest by encode_value. */
-        out_room(out, v->n + 32);
-        char *o = out->data + out->len;
+         * or text column, Druid's own timestamp form) are written here through the cursor;
+         * the rest by encode_value. */
         if (i)
             *o++ = '\t';
         enum pgtype t = e->cols[i].type;
@@ -1786,12 +1792,13 @@ int rowenc_encode_values(struct rowenc *e, const struct rowenc_value *vals, size
             out->len = (size_t)(o - out->data);
             if ((rc = encode_value(e, i, v, out, err, errlen)) != 0)
                 goto undo;
+            out_room(out, room);
             o = out->data + out->len;
         }
-        out->len = (size_t)(o - out->data);
         if ((int)i == e->inc_col && (rc = inc_value(e, v, &inc, err, errlen)) != 0)
             goto undo;
     }
+    out->len = (size_t)(o - out->data);
     out_room(out, 40);
     if (e->with_id) {
         if (n)
