@@ -74,7 +74,8 @@ struct rowenc {
     size_t ncols;
     struct rowenc_column *cols; /* names owned */
     size_t *name_len;
-    size_t *by_name; /* column indexes in ascending byte order of name */
+    size_t names_total; /* the sum of name_len + 1 (a name and its NUL) */
+    size_t *by_name;    /* column indexes in ascending byte order of name */
     int inc_col;
     bool with_id;
     struct canon *canon;        /* per column, this row */
@@ -113,6 +114,7 @@ struct rowenc *rowenc_new(const struct rowenc_column *cols, size_t ncols, int in
         if (!e->cols[i].name)
             goto oom;
         e->name_len[i] = strlen(e->cols[i].name);
+        e->names_total += e->name_len[i] + 1;
     }
     /* Insertion sort: column counts are small and this runs once per slice at most. */
     for (size_t i = 0; i < ncols; i++) {
@@ -1470,6 +1472,19 @@ static void hw_json(struct hashw *h, const char *text, size_t n)
     }
 }
 
+/* u as 8 bytes big-endian at o; returns the end. */
+static inline char *put_be64(char *o, uint64_t u)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    u = __builtin_bswap64(u);
+    memcpy(o, &u, 8);
+#else
+    for (int i = 0; i < 8; i++)
+        o[i] = (char)(u >> (56 - 8 * i));
+#endif
+    return o + 8;
+}
+
 /* hw_int's bytes into room already made (at most 26): tag 'N', the length, "[-]DeX". */
 static char *hw_int_at(char *o, bool neg, uint64_t u)
 {
@@ -1497,7 +1512,9 @@ static char *hw_int_at(char *o, bool neg, uint64_t u)
     return o;
 }
 
-static void hash_field(struct rowenc *e, size_t col)
+/* *sure: room was made for every common class of the row at once (put_id), until a field
+ * of another class writes with its own checks. */
+static void hash_field(struct rowenc *e, size_t col, bool *sure)
 {
     struct hashw *h = &e->hw;
     const struct canon *c = &e->canon[col];
@@ -1505,7 +1522,8 @@ static void hash_field(struct rowenc *e, size_t col)
     /* the common classes are written in one go, into room made once */
     switch (c->kind) {
     case CK_STR: {
-        hw_room(h, nl + 11 + c->n);
+        if (!*sure)
+            hw_room(h, nl + 11 + c->n);
         char *o = textscan_copy(h->b + h->n, e->cols[col].name, nl);
         *o++ = TAG_STRING;
         o = hw_varint_at(o, c->n);
@@ -1515,7 +1533,8 @@ static void hash_field(struct rowenc *e, size_t col)
     }
     case CK_INTTEXT: {
         /* the digits as they are: at most 20 and a sign, no leading zero, not "-0" */
-        hw_room(h, nl + 32);
+        if (!*sure)
+            hw_room(h, nl + 32);
         char *o = textscan_copy(h->b + h->n, e->cols[col].name, nl);
         const char *d0 = c->p, *d1 = c->p + c->n;
         bool neg = *d0 == '-';
@@ -1543,7 +1562,8 @@ static void hash_field(struct rowenc *e, size_t col)
     }
     case CK_INT:
     case CK_UINT: {
-        hw_room(h, nl + 32);
+        if (!*sure)
+            hw_room(h, nl + 32);
         char *o = textscan_copy(h->b + h->n, e->cols[col].name, nl);
         bool neg = c->kind == CK_INT && c->i < 0;
         o = hw_int_at(o, neg, neg ? (uint64_t)0 - (uint64_t)c->i : (uint64_t)c->i);
@@ -1551,18 +1571,19 @@ static void hash_field(struct rowenc *e, size_t col)
         return;
     }
     case CK_TS: {
-        hw_room(h, nl + 9);
+        if (!*sure)
+            hw_room(h, nl + 9);
         char *o = textscan_copy(h->b + h->n, e->cols[col].name, nl);
         uint64_t u = (uint64_t)c->i;
         *o++ = TAG_TIME;
-        for (int i = 0; i < 8; i++)
-            *o++ = (char)(u >> (56 - 8 * i));
+        o = put_be64(o, u);
         h->n = (size_t)(o - h->b);
         return;
     }
     default:
         break;
     }
+    *sure = false;
     hw_put(h, e->cols[col].name, nl);
     switch (c->kind) {
     case CK_NULL: /* not reached: left out by the caller */
@@ -1640,16 +1661,20 @@ static uint64_t occ_next(struct rowenc *e, XXH128_hash_t h)
     return 0;
 }
 
-static void put_id(struct rowenc *e, struct buf *out)
+/* room: at least the sum over fields of the value's length and 32, which with the names
+ * bounds what the common classes write (hash_field). */
+static void put_id(struct rowenc *e, struct buf *out, size_t room)
 {
     /* Content hash over non-NULL fields in name order: a new all-NULL column, or a
      * reordering of columns, leaves every id unchanged. */
     struct hashw *h = &e->hw;
     h->n = 0;
+    hw_room(h, e->names_total + room);
+    bool sure = true;
     for (size_t k = 0; k < e->ncols; k++) {
         size_t c = e->by_name[k];
         if (e->canon[c].kind != CK_NULL)
-            hash_field(e, c);
+            hash_field(e, c, &sure);
     }
     XXH128_hash_t content = XXH3_128bits(h->b ? h->b : "", h->n);
     if (h->cap > HW_KEEP) {
@@ -1662,8 +1687,7 @@ static void put_id(struct rowenc *e, struct buf *out)
     XXH128_canonical_t canon;
     XXH128_canonicalFromHash(&canon, content);
     memcpy(in, canon.digest, 16);
-    for (int i = 0; i < 8; i++)
-        in[16 + i] = (uint8_t)(n >> (56 - 8 * i));
+    put_be64((char *)in + 16, n);
     XXH128_canonicalFromHash(&canon, XXH3_128bits(in, sizeof in));
     uint8_t *id = canon.digest;
     id[6] = (uint8_t)((id[6] & 0x0f) | 0x80); /* version 8: custom (RFC 9562) */
@@ -1803,7 +1827,7 @@ int rowenc_encode_values(struct rowenc *e, const struct rowenc_value *vals, size
     if (e->with_id) {
         if (n)
             out->data[out->len++] = '\t';
-        put_id(e, out);
+        put_id(e, out, room);
     }
     out->data[out->len++] = '\n';
     out->data[out->len] = '\0';
