@@ -385,6 +385,13 @@ static void on_initial_load_done(void *ud, const char *err)
         snprintf(d->err, sizeof d->err,
                  "building the primary key and range index after the first load failed: %s", err);
         d->failed = true;
+    } else if (d->incremental) {
+        /* the load's newest row (other instances may have read the last chunks) */
+        int64_t m = pgsink_initial_load_newest(d->s->sink, d->sink_key);
+        if (m != INT64_MIN && (d->end_cursor_ms == INT64_MIN || m > d->end_cursor_ms))
+            d->end_cursor_ms = m;
+        if (m != INT64_MIN && m > d->cursor_ms)
+            d->cursor_ms = m;
     }
     record_cycle_end(d);
 }

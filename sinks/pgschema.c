@@ -770,6 +770,7 @@ static void prep_done(void *ud, const char *err)
         if (!t)
             abort();
         t->datasource = strdup(key);
+        t->loaded_newest_ms = INT64_MIN;
         t->next = s->tables;
         s->tables = t;
     }
@@ -1067,6 +1068,7 @@ struct build {
     char *datasource;
     char *slice_column;
     char dest[SQLIDENT_PG_MAX + 1];
+    int64_t newest_ms; /* the table's newest slice column value, INT64_MIN none */
 };
 
 static void build_free(void *ud)
@@ -1081,8 +1083,10 @@ static void build_done(void *ud, const char *err)
 {
     struct build *x = ud;
     struct dstable *t = pgsink_find_table(x->s, x->datasource);
-    if (!err && t)
+    if (!err && t) {
         t->initial_load = false;
+        t->loaded_newest_ms = x->newest_ms;
+    }
     if (!err)
         log_info("pg", "%s: first load done: primary key and range index built on %s",
                  x->datasource, x->dest);
@@ -1090,9 +1094,33 @@ static void build_done(void *ud, const char *err)
     build_free(x);
 }
 
+static int build_newest_hook(struct pgjob *j, PGresult *res, void *ud, char *err, size_t errlen)
+{
+    (void)j;
+    (void)err;
+    (void)errlen;
+    struct build *x = ud;
+    if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+        x->newest_ms = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    return 0;
+}
+
 static void add_build_end(struct pgjob *j, struct build *x)
 {
     struct buf b = BUF_INIT;
+    if (x->slice_column) {
+        /* the newest row, for the cursor: the load's slices may have been committed by other
+         * instances (chunk units), whose values the holder never saw (one probe of the new
+         * index) */
+        buf_puts(&b, "SELECT floor(extract(epoch FROM max(");
+        sqlident_quote(&b, x->slice_column);
+        buf_puts(&b, ")) * 1000)::bigint FROM ");
+        pgsink_qtable(&b, x->s, x->dest);
+        buf_puts(&b, " WHERE NOT ");
+        sqlident_quote(&b, x->s->col_deleted);
+        pgjob_sql(j, b.data, 0, NULL, build_newest_hook);
+        buf_reset(&b);
+    }
     buf_puts(&b, "UPDATE ");
     pgsink_qtable(&b, x->s, STATE_TABLE);
     buf_puts(&b, " SET initial_load = false, updated_at = now() WHERE datasource = $1");
@@ -1178,6 +1206,12 @@ static int build_state_hook(struct pgjob *j, PGresult *res, void *ud, char *err,
     return 0;
 }
 
+int64_t pgsink_initial_load_newest(const struct pgsink *s, const char *datasource)
+{
+    const struct dstable *t = pgsink_find_table((struct pgsink *)s, datasource);
+    return t ? t->loaded_newest_ms : INT64_MIN;
+}
+
 bool pgsink_initial_load(const struct pgsink *s, const char *datasource)
 {
     const struct dstable *t = pgsink_find_table((struct pgsink *)s, datasource);
@@ -1197,6 +1231,7 @@ void pgsink_finish_initial_load(struct pgsink *s, const char *datasource, pgsink
     x->s = s;
     x->cb = cb;
     x->ud = ud;
+    x->newest_ms = INT64_MIN;
     x->datasource = strdup(datasource);
     x->slice_column = t->slice_column ? strdup(t->slice_column) : NULL;
     if (!x->datasource || (t->slice_column && !x->slice_column))

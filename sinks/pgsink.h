@@ -114,6 +114,9 @@ bool pgsink_initial_load(const struct pgsink *s, const char *datasource);
  * cleared. Call once every chunk of the first sync is committed and recorded. Calls cb at
  * once when the table is not in its initial load. */
 void pgsink_finish_initial_load(struct pgsink *s, const char *datasource, pgsink_cb cb, void *ud);
+/* After pgsink_finish_initial_load succeeded: the newest value of the slice column among the
+ * table's live rows in epoch ms (INT64_MIN none or not known). */
+int64_t pgsink_initial_load_newest(const struct pgsink *s, const char *datasource);
 
 /* ---- resync: the rebuild beside the live table ----
  * A prepare with req->resync records the rebuild's start in the state row (resync_started,

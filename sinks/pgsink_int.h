@@ -31,7 +31,9 @@ struct dstable {
      * datasource; NULL for a live table */
     char *live_dest;
     char *state_key;
-    bool initial_load; /* created without key and range index, first load under way */
+    bool initial_load;        /* created without key and range index, first load under way */
+    int64_t loaded_newest_ms; /* when the first load ended here: its newest slice column value
+                               * (INT64_MIN none) */
 };
 
 struct writer {

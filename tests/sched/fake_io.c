@@ -1491,6 +1491,19 @@ static void run_il(void *arg)
     free(o);
 }
 
+int64_t pgsink_initial_load_newest(const struct pgsink *s, const char *datasource)
+{
+    (void)s;
+    (void)datasource;
+    if (il_builds == 0)
+        return INT64_MIN;
+    int64_t m = INT64_MIN;
+    for (size_t i = 0; i < nstored; i++)
+        if (stored[i].ts > m)
+            m = stored[i].ts;
+    return m;
+}
+
 void pgsink_finish_initial_load(struct pgsink *s, const char *datasource, pgsink_cb cb, void *ud)
 {
     (void)s;

@@ -1132,23 +1132,24 @@ static const char *day_unit(int d)
     return u[d];
 }
 
-/* Another live instance holds day 2's chunk: the holder reads days 1 and 3, leaves day 2
+/* Another live instance holds day 3's chunk: the holder reads days 1 and 2, leaves day 3
  * alone while it is held, and, once the other has read and recorded it and let it go, finds
- * it done without reading it; then the first load ends (index built once), exact. */
+ * it done without reading it; then the first load ends (index built once), exact, with the
+ * cursor at the newest row (which only the other instance saw). */
 static void test_chunk_left_to_other_then_done(void **state)
 {
     (void)state;
     struct run r;
-    rows_3_days();
+    int64_t max = rows_3_days();
     fake_druid_segments(true, "v1", false);
-    fake_lease_take(day_unit(1), "other", 1e9);
+    fake_lease_take(day_unit(2), "other", 1e9);
     start(&r, 300, 4, true);
     fake_run(10000);
-    assert_false(r.finished); /* waiting for day 2 */
+    assert_false(r.finished); /* waiting for day 3 */
     assert_int_equal(fake_druid_queries("ORDER BY"), 2);
     assert_int_equal(fake_sink_rows(), 500);
     assert_int_equal(fake_il_builds(), 0);
-    assert_string_equal(fake_lease_owner(day_unit(1)), "other");
+    assert_string_equal(fake_lease_owner(day_unit(2)), "other");
     /* the chunks it read were given back once recorded, not at the end of the cycle */
     assert_int_equal(fake_chunk_units_held("me"), 0);
     assert_string_equal(fake_ledger_state(T0), "synced");
@@ -1156,12 +1157,12 @@ static void test_chunk_left_to_other_then_done(void **state)
     fake_run(fake_now() + 5000);
     assert_true(fake_chunk_claims() > claims); /* it keeps asking */
     /* the other instance reads day 2, records it and gives its unit back */
-    fake_other_reads(day_unit(1));
-    fake_lease_take(day_unit(1), "other", 0);
+    fake_other_reads(day_unit(2));
+    fake_lease_take(day_unit(2), "other", 0);
     fake_run(FOREVER);
     assert_true(r.finished);
     assert_int_equal(r.code, 0);
-    assert_int_equal(fake_druid_queries("ORDER BY"), 2); /* day 2 never read here */
+    assert_int_equal(fake_druid_queries("ORDER BY"), 2); /* day 3 never read here */
     assert_int_equal(fake_sink_rows(), 750);
     assert_each_row_once(0, 750);
     assert_int_equal(fake_il_builds(), 1);
@@ -1169,6 +1170,8 @@ static void test_chunk_left_to_other_then_done(void **state)
     assert_int_equal(fake_il_synced_at_build(), 3);
     assert_int_equal(fake_chunk_units_held("me"), 0);
     assert_string_equal(fake_sink_status(), "ok");
+    /* the cursor is the newest row, which the other instance read */
+    assert_true(fake_sink_cursor() == max);
     finish(&r);
 }
 
