@@ -319,6 +319,18 @@ class ChunkShareTest(EnvTestCase):
         want = self.load(ds, 40)
         t0 = time.time()
         holder, helpers = self.start_shared(schema, ds, ["th-a", "th-b", "th-c"])
+
+        # what an operator sees meanwhile: who holds the datasource, who reads how many chunks
+        def sharing():
+            p = harness.run_bin(["status", "--json", "-c", holder.path], timeout=60)
+            e = next((e for e in json.loads(p.stdout or "[]") if e["datasource"] == ds), {})
+            by = dict(x.rsplit(":", 1) for x in (e.get("chunks_read_by") or "").split(",") if x)
+            return e if e.get("held_by") == holder.name and len(by) >= 2 else None
+        seen = wait_for(sharing, timeout=60, interval=0.3, what="status naming two chunk readers or more")
+        self.assertTrue(all(int(n) >= 1 for n in
+                            (x.rsplit(":", 1)[1] for x in seen["chunks_read_by"].split(","))), seen)
+        plain = harness.run_bin(["status", "-c", holder.path], timeout=60).stdout
+        self.assertRegex(plain, r"%s: .* held_by=%s( chunks_read_by=\S+)? " % (ds, holder.name))
         self.wait_loaded(schema, ds, want, 120, "the shared first load")
         took = time.time() - t0
         self.assert_exact(schema, ds, want)
@@ -358,12 +370,9 @@ class ChunkShareTest(EnvTestCase):
                 wait_for(lambda: cursor() == newest, timeout=2 * LEASE, interval=0.5, what="the cursor")
             except AssertionError:
                 raise AssertionError(
-                    "DAEMON BUG (reported to the lead): after the first load read by three instances, `status`"
-                    " shows cursor %s (state row cursor %s) though every row up to %s is committed; one"
-                    " instance alone ends at %s. The holder's cursor comes from the prefix of its own"
-                    " slices (ledger_prefix_max): slices read by helpers count with max_seen INT64_MIN, so"
-                    " the cursor (and the lag `status` derives from it) stays at the newest row the holder"
-                    " read itself; newest chunk read by the holder: %s, by the helpers: %s."
+                    "after the first load read by three instances, `status` shows cursor %s (state row"
+                    " cursor %s) though every row up to %s is committed (one instance alone ends at %s);"
+                    " newest chunk read by the holder: %s, by the helpers: %s."
                     % (cursor(), st["cursor"], newest, newest, newest_read(holder),
                        [newest_read(h) for h in helpers])) from None
         for i in self.insts:
