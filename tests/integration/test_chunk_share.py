@@ -10,7 +10,8 @@ take part. What an operator checks in the logs, the lease table, the state row a
    done" line in all the logs), no chunk unit is left held, and every (unit, epoch) token was
    committed by exactly the instance whose log says it took it; the state row counts every slice
    and row once, and its cursor (what `status` shows) is the newest row, as after a load by one
-   instance alone (a subtest; it fails with the daemon of 0582766: see its message).
+   instance alone (a subtest; it failed before ca4d988); meanwhile `status` names the holder
+   (held_by) and two chunk readers or more (chunks_read_by).
 2. a helper SIGKILLed while it holds a chunk: the chunk is taken over only after its lease
    expired, with a new epoch (the taker's log says "dirty" when the dead one had committed part
    of it); the table ends exact.
