@@ -14,6 +14,8 @@ autovacuum off for the run) and the Druid test server (tests/druid_sim/druid_sim
    "SELECT druid_syncd_fence(unit, owner, epoch)" before COMMIT; the lease table and the
    fence function are the ones the real binary creates (a --once of a tiny datasource).
    One client, and four clients fencing the same unit (one datasource's four slices).
+1b. Chunk units (a first load read by several instances): the claim transaction of one chunk
+   (pgbench, 1 and 4 clients), its WAL, and a commit's chunk fence with its dirty mark.
 2. Renewal cost: the renewal transaction exactly as sinks/pglease.c sends it (BEGIN with
    the SET LOCAL limits; UPDATE ... FROM unnest(text[], bigint[]); the census count; COMMIT) for
    1, 100, 1,000 and 10,000 units held, in a lease table of 10,000 datasource units and 100
@@ -277,6 +279,77 @@ def part_fence(pg, bench, db, secs, reps, out):
         ("WAL of the fence (bytes per slice: the row lock)", "%.0f" % (wal["fenced"] - wal["plain"])),
     ]
     return lines
+
+
+# -- 1b. chunk units ------------------------------------------------------------------------
+
+CHUNKS = '"druid"."druid_syncd_chunks"'
+
+
+def part_chunk_claim(pg, bench, db, secs, reps, out):
+    """A first load read by several instances claims its chunks' units slice by slice
+    (sinks/pglease.c, pgsink_chunk_claim: the row inserted if missing, the take, the ledger
+    check, the holders; one transaction) and fences each commit by them (the fence and the
+    dirty mark). pgbench clients are instances claiming random chunks of a 10,000-chunk load
+    whose first half is in the ledger."""
+    pg.psql("DELETE FROM %s WHERE unit LIKE 'chunk:bench:%%'" % LEASES, db=db)
+    # the ledger as sinks/pgchunks.c creates it (the set-up datasource is not read by chunks)
+    pg.psql("CREATE TABLE IF NOT EXISTS %s (datasource text NOT NULL, chunk_start text NOT NULL,"
+            " chunk_end text NOT NULL, start_ms bigint NOT NULL, end_ms bigint NOT NULL,"
+            " fingerprint text NOT NULL, druid_rows bigint, stored_rows bigint NOT NULL DEFAULT 0,"
+            " state text NOT NULL, synced_at timestamptz, postponed_since timestamptz,"
+            " PRIMARY KEY (datasource, start_ms, end_ms))" % CHUNKS, db=db)
+    pg.psql("DELETE FROM %s WHERE datasource = 'bench'" % CHUNKS, db=db)
+    pg.psql("INSERT INTO %s (datasource, chunk_start, chunk_end, start_ms, end_ms, fingerprint, stored_rows,"
+            " state) SELECT 'bench', i::text, (i + 1)::text, i::bigint * 3600000, (i::bigint + 1) * 3600000, 'fp' || i, 100,"
+            " 'synced' FROM generate_series(0, 4999) i" % CHUNKS, db=db)
+    unit = "'chunk:bench:' || (:k::bigint * 3600000)"
+    claim = bench.script(
+        "\\set k random(0, 9999)\n"
+        "BEGIN \\; %s;\n"
+        "INSERT INTO %s (unit, datasource, range_lo, range_hi, epoch, renewed_at) VALUES (%s, 'bench',"
+        " :k::bigint * 3600000, (:k::bigint + 1) * 3600000, (extract(epoch FROM clock_timestamp()) * 1000)::bigint,"
+        " clock_timestamp()) ON CONFLICT (unit) DO NOTHING;\n"
+        "UPDATE %s SET epoch = epoch + 1, acquired_at = clock_timestamp(), owner = 'bench-' || :client_id,"
+        " renewed_at = clock_timestamp(), expires_at = clock_timestamp() + make_interval(secs => 30),"
+        " range_lo = :k::bigint * 3600000, range_hi = (:k::bigint + 1) * 3600000 WHERE unit = %s AND (owner ="
+        " 'bench-' || :client_id OR owner IS NULL OR expires_at IS NULL OR expires_at <= clock_timestamp())"
+        " RETURNING epoch, dirty;\n"
+        "SELECT c.start_ms, c.end_ms FROM %s AS c JOIN unnest(ARRAY[:k::bigint * 3600000]::bigint[],"
+        " ARRAY[(:k::bigint + 1) * 3600000]::bigint[], ARRAY['fp' || :k]::text[]) AS p(lo, hi, fp)"
+        " ON c.start_ms = p.lo AND c.end_ms = p.hi AND c.fingerprint = p.fp"
+        " WHERE c.datasource = 'bench' AND c.state IN ('synced', 'pending');\n"
+        "SELECT unit, owner FROM %s WHERE unit = ANY(ARRAY[%s]);\n"
+        "COMMIT;\n" % (SET_LOCAL.replace(";", " \\;"), LEASES, unit, LEASES, unit, CHUNKS, LEASES, unit))
+    # a commit's chunk fence: the fence function on the unit, then its dirty mark
+    pg.psql("INSERT INTO %s (unit, datasource, owner, epoch, expires_at, range_lo, range_hi)"
+            " VALUES ('chunk:bench:fenced', 'bench', 'bench-owner', 7, clock_timestamp() + interval '1 day',"
+            " 0, 1) ON CONFLICT (unit) DO UPDATE SET owner = 'bench-owner', epoch = 7,"
+            " expires_at = clock_timestamp() + interval '1 day'" % LEASES, db=db)
+    fence = bench.script("BEGIN \\; %s \\; SELECT %s('chunk:bench:fenced', 'bench-owner', 7) \\;"
+                         " UPDATE %s SET dirty = true WHERE unit = 'chunk:bench:fenced' AND dirty <> true"
+                         " \\; COMMIT;\n" % (SET_LOCAL.replace(";", " \\;"), FENCE, LEASES))
+    bare = bench.script("BEGIN \\; %s \\; COMMIT;\n" % SET_LOCAL.replace(";", " \\;"))
+    R = {k: [] for k in ("c1", "c4", "f1", "b1")}
+    for _rep in range(reps):
+        R["c1"].append(bench.run(db, [(claim, 1)], clients=1, secs=secs)["lat_ms"])
+        r = bench.run(db, [(claim, 1)], clients=4, secs=secs)
+        R["c4"].append(r["lat_ms"])
+        R["f1"].append(1e3 * bench.run(db, [(fence, 1)], clients=1, secs=secs)["lat_ms"])
+        R["b1"].append(1e3 * bench.run(db, [(bare, 1)], clients=1, secs=secs)["lat_ms"])
+    checkpoint(pg, db)
+    a = wal_lsn(pg, db)
+    bench.run(db, [(claim, 1)], txns=2000)
+    wal = wal_diff(pg, db, a, wal_lsn(pg, db)) / 2000
+    d = [f - b for f, b in zip(R["f1"], R["b1"])]
+    out["chunk_claim_ms"] = med(R["c1"])
+    out["chunk_fence_us"] = med(d)
+    return [
+        ("chunk claim, one unit, 1 client (ms per transaction, 6 round trips)", fig(R["c1"], "%.2f")),
+        ("chunk claim, one unit, 4 clients at once (ms per transaction)", fig(R["c4"], "%.2f")),
+        ("WAL per chunk claim (bytes)", "%.0f" % wal),
+        ("chunk fence and dirty mark in a commit (us, paired difference)", fig(d, "%.1f")),
+    ]
 
 
 # -- 2. renewal -----------------------------------------------------------------------------
@@ -773,6 +846,8 @@ def main():
         if "1" in a.only:
             sections.append(("1. fence cost per slice (pgbench, %d s per run, %d reps)" % (secs, a.reps),
                              part_fence(pg, bench, db, secs, a.reps, out)))
+            sections.append(("1b. chunk units of a shared first load (pgbench, %d s per run, %d reps)"
+                             % (secs, a.reps), part_chunk_claim(pg, bench, db, secs, a.reps, out)))
             print("part 1 done (%.0f s)" % (time.time() - t_start), flush=True)
         if "2" in a.only:
             if "1" not in a.only:
