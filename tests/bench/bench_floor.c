@@ -15,13 +15,14 @@
  *
  *   bench_floor --url http://127.0.0.1:PORT/druid/v2/sql --queries FILE --fetch-rows N
  *               --pg CONNINFO --table SCHEMA.TABLE --copy FILE [--parallel 4] [--writers 2]
- *               [--max-copy-rows 1000000] [--part fetch|copy|both|all]
+ *               [--max-copy-rows 1000000] [--part fetch|copy|both|all] [--curl-buffer B]
  *
  * FILE of --queries: one JSON request body per line (the daemon's slice queries). N: the
  * rows those responses hold (the test server's log says). --copy: COPY text; at most
  * --max-copy-rows of its rows are read (into memory). Prints per part a line
  *   FLOOR part=P rows=R user=U sys=S wall=W
- * (U and S in CPU-s per million rows) and a readable line. */
+ * (U and S in CPU-s per million rows) and a readable line. --curl-buffer sets
+ * CURLOPT_BUFFERSIZE (default: curl's own, as the daemon), to measure what it would save. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -60,6 +61,7 @@ struct fetch {
     uint64_t bytes;
     struct curl_slist *hdr;
     const char *url;
+    long curl_buffer; /* CURLOPT_BUFFERSIZE, 0: curl's default (as the daemon) */
     bool done;
 };
 
@@ -195,6 +197,8 @@ static void fetch_start_more(struct fetch *f)
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 305000L);
         curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
         curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+        if (f->curl_buffer)
+            curl_easy_setopt(e, CURLOPT_BUFFERSIZE, f->curl_buffer);
         if (curl_multi_add_handle(f->multi, e) != CURLM_OK)
             die("%s", "curl_multi_add_handle failed");
         f->inflight++;
@@ -369,17 +373,13 @@ int main(int argc, char **argv)
     int parallel = 4, writers = 2;
     double fetch_rows = 0;
     size_t max_copy_rows = 1000000;
-    static const struct option opts[] = {{"url", 1, 0, 'u'},
-                                         {"queries", 1, 0, 'q'},
-                                         {"fetch-rows", 1, 0, 'n'},
-                                         {"pg", 1, 0, 'p'},
-                                         {"table", 1, 0, 't'},
-                                         {"copy", 1, 0, 'c'},
-                                         {"parallel", 1, 0, 'j'},
-                                         {"writers", 1, 0, 'w'},
-                                         {"part", 1, 0, 'x'},
-                                         {"max-copy-rows", 1, 0, 'm'},
-                                         {0, 0, 0, 0}};
+    long curl_buffer = 0;
+    static const struct option opts[] = {{"url", 1, 0, 'u'},         {"queries", 1, 0, 'q'},
+                                         {"fetch-rows", 1, 0, 'n'},  {"pg", 1, 0, 'p'},
+                                         {"table", 1, 0, 't'},       {"copy", 1, 0, 'c'},
+                                         {"parallel", 1, 0, 'j'},    {"writers", 1, 0, 'w'},
+                                         {"part", 1, 0, 'x'},        {"max-copy-rows", 1, 0, 'm'},
+                                         {"curl-buffer", 1, 0, 'b'}, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -413,6 +413,9 @@ int main(int argc, char **argv)
         case 'm':
             max_copy_rows = (size_t)atoll(optarg);
             break;
+        case 'b':
+            curl_buffer = atol(optarg);
+            break;
         default:
             die("%s", "usage: see the header of tests/bench/bench_floor.c");
         }
@@ -429,7 +432,7 @@ int main(int argc, char **argv)
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
     uv_loop_t *loop = uv_default_loop();
-    struct fetch f = {.parallel = parallel, .url = url};
+    struct fetch f = {.parallel = parallel, .url = url, .curl_buffer = curl_buffer};
     if (do_fetch) {
         fetch_init(&f, loop);
         size_t qlen, qn;
