@@ -102,8 +102,10 @@ void pgchunks_sql_insert(struct buf *b, const struct pgsink *s, const char *ds, 
                 " WHERE c.fingerprint IS NOT NULL");
 }
 
-void pgsink_chunks_write(struct pgsink *s, const char *datasource, const struct pgsink_chunk *c,
-                         size_t n, pgsink_cb cb, void *ud)
+/* The rows replaced by chunk, then the fence (f: chunk units, else the datasource's); the
+ * job's COMMIT follows. */
+static void chunks_write(struct pgsink *s, const char *datasource, const struct pgsink_chunk *c,
+                         size_t n, const struct pglease_units *f, pgsink_cb cb, void *ud)
 {
     struct pgjob *j = pgsink_job(s, cb, ud);
     char *json = pgchunks_json(c, n);
@@ -114,29 +116,26 @@ void pgsink_chunks_write(struct pgsink *s, const char *datasource, const struct 
     buf_reset(&b);
     pgchunks_sql_insert(&b, s, "$1", "$2");
     pgjob_sql(j, b.data, 2, p, NULL);
-    pglease_add_fence(j, s, datasource); /* the job's COMMIT follows */
+    if (f)
+        pglease_add_unit_fences(j, s, f);
+    else
+        pglease_add_fence(j, s, datasource);
     buf_free(&b);
     free(json);
     pgjob_submit(s->control, j);
+}
+
+void pgsink_chunks_write(struct pgsink *s, const char *datasource, const struct pgsink_chunk *c,
+                         size_t n, pgsink_cb cb, void *ud)
+{
+    chunks_write(s, datasource, c, n, NULL, cb, ud);
 }
 
 void pgsink_chunks_write_fenced(struct pgsink *s, const char *datasource,
                                 const struct pgsink_chunk *c, size_t n,
                                 const struct pglease_units *f, pgsink_cb cb, void *ud)
 {
-    struct pgjob *j = pgsink_job(s, cb, ud);
-    char *json = pgchunks_json(c, n);
-    const char *p[2] = {datasource, json};
-    struct buf b = BUF_INIT;
-    pgchunks_sql_delete(&b, s, "$1", "$2");
-    pgjob_sql(j, b.data, 2, p, NULL);
-    buf_reset(&b);
-    pgchunks_sql_insert(&b, s, "$1", "$2");
-    pgjob_sql(j, b.data, 2, p, NULL);
-    pglease_add_unit_fences(j, s, f); /* the job's COMMIT follows */
-    buf_free(&b);
-    free(json);
-    pgjob_submit(s->control, j);
+    chunks_write(s, datasource, c, n, f, cb, ud);
 }
 
 struct chunks_read {

@@ -133,6 +133,21 @@ struct pgsink_slice {
 static void slice_step(struct pgsink_slice *sl);
 static void slice_on_result(void *ud, PGresult *res, const char *err);
 
+static void free_chunk_fence(struct pgsink_slice *sl)
+{
+    for (size_t i = 0; i < sl->nchunks; i++)
+        free(sl->chunk_units[i]);
+    free(sl->chunk_units);
+    free(sl->chunk_epochs);
+    free(sl->chunk_clean);
+    free(sl->chunk_owner);
+    sl->chunk_units = NULL;
+    sl->chunk_epochs = NULL;
+    sl->chunk_clean = NULL;
+    sl->chunk_owner = NULL;
+    sl->nchunks = 0;
+}
+
 static void slice_free(struct pgsink_slice *sl)
 {
     if (sl->live_prev)
@@ -147,12 +162,7 @@ static void slice_free(struct pgsink_slice *sl)
     free(sl->view.slice_column);
     free(sl->cursor);
     free(sl->chunks_json);
-    for (size_t i = 0; i < sl->nchunks; i++)
-        free(sl->chunk_units[i]);
-    free(sl->chunk_units);
-    free(sl->chunk_epochs);
-    free(sl->chunk_clean);
-    free(sl->chunk_owner);
+    free_chunk_fence(sl);
     free(sl->fence_unit);
     free(sl->fence_owner);
     buf_free(&sl->pending);
@@ -731,12 +741,7 @@ void pgsink_slice_set_replace(struct pgsink_slice *sl, bool replace)
 void pgsink_slice_fence_chunks(struct pgsink_slice *sl, const struct pglease_units *f,
                                const bool *clean)
 {
-    for (size_t i = 0; i < sl->nchunks; i++)
-        free(sl->chunk_units[i]);
-    free(sl->chunk_units);
-    free(sl->chunk_epochs);
-    free(sl->chunk_clean);
-    free(sl->chunk_owner);
+    free_chunk_fence(sl);
     size_t n = f->n;
     sl->nchunks = n;
     sl->chunk_units = calloc(n ? n : 1, sizeof *sl->chunk_units);
