@@ -159,8 +159,7 @@ static void claim_answered(void *ud, const char *err, const struct pglease_chunk
         release_range(d, w0, w1, taken);
     } else if (other) {
         release_range(d, w0, w1, taken);
-        st->away = true;
-        d->away++;
+        chunklease_away(d, idx);
         if (holder)
             log_debug("lease", "%s: slice %zu left to instance %s (it holds one of its chunks)",
                       d->name, idx + 1, holder);
@@ -300,6 +299,12 @@ void chunklease_describe(const struct dsync *d, size_t idx, char *out, size_t n)
 static void recheck(struct dsync *d, void *arg)
 {
     (void)arg;
+    struct sched *s = d->s;
+    d->recheck_pending = false;
+    if (d->failed || s->stopping || d->lease_handover || d->lease_gone) {
+        cycle_maybe_finish(d);
+        return;
+    }
     size_t n = 0;
     for (size_t i = 0; i < d->nslices; i++)
         if (d->slices[i].away) {
@@ -313,6 +318,29 @@ static void recheck(struct dsync *d, void *arg)
     cycle_maybe_finish(d);
 }
 
+static void recheck_drop(struct dsync *d, void *arg)
+{
+    (void)arg;
+    d->recheck_pending = false;
+}
+
+/* The holder asks again every few seconds, also while its other slices run: a chunk whose
+ * reader died is taken over soon after its lease expired, not at the end of the load. */
+static void schedule_recheck(struct dsync *d)
+{
+    if (d->recheck_pending || d->helping)
+        return; /* a helper reads what is free and is done */
+    d->recheck_pending = true;
+    cycle_call_later(d, recheck_seconds(d->s), recheck, recheck_drop, NULL);
+}
+
+void chunklease_away(struct dsync *d, size_t idx)
+{
+    d->slices[idx].away = true;
+    d->away++;
+    schedule_recheck(d);
+}
+
 bool chunklease_wait_away(struct dsync *d)
 {
     struct sched *s = d->s;
@@ -321,7 +349,7 @@ bool chunklease_wait_away(struct dsync *d)
         return false;
     log_debug("lease", "%s: %zu slices left to other instances; checking again in %.1f s", d->name,
               d->away, recheck_seconds(s));
-    cycle_call_later(d, recheck_seconds(s), recheck, NULL, NULL);
+    schedule_recheck(d);
     return true;
 }
 

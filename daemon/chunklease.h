@@ -43,6 +43,10 @@ void chunklease_fence(struct dsync *d, size_t idx, struct pgsink_slice *sl, cons
  * more"). */
 void chunklease_describe(const struct dsync *d, size_t idx, char *out, size_t n);
 
+/* Slice idx is left to another instance: the holder tries it again in min(lease_seconds / 3,
+ * 2 s), also while its other slices run (the other's lease may expire meanwhile). */
+void chunklease_away(struct dsync *d, size_t idx);
+
 /* Everything planned is done or away: true when the cycle waits for the away slices (a
  * check again is scheduled); false when it may finish. */
 bool chunklease_wait_away(struct dsync *d);

@@ -125,6 +125,7 @@ static void cycle_reset(struct dsync *d)
     d->cu = NULL;
     d->chunk_units = false;
     d->away = d->slice_off = d->helped_slices = 0;
+    d->recheck_pending = false;
     d->nwork = 0;
     d->table_reset = false;
     d->migrating = false;

@@ -154,6 +154,7 @@ struct dsync {
     bool help_said;        /* "helping" was logged for the current holder */
     struct chunk_unit *cu; /* per work item (nwork), with chunk_units */
     size_t away;           /* slices left to other instances, not resolved yet */
+    bool recheck_pending;  /* a check of them again is scheduled */
     size_t slice_off;      /* slices are started from this one on (helpers spread out) */
     size_t helped_slices;  /* slices this help cycle committed */
 };

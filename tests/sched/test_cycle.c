@@ -1204,6 +1204,42 @@ static void test_chunk_taken_over_dirty(void **state)
     finish(&r);
 }
 
+/* The other instance dies while the holder's own slices are still running (their commits
+ * held): the holder does not wait for them to finish before it asks again; it takes the dead
+ * one's chunk soon after its lease expired. */
+static void test_chunk_taken_over_while_busy(void **state)
+{
+    (void)state;
+    struct run r;
+    rows_3_days();
+    fake_druid_segments(true, "v1", false);
+    fake_lease_take(day_unit(0), "other", 3);
+    fake_lease_set_dirty(day_unit(0), true);
+    fake_sink_hold_commits(true);
+    start(&r, 300, 4, true);
+    fake_run(2500);
+    assert_int_equal(fake_sink_held(), 2); /* days 2 and 3, waiting to commit */
+    assert_int_equal(fake_druid_queries("ORDER BY"), 2);
+    fake_run(5500);
+    assert_int_equal(fake_druid_queries("ORDER BY"), 3); /* day 1 taken over meanwhile */
+    assert_int_equal(fake_sink_held(), 3);
+    assert_int_equal(fake_slice_clears(), 1);
+    assert_string_equal(fake_lease_owner(day_unit(0)), "me");
+    fake_sink_hold_commits(false);
+    int64_t los[64];
+    while (fake_sink_held_list(los, 64) > 0) {
+        assert_int_equal(fake_sink_release(los[0]), 0);
+        fake_run(fake_now());
+    }
+    fake_run(FOREVER);
+    assert_true(r.finished);
+    assert_int_equal(r.code, 0);
+    assert_int_equal(fake_sink_rows(), 750);
+    assert_each_row_once(0, 750);
+    assert_int_equal(fake_il_builds(), 1);
+    finish(&r);
+}
+
 /* A chunk unit taken by another instance while the holder's slice is in flight (as if it
  * had expired): that commit is refused by the fence, the cycle stops interrupted without
  * building the index, and the datasource's own lease is kept. */
@@ -1309,6 +1345,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup(test_lease_unrenewed_is_distrusted, reset),
     cmocka_unit_test_setup(test_chunk_left_to_other_then_done, reset),
     cmocka_unit_test_setup(test_chunk_taken_over_dirty, reset),
+    cmocka_unit_test_setup(test_chunk_taken_over_while_busy, reset),
     cmocka_unit_test_setup(test_chunk_fence_refuses_after_takeover, reset),
     cmocka_unit_test_setup(test_helper_reads_free_chunks, reset),
 };
