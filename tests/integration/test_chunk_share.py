@@ -19,16 +19,28 @@ take part. What an operator checks in the logs, the lease table, the state row a
    it commits nothing with the chunk tokens it held before the freeze; the table ends exact.
 4. a helper stopped cleanly (SIGTERM) while it holds chunks gives them back at once (owner
    NULL in the lease table as soon as it exited); the load ends exact.
+5. the kill campaign of issue 10 point 6 on one datasource (36 daily chunks, holder + two
+   helpers): one instance (whichever is seen holding a chunk with its COPY open: the holder
+   or a helper) SIGKILLed, then another SIGSTOPped while it holds a chunk mid-COPY until every
+   unit it held expired, then SIGCONTed, then the third stopped cleanly (exit 0, owns no unit
+   after) and started again under its name; meanwhile appends (new days after the end) and
+   late rows (with an identical twin) into a chunk already read. The table ends exact, no id
+   twice, initial_load false, the index built once; every (unit, epoch) token, chunk units and
+   the datasource's own, was committed with only by the process whose log says it took it (a
+   restarted process counts apart); the frozen one committed nothing after its resume with a
+   token it held before the freeze.
 
 lease_seconds 3, sync_interval_seconds 1, max_concurrent_queries 2, log_level debug.
 """
 import collections
 import json
 import os
+import random
 import re
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 
 import harness
@@ -48,6 +60,7 @@ STALL = 0.5
 COMMIT_RE = re.compile(r"(\S+): slice (\d+) committed: (\d+) rows, .* \(instance (\S+), (?:lease epoch (\d+)|(helping))"
                        r"(?:, (chunk:\S+) epoch (\d+)(?: and (\d+) more)?)?\)")
 CHUNK_HOLDS_RE = re.compile(r"(\S+): instance (\S+) holds chunk lease (\S+) \(epoch (\d+)([^)]*)\)")
+HOLDS_RE = re.compile(r"(\S+): instance (\S+) holds its lease \(epoch (\d+)")
 HELPS = "held by instance %s and in its first load: this instance helps with its chunks"
 HELPED_RE = re.compile(r"(\S+): helped instance (\S+) with its first load for ([\d.]+) s: (\d+) slices, (\d+) rows")
 DONE = "first load done: primary key and range index built"
@@ -71,8 +84,9 @@ def day_rows(days, per_day=80):
 class Inst:
     """One druid-syncd daemon with its own config file (instance_name = name); stderr to a file."""
 
-    def __init__(self, tmp, name, cfg):
+    def __init__(self, tmp, name, cfg, tag=None):
         self.name = name
+        self.tag = tag or name  # a process started again under its name: "name#2"
         self.path = os.path.join(tmp, "cs-%s.json" % name)
         with open(self.path, "w") as f:
             json.dump(dict(cfg, instance_name=name), f)
@@ -270,8 +284,10 @@ class ChunkShareTest(EnvTestCase):
         return out
 
     def assert_tokens(self, ds):
-        """Every (chunk unit, epoch) a commit was fenced with was taken by exactly the instance
-        that committed with it (its own log says it took it), and by nobody else."""
+        """Every (unit, epoch) a commit was fenced with (its chunk units, and the datasource's
+        own unit for the holder) was taken by exactly the process that committed with it (its
+        own log says it took it), and by nobody else. Per process: one started again under its
+        name must not commit with a token its previous run took."""
         used = collections.defaultdict(set)
         taken = collections.defaultdict(set)
         for inst in self.insts:
@@ -279,18 +295,25 @@ class ChunkShareTest(EnvTestCase):
             for c in self.commits(inst, ds, text):
                 self.assertEqual(c["who"], inst.name, "a commit line of %s names %s" % (inst.name, c["who"]))
                 if c["unit"]:
-                    used[(c["unit"], c["cepoch"])].add(inst.name)
+                    used[(c["unit"], c["cepoch"])].add(inst.tag)
+                if c["epoch"] is not None:
+                    used[("ds:" + ds, c["epoch"])].add(inst.tag)
             for d, who, unit, ep, _ in CHUNK_HOLDS_RE.findall(text):
                 if d == ds:
                     self.assertEqual(who, inst.name)
-                    taken[(unit, int(ep))].add(who)
-        self.assertTrue(used, "no commit fenced by a chunk unit (log_level debug)")
+                    taken[(unit, int(ep))].add(inst.tag)
+            for d, who, ep in HOLDS_RE.findall(text):
+                if d == ds:
+                    self.assertEqual(who, inst.name)
+                    taken[("ds:" + ds, int(ep))].add(inst.tag)
+        self.assertTrue(any(u.startswith("chunk:") for u, _ in used),
+                        "no commit fenced by a chunk unit (log_level debug)")
         for tok, who in taken.items():
-            self.assertEqual(len(who), 1, "chunk token %r taken by %r" % (tok, who))
+            self.assertEqual(len(who), 1, "token %r taken by %r" % (tok, who))
         for tok, who in used.items():
-            self.assertEqual(len(who), 1, "chunk token %r committed with by %r" % (tok, who))
+            self.assertEqual(len(who), 1, "token %r committed with by %r" % (tok, who))
             self.assertEqual(who, taken.get(tok, set()),
-                             "chunk token %r committed with by %r, taken by %r" % (tok, who, taken.get(tok)))
+                             "token %r committed with by %r, taken by %r" % (tok, who, taken.get(tok)))
         return used
 
     def assert_no_chunk_held(self, schema):
@@ -541,6 +564,200 @@ class ChunkShareTest(EnvTestCase):
         print("\n  SIGTERM of %s holding %d chunk units: exited after %.2f s, every unit given back"
               % (leaving.name, len(held), exit_took))
 
+
+    # ---- the campaign (issue 10 point 6) on one datasource ----
+
+    def units_of(self, schema, owner):
+        """Every unit owner holds alive by the database's clock (chunk and ds units): {unit: row}."""
+        return {u: {"epoch": int(e), "expires": float(x)} for u, e, x in self.pg.psql(
+            "SELECT unit, epoch::text, extract(epoch FROM expires_at)::text FROM %s WHERE owner = %s"
+            " AND expires_at > clock_timestamp()" % (tbl("druid_syncd_leases", schema), sqlstr(owner)))}
+
+    def copying(self, name):
+        """Backends of instance name with a COPY running (its slice's COPY open)."""
+        return int(self.pg.scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state <> 'idle'"
+            " AND query LIKE 'COPY%%'" % sqlstr("druid-syncd/" + name)))
+
+    def mid_copy(self, schema, candidates, what, timeout=20):
+        """Waits for one of candidates (alive) holding a chunk unit with a COPY open: (inst, units)."""
+        def pick():
+            for i in candidates:
+                if not i.alive():
+                    continue
+                units = self.units_of(schema, i.name)
+                if any(u.startswith("chunk:") for u in units) and self.copying(i.name):
+                    return i, units
+            return None
+        try:
+            return wait_for(pick, timeout=timeout, interval=0.02, what=what)
+        except AssertionError:
+            raise AssertionError("%s: none of %r seen holding a chunk with a COPY open: %r\n%s"
+                                 % (what, [i.name for i in candidates], self.chunk_rows(schema),
+                                    self.logs())) from None
+
+    def test_5_campaign_on_one_datasource(self):
+        schema, ds = "cs_camp", "bigc"
+        days = 36
+        want = self.load(ds, days)
+        end = DAY0 + days * DAY
+
+        # every change of a unit's (owner, epoch), as the lease table had it: takeover delays
+        seen = {}
+        changes = []
+        stop_watch = threading.Event()
+
+        def watch():
+            while not stop_watch.is_set():
+                try:
+                    rows = self.pg.psql("SELECT unit, owner, epoch::text, extract(epoch FROM acquired_at)::text"
+                                        " FROM %s WHERE owner IS NOT NULL" % tbl("druid_syncd_leases", schema))
+                except Exception:  # the table is not there yet
+                    rows = []
+                for u, o, e, a in rows:
+                    if seen.get(u) != (o, e):
+                        seen[u] = (o, e)
+                        changes.append((u, o, int(e), float(a)))
+                stop_watch.wait(0.05)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        self.addCleanup(stop_watch.set)
+
+        def taken_over(units, old_owner):
+            """For each unit old_owner held: the first later (owner, epoch) by someone else,
+            seconds after the old lease expired (None: not seen taken)."""
+            out = {}
+            for u, r in units.items():
+                nxt = next((c for c in changes if c[0] == u and c[1] != old_owner and c[2] > r["epoch"]), None)
+                out[u] = None if nxt is None else (nxt[1], nxt[3] - r["expires"])
+            return out
+
+        def db_now():
+            return float(self.pg.scalar("SELECT extract(epoch FROM clock_timestamp())"))
+
+        def late_rows(tag, n, k0):
+            """n rows (one with an identical twin) inside the earliest chunk the ledger has read and
+            nobody holds: its segments change, so it is read again."""
+            led = [int(x[0]) for x in self.pg.psql(
+                "SELECT start_ms::text FROM %s WHERE datasource = %s AND state = 'synced' ORDER BY start_ms"
+                % (tbl("druid_syncd_chunks", schema), sqlstr(ds)))]
+            busy = {int(r["unit"].rsplit(":", 1)[1]) for r in self.live_chunks(schema)}
+            day = next((d for d in led if d not in busy and d < end), None)
+            self.assertIsNotNone(day, "no chunk read yet to send late rows into: %r %r %r" % (led, self.pg.psql(
+                "SELECT start_ms::text, state FROM %s" % tbl("druid_syncd_chunks", schema)), self.chunk_rows(schema)))
+            add = [{"__time": ms_iso(day + j * 41 * 60000 + 11), "k": k0 + j, "v": "%s%d" % (tag, j)}
+                   for j in range(n)]
+            add.append(dict(add[0]))
+            self.sim.late_append(ds, add)
+            want.extend(add)
+            return ms_iso(day)[:10]
+
+        def append_days(tag, first_day, n_days, per_day, k0):
+            add = [{"__time": ms_iso(end + (first_day + d) * DAY + j * 53 * 60000 + 5), "k": k0 + d * per_day + j,
+                    "v": "%s%d" % (tag, d * per_day + j)} for d in range(n_days) for j in range(per_day)]
+            add.append(dict(add[-1]))
+            self.sim.append(ds, add)
+            want.extend(add)
+
+        t0 = time.time()
+        holder, helpers = self.start_shared(schema, ds, ["cp-a", "cp-b", "cp-c"])
+        every = [holder] + helpers
+        # a few chunks read first (late rows go into one of them)
+        wait_for(lambda: table_exists(self.pg, "druid_syncd_chunks", schema) and int(self.pg.scalar(
+            "SELECT count(*) FROM %s WHERE datasource = %s AND state = 'synced'"
+            % (tbl("druid_syncd_chunks", schema), sqlstr(ds)))) >= 3, timeout=20, interval=0.1,
+            what="three chunks read")
+
+        # 1. SIGKILL one holding a chunk with its COPY open (the holder or a helper)
+        victim, v_units = self.mid_copy(schema, random.sample(every, 3), "an instance mid-slice to kill")
+        victim.kill()
+        t_kill = time.time()
+        v_units = {u: r for u, r in (self.units_of(schema, victim.name) or v_units).items()
+                   if not u.startswith("instance:")}
+        append_days("a", 0, 2, 30, 900000)
+
+        # 2. SIGSTOP another holding a chunk (COPY open), past its lease, then SIGCONT
+        rest = [i for i in every if i is not victim]
+        frozen, _ = self.mid_copy(schema, random.sample(rest, 2), "an instance mid-slice to freeze")
+        frozen.freeze()
+        t_freeze = time.time()
+        f_units = {u: r for u, r in self.units_of(schema, frozen.name).items() if not u.startswith("instance:")}
+        self.assertTrue(any(u.startswith("chunk:") for u in f_units), f_units)
+        tokens = {(u, r["epoch"]) for u, r in f_units.items()}
+        late1 = late_rows("late", 6, 800000)
+        try:
+            wait_for(lambda: not self.units_of(schema, frozen.name), timeout=4 * LEASE, interval=0.1,
+                     what="every unit of the frozen instance expired")
+        except AssertionError:
+            raise AssertionError("units of the frozen %s still alive %.1f s after the freeze: %r"
+                                 % (frozen.name, time.time() - t_freeze, self.units_of(schema, frozen.name)))
+        time.sleep(0.5)
+        frozen_for = time.time() - t_freeze
+        mark = len(frozen.log())
+        frozen.cont()
+
+        # 3. stop the third cleanly (exit 0, gives back what it holds) and start it again
+        third = next(i for i in every if i not in (victim, frozen))
+        self.assertFalse(self.loaded(schema, ds), "the first load ended before the clean stop: the campaign"
+                         " needs a larger datasource or a longer stall")
+        t_held = self.units_of(schema, third.name)
+        self.assertEqual(third.stop(), 0, third.log()[-3000:])
+        left = self.pg.psql("SELECT unit FROM %s WHERE owner = %s" % (tbl("druid_syncd_leases", schema),
+                                                                      sqlstr(third.name)))
+        self.assertEqual(left, [], "%s still owns units after its clean stop (held: %r)" % (third.name, t_held))
+        again = Inst(self.env.tmp, third.name, self.cfg(schema, ds), tag=third.name + "#2")
+        self.insts.append(again)
+        t_restart = time.time() - t0
+        append_days("b", 2, 1, 25, 910000)
+        late2 = late_rows("late2-", 4, 810000)
+        in_load = not self.loaded(schema, ds)
+
+        self.wait_loaded(schema, ds, want, 60, "the first load through the campaign, appends and late rows")
+        took = time.time() - t0
+        self.assert_exact(schema, ds, want)
+        builder = self.assert_index_once(ds)
+        used = self.assert_tokens(ds)
+        self.assert_no_chunk_held(schema)
+
+        # the frozen one committed nothing after its resume with a token it held before the freeze
+        after = frozen.log()[mark:]
+        fc = self.commits(frozen, ds, after)
+        stale = [c for c in fc if (c["unit"], c["cepoch"]) in tokens
+                 or (c["epoch"] is not None and ("ds:" + ds, c["epoch"]) in tokens)]
+        self.assertEqual(stale, [], "the resumed %s committed with tokens it held before its freeze %r\n%s"
+                         % (frozen.name, sorted(tokens), after[-4000:]))
+        # what it logged first about it: a lost unit, a fence refusal, or (seen in about one run
+        # of three) only the end of its help cycle, its slices in flight dropped without a word
+        noticed = re.search(r"%s: (instance %s lost (a chunk lease|its lease)|slice \d+ rolled back by the fence"
+                            r"|helped instance|cycle (done|interrupted|failed)).*" % (ds, frozen.name), after)
+        self.assertTrue(noticed, "the resumed %s never ended the cycle it was in" % frozen.name)
+        for i in self.insts:
+            if i is victim or i is third:
+                continue
+            self.assertTrue(i.alive(), "%s exited\n%s" % (i.tag, self.logs()))
+        for i in self.insts:
+            if i.alive():
+                self.assertEqual(i.stop(), 0, i.log()[-3000:])
+        self.assert_exact(schema, ds, want)
+        stop_watch.set()
+        watcher.join(5)
+
+        per = {i.tag: len(self.commits(i, ds)) for i in self.insts}
+        kill_to = taken_over(v_units, victim.name)
+        freeze_to = taken_over(f_units, frozen.name)
+
+        def fmt(d):
+            got = [v[1] for v in d.values() if v]
+            return "%d/%d units taken over, %s s after expiry" % (
+                len(got), len(d), "-" if not got else "%.2f..%.2f" % (min(got), max(got)))
+        print("\n  campaign on %s (%d days, %d rows served): loaded in %.1f s; slices per process %r; "
+              "SIGKILL %s%s (%s); SIGSTOP %s%s for %.1f s (%s; after resume %d commits, none stale; it logged: %s); "
+              "SIGTERM %s, restarted at %.1f s (%s); late rows into %s and %s; index built by %s; "
+              "%d tokens committed with"
+              % (ds, days, len(want), took, per, victim.name, " (holder)" if "ds:" + ds in v_units else "",
+                 fmt(kill_to), frozen.name, " (holder)" if "ds:" + ds in f_units else "", frozen_for,
+                 fmt(freeze_to), len(fc), noticed.group(0)[:90], third.name, t_restart,
+                 "during the load" if in_load else "after the load", late1, late2, builder, len(used)))
 
 if __name__ == "__main__":
     harness.main()
