@@ -489,12 +489,17 @@ static void help_done(struct dsync *d)
 {
     struct sched *s = d->s;
     double secs = (double)(uv_now(s->loop) - d->t0) / 1000.0;
-    log_event(d->helped_slices ? LOG_LVL_INFO : LOG_LVL_DEBUG, "sched",
-              LOG_FIELDS(.datasource = d->name, .rows = d->rows_read, .has_rows = true),
+    /* how it ended says what became of the slices in flight (the holder reads them again) */
+    const char *ended = d->interrupted ? "; stopped: " : d->failed ? "; failed: " : "";
+    int lvl = d->failed ? LOG_LVL_WARNING : d->helped_slices ? LOG_LVL_INFO : LOG_LVL_DEBUG;
+    log_event(lvl, "sched",
+              LOG_FIELDS(.datasource = d->name, .rows = d->rows_read, .has_rows = true,
+                         .error_kind = d->err_kind[0] ? d->err_kind : NULL,
+                         .sqlstate = d->err_sqlstate[0] ? d->err_sqlstate : NULL),
               "%s: helped instance %s with its first load for %.1f s: %zu slices, %" PRId64
               " rows%s%s",
               d->name, d->lease_holder[0] ? d->lease_holder : "-", secs, d->helped_slices,
-              d->rows_read, d->interrupted ? "; stopped: " : "", d->interrupted ? d->err : "");
+              d->rows_read, ended, d->failed ? d->err : "");
     d->helping = false;
     d->st = DS_IDLE;
     lease_cycle_end(d);
