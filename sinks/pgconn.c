@@ -826,8 +826,13 @@ int pgconn_copy_put(struct pgconn *c, const char *data, size_t len)
         snprintf(c->errbuf, sizeof c->errbuf, "%s", c->err.message);
         return -1;
     }
-    if (r == 0)
-        return 1; /* not queued (nonblocking, buffers full): the caller waits for drain */
+    if (r == 0) {
+        /* not queued: libpq could not grow its output buffer (out of memory). The caller
+         * has let go of the data, so "wait for drain" would lose it: fail the slice */
+        pgerr_set(&c->err, "", false, "COPY data not queued by libpq (out of memory)");
+        snprintf(c->errbuf, sizeof c->errbuf, "%s", c->err.message);
+        return -1;
+    }
     r = flush(c, UV_READABLE);
     if (r < 0) {
         pgerr_set(&c->err, "", true, PQerrorMessage(c->pg));
