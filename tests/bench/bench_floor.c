@@ -433,10 +433,11 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     uv_loop_t *loop = uv_default_loop();
     struct fetch f = {.parallel = parallel, .url = url, .curl_buffer = curl_buffer};
+    char *qtext = NULL;
     if (do_fetch) {
         fetch_init(&f, loop);
         size_t qlen, qn;
-        char *qtext = read_file(queries, SIZE_MAX, &qlen, &qn);
+        qtext = read_file(queries, SIZE_MAX, &qlen, &qn);
         f.bodies = calloc(qn, sizeof *f.bodies);
         char *s = qtext;
         for (size_t i = 0; i < qn; i++) {
@@ -541,5 +542,9 @@ int main(int argc, char **argv)
     }
     curl_global_cleanup();
     free(text);
+    free(w);
+    free(conns);
+    free(f.bodies);
+    free(qtext);
     return 0;
 }
