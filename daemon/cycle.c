@@ -243,8 +243,7 @@ void cycle_pump(struct dsync *d)
         if (!chunklease_needed(d, idx)) {
             if (d->helping) {
                 /* only chunk units let a helper write: the rest is the holder's */
-                d->slices[idx].away = true;
-                d->away++;
+                chunklease_away(d, idx);
                 continue;
             }
             slicerun_start(d, idx);

@@ -26,13 +26,7 @@ void pgchunks_add_create(struct pgjob *j, const struct pgsink *s)
     /* open (realtime) chunks: where the next read starts, and when it was read whole */
     static const char *const added[] = {"position_ms bigint", "full_read_ms bigint",
                                         "drop_held boolean NOT NULL DEFAULT false"};
-    for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
-        buf_reset(&b);
-        buf_puts(&b, "ALTER TABLE ");
-        pgsink_qtable(&b, s, PGSINK_CHUNKS_TABLE);
-        buf_printf(&b, " ADD COLUMN IF NOT EXISTS %s", added[i]);
-        pgjob_sql(j, b.data, 0, NULL, NULL);
-    }
+    pgsink_add_columns(j, s, PGSINK_CHUNKS_TABLE, added, sizeof added / sizeof added[0]);
     buf_free(&b);
 }
 

@@ -69,13 +69,7 @@ void pglease_add_create(struct pgjob *j, const struct pgsink *s)
      * that did not finish may lie in it (the next reader empties the range first) */
     static const char *const added[] = {"range_lo bigint", "range_hi bigint",
                                         "dirty boolean NOT NULL DEFAULT false"};
-    for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
-        buf_reset(&b);
-        buf_puts(&b, "ALTER TABLE ");
-        qname(&b, schema, PGLEASE_TABLE);
-        buf_printf(&b, " ADD COLUMN IF NOT EXISTS %s", added[i]);
-        pgjob_sql(j, b.data, 0, NULL, NULL);
-    }
+    pgsink_add_columns(j, s, PGLEASE_TABLE, added, sizeof added / sizeof added[0]);
     buf_reset(&b);
     buf_puts(&b, "CREATE INDEX IF NOT EXISTS " PGLEASE_TABLE "_datasource ON ");
     qname(&b, schema, PGLEASE_TABLE);

@@ -23,6 +23,18 @@ void pgsink_qtable(struct buf *b, const struct pgsink *s, const char *name)
     sqlident_quote2(b, s->cfg->destination_schema, name);
 }
 
+void pgsink_add_columns(struct pgjob *j, const struct pgsink *s, const char *table,
+                        const char *const *defs, size_t n)
+{
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "ALTER TABLE ");
+    pgsink_qtable(&b, s, table);
+    for (size_t i = 0; i < n; i++)
+        buf_printf(&b, "%s ADD COLUMN IF NOT EXISTS %s", i ? "," : "", defs[i]);
+    pgjob_sql(j, b.data, 0, NULL, NULL);
+    buf_free(&b);
+}
+
 struct dstable *pgsink_find_table(struct pgsink *s, const char *ds)
 {
     for (struct dstable *t = s->tables; t; t = t->next)

@@ -70,6 +70,10 @@ struct pgsink {
 
 /* "schema"."name" in the destination schema. */
 void pgsink_qtable(struct buf *b, const struct pgsink *s, const char *name);
+/* One step of j: the columns (definitions) added to a table of the destination schema that
+ * an older version created without them (one ALTER TABLE, IF NOT EXISTS each). */
+void pgsink_add_columns(struct pgjob *j, const struct pgsink *s, const char *table,
+                        const char *const *defs, size_t n);
 struct dstable *pgsink_find_table(struct pgsink *s, const char *ds);
 /* A control-connection job that reports to cb(ud, err) when it ends. */
 struct pgjob *pgsink_job(struct pgsink *s, pgsink_cb cb, void *ud);

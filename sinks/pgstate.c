@@ -45,13 +45,7 @@ void pgstate_add_create(struct pgjob *j, const struct pgsink *s)
          * (sinks/pgschema.c, pgsink_finish_initial_load) */
         "initial_load boolean NOT NULL DEFAULT false",
     };
-    for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
-        buf_reset(&b);
-        buf_puts(&b, "ALTER TABLE ");
-        pgsink_qtable(&b, s, STATE_TABLE);
-        buf_printf(&b, " ADD COLUMN IF NOT EXISTS %s", added[i]);
-        pgjob_sql(j, b.data, 0, NULL, NULL);
-    }
+    pgsink_add_columns(j, s, STATE_TABLE, added, sizeof added / sizeof added[0]);
     buf_free(&b);
 }
 
