@@ -46,6 +46,7 @@ struct druid_query {
     struct druid_lines *lines;
     json_tokener *tok;
     druid_row_view_fn on_row_view;
+    druid_row_line_fn on_row_line;
     struct rowdec *dec; /* with on_row_view */
     char **hdr[3];
     size_t nhdr;
@@ -240,6 +241,21 @@ static size_t tree_cost(const char *s, size_t n)
 static int on_line(void *ud, char *line, size_t len)
 {
     struct druid_query *q = ud;
+    /* a line of ncols scalars costs what this says in tree_cost: one over the limit cannot
+     * reach the raw-line consumer, which takes no other kind of line */
+    if (q->on_row_line && q->nhdr == 3 &&
+        DRUID_COST_ARRAY + q->ncols * (size_t)DRUID_COST_VALUE <= DRUID_ROW_TREE_MAX) {
+        int rc = q->on_row_line(q->ud, line, len);
+        if (rc == 0) {
+            q->rows++;
+            return 0;
+        }
+        if (rc != DRUID_LINE_DECODE) {
+            q->rows++;
+            druid_error_set(&q->err, DRUID_ERR_PROTOCOL, "aborted by consumer");
+            return -1;
+        }
+    }
     if (q->on_row_view && q->nhdr == 3) {
         const struct rowenc_value *v;
         size_t n;
@@ -801,6 +817,11 @@ void druid_query_cancel(struct druid_query *q)
         break;
     }
     query_free(q);
+}
+
+void druid_query_on_row_line(struct druid_query *q, druid_row_line_fn fn)
+{
+    q->on_row_line = fn;
 }
 
 void druid_query_on_row_view(struct druid_query *q, druid_row_view_fn fn)

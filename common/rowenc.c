@@ -89,6 +89,10 @@ struct rowenc {
     bool ts_day_valid;               /* ts_druid_fast's last date "YYYY-MM-DD" and its day */
     char ts_day_key[10];
     int64_t ts_day;
+    int group_col;      /* rowenc_group_by: rows are numbered per run of this column's text */
+    char group_key[48]; /* the text of the current run (a longer text never starts one) */
+    size_t group_len;
+    uint64_t line_ok, line_slow; /* rowenc_encode_line: lines taken and left */
 };
 
 struct rowenc *rowenc_new(const struct rowenc_column *cols, size_t ncols, int inc_col, bool with_id)
@@ -99,6 +103,7 @@ struct rowenc *rowenc_new(const struct rowenc_column *cols, size_t ncols, int in
     e->ncols = ncols;
     e->inc_col = inc_col >= 0 && (size_t)inc_col < ncols ? inc_col : -1;
     e->with_id = with_id;
+    e->group_col = -1;
     size_t n = ncols ? ncols : 1;
     e->cols = calloc(n, sizeof *e->cols);
     e->name_len = calloc(n, sizeof *e->name_len);
@@ -163,6 +168,39 @@ void rowenc_reset(struct rowenc *e)
     }
     e->occ_used = 0;
     e->rows = 0;
+}
+
+void rowenc_group_by(struct rowenc *e, int col)
+{
+    e->group_col = col;
+    e->group_len = 0;
+}
+
+/* A row whose group column reads s (n bytes): a new run of equal texts starts the counts
+ * again. */
+static void group_check(struct rowenc *e, const char *s, size_t n)
+{
+    if (n < sizeof e->group_key && (n != e->group_len || memcmp(s, e->group_key, n) != 0)) {
+        rowenc_reset(e);
+        memcpy(e->group_key, s, n);
+        e->group_len = n;
+    }
+}
+
+/* The group text of a decoded value: a string up to its first NUL, NULL as "", anything
+ * else as the JSON text json-c writes for it. */
+static void group_value(struct rowenc *e, const struct rowenc_value *v)
+{
+    if (v->kind == ROWENC_V_STRING) {
+        group_check(e, v->p, strlen(v->p));
+    } else if (v->kind == ROWENC_V_NULL) {
+        group_check(e, "", 0);
+    } else {
+        struct buf b = BUF_INIT;
+        rowenc_value_text(v, &b);
+        group_check(e, b.data ? b.data : "", b.data ? strlen(b.data) : 0);
+        buf_free(&b);
+    }
 }
 
 uint64_t rowenc_rows(const struct rowenc *e)
@@ -1755,9 +1793,37 @@ int rowenc_encode(struct rowenc *e, struct json_object *row, struct buf *out, in
     return rowenc_encode_values(e, e->jvals, n, out, inc_ms, err, errlen);
 }
 
+/* The end of a row whose fields are in out up to o (room: as put_id takes it): the id,
+ * the newline, the counts. */
+static int finish_row(struct rowenc *e, struct buf *out, char *o, size_t room, int64_t inc,
+                      int64_t *inc_ms)
+{
+    out->len = (size_t)(o - out->data);
+    out_room(out, 40);
+    if (e->with_id) {
+        if (e->ncols)
+            out->data[out->len++] = '\t';
+        put_id(e, out, room);
+    }
+    out->data[out->len++] = '\n';
+    out->data[out->len] = '\0';
+    e->rows++;
+    e->stats.nul_replaced += e->pend.nul_replaced;
+    e->stats.json_as_string += e->pend.json_as_string;
+    if (inc_ms)
+        *inc_ms = inc;
+    return ROWENC_OK;
+}
+
 int rowenc_encode_values(struct rowenc *e, const struct rowenc_value *vals, size_t n,
                          struct buf *out, int64_t *inc_ms, char *err, size_t errlen)
 {
+    if (e->group_col >= 0) {
+        if ((size_t)e->group_col < n && vals)
+            group_value(e, &vals[e->group_col]);
+        else
+            group_check(e, "", 0);
+    }
     if (n != e->ncols)
         return fail(err, errlen, "row has %zu values for %zu columns%s%s%s", n, e->ncols,
                     e->ncols ? " (first column \"" : "", e->ncols ? e->cols[0].name : "",
@@ -1822,21 +1888,7 @@ int rowenc_encode_values(struct rowenc *e, const struct rowenc_value *vals, size
         if ((int)i == e->inc_col && (rc = inc_value(e, v, &inc, err, errlen)) != 0)
             goto undo;
     }
-    out->len = (size_t)(o - out->data);
-    out_room(out, 40);
-    if (e->with_id) {
-        if (n)
-            out->data[out->len++] = '\t';
-        put_id(e, out, room);
-    }
-    out->data[out->len++] = '\n';
-    out->data[out->len] = '\0';
-    e->rows++;
-    e->stats.nul_replaced += e->pend.nul_replaced;
-    e->stats.json_as_string += e->pend.json_as_string;
-    if (inc_ms)
-        *inc_ms = inc;
-    return ROWENC_OK;
+    return finish_row(e, out, o, room, inc, inc_ms);
 undo:
     out->len = saved;
     if (out->data)
@@ -1848,4 +1900,116 @@ undo:
         return ROWENC_SKIPPED;
     }
     return -1;
+}
+
+/* Stay off the fused path for the rest of this encoder's life once most lines leave it (a
+ * datasource with a double column, say): a line left costs its scan twice. */
+static bool line_worth_trying(const struct rowenc *e)
+{
+    return e->line_slow <= 64 || e->line_slow * 8 <= e->line_ok;
+}
+
+int rowenc_encode_line(struct rowenc *e, const char *line, size_t len, struct buf *out,
+                       int64_t *inc_ms)
+{
+    size_t ncols = e->ncols;
+    if (!line_worth_trying(e))
+        return ROWENC_LINE_SLOW;
+    if (ncols == 0 || len < 2 || line[0] != '[' || line[len - 1] != ']') {
+        e->line_slow++;
+        return ROWENC_LINE_SLOW;
+    }
+    const char *p = line + 1, *end = line + len - 1; /* end: the closing bracket */
+    /* COPY text is never longer than the JSON text here: a string loses its quotes, null
+     * becomes \N, an integer stays, a tab replaces each comma */
+    size_t saved = out->len, room = len + 40 + 32 * ncols;
+    out_room(out, len + 40);
+    char *o = out->data + out->len;
+    int64_t inc = INT64_MIN;
+    const char *gp = "";
+    size_t gn = 0;
+    for (size_t i = 0; i < ncols; i++) {
+        struct canon *c = &e->canon[i];
+        enum pgtype t = e->cols[i].type;
+        if (i) {
+            if (p == end || *p != ',')
+                goto slow;
+            p++;
+            *o++ = '\t';
+        }
+        if (p == end)
+            goto slow;
+        const char *s = p;
+        if (*p == '"') {
+            s = ++p;
+            p += textscan_plain_run(p, (size_t)(end - p), '"', '\\');
+            if (p == end || *p != '"')
+                goto slow; /* an escape or a control character: rowdec's */
+            size_t n = (size_t)(p - s);
+            p++;
+            int64_t ms;
+            if (t == PGT_TEXT) {
+                c->kind = CK_STR;
+            } else if (t == PGT_TIMESTAMPTZ && ts_druid_fast(e, s, n, &ms) == 0) {
+                c->kind = CK_TS; /* Druid's canonical form: validated, passed through */
+                c->i = ms;
+            } else {
+                goto slow;
+            }
+            o = textscan_copy(o, s, n);
+            c->p = s;
+            c->n = n;
+        } else if (*p == 'n') {
+            if (end - p < 4 || memcmp(p, "null", 4) != 0)
+                goto slow;
+            p += 4;
+            *o++ = '\\';
+            *o++ = 'N';
+            c->kind = CK_NULL;
+            c->p = "";
+            c->n = 0;
+        } else {
+            /* an integer of up to 18 digits as Druid writes it (no leading zero, not -0):
+             * its text is the one json-c would print */
+            if (t != PGT_BIGINT && t != PGT_TEXT)
+                goto slow;
+            bool neg = *p == '-';
+            p += neg;
+            const char *d0 = p;
+            uint64_t u = 0;
+            while (p < end && (unsigned)(*p - '0') < 10)
+                u = u * 10 + (unsigned)(*p++ - '0');
+            size_t nd = (size_t)(p - d0);
+            if (nd == 0 || nd > 18 || (*d0 == '0' && nd > 1) || (neg && u == 0) ||
+                (p < end && (*p == '.' || *p == 'e' || *p == 'E')))
+                goto slow;
+            o = textscan_copy(o, s, (size_t)(p - s));
+            c->kind = CK_INTTEXT;
+            c->p = s;
+            c->n = (size_t)(p - s);
+            c->i = neg ? -(int64_t)u : (int64_t)u;
+        }
+        if ((int)i == e->inc_col) {
+            if (c->kind == CK_TS || c->kind == CK_INTTEXT)
+                inc = c->i;
+            else if (c->kind != CK_NULL)
+                goto slow; /* a string read as a time: rowenc_encode_values */
+        }
+        if ((int)i == e->group_col) {
+            gp = c->p;
+            gn = c->n;
+        }
+    }
+    if (p != end)
+        goto slow;
+    if (e->group_col >= 0)
+        group_check(e, gp, gn);
+    memset(&e->pend, 0, sizeof e->pend);
+    e->line_ok++;
+    return finish_row(e, out, o, room, inc, inc_ms);
+slow:
+    out->len = saved;
+    out->data[saved] = '\0';
+    e->line_slow++;
+    return ROWENC_LINE_SLOW;
 }

@@ -136,6 +136,28 @@ struct rowenc_value {
 int rowenc_encode_values(struct rowenc *e, const struct rowenc_value *v, size_t n, struct buf *out,
                          int64_t *inc_ms, char *err, size_t errlen);
 
+/* Ordered reads: identical rows share their timestamp, so occurrence numbers need only be
+ * counted within a run of rows whose column col has the same text (rowenc_reset at every
+ * change; a text of 48 bytes or more never starts a run, which is always correct). The
+ * text is a string up to its first NUL, "" for NULL, else the JSON text json-c writes.
+ * col -1 (the default) counts over everything since the last reset. */
+void rowenc_group_by(struct rowenc *e, int col);
+
+/* Returned by rowenc_encode_line for a line it leaves to the decoder. */
+#define ROWENC_LINE_SLOW 2
+
+/* The fused path for the commonest data line: the arrayLines row line (len bytes, not
+ * modified, no terminator needed) decoded and encoded in one pass, with the same COPY text,
+ * id and incremental value rowdec + rowenc_encode_values give it. It takes only lines of
+ * exactly the encoder's column count whose values are null, a string with no escape or
+ * control character in a text column or (Druid's canonical form) in a timestamptz column,
+ * or an integer of up to 18 digits in a bigint or text column, in compact JSON. Returns
+ * ROWENC_OK, or ROWENC_LINE_SLOW with out and every count unchanged: decode that line with
+ * rowdec. After many lines left, it leaves every line (the datasource's rows are not of
+ * this kind). tests/fuzz/fuzz_rowdec.c compares it with the frozen encoder on every input. */
+int rowenc_encode_line(struct rowenc *e, const char *line, size_t len, struct buf *out,
+                       int64_t *inc_ms);
+
 /* The JSON text json-c writes for v (plain, '/' not escaped), appended to out: for error
  * messages and for callers that need a value's text (a row's time column). */
 void rowenc_value_text(const struct rowenc_value *v, struct buf *out);

@@ -25,7 +25,6 @@ struct slicerun {
     struct buf out;
     int64_t max_seen;
     int64_t cursor_sent; /* the cursor this slice's commit carries, INT64_MIN none */
-    char group_key[48];  /* ordered reads: the timestamp whose identical rows are counted */
     uint64_t rows;
     uint64_t bytes;
     bool ordered;
@@ -236,29 +235,12 @@ static void count_item(struct slicerun *r, int64_t ms)
         r->item_max[lo - st->w0] = ms;
 }
 
-/* Ordered reads: identical rows share their timestamp, so with rows in time order
- * occurrence numbers only need counting within one timestamp, which bounds the memory.
- * Druid prints an instant one way, so comparing the text is enough. (A value too long to
- * keep never resets: counting over the whole slice is always correct.) */
-static void group_by_time(struct slicerun *r, const char *ts)
-{
-    size_t len = strlen(ts);
-    if (len < sizeof r->group_key && strcmp(ts, r->group_key) != 0) {
-        rowenc_reset(r->enc);
-        memcpy(r->group_key, ts, len + 1);
-    }
-}
-
 static int slice_row_done(struct slicerun *r, int rc, int64_t ms);
 
 static int slice_on_row(void *ud, struct json_object *row)
 {
     struct slicerun *r = ud;
     int64_t ms = INT64_MIN;
-    if (r->ordered) {
-        struct json_object *t = json_object_array_get_idx(row, (size_t)r->d->time_idx);
-        group_by_time(r, t ? json_object_get_string(t) : "");
-    }
     int rc = rowenc_encode(r->enc, row, &r->out, &ms, r->err, sizeof r->err);
     return slice_row_done(r, rc, ms);
 }
@@ -268,20 +250,18 @@ static int slice_on_row_view(void *ud, const struct rowenc_value *v, size_t n)
 {
     struct slicerun *r = ud;
     int64_t ms = INT64_MIN;
-    if (r->ordered) {
-        const struct rowenc_value *t = (size_t)r->d->time_idx < n ? &v[r->d->time_idx] : NULL;
-        if (t && t->kind == ROWENC_V_STRING) {
-            group_by_time(r, t->p);
-        } else if (!t || t->kind == ROWENC_V_NULL) {
-            group_by_time(r, "");
-        } else { /* not Druid's __time: its text, as json-c would give it */
-            struct buf b = BUF_INIT;
-            rowenc_value_text(t, &b);
-            group_by_time(r, b.data ? b.data : "");
-            buf_free(&b);
-        }
-    }
     int rc = rowenc_encode_values(r->enc, v, n, &r->out, &ms, r->err, sizeof r->err);
+    return slice_row_done(r, rc, ms);
+}
+
+/* The same for a raw line, through the encoder's fused path when the line is of its kind. */
+static int slice_on_row_line(void *ud, char *line, size_t len)
+{
+    struct slicerun *r = ud;
+    int64_t ms = INT64_MIN;
+    int rc = rowenc_encode_line(r->enc, line, len, &r->out, &ms);
+    if (rc == ROWENC_LINE_SLOW)
+        return DRUID_LINE_DECODE;
     return slice_row_done(r, rc, ms);
 }
 
@@ -487,7 +467,10 @@ static void slice_on_ready(void *ud, struct pgsink_slice *sl, const struct pgerr
     struct druid_param p[DRUIDSQL_MAX_PARAMS];
     size_t np = 0;
     r->ordered = d->time_idx >= 0 && !d->unordered;
-    r->group_key[0] = '\0';
+    /* Ordered reads: identical rows share their timestamp, so with rows in time order
+     * occurrence numbers only need counting within one timestamp, which bounds the memory
+     * (Druid prints an instant one way, so comparing the text is enough). */
+    rowenc_group_by(r->enc, r->ordered ? r->d->time_idx : -1);
     druidsql_slice(&b, p, &np, d->name, d->ccol_names, d->nccols, d->slice_col, st->r.lo, st->r.hi,
                    r->ordered);
     r->q = druid_query_submit(d->s->druid, b.data, p, np, &ops, r);
@@ -495,6 +478,7 @@ static void slice_on_ready(void *ud, struct pgsink_slice *sl, const struct pgerr
     if (!r->q)
         abort();
     druid_query_on_row_view(r->q, slice_on_row_view);
+    druid_query_on_row_line(r->q, slice_on_row_line);
 }
 
 void slicerun_start(struct dsync *d, size_t idx)

@@ -109,16 +109,19 @@ struct result {
     size_t interrupted;
     uint64_t bytes;
     uint64_t checksum;
+    uint64_t fused; /* LINE_WITH_IDS: rows rowenc_encode_line took */
 };
 
 /* Each row is parsed from its text just before it is encoded, as in the daemon, so the
  * encoder sees a freshly built (cached) tree; only the encode is timed, per row, less the
  * cost of reading the clock. */
-enum mode { PARSE_ONLY, NO_IDS, WITH_IDS, VIEW_DECODE, VIEW_WITH_IDS, NMODES };
+enum mode { PARSE_ONLY, NO_IDS, WITH_IDS, VIEW_DECODE, VIEW_WITH_IDS, LINE_WITH_IDS, NMODES };
 
 /* The daemon's path: the line copied out of the receive buffer (as druid_lines does), then
  * decoded by rowdec and encoded from the values; decode alone, or decode and encode with ids
- * (both timed). */
+ * (both timed); or (LINE_WITH_IDS) the fused path, rowenc_encode_line, with rowdec and
+ * rowenc_encode_values for the lines it leaves, and the occurrence counts reset by the
+ * encoder itself (rowenc_group_by), as the slice pipeline does now. */
 static int run_view(char **lines, size_t nlines, size_t total, enum mode mode, double clock_ns,
                     struct result *res)
 {
@@ -130,9 +133,11 @@ static int run_view(char **lines, size_t nlines, size_t total, enum mode mode, d
     char err[512], group[64] = "";
     XXH3_state_t *st = XXH3_createState();
     XXH3_64bits_reset(st);
-    uint64_t bytes = 0;
+    uint64_t bytes = 0, fused = 0;
     double spent = 0, w0 = now_ns();
     size_t timed = 0;
+    if (mode == LINE_WITH_IDS)
+        rowenc_group_by(e, 0);
     for (size_t i = 0; i < total; i++) {
         const char *text = lines[i % nlines];
         buf_reset(&line);
@@ -140,6 +145,34 @@ static int run_view(char **lines, size_t nlines, size_t total, enum mode mode, d
         const struct rowenc_value *v;
         size_t n;
         double t0 = now_ns();
+        if (mode == LINE_WITH_IDS) {
+            int64_t ms;
+            int rc = rowenc_encode_line(e, line.data, line.len, &out, &ms);
+            if (rc == ROWENC_LINE_SLOW) {
+                if (rowdec_decode(d, line.data, line.len, &v, &n) != ROWDEC_OK) {
+                    fprintf(stderr, "bench_rowenc: row %zu is not on rowdec's fast path\n", i);
+                    return -1;
+                }
+                rc = rowenc_encode_values(e, v, n, &out, &ms, err, sizeof err);
+            } else {
+                fused++;
+            }
+            double dt = now_ns() - t0;
+            if (dt < 50000) {
+                spent += dt;
+                timed++;
+            }
+            if (rc != ROWENC_OK) {
+                fprintf(stderr, "bench_rowenc: row %zu: %s\n", i, err);
+                return -1;
+            }
+            if (out.len >= 256 << 10) {
+                XXH3_64bits_update(st, out.data, out.len);
+                bytes += out.len;
+                buf_reset(&out);
+            }
+            continue;
+        }
         if (rowdec_decode(d, line.data, line.len, &v, &n) != ROWDEC_OK) {
             fprintf(stderr, "bench_rowenc: row %zu is not on rowdec's fast path\n", i);
             return -1;
@@ -175,6 +208,7 @@ static int run_view(char **lines, size_t nlines, size_t total, enum mode mode, d
     res->ns_per_row = timed ? spent / (double)timed - clock_ns : 0;
     res->interrupted = total - timed;
     res->bytes = bytes;
+    res->fused = fused;
     res->checksum = XXH3_64bits_digest(st);
     XXH3_freeState(st);
     buf_free(&out);
@@ -271,7 +305,7 @@ static int cmp_double(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     size_t total = 1000000;
-    int repeats = 5, only = -1; /* -m 0..4: one mode alone, for a profiler */
+    int repeats = 5, only = -1; /* -m 0..5: one mode alone, for a profiler */
     const char *path = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
@@ -379,6 +413,12 @@ int main(int argc, char **argv)
            ns[VIEW_WITH_IDS][mid], ns[VIEW_WITH_IDS][0], ns[VIEW_WITH_IDS][repeats - 1],
            (double)r[VIEW_WITH_IDS].bytes / (double)total, r[VIEW_WITH_IDS].interrupted,
            (unsigned long long)r[VIEW_WITH_IDS].checksum);
+    printf("fused line path with ids  %7.1f ns/row (min %.1f, max %.1f), %.1f %% of rows fused, "
+           "%.1f bytes of COPY text per row, %zu rows interrupted, checksum with ids %016llx\n",
+           ns[LINE_WITH_IDS][mid], ns[LINE_WITH_IDS][0], ns[LINE_WITH_IDS][repeats - 1],
+           100.0 * (double)r[LINE_WITH_IDS].fused / (double)total,
+           (double)r[LINE_WITH_IDS].bytes / (double)total, r[LINE_WITH_IDS].interrupted,
+           (unsigned long long)r[LINE_WITH_IDS].checksum);
     for (size_t i = 0; i < nrows; i++)
         free(rows[i]);
     free(rows);

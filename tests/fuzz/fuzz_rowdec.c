@@ -3,9 +3,10 @@
  *   old: what druid_client.c did before rowdec (the tree_cost limit, json-c's tokener at
  *        DRUID_JSON_DEPTH, the whole line a JSON array of ncols values), then the encoder
  *        as it was (ref/rowenc_ref.c, a frozen copy);
- *   new: rowdec_decode on a copy of the line and rowenc_encode_values; when rowdec leaves
- *        the line to json-c (ROWDEC_SLOW), json-c and today's rowenc_encode, as the client
- *        does now.
+ *   new: the fused path (rowenc_encode_line) on a copy of the line; for a line it leaves,
+ *        rowdec_decode and rowenc_encode_values; when rowdec leaves the line to json-c
+ *        (ROWDEC_SLOW), json-c and today's rowenc_encode, as the client does now. A line the
+ *        fused path leaves must leave the output and every count as they were.
  * Aborts on any difference: a line accepted by one and rejected by the other, the return
  * code, the COPY text (which holds the row id), the incremental value, the error text.
  *
@@ -162,7 +163,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int nrc = 0;
         int64_t nms = 0;
         nerr[0] = '\0';
-        if (rowdec_decode(dec, copy, len, &v, &n) == ROWDEC_OK) {
+        size_t nlen0 = nout.len;
+        struct rowenc_stats nst0 = *rowenc_stats(ne);
+        uint64_t nrows0 = rowenc_rows(ne);
+        int lrc = rowenc_encode_line(ne, copy, len, &nout, &nms);
+        CHECK(memcmp(copy, line, len + 1) == 0); /* the fused path never writes the line */
+        if (lrc == ROWENC_OK) {
+            nacc = true;
+            nrc = ROWENC_OK;
+        } else {
+            CHECK(lrc == ROWENC_LINE_SLOW);
+            /* a line left: nothing written, nothing counted */
+            CHECK(nout.len == nlen0 && rowenc_rows(ne) == nrows0 &&
+                  memcmp(rowenc_stats(ne), &nst0, sizeof nst0) == 0);
+        }
+        if (lrc == ROWENC_OK) {
+            /* compared with the old side below */
+        } else if (rowdec_decode(dec, copy, len, &v, &n) == ROWDEC_OK) {
             nacc = n == ncols;
             if (nacc)
                 nrc = rowenc_encode_values(ne, v, n, &nout, &nms, nerr, sizeof nerr);

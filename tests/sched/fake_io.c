@@ -521,8 +521,15 @@ static void answer(void *arg)
     free(q);
 }
 
-/* The fake has no decoded-row path: its rows reach slice_on_row as json-c arrays. */
+/* The fake has no decoded-row or raw-line path: its rows reach slice_on_row as json-c
+ * arrays. */
 void druid_query_on_row_view(struct druid_query *q, druid_row_view_fn fn)
+{
+    (void)q;
+    (void)fn;
+}
+
+void druid_query_on_row_line(struct druid_query *q, druid_row_line_fn fn)
 {
     (void)q;
     (void)fn;

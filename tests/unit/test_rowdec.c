@@ -1,7 +1,10 @@
-/* test_rowdec: the data-row fast path. For each line, what reaches PostgreSQL through
- * rowdec + rowenc_encode_values (COPY text, the row id, the error) is what json-c +
- * rowenc_encode write for it; lines outside rowdec's subset are left to json-c untouched;
- * and the COPY text of the values Druid sends is as a user would read it back. */
+/* test_rowdec: the data-row fast paths. For each line, what reaches PostgreSQL through
+ * rowdec + rowenc_encode_values, and through the fused rowenc_encode_line when it takes the
+ * line (COPY text, the row id, the error), is what json-c + rowenc_encode write for it;
+ * lines outside rowdec's subset are left to json-c untouched, lines outside the fused
+ * subset are left with nothing written; rowenc_group_by numbers identical rows per
+ * timestamp as resetting by hand does; and the COPY text of the values Druid sends is as a
+ * user would read it back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +20,7 @@
 #include "rowenc.h"
 
 static const char *names[] = {"__time", "b", "a", "c", "z", "d", "e", "f"};
+static unsigned fused_lines; /* lines check() saw the fused path take */
 
 static enum pgtype type_of(char c)
 {
@@ -94,6 +98,20 @@ static const char *check(const char *types, const char *line, int *rc)
         assert_true(a.ms == b.ms);
         rowenc_free(e1);
         rowenc_free(e2);
+        /* the fused path, where it takes the line, writes the same */
+        struct rowenc *e3 = rowenc_new(cols, n, 0, with_id);
+        struct buf out = BUF_INIT;
+        int64_t ms = 0;
+        if (rowenc_encode_line(e3, line, strlen(line), &out, &ms) == ROWENC_OK) {
+            fused_lines++;
+            assert_int_equal(a.rc, ROWENC_OK);
+            assert_string_equal(out.data, a.out);
+            assert_true(ms == a.ms);
+        } else {
+            assert_true(out.len == 0);
+        }
+        buf_free(&out);
+        rowenc_free(e3);
     }
     *rc = b.rc;
     size_t l = strlen(b.out);
@@ -273,12 +291,142 @@ static void test_lines(void **state)
     rowdec_free(d);
 }
 
+/* One line through the fused path: its COPY line (id included), or NULL when left. */
+static char *fused(struct rowenc *e, const char *line)
+{
+    struct buf out = BUF_INIT;
+    buf_puts(&out, "x");
+    int64_t ms;
+    int rc = rowenc_encode_line(e, line, strlen(line), &out, &ms);
+    if (rc != ROWENC_OK) {
+        assert_int_equal(rc, ROWENC_LINE_SLOW);
+        assert_string_equal(out.data, "x"); /* nothing written */
+        buf_free(&out);
+        return NULL;
+    }
+    char *r = strdup(out.data + 1);
+    buf_free(&out);
+    return r;
+}
+
+static void test_fused_line(void **state)
+{
+    (void)state;
+    /* every kind of value the fused path takes, compared with json-c's path by check() */
+    unsigned before = fused_lines;
+    EXPECT("Ttbt", "[\"2015-09-12T00:46:58.771Z\",\"caf\xc3\xa9 \xff\",-900,123456789012345678]",
+           "2015-09-12T00:46:58.771Z\tcaf\xc3\xa9 \xff\t-900\t123456789012345678");
+    EXPECT("Ttbt", "[\"9999-12-31T23:59:59.999Z\",null,0,null]",
+           "9999-12-31T23:59:59.999Z\t\\N\t0\t\\N");
+    EXPECT("Ttb", "[null,\"\",100]", "\\N\t\t100");
+    assert_int_equal(fused_lines - before, 6); /* 3 lines, with ids and without */
+    struct rowenc_column cols[] = {
+        {"__time", PGT_TIMESTAMPTZ}, {"s", PGT_TEXT}, {"n", PGT_BIGINT}, {"t", PGT_TEXT}};
+    struct rowenc *e = rowenc_new(cols, 4, 0, false);
+    char *r = fused(e, "[\"2015-09-12T00:46:58.771Z\",\"caf\xc3\xa9 ok\",-42,17]");
+    assert_non_null(r);
+    assert_string_equal(r, "2015-09-12T00:46:58.771Z\tcaf\xc3\xa9 ok\t-42\t17\n");
+    free(r);
+    r = fused(e, "[null,null,null,null]");
+    assert_string_equal(r, "\\N\t\\N\t\\N\t\\N\n");
+    free(r);
+    /* left to the decoder: escapes, doubles, booleans, wrong arity, a string in bigint,
+     * -0, leading zeros, 19 digits, whitespace, a timestamp not in Druid's form, trailing
+     * bytes */
+    static const char *left[] = {
+        "[\"2015-09-12T00:46:58.771Z\",\"a\\nb\",1,2]",
+        "[\"2015-09-12T00:46:58.771Z\",\"a\",1.5,2]",
+        "[\"2015-09-12T00:46:58.771Z\",true,1,2]",
+        "[\"2015-09-12T00:46:58.771Z\",\"a\",1]",
+        "[\"2015-09-12T00:46:58.771Z\",\"a\",1,2,3]",
+        "[\"2015-09-12T00:46:58.771Z\",\"a\",\"1\",2]",
+        "[\"2015-09-12T00:46:58.771Z\",\"a\",-0,2]",
+        "[\"2015-09-12T00:46:58.771Z\",\"a\",01,2]",
+        "[\"2015-09-12T00:46:58.771Z\",\"a\",1234567890123456789,2]",
+        "[\"2015-09-12T00:46:58.771Z\", \"a\",1,2]",
+        "[\"2015-09-12 00:46:58.771Z\",\"a\",1,2]",
+        "[\"2015-09-12T00:46:58.771Z\",\"a\",1,2]x",
+        "[\"2015-09-12T00:46:58.771Z\",\"a\",1,2",
+        "[\"2015-09-12T00:46:58.771Z\",\"a\t\",1,2]",
+    };
+    for (size_t i = 0; i < sizeof left / sizeof *left; i++)
+        assert_null(fused(e, left[i]));
+    assert_int_equal(rowenc_rows(e), 2);
+    rowenc_free(e);
+}
+
+/* Identical rows under rowenc_group_by get the ids of resetting at each new timestamp by
+ * hand (what the slice pipeline did before), on both paths; counting over the slice
+ * gives other ids, so the comparison can fail. */
+static void test_group_by(void **state)
+{
+    (void)state;
+    struct rowenc_column cols[] = {{"__time", PGT_TIMESTAMPTZ}, {"s", PGT_TEXT}};
+    static const char *rows[] = {
+        "[\"2015-09-12T00:00:00.000Z\",\"a\"]",        "[\"2015-09-12T00:00:00.000Z\",\"a\"]",
+        "[\"2015-09-12T00:00:01.000Z\",\"a\"]",        "[\"2015-09-12T00:00:00.000Z\",\"a\"]",
+        "[\"2015-09-12T00:00:00.000Z\",\"a\\u0062\"]", "[\"2015-09-12T00:00:00.000Z\",\"ab\"]",
+    };
+    size_t n = sizeof rows / sizeof *rows;
+    struct rowenc *hand = rowenc_new(cols, 2, 0, true), *line = rowenc_new(cols, 2, 0, true),
+                  *view = rowenc_new(cols, 2, 0, true), *flat = rowenc_new(cols, 2, 0, true);
+    rowenc_group_by(line, 0);
+    rowenc_group_by(view, 0);
+    struct buf bh = BUF_INIT, bl = BUF_INIT, bv = BUF_INIT, bf = BUF_INIT;
+    char last[64] = "", err[256];
+    int64_t ms;
+    struct rowdec *d = rowdec_new();
+    unsigned took = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *ts = rows[i] + 2; /* the 24 bytes of the timestamp */
+        if (strncmp(ts, last, 24) != 0) {
+            rowenc_reset(hand);
+            memcpy(last, ts, 24);
+        }
+        struct result r;
+        run(hand, rows[i], true, &r);
+        buf_puts(&bh, r.out);
+        run(flat, rows[i], true, &r);
+        buf_puts(&bf, r.out);
+        if (rowenc_encode_line(line, rows[i], strlen(rows[i]), &bl, &ms) == ROWENC_OK) {
+            took++;
+        } else {
+            char *copy = strdup(rows[i]);
+            const struct rowenc_value *v;
+            size_t nv;
+            assert_int_equal(rowdec_decode(d, copy, strlen(copy), &v, &nv), ROWDEC_OK);
+            assert_int_equal(rowenc_encode_values(line, v, nv, &bl, &ms, err, sizeof err), 0);
+            free(copy);
+        }
+        char *copy = strdup(rows[i]);
+        const struct rowenc_value *v;
+        size_t nv;
+        assert_int_equal(rowdec_decode(d, copy, strlen(copy), &v, &nv), ROWDEC_OK);
+        assert_int_equal(rowenc_encode_values(view, v, nv, &bv, &ms, err, sizeof err), 0);
+        free(copy);
+    }
+    assert_int_equal(took, n - 1); /* all but the escaped string went the fused way */
+    assert_string_equal(bl.data, bh.data);
+    assert_string_equal(bv.data, bh.data);
+    assert_string_not_equal(bf.data, bh.data);
+    buf_free(&bh);
+    buf_free(&bl);
+    buf_free(&bv);
+    buf_free(&bf);
+    rowdec_free(d);
+    rowenc_free(hand);
+    rowenc_free(line);
+    rowenc_free(view);
+    rowenc_free(flat);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_integers),          cmocka_unit_test(test_doubles),
         cmocka_unit_test(test_strings),           cmocka_unit_test(test_nested),
         cmocka_unit_test(test_nulls_bools_times), cmocka_unit_test(test_lines),
+        cmocka_unit_test(test_fused_line),        cmocka_unit_test(test_group_by),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
