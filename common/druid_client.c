@@ -47,6 +47,7 @@ struct druid_query {
     json_tokener *tok;
     druid_row_view_fn on_row_view;
     druid_row_line_fn on_row_line;
+    bool line_left;     /* on_line_peek passed the line to on_line after on_row_line left it */
     struct rowdec *dec; /* with on_row_view */
     char **hdr[3];
     size_t nhdr;
@@ -238,23 +239,50 @@ static size_t tree_cost(const char *s, size_t n)
     return cost;
 }
 
+/* A data line to the raw-line consumer: 0 taken, DRUID_LINE_DECODE left to the decoders,
+ * -1 aborted (the query's error set). */
+static int row_line(struct druid_query *q, const char *line, size_t len)
+{
+    int rc = q->on_row_line(q->ud, line, len);
+    if (rc != DRUID_LINE_DECODE)
+        q->rows++;
+    if (rc == 0 || rc == DRUID_LINE_DECODE)
+        return rc;
+    druid_error_set(&q->err, DRUID_ERR_PROTOCOL, "aborted by consumer");
+    return -1;
+}
+
+/* A line of ncols scalars costs this in tree_cost: one over the limit cannot reach the
+ * raw-line consumer, which takes no other kind of line. */
+static bool row_line_wanted(const struct druid_query *q)
+{
+    return q->on_row_line && q->nhdr == 3 &&
+           DRUID_COST_ARRAY + q->ncols * (size_t)DRUID_COST_VALUE <= DRUID_ROW_TREE_MAX;
+}
+
+/* A line inside one piece of the body, where it arrived (druid_lines_set_peek). */
+static int on_line_peek(void *ud, const char *line, size_t len)
+{
+    struct druid_query *q = ud;
+    if (!row_line_wanted(q))
+        return DRUID_LINES_PASS;
+    int rc = row_line(q, line, len);
+    if (rc == DRUID_LINE_DECODE) {
+        q->line_left = true; /* on_line gets it next: do not offer it twice */
+        return DRUID_LINES_PASS;
+    }
+    return rc;
+}
+
 static int on_line(void *ud, char *line, size_t len)
 {
     struct druid_query *q = ud;
-    /* a line of ncols scalars costs what this says in tree_cost: one over the limit cannot
-     * reach the raw-line consumer, which takes no other kind of line */
-    if (q->on_row_line && q->nhdr == 3 &&
-        DRUID_COST_ARRAY + q->ncols * (size_t)DRUID_COST_VALUE <= DRUID_ROW_TREE_MAX) {
-        int rc = q->on_row_line(q->ud, line, len);
-        if (rc == 0) {
-            q->rows++;
-            return 0;
-        }
-        if (rc != DRUID_LINE_DECODE) {
-            q->rows++;
-            druid_error_set(&q->err, DRUID_ERR_PROTOCOL, "aborted by consumer");
-            return -1;
-        }
+    bool left = q->line_left;
+    q->line_left = false;
+    if (!left && row_line_wanted(q)) {
+        int rc = row_line(q, line, len);
+        if (rc != DRUID_LINE_DECODE)
+            return rc;
     }
     if (q->on_row_view && q->nhdr == 3) {
         const struct rowenc_value *v;
@@ -822,6 +850,7 @@ void druid_query_cancel(struct druid_query *q)
 void druid_query_on_row_line(struct druid_query *q, druid_row_line_fn fn)
 {
     q->on_row_line = fn;
+    druid_lines_set_peek(q->lines, fn ? on_line_peek : NULL);
 }
 
 void druid_query_on_row_view(struct druid_query *q, druid_row_view_fn fn)

@@ -104,14 +104,14 @@ struct rowenc_value;
 typedef int (*druid_row_view_fn)(void *ud, const struct rowenc_value *v, size_t n);
 void druid_query_on_row_view(struct druid_query *q, druid_row_view_fn fn);
 /* Data rows as their raw line first: from now on each data line of q (without its
- * newline, len bytes, line[len] == '\0'; the line may be modified) reaches fn before any
- * decoding, borrowed for the call, when the line can hold no more JSON values than the
- * header's column count allows. fn returns 0 when it took the row (counted as a data row),
- * DRUID_LINE_DECODE to have the line decoded as without fn (on_row_view, on_row), or
- * another non-zero value to abort the query as on_row's does. For slice queries: the
- * encoder's fused path (rowenc_encode_line). */
+ * newline, len bytes; read only, and not terminated: most lines are read where they
+ * arrived, druid_lines_set_peek) reaches fn before any decoding, borrowed for the call,
+ * when the line can hold no more JSON values than the header's column count allows. fn returns 0
+ * when it took the row (counted as a data row), DRUID_LINE_DECODE to have the line decoded as
+ * without fn (on_row_view, on_row), or another non-zero value to abort the query as on_row's does.
+ * For slice queries: the encoder's fused path (rowenc_encode_line). */
 #define DRUID_LINE_DECODE 1
-typedef int (*druid_row_line_fn)(void *ud, char *line, size_t len);
+typedef int (*druid_row_line_fn)(void *ud, const char *line, size_t len);
 void druid_query_on_row_line(struct druid_query *q, druid_row_line_fn fn);
 /* Backpressure: stop/resume reading the response body. */
 void druid_query_pause(struct druid_query *q, bool paused);

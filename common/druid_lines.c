@@ -15,6 +15,7 @@ enum state {
 struct druid_lines {
     size_t max_line;
     druid_line_cb cb;
+    druid_peek_cb peek;
     void *ud;
     char *line; /* the current, incomplete line; cap bytes, NULL until the first byte */
     size_t cap;
@@ -34,6 +35,11 @@ struct druid_lines *druid_lines_new(size_t max_line, druid_line_cb cb, void *ud)
     l->cb = cb;
     l->ud = ud;
     return l;
+}
+
+void druid_lines_set_peek(struct druid_lines *l, druid_peek_cb peek)
+{
+    l->peek = peek;
 }
 
 static void release(struct druid_lines *l)
@@ -100,6 +106,17 @@ static int feed(struct druid_lines *l, const char *data, size_t len)
         }
         const char *nl = memchr(data + i, '\n', len - i);
         size_t n = nl ? (size_t)(nl - (data + i)) : len - i;
+        if (nl && n && l->len == 0 && l->peek && n <= l->max_line) {
+            /* the whole line is in this piece: the consumer may take it where it is */
+            int rc = l->peek(l->ud, data + i, n);
+            if (rc != DRUID_LINES_PASS) {
+                l->seen_any = true;
+                i += n + 1;
+                if (rc)
+                    return rc;
+                continue;
+            }
+        }
         if (n) {
             int rc = append(l, data + i, n);
             if (rc)

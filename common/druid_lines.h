@@ -27,10 +27,23 @@ typedef int (*druid_line_cb)(void *ud, char *line, size_t len);
 
 struct druid_lines; /* opaque */
 
+/* A peek callback (druid_lines_set_peek) returns this to have the line delivered through
+ * the line callback as usual. */
+#define DRUID_LINES_PASS 1
+/* Sees a complete, non-empty line that lies wholly inside one fed piece, in place: not
+ * copied, not terminated (line[len] is the '\n'), not writable. Returns 0 when it took the
+ * line, DRUID_LINES_PASS to have it copied and given to the line callback, or another
+ * non-zero value to stop the feed (returned by druid_lines_feed) as the line callback's. */
+typedef int (*druid_peek_cb)(void *ud, const char *line, size_t len);
+
 /* max_line: the longest line accepted, in bytes without its '\n'. NULL on OOM. Reserves
  * no line buffer yet. */
 struct druid_lines *druid_lines_new(size_t max_line, druid_line_cb cb, void *ud);
 void druid_lines_free(struct druid_lines *l);
+/* Lines inside one fed piece go to peek first (NULL: none); a line cut across pieces is
+ * assembled in the line buffer and reaches only the line callback. Saves the copy of most
+ * lines for a consumer that can read them in place. */
+void druid_lines_set_peek(struct druid_lines *l, druid_peek_cb peek);
 /* 0, the callback's non-zero value, or a DRUID_LINES_E_* code. */
 int druid_lines_feed(struct druid_lines *l, const char *data, size_t len);
 /* At end of body: 0 if the body ended exactly with the end marker ("\n\n", or a body that

@@ -255,7 +255,7 @@ static int slice_on_row_view(void *ud, const struct rowenc_value *v, size_t n)
 }
 
 /* The same for a raw line, through the encoder's fused path when the line is of its kind. */
-static int slice_on_row_line(void *ud, char *line, size_t len)
+static int slice_on_row_line(void *ud, const char *line, size_t len)
 {
     struct slicerun *r = ud;
     int64_t ms = INT64_MIN;

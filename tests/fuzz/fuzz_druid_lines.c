@@ -6,7 +6,9 @@
  * reference §2 and §3.3: lines end at '\n', an empty line is the end marker, the empty body
  * is exactly "\n\n", bytes after the marker are an error, a body without the marker is
  * truncated. One input in eight is stretched so that lines outgrow the first line buffer;
- * the buffer must stay within max_line + 1 bytes and be released once no line can follow. */
+ * the buffer must stay within max_line + 1 bytes and be released once no line can follow.
+ * Every split runs twice, the second time with a peek callback (druid_lines_set_peek) that
+ * takes some lines in place and passes the others on: the sequence must not change. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -53,6 +55,8 @@ struct run {
     size_t stop_after; /* the callback stops the feed at this (1-based) line; 0 = never */
     const struct outcome *want;
     struct result got;
+    bool peek; /* run with a peek callback that takes every line whose first byte is odd */
+    const uint8_t *piece, *piece_end; /* the piece being fed, for peek's in-place check */
 };
 
 static uint64_t splitmix(uint64_t *s)
@@ -120,6 +124,27 @@ static int on_line(void *ud, char *line, size_t len)
     return g->nlines == r->stop_after ? STOP_RC : 0;
 }
 
+/* The peek callback: a line inside the fed piece, in place (followed by its '\n'); lines
+ * with an odd first byte are taken here, the others passed on to on_line, so that both
+ * kinds interleave and the sequence stays the reference's. */
+static int on_peek(void *ud, const char *line, size_t len)
+{
+    struct run *r = ud;
+    struct result *g = &r->got;
+    CHECK(len > 0);
+    CHECK(len <= r->max_line);
+    CHECK((const uint8_t *)line >= r->piece && (const uint8_t *)line + len < r->piece_end);
+    CHECK(line[len] == '\n');
+    CHECK(memchr(line, '\n', len) == NULL);
+    if (!((unsigned char)line[0] & 1))
+        return DRUID_LINES_PASS;
+    CHECK(g->nlines < r->want->nlines);
+    CHECK(len == r->want->len[g->nlines]);
+    CHECK(memcmp(line, r->body + r->want->off[g->nlines], len) == 0);
+    g->nlines++;
+    return g->nlines == r->stop_after ? STOP_RC : 0;
+}
+
 /* Feeds body in pieces of the sizes mode picks; every feed after the first failure must
  * return that same failure (the error is sticky). */
 static void run_once(struct run *r, int mode, uint64_t seed)
@@ -127,6 +152,8 @@ static void run_once(struct run *r, int mode, uint64_t seed)
     memset(&r->got, 0, sizeof r->got);
     struct druid_lines *l = LINES_NEW(r->max_line, on_line, r);
     CHECK(l != NULL);
+    if (r->peek)
+        druid_lines_set_peek(l, on_peek);
     size_t pos = 0;
     int verdict = 0;
     uint64_t s = seed;
@@ -152,6 +179,8 @@ static void run_once(struct run *r, int mode, uint64_t seed)
                 k = 1;
         }
         }
+        r->piece = r->body + pos;
+        r->piece_end = r->body + pos + k;
         int rc = druid_lines_feed(l, (const char *)r->body + pos, k);
         /* memory: never above the limit, and nothing held once no line can follow */
         CHECK(druid_lines_capacity(l) <= r->max_line + 1);
@@ -210,10 +239,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     reference(body, n, r->max_line, r->stop_after, &want);
     r->want = &want;
 
-    for (int mode = 0; mode < 5; mode++) {
-        if (mode == 1 && n > MAX_INPUT)
-            continue; /* byte by byte only on short bodies */
-        run_once(r, mode, splitmix(&s));
+    for (int mode = 0; mode < 10; mode++) {
+        if (mode % 5 == 1 && n > MAX_INPUT)
+            continue;        /* byte by byte only on short bodies */
+        r->peek = mode >= 5; /* every split again with a peek callback */
+        run_once(r, mode % 5, splitmix(&s));
         CHECK(r->got.nlines == want.nlines);
         CHECK(r->got.feed_rc == want.feed_rc);
         CHECK(r->got.finish_rc == want.finish_rc);

@@ -448,6 +448,80 @@ static void test_end_marker_after_big_lines(void **state)
     buf_free(&body);
 }
 
+/* The peek callback: lines starting with 'a' taken in place, the others passed on. */
+struct peeked {
+    struct buf out;
+    const char *piece, *piece_end;
+    int taken, passed;
+};
+
+static int peek_cb(void *ud, const char *line, size_t len)
+{
+    struct peeked *p = ud;
+    assert_true(line >= p->piece && line + len < p->piece_end); /* in place, not copied */
+    assert_int_equal(line[len], '\n');
+    if (line[0] != 'a') {
+        p->passed++;
+        return DRUID_LINES_PASS;
+    }
+    p->taken++;
+    if (p->out.len)
+        buf_putc(&p->out, '|');
+    buf_append(&p->out, line, len);
+    return len == 2 ? 9 : 0; /* "aX" stops the feed */
+}
+
+static int peek_line_cb(void *ud, char *line, size_t len)
+{
+    struct peeked *p = ud;
+    assert_int_equal(line[len], '\0');
+    if (p->out.len)
+        buf_putc(&p->out, '|');
+    buf_append(&p->out, line, len);
+    return 0;
+}
+
+static void test_peek(void **state)
+{
+    (void)state;
+    static const char body[] = "abc\nxyz\naaa\nq\n\n";
+    size_t len = strlen(body);
+    /* whole, then every two-piece split: the same lines in the same order; a line cut
+     * across pieces reaches only the line callback */
+    for (size_t cut = 0; cut <= len; cut++) {
+        struct peeked p = {BUF_INIT, NULL, NULL, 0, 0};
+        struct druid_lines *l = druid_lines_new(1 << 20, peek_line_cb, &p);
+        druid_lines_set_peek(l, peek_cb);
+        p.piece = body;
+        p.piece_end = body + cut;
+        assert_int_equal(druid_lines_feed(l, body, cut), 0);
+        p.piece = body + cut;
+        p.piece_end = body + len;
+        assert_int_equal(druid_lines_feed(l, body + cut, len - cut), 0);
+        assert_int_equal(druid_lines_finish(l), 0);
+        assert_string_equal(p.out.data, "abc|xyz|aaa|q");
+        /* a line is cut when the cut falls after its first byte and up to its newline */
+        int cut_lines =
+            (cut > 0 && cut <= 3) + (cut > 4 && cut <= 7) + (cut > 8 && cut <= 11) + (cut == 13);
+        assert_int_equal(p.taken + p.passed, 4 - cut_lines);
+        if (cut == 0 || cut == len)
+            assert_int_equal(p.taken, 2);
+        buf_free(&p.out);
+        druid_lines_free(l);
+    }
+    /* a non-zero return stops the feed, as the line callback's */
+    struct peeked p = {BUF_INIT, NULL, NULL, 0, 0};
+    static const char stop[] = "ab\nzz\n\n";
+    struct druid_lines *l = druid_lines_new(1 << 20, peek_line_cb, &p);
+    druid_lines_set_peek(l, peek_cb);
+    p.piece = stop;
+    p.piece_end = stop + strlen(stop);
+    assert_int_equal(druid_lines_feed(l, stop, strlen(stop)), 9);
+    assert_string_equal(p.out.data, "ab");
+    buf_free(&p.out);
+    druid_lines_free(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -465,6 +539,7 @@ int main(void)
         cmocka_unit_test(test_endless_line_bounded),
         cmocka_unit_test(test_memory_released),
         cmocka_unit_test(test_end_marker_after_big_lines),
+        cmocka_unit_test(test_peek),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
