@@ -145,47 +145,29 @@ static int run_view(char **lines, size_t nlines, size_t total, enum mode mode, d
         const struct rowenc_value *v;
         size_t n;
         double t0 = now_ns();
+        int rc = ROWENC_OK;
+        int64_t ms;
+        bool taken = false;
         if (mode == LINE_WITH_IDS) {
-            int64_t ms;
-            int rc = rowenc_encode_line(e, line.data, line.len, &out, &ms);
-            if (rc == ROWENC_LINE_SLOW) {
-                if (rowdec_decode(d, line.data, line.len, &v, &n) != ROWDEC_OK) {
-                    fprintf(stderr, "bench_rowenc: row %zu is not on rowdec's fast path\n", i);
-                    return -1;
-                }
-                rc = rowenc_encode_values(e, v, n, &out, &ms, err, sizeof err);
-            } else {
-                fused++;
-            }
-            double dt = now_ns() - t0;
-            if (dt < 50000) {
-                spent += dt;
-                timed++;
-            }
-            if (rc != ROWENC_OK) {
-                fprintf(stderr, "bench_rowenc: row %zu: %s\n", i, err);
+            rc = rowenc_encode_line(e, line.data, line.len, &out, &ms);
+            taken = rc != ROWENC_LINE_SLOW;
+            fused += taken;
+        }
+        if (!taken) {
+            if (rowdec_decode(d, line.data, line.len, &v, &n) != ROWDEC_OK) {
+                fprintf(stderr, "bench_rowenc: row %zu is not on rowdec's fast path\n", i);
                 return -1;
             }
-            if (out.len >= 256 << 10) {
-                XXH3_64bits_update(st, out.data, out.len);
-                bytes += out.len;
-                buf_reset(&out);
+            if (mode == VIEW_WITH_IDS) {
+                const char *ts = v[0].kind == ROWENC_V_STRING ? v[0].p : "";
+                if (strlen(ts) < sizeof group && strcmp(ts, group) != 0) {
+                    rowenc_reset(e);
+                    memcpy(group, ts, strlen(ts) + 1);
+                }
             }
-            continue;
-        }
-        if (rowdec_decode(d, line.data, line.len, &v, &n) != ROWDEC_OK) {
-            fprintf(stderr, "bench_rowenc: row %zu is not on rowdec's fast path\n", i);
-            return -1;
-        }
-        int rc = ROWENC_OK;
-        if (mode == VIEW_WITH_IDS) {
-            const char *ts = v[0].kind == ROWENC_V_STRING ? v[0].p : "";
-            if (strlen(ts) < sizeof group && strcmp(ts, group) != 0) {
-                rowenc_reset(e);
-                memcpy(group, ts, strlen(ts) + 1);
-            }
-            int64_t ms;
-            rc = rowenc_encode_values(e, v, n, &out, &ms, err, sizeof err);
+            /* LINE_WITH_IDS: the encoder resets by itself (rowenc_group_by) */
+            if (mode != VIEW_DECODE)
+                rc = rowenc_encode_values(e, v, n, &out, &ms, err, sizeof err);
         }
         double dt = now_ns() - t0;
         if (dt < 50000) {
