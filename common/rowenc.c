@@ -16,6 +16,7 @@
 #include <xxhash.h>
 
 #include "timeutil.h"
+#include "xxh3_wide.h"
 
 /* What a field contributes to the id (scheme 2, rowenc.h): its value class and where its
  * canonical value is, recorded while the field is encoded and hashed once the row is
@@ -65,6 +66,8 @@ struct hashw {
 /* Slack the fixed-size writes of one field may use beyond their bytes (a name's padding) */
 #define HW_SLACK 16
 
+#define OCC_LIST 8
+
 struct occ_slot {
     XXH128_hash_t h;
     uint64_t seen; /* identical rows seen so far in the slice; 0 marks an empty slot */
@@ -84,6 +87,11 @@ struct rowenc {
     struct hashw hw;
     struct occ_slot *occ;
     size_t occ_cap, occ_used; /* occ_cap is 0 or a power of two */
+    /* the slots of the first OCC_LIST rows of a group (valid until the table grows): a reset
+     * after a small group clears those, not the table (ordered reads reset at nearly
+     * every row) */
+    size_t occ_at[OCC_LIST];
+    bool occ_at_valid;
     uint64_t rows;
     struct rowenc_stats stats, pend; /* pend: this row's counts, added when it is stored */
     bool ts_day_valid;               /* ts_druid_fast's last date "YYYY-MM-DD" and its day */
@@ -93,6 +101,7 @@ struct rowenc {
     char group_key[48]; /* the text of the current run (a longer text never starts one) */
     size_t group_len;
     uint64_t line_ok, line_slow; /* rowenc_encode_line: lines taken and left */
+    xxh3_wide_fn wide;           /* the content hash on AVX2, or NULL: the inlined one */
 };
 
 struct rowenc *rowenc_new(const struct rowenc_column *cols, size_t ncols, int inc_col, bool with_id)
@@ -104,6 +113,7 @@ struct rowenc *rowenc_new(const struct rowenc_column *cols, size_t ncols, int in
     e->inc_col = inc_col >= 0 && (size_t)inc_col < ncols ? inc_col : -1;
     e->with_id = with_id;
     e->group_col = -1;
+    e->wide = xxh3_wide_pick();
     size_t n = ncols ? ncols : 1;
     e->cols = calloc(n, sizeof *e->cols);
     e->name_len = calloc(n, sizeof *e->name_len);
@@ -163,10 +173,14 @@ void rowenc_reset(struct rowenc *e)
         free(e->occ);
         e->occ = NULL;
         e->occ_cap = 0;
+    } else if (e->occ_at_valid && e->occ_used <= OCC_LIST) {
+        for (size_t k = 0; k < e->occ_used; k++)
+            e->occ[e->occ_at[k]].seen = 0;
     } else {
         memset(e->occ, 0, e->occ_cap * sizeof *e->occ);
     }
     e->occ_used = 0;
+    e->occ_at_valid = true;
     e->rows = 0;
 }
 
@@ -1686,6 +1700,7 @@ static uint64_t occ_next(struct rowenc *e, XXH128_hash_t h)
         free(e->occ);
         e->occ = n;
         e->occ_cap = ncap;
+        e->occ_at_valid = e->occ_used == 0; /* else the recorded slots moved */
     }
     size_t j = (size_t)h.low64 & (e->occ_cap - 1);
     while (e->occ[j].seen) {
@@ -1695,6 +1710,8 @@ static uint64_t occ_next(struct rowenc *e, XXH128_hash_t h)
     }
     e->occ[j].h = h;
     e->occ[j].seen = 1;
+    if (e->occ_used < OCC_LIST)
+        e->occ_at[e->occ_used] = j;
     e->occ_used++;
     return 0;
 }
@@ -1714,7 +1731,15 @@ static void put_id(struct rowenc *e, struct buf *out, size_t room)
         if (e->canon[c].kind != CK_NULL)
             hash_field(e, c, &sure);
     }
-    XXH128_hash_t content = XXH3_128bits(h->b ? h->b : "", h->n);
+    XXH128_hash_t content;
+    if (e->wide && h->n > 240) { /* (shorter inputs take XXH3's scalar paths anyway) */
+        uint64_t w[2];
+        e->wide(h->b, h->n, w);
+        content.low64 = w[0];
+        content.high64 = w[1];
+    } else {
+        content = XXH3_128bits(h->b ? h->b : "", h->n);
+    }
     if (h->cap > HW_KEEP) {
         free(h->b);
         *h = (struct hashw){NULL, 0, 0};

@@ -913,6 +913,44 @@ static void test_ids_reset_and_many(void **state)
     rowenc_free(e);
 }
 
+/* The id of row k in an encoder that has seen rows (given as ints) since its last reset. */
+static void id_of(struct rowenc *e, int64_t k, char id[37])
+{
+    struct json_object *row = json_object_new_array();
+    json_object_array_add(row, json_object_new_int64(k));
+    struct buf out = BUF_INIT;
+    assert_int_equal(rowenc_encode(e, row, &out, NULL, NULL, 0), 0);
+    memcpy(id, out.data + out.len - 37, 36);
+    id[36] = '\0';
+    buf_free(&out);
+    json_object_put(row);
+}
+
+/* Groups of every size around the point where a reset stops clearing only the slots it
+ * used and clears the table (and around the table's growth), one encoder reset between
+ * groups: each group's ids are those of a fresh encoder. */
+static void test_ids_small_groups(void **state)
+{
+    (void)state;
+    struct rowenc_column cols[] = {{"k", PGT_BIGINT}};
+    struct rowenc *e = rowenc_new(cols, 1, -1, true);
+    static const size_t sizes[] = {1, 2, 8, 9, 1, 3, 7, 8, 12, 1, 40, 2, 8, 1};
+    for (size_t g = 0; g < sizeof sizes / sizeof *sizes; g++) {
+        struct rowenc *fresh = rowenc_new(cols, 1, -1, true);
+        for (size_t i = 0; i < sizes[g]; i++) {
+            /* identical rows (k = 5) mixed with distinct ones */
+            int64_t k = i % 3 == 0 ? 5 : (int64_t)(g * 100 + i);
+            char a[37], b[37];
+            id_of(e, k, a);
+            id_of(fresh, k, b);
+            assert_string_equal(a, b);
+        }
+        rowenc_free(fresh);
+        rowenc_reset(e);
+    }
+    rowenc_free(e);
+}
+
 static void test_full_line(void **state)
 {
     (void)state;
@@ -968,6 +1006,7 @@ int main(void)
         cmocka_unit_test(test_ids_pinned),
         cmocka_unit_test(test_ids_schema_drift),
         cmocka_unit_test(test_ids_reset_and_many),
+        cmocka_unit_test(test_ids_small_groups),
         cmocka_unit_test(test_full_line),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
