@@ -516,6 +516,8 @@ static int query_start(struct druid_query *q)
     struct druid_client *c = q->c;
     q->easy = curl_easy_init();
     q->lines = druid_lines_new(DRUID_LINE_MAX, on_line, q);
+    if (q->lines && q->on_row_line)
+        druid_lines_set_peek(q->lines, on_line_peek);
     /* json-c accepts max_depth - 1 levels of nesting; one more level is the row array */
     q->tok = json_tokener_new_ex(DRUID_JSON_DEPTH + 2);
     if (!q->easy || !q->lines || !q->tok)
@@ -850,7 +852,8 @@ void druid_query_cancel(struct druid_query *q)
 void druid_query_on_row_line(struct druid_query *q, druid_row_line_fn fn)
 {
     q->on_row_line = fn;
-    druid_lines_set_peek(q->lines, fn ? on_line_peek : NULL);
+    if (q->lines) /* else query_start sets it: a queued query has no splitter yet */
+        druid_lines_set_peek(q->lines, fn ? on_line_peek : NULL);
 }
 
 void druid_query_on_row_view(struct druid_query *q, druid_row_view_fn fn)
